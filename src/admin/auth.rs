@@ -1,0 +1,23 @@
+//! Bearer-token authentication of the admin API.
+
+use axum::extract::{Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::Next;
+use axum::response::Response;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+
+/// Lets the request through only with `Authorization: Bearer <admin token>`.
+pub async fn require_admin(State(app): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
+    let token = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim);
+    match token {
+        Some(token) if app.secrets.admin_tokens.verify(token) => Ok(next.run(request).await),
+        _ => Err(ApiError::Unauthorized),
+    }
+}

@@ -1,0 +1,296 @@
+//! The Segment integration of a workspace: the write key (sealed at rest, only
+//! ever shown as a hint), the region, delivery status, a test call, and the
+//! dead letters.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value, json};
+
+use super::extract::{AdminJson, WorkspaceId};
+use super::workspaces::no_such_workspace;
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::secrets::WriteKey;
+use crate::segment::{self, BatchLimits, Context, Outcome, Region, TrackMessage};
+use crate::store::{DeadLetter, Integration, IntegrationConfig, LastError, QueueCounts};
+use crate::time::{iso8601, millis_to_iso8601, now_millis};
+
+/// Longest write key accepted, in characters.
+const MAX_WRITE_KEY_CHARS: usize = 256;
+/// Consecutive failures from which a workspace's delivery counts as failing.
+const FAILING_AFTER: u32 = 5;
+const TEST_EVENT: &str = "produktly_test_event";
+
+#[derive(Debug, Serialize)]
+pub struct IntegrationView {
+    configured: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    write_key_hint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    region: Option<Region>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    enabled: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<StatusView>,
+}
+
+#[derive(Debug, Serialize)]
+struct StatusView {
+    state: &'static str,
+    queued: u64,
+    dead: u64,
+    last_delivery_at: Option<String>,
+    last_error: Option<ErrorView>,
+}
+
+#[derive(Debug, Serialize)]
+struct ErrorView {
+    at: String,
+    status: Option<u16>,
+    message: String,
+}
+
+impl IntegrationView {
+    fn new(integration: Integration, counts: QueueCounts) -> IntegrationView {
+        let now = now_millis();
+        let state = if !integration.enabled {
+            "paused"
+        } else if integration.consecutive_failures >= FAILING_AFTER {
+            "failing"
+        } else if integration.consecutive_failures > 0 || integration.next_attempt_at > now {
+            "retrying"
+        } else {
+            "ok"
+        };
+        let last_error = integration.last_error.map(|LastError { at, status, message }| ErrorView {
+            at: millis_to_iso8601(at),
+            status,
+            message,
+        });
+        IntegrationView {
+            configured: true,
+            write_key_hint: Some(integration.write_key_hint),
+            region: Some(integration.region),
+            enabled: Some(integration.enabled),
+            status: Some(StatusView {
+                state,
+                queued: counts.queued,
+                dead: counts.dead,
+                last_delivery_at: integration.last_delivery_at.map(millis_to_iso8601),
+                last_error,
+            }),
+        }
+    }
+
+    fn not_configured() -> IntegrationView {
+        IntegrationView { configured: false, write_key_hint: None, region: None, enabled: None, status: None }
+    }
+}
+
+/// The fields of `PUT …/integrations/segment`. Parsed by hand so that no error
+/// message can ever echo the write key.
+struct IntegrationBody {
+    write_key: Option<WriteKey>,
+    region: Option<Region>,
+    enabled: Option<bool>,
+}
+
+impl IntegrationBody {
+    fn parse(body: Value) -> Result<IntegrationBody, ApiError> {
+        let Value::Object(mut fields) = body else {
+            return Err(invalid(None, "the body must be a JSON object"));
+        };
+        let write_key = match fields.remove("write_key") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(key)) => Some(parse_write_key(&key)?),
+            Some(_) => return Err(invalid(Some("write_key"), "write_key must be a string")),
+        };
+        let region = match fields.remove("region") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(region)) => {
+                Some(region.parse().map_err(|()| invalid(Some("region"), "region must be \"us\" or \"eu\""))?)
+            }
+            Some(_) => return Err(invalid(Some("region"), "region must be \"us\" or \"eu\"")),
+        };
+        let enabled = match fields.remove("enabled") {
+            None | Some(Value::Null) => None,
+            Some(Value::Bool(enabled)) => Some(enabled),
+            Some(_) => return Err(invalid(Some("enabled"), "enabled must be true or false")),
+        };
+        if let Some(unknown) = fields.keys().next() {
+            let message = format!("unknown field {unknown:?}; expected write_key, region or enabled");
+            return Err(ApiError::InvalidRequest { field: None, message });
+        }
+        Ok(IntegrationBody { write_key, region, enabled })
+    }
+}
+
+fn parse_write_key(key: &str) -> Result<WriteKey, ApiError> {
+    let key = key.trim();
+    if key.is_empty() || key.chars().count() > MAX_WRITE_KEY_CHARS || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(invalid(
+            Some("write_key"),
+            "write_key must be the Segment source's write key: 1 to 256 characters without spaces",
+        ));
+    }
+    Ok(WriteKey::new(key))
+}
+
+fn invalid(field: Option<&'static str>, message: &str) -> ApiError {
+    ApiError::InvalidRequest { field, message: message.to_owned() }
+}
+
+/// Sets the write key, region and enabled flag. Omitted fields keep their
+/// current values (the key is required the first time); delivery of queued
+/// events resumes at once with the new settings.
+pub async fn put(
+    State(app): State<AppState>,
+    WorkspaceId(id): WorkspaceId,
+    AdminJson(body): AdminJson<Value>,
+) -> Result<Json<IntegrationView>, ApiError> {
+    let body = IntegrationBody::parse(body)?;
+    app.store.workspace(&id).await?.ok_or_else(no_such_workspace)?;
+    let existing = app.store.integration(&id).await?;
+    let (sealed_write_key, write_key_hint) = match (&body.write_key, &existing) {
+        (Some(key), _) => (app.secrets.sealer.seal(&id, key), key.hint()),
+        (None, Some(existing)) => (existing.sealed_write_key.clone(), existing.write_key_hint.clone()),
+        (None, None) => return Err(invalid(Some("write_key"), "write_key is required to set up the integration")),
+    };
+    let config = IntegrationConfig {
+        sealed_write_key,
+        write_key_hint,
+        region: body.region.or(existing.as_ref().map(|e| e.region)).unwrap_or_default(),
+        enabled: body.enabled.or(existing.as_ref().map(|e| e.enabled)).unwrap_or(true),
+    };
+    let integration = app.store.put_integration(&id, &config, now_millis()).await?;
+    app.ingest_keys.invalidate();
+    app.wake.notify_one();
+    let counts = app.store.queue_counts(&id).await?;
+    Ok(Json(IntegrationView::new(integration, counts)))
+}
+
+pub async fn get(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> Result<Json<IntegrationView>, ApiError> {
+    app.store.workspace(&id).await?.ok_or_else(no_such_workspace)?;
+    let Some(integration) = app.store.integration(&id).await? else {
+        return Ok(Json(IntegrationView::not_configured()));
+    };
+    let counts = app.store.queue_counts(&id).await?;
+    Ok(Json(IntegrationView::new(integration, counts)))
+}
+
+/// Removes the integration and drops the workspace's queued and dead events.
+pub async fn delete(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> Result<StatusCode, ApiError> {
+    if !app.store.delete_integration(&id).await? {
+        return Err(ApiError::NotFound("the workspace has no Segment integration".into()));
+    }
+    app.ingest_keys.invalidate();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Serialize)]
+pub struct TestView {
+    outcome: &'static str,
+    status: Option<u16>,
+    message: String,
+    message_id: String,
+    note: &'static str,
+}
+
+/// Sends one `produktly_test_event` with the stored key and answers with what
+/// Segment answered. Segment accepts any write key, so success here means the
+/// call went through; the event shows in the source's Debugger if the key is right.
+pub async fn test(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> Result<Json<TestView>, ApiError> {
+    let integration = app
+        .store
+        .integration(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("the workspace has no Segment integration".into()))?;
+    let write_key = app
+        .secrets
+        .sealer
+        .unseal(&id, &integration.sealed_write_key)
+        .map_err(|e| ApiError::Internal(format!("cannot unseal the write key: {e}")))?;
+    let message_id = uuid::Uuid::new_v4().to_string();
+    let now = iso8601(chrono::Utc::now());
+    let properties = Map::from_iter([("workspace_id".to_owned(), json!(id))]);
+    let context = Context::new(Map::new());
+    let message = TrackMessage::new(TEST_EVENT, &message_id, Some("produktly-test"), &now, &properties, &context).to_json();
+    let limits = BatchLimits { max_messages: 1, max_bytes: segment::MAX_MESSAGE_BYTES * 2 };
+    let batch = segment::pack([(0, message)], limits).batches.remove(0);
+    let outcome = app.segment.send(integration.region, &write_key, batch.body(&now)).await;
+    let (outcome, status, message) = match outcome {
+        Outcome::Delivered { status } => ("delivered", Some(status), "Segment accepted the test event".to_owned()),
+        Outcome::Rejected { status, body } => ("rejected", Some(status), body),
+        Outcome::RateLimited { status, retry_after } => {
+            ("rate_limited", Some(status), format!("Segment asked to retry after {} s", retry_after.as_secs()))
+        }
+        Outcome::Failed { status, message } => ("failed", status, message),
+    };
+    Ok(Json(TestView {
+        outcome,
+        status,
+        message,
+        message_id,
+        note: "Segment accepts any write key at this stage; look for produktly_test_event in the source's Debugger.",
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeadLetterView {
+    message_id: String,
+    reason: String,
+    status: Option<u16>,
+    detail: String,
+    received_at: String,
+    failed_at: String,
+    message: Box<RawValue>,
+}
+
+impl DeadLetterView {
+    fn new(dead: DeadLetter) -> Result<DeadLetterView, ApiError> {
+        let message = segment::with_user_id(&dead.payload, dead.user_id.as_deref());
+        let message = RawValue::from_string(message).map_err(|e| ApiError::Internal(format!("stored message is not JSON: {e}")))?;
+        Ok(DeadLetterView {
+            message_id: dead.message_id,
+            reason: dead.reason,
+            status: dead.status,
+            detail: dead.detail,
+            received_at: millis_to_iso8601(dead.received_at),
+            failed_at: millis_to_iso8601(dead.failed_at),
+            message,
+        })
+    }
+}
+
+pub async fn dead_letters(
+    State(app): State<AppState>,
+    WorkspaceId(id): WorkspaceId,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|_| invalid(Some("limit"), "limit must be a number from 1 to 1000"))?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(invalid(Some("limit"), "limit must be a number from 1 to 1000"));
+    }
+    app.store.workspace(&id).await?.ok_or_else(no_such_workspace)?;
+    let letters: Vec<DeadLetterView> =
+        app.store.dead_letters(&id, limit).await?.into_iter().map(DeadLetterView::new).collect::<Result<_, _>>()?;
+    Ok(Json(json!({"dead_letters": letters})))
+}
+
+/// Puts every dead letter of the workspace back in the queue, with a fresh age.
+pub async fn replay(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> Result<Json<Value>, ApiError> {
+    app.store.workspace(&id).await?.ok_or_else(no_such_workspace)?;
+    let replayed = app.store.replay_dead_letters(&id, now_millis()).await?;
+    app.metrics.queue_depth.inc_by(replayed as i64);
+    app.wake.notify_one();
+    Ok(Json(json!({"replayed": replayed})))
+}

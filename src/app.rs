@@ -1,0 +1,146 @@
+//! Wiring: `App::build(settings)` opens the store, binds the listener and
+//! prepares the workers; `App::run` serves until told to stop, then drains.
+//! Tests run exactly this, on port 0.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tower_http::trace::TraceLayer;
+
+use crate::config::Settings;
+use crate::delivery::{Delivery, Janitor};
+use crate::error::ApiError;
+use crate::ingest::{Committer, IngestKeys};
+use crate::metrics::Metrics;
+use crate::secrets::{Secrets, SecretsError};
+use crate::segment::{BatchLimits, SegmentClient};
+use crate::store::{self, Store, StoreError};
+use crate::{admin, ingest, ops};
+
+/// What every request handler may use.
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub store: Arc<dyn Store>,
+    pub metrics: Arc<Metrics>,
+    pub secrets: Arc<Secrets>,
+    pub committer: Committer,
+    pub ingest_keys: IngestKeys,
+    pub segment: SegmentClient,
+    /// Wakes delivery when there is new work.
+    pub wake: Arc<Notify>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {address}: {source}")]
+    Bind { address: SocketAddr, source: std::io::Error },
+    #[error("cannot set up the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+pub struct App {
+    listener: TcpListener,
+    state: AppState,
+    delivery: Arc<Delivery>,
+    janitor: Janitor,
+    committer: JoinHandle<()>,
+}
+
+impl App {
+    pub async fn build(settings: Settings) -> Result<App, StartError> {
+        let secrets = Secrets::resolve(&settings)?;
+        let store = store::connect(&settings).await?;
+        let metrics = Arc::new(Metrics::new());
+        let wake = Arc::new(Notify::new());
+        let (committer, committer_task) = Committer::spawn(
+            store.clone(),
+            metrics.clone(),
+            wake.clone(),
+            settings.ingest.max_pending_events,
+            settings.ingest.commit_max_rows,
+        );
+        let segment = SegmentClient::new(&settings.segment)?;
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .map_err(|source| StartError::Bind { address: settings.listen, source })?;
+        let delivery = Arc::new(Delivery {
+            store: store.clone(),
+            client: segment.clone(),
+            sealer: secrets.sealer.clone(),
+            metrics: metrics.clone(),
+            settings: settings.delivery.clone(),
+            limits: BatchLimits {
+                max_messages: settings.segment.max_batch_messages,
+                max_bytes: settings.segment.max_batch_bytes,
+            },
+            wake: wake.clone(),
+        });
+        let janitor = Janitor {
+            store: store.clone(),
+            metrics: metrics.clone(),
+            interval: settings.delivery.janitor_interval(),
+            max_age: settings.delivery.max_age(),
+        };
+        let state = AppState {
+            ingest_keys: IngestKeys::new(store.clone(), settings.ingest.key_cache_ttl()),
+            settings: Arc::new(settings),
+            store,
+            metrics,
+            secrets: Arc::new(secrets),
+            committer,
+            segment,
+            wake,
+        };
+        Ok(App { listener, state, delivery, janitor, committer: committer_task })
+    }
+
+    /// The address the server listens on (the real port when configured as 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Where the generated admin token is, when it was generated.
+    pub fn admin_token_file(&self) -> Option<&PathBuf> {
+        self.state.secrets.admin_token_file.as_ref()
+    }
+
+    /// Serves and delivers until `stop` is cancelled; then stops taking
+    /// requests, commits what requests handed over, and lets deliveries in
+    /// flight finish before returning.
+    pub async fn run(self, stop: CancellationToken) -> std::io::Result<()> {
+        let App { listener, state, delivery, janitor, committer } = self;
+        let workers_stop = stop.child_token();
+        let delivery = tokio::spawn(delivery.run(workers_stop.clone()));
+        let janitor = tokio::spawn(janitor.run(workers_stop));
+        let service = router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let served = axum::serve(listener, service).with_graceful_shutdown(stop.cancelled_owned()).await;
+        // The server and its router are gone, and with them the last committer
+        // handle: the commit task finishes what it holds and ends.
+        let _ = committer.await;
+        let _ = delivery.await;
+        let _ = janitor.await;
+        served
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(ingest::router(state.clone()))
+        .merge(admin::router(state.clone()))
+        .merge(ops::router())
+        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

@@ -1,0 +1,267 @@
+//! Typed settings, layered: `config/default.toml` (built in) < the file named by
+//! `PRODUKTLY_CONFIG` < `PRODUKTLY_*` environment variables (and `DATABASE_URL`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Deserializer};
+
+const DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// Sections of the settings; `PRODUKTLY_<SECTION>_<KEY>` sets `<key>` in `[<section>]`.
+const SECTIONS: &[&str] = &["segment", "ingest", "delivery"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Load(#[from] Box<figment::Error>),
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub database_max_connections: u32,
+    pub data_dir: PathBuf,
+    #[serde(deserialize_with = "comma_separated")]
+    pub admin_tokens: Vec<String>,
+    pub secret_key: String,
+    pub log_format: LogFormat,
+    pub segment: SegmentSettings,
+    pub ingest: IngestSettings,
+    pub delivery: DeliverySettings,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Auto,
+    Pretty,
+    Json,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentSettings {
+    pub us_url: String,
+    pub eu_url: String,
+    pub request_timeout_ms: u64,
+    pub max_batch_messages: usize,
+    pub max_batch_bytes: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestSettings {
+    pub max_body_bytes: usize,
+    pub max_decompressed_bytes: usize,
+    pub max_batch_events: usize,
+    pub max_pending_events: usize,
+    pub commit_max_rows: usize,
+    pub max_queue_depth: u64,
+    pub key_cache_ttl_ms: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySettings {
+    pub poll_interval_ms: u64,
+    pub linger_ms: u64,
+    pub lease_ms: u64,
+    pub max_concurrent_requests: usize,
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    pub max_age_hours: u64,
+    pub janitor_interval_ms: u64,
+}
+
+/// Which database the URL names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Settings {
+    /// Settings from the built-in defaults, `PRODUKTLY_CONFIG` and the environment.
+    pub fn load() -> Result<Settings, ConfigError> {
+        let mut figment = Self::defaults();
+        if let Ok(path) = std::env::var("PRODUKTLY_CONFIG") {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let env = Env::prefixed("PRODUKTLY_")
+            .ignore(&["config"])
+            .map(|key| nest_section(&key.as_str().to_ascii_lowercase()).into());
+        figment = figment.merge(Env::raw().only(&["database_url"])).merge(env);
+        Self::extract(figment)
+    }
+
+    /// The built-in defaults alone, for callers (tests, the benchmark) that
+    /// layer their own values on top.
+    pub fn defaults() -> Figment {
+        Figment::from(Toml::string(DEFAULTS))
+    }
+
+    /// Settings from a figment, checked.
+    pub fn extract(figment: Figment) -> Result<Settings, ConfigError> {
+        let settings: Settings = figment.extract().map_err(Box::new)?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let segment = &self.segment;
+        if !(1..=2500).contains(&segment.max_batch_messages) {
+            return invalid("segment.max_batch_messages must be between 1 and 2500");
+        }
+        if !(32_000..=500_000).contains(&segment.max_batch_bytes) {
+            return invalid("segment.max_batch_bytes must be between 32000 and 500000");
+        }
+        for url in [&segment.us_url, &segment.eu_url] {
+            if url::Url::parse(url).is_err() {
+                return invalid(&format!("segment URL {url:?} is not a valid URL"));
+            }
+        }
+        if self.ingest.commit_max_rows == 0 || self.ingest.max_pending_events == 0 {
+            return invalid("ingest.commit_max_rows and ingest.max_pending_events must be positive");
+        }
+        if self.delivery.max_concurrent_requests == 0 {
+            return invalid("delivery.max_concurrent_requests must be positive");
+        }
+        if self.delivery.lease_ms <= self.segment.request_timeout_ms {
+            return invalid("delivery.lease_ms must be longer than segment.request_timeout_ms");
+        }
+        self.backend()?;
+        Ok(())
+    }
+
+    /// The database URL, defaulting to a SQLite file in the data folder.
+    pub fn database_url(&self) -> String {
+        if self.database_url.is_empty() {
+            let path = self.data_dir.join("produktly.db");
+            format!("sqlite://{}?mode=rwc", path.display())
+        } else {
+            self.database_url.clone()
+        }
+    }
+
+    pub fn backend(&self) -> Result<Backend, ConfigError> {
+        let url = self.database_url();
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else {
+            invalid("database_url must start with postgres://, postgresql:// or sqlite:")
+        }
+    }
+}
+
+impl SegmentSettings {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+impl IngestSettings {
+    pub fn key_cache_ttl(&self) -> Duration {
+        Duration::from_millis(self.key_cache_ttl_ms)
+    }
+}
+
+impl DeliverySettings {
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms)
+    }
+    pub fn linger(&self) -> Duration {
+        Duration::from_millis(self.linger_ms)
+    }
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms)
+    }
+    pub fn backoff_base(&self) -> Duration {
+        Duration::from_millis(self.backoff_base_ms)
+    }
+    pub fn backoff_max(&self) -> Duration {
+        Duration::from_millis(self.backoff_max_ms)
+    }
+    pub fn max_age(&self) -> Duration {
+        Duration::from_secs(self.max_age_hours * 3600)
+    }
+    pub fn janitor_interval(&self) -> Duration {
+        Duration::from_millis(self.janitor_interval_ms)
+    }
+}
+
+fn invalid<T>(message: &str) -> Result<T, ConfigError> {
+    Err(ConfigError::Invalid(message.to_owned()))
+}
+
+/// `segment_us_url` → `segment.us_url`: the first word names the section.
+fn nest_section(key: &str) -> String {
+    for section in SECTIONS {
+        if let Some(rest) = key.strip_prefix(section).and_then(|r| r.strip_prefix('_')) {
+            return format!("{section}.{rest}");
+        }
+    }
+    key.to_owned()
+}
+
+/// A list given either as a TOML array or as one comma-separated string.
+fn comma_separated<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    let items = match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(s) => s.split(',').map(str::to_owned).collect(),
+        OneOrMany::Many(v) => v,
+    };
+    Ok(items.into_iter().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::providers::Serialized;
+
+    #[test]
+    fn defaults_load_and_use_sqlite_in_the_data_folder() {
+        let settings = Settings::extract(Settings::defaults()).unwrap();
+        assert_eq!(settings.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(settings.backend().unwrap(), Backend::Sqlite);
+        assert_eq!(settings.database_url(), "sqlite://data/produktly.db?mode=rwc");
+        assert!(settings.admin_tokens.is_empty());
+        assert_eq!(settings.segment.us_url, "https://api.segment.io");
+    }
+
+    #[test]
+    fn env_names_map_to_sections() {
+        assert_eq!(nest_section("segment_us_url"), "segment.us_url");
+        assert_eq!(nest_section("delivery_lease_ms"), "delivery.lease_ms");
+        assert_eq!(nest_section("admin_tokens"), "admin_tokens");
+        assert_eq!(nest_section("listen"), "listen");
+    }
+
+    #[test]
+    fn admin_tokens_split_on_commas() {
+        let figment = Settings::defaults().merge(Serialized::default("admin_tokens", " a, b ,,c"));
+        let settings = Settings::extract(figment).unwrap();
+        assert_eq!(settings.admin_tokens, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn out_of_range_batch_limits_are_refused() {
+        let figment =
+            Settings::defaults().merge(Serialized::default("segment.max_batch_messages", 3000));
+        assert!(Settings::extract(figment).is_err());
+    }
+}

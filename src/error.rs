@@ -1,0 +1,212 @@
+//! The errors the HTTP API answers with, and their one mapping to a status
+//! and the JSON body `{"error": {"code", "message", ...}}`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::store::StoreError;
+
+/// Seconds a client is asked to wait after a `503`.
+const RETRY_AFTER_UNAVAILABLE: u64 = 1;
+
+/// Why one event was refused; in a batch, the others may still be accepted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{message}")]
+pub struct EventError {
+    pub code: EventErrorCode,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventErrorCode {
+    InvalidEvent,
+    MissingField,
+    InvalidField,
+    UnknownEvent,
+    MissingProperty,
+    InvalidProperty,
+    MissingIdentity,
+    MessageTooLarge,
+}
+
+impl EventErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventErrorCode::InvalidEvent => "invalid_event",
+            EventErrorCode::MissingField => "missing_field",
+            EventErrorCode::InvalidField => "invalid_field",
+            EventErrorCode::UnknownEvent => "unknown_event",
+            EventErrorCode::MissingProperty => "missing_property",
+            EventErrorCode::InvalidProperty => "invalid_property",
+            EventErrorCode::MissingIdentity => "missing_identity",
+            EventErrorCode::MessageTooLarge => "message_too_large",
+        }
+    }
+}
+
+impl Serialize for EventErrorCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl EventError {
+    pub fn new(code: EventErrorCode, field: Option<&str>, message: String) -> EventError {
+        EventError { code, message, field: field.map(str::to_owned) }
+    }
+}
+
+/// An event refused within a batch, located by its index.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct IndexedEventError {
+    pub index: usize,
+    #[serde(flatten)]
+    pub error: EventError,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Validation(EventError),
+    #[error("none of the {} events in the batch is valid", .0.len())]
+    NoValidEvents(Vec<IndexedEventError>),
+    #[error("the body is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("{0}")]
+    InvalidBody(String),
+    #[error("the batch holds {count} events; at most {max} are accepted per request")]
+    TooManyEvents { count: usize, max: usize },
+    #[error("send the workspace's ingest key in the X-Produktly-Key header or the `key` query parameter")]
+    MissingIngestKey,
+    #[error("the ingest key is not valid")]
+    InvalidIngestKey,
+    #[error("the body is larger than the limit of {0} bytes")]
+    BodyTooLarge(usize),
+    #[error("the Content-Type must be application/json or text/plain")]
+    UnsupportedMediaType,
+    #[error("the Content-Encoding {0:?} is not supported; use gzip or none")]
+    UnsupportedEncoding(String),
+    #[error("the body is not valid gzip")]
+    InvalidGzip,
+    #[error("too many events are waiting to be stored; retry shortly")]
+    QueueFull,
+    #[error("the event store is unavailable; retry shortly")]
+    StoreUnavailable(#[source] Arc<StoreError>),
+    #[error("the store is unavailable or its schema is not current")]
+    NotReady,
+    #[error("send a valid admin token as `Authorization: Bearer <token>`")]
+    Unauthorized,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("this method is not allowed on this path")]
+    MethodNotAllowed,
+    #[error("workspace {0:?} already exists; use PUT to update it")]
+    WorkspaceExists(String),
+    #[error("{message}")]
+    InvalidRequest { field: Option<&'static str>, message: String },
+    #[error("an internal error occurred")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Validation(_)
+            | ApiError::NoValidEvents(_)
+            | ApiError::InvalidJson(_)
+            | ApiError::InvalidBody(_)
+            | ApiError::TooManyEvents { .. }
+            | ApiError::InvalidGzip
+            | ApiError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::MissingIngestKey | ApiError::InvalidIngestKey | ApiError::Unauthorized => {
+                StatusCode::UNAUTHORIZED
+            }
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::WorkspaceExists(_) => StatusCode::CONFLICT,
+            ApiError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType | ApiError::UnsupportedEncoding(_) => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
+            ApiError::QueueFull | ApiError::StoreUnavailable(_) | ApiError::NotReady => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Validation(e) => e.code.as_str(),
+            ApiError::NoValidEvents(_) => "no_valid_events",
+            ApiError::InvalidJson(_) => "invalid_json",
+            ApiError::InvalidBody(_) => "invalid_body",
+            ApiError::TooManyEvents { .. } => "too_many_events",
+            ApiError::MissingIngestKey => "missing_ingest_key",
+            ApiError::InvalidIngestKey => "invalid_ingest_key",
+            ApiError::BodyTooLarge(_) => "body_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::UnsupportedEncoding(_) => "unsupported_encoding",
+            ApiError::InvalidGzip => "invalid_gzip",
+            ApiError::QueueFull => "queue_full",
+            ApiError::StoreUnavailable(_) => "store_unavailable",
+            ApiError::NotReady => "not_ready",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::WorkspaceExists(_) => "workspace_exists",
+            ApiError::InvalidRequest { .. } => "invalid_request",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    fn body(&self) -> serde_json::Value {
+        let mut error = json!({"code": self.code(), "message": self.to_string()});
+        let field = match self {
+            ApiError::Validation(e) => e.field.as_deref(),
+            ApiError::InvalidRequest { field, .. } => *field,
+            _ => None,
+        };
+        if let Some(field) = field {
+            error["field"] = json!(field);
+        }
+        match self {
+            ApiError::NoValidEvents(rejected) => json!({"error": error, "rejected": rejected}),
+            _ => json!({"error": error}),
+        }
+    }
+}
+
+impl From<EventError> for ApiError {
+    fn from(error: EventError) -> ApiError {
+        ApiError::Validation(error)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        ApiError::StoreUnavailable(Arc::new(e))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            // The cause goes to the log only; the client gets the opaque message.
+            tracing::error!(code = self.code(), error = ?self, "request failed");
+        }
+        let mut response = (status, Json(self.body())).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_UNAVAILABLE));
+        }
+        response
+    }
+}

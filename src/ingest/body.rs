@@ -1,0 +1,137 @@
+//! Request bodies of the ingest endpoints: `application/json` or `text/plain`
+//! (what `navigator.sendBeacon` sends), optionally gzip-compressed, read
+//! within the configured limits before and while inflating.
+
+use std::io::Read;
+
+use axum::body::Body;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderMap, header};
+use flate2::read::MultiGzDecoder;
+use http_body_util::LengthLimitError;
+use serde_json::Value;
+
+use crate::app::AppState;
+use crate::config::IngestSettings;
+use crate::error::ApiError;
+
+/// A request body decoded to JSON.
+#[derive(Debug)]
+pub struct JsonBody(pub Value);
+
+impl FromRequest<AppState> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let (parts, body) = request.into_parts();
+        decode(&parts.headers, body, &state.settings.ingest).await.map(JsonBody)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Encoding {
+    Identity,
+    Gzip,
+}
+
+async fn decode(headers: &HeaderMap, body: Body, limits: &IngestSettings) -> Result<Value, ApiError> {
+    check_content_type(headers)?;
+    let encoding = content_encoding(headers)?;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limits.max_body_bytes) {
+        return Err(ApiError::BodyTooLarge(limits.max_body_bytes));
+    }
+    let raw = axum::body::to_bytes(body, limits.max_body_bytes).await.map_err(|e| {
+        let over_limit = std::error::Error::source(&e).is_some_and(|s| s.is::<LengthLimitError>());
+        if over_limit {
+            ApiError::BodyTooLarge(limits.max_body_bytes)
+        } else {
+            ApiError::InvalidBody("the request body could not be read".to_owned())
+        }
+    })?;
+    let json = match encoding {
+        Encoding::Identity => serde_json::from_slice(&raw),
+        Encoding::Gzip => serde_json::from_slice(&inflate(&raw, limits.max_decompressed_bytes)?),
+    };
+    json.map_err(|e| ApiError::InvalidJson(e.to_string()))
+}
+
+fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let value = headers.get(header::CONTENT_TYPE).ok_or(ApiError::UnsupportedMediaType)?;
+    let value = value.to_str().map_err(|_| ApiError::UnsupportedMediaType)?;
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    if essence.eq_ignore_ascii_case("application/json") || essence.eq_ignore_ascii_case("text/plain") {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType)
+    }
+}
+
+fn content_encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
+    let Some(value) = headers.get(header::CONTENT_ENCODING) else {
+        return Ok(Encoding::Identity);
+    };
+    let value = value.to_str().unwrap_or_default().trim();
+    if value.eq_ignore_ascii_case("gzip") || value.eq_ignore_ascii_case("x-gzip") {
+        Ok(Encoding::Gzip)
+    } else if value.is_empty() || value.eq_ignore_ascii_case("identity") {
+        Ok(Encoding::Identity)
+    } else {
+        Err(ApiError::UnsupportedEncoding(value.chars().take(40).collect()))
+    }
+}
+
+/// Inflates gzip, stopping as soon as the output passes `limit`: a small body
+/// that would inflate to gigabytes costs at most `limit` bytes of memory.
+fn inflate(compressed: &[u8], limit: usize) -> Result<Vec<u8>, ApiError> {
+    let mut inflated = Vec::new();
+    let read_limit = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    MultiGzDecoder::new(compressed)
+        .take(read_limit)
+        .read_to_end(&mut inflated)
+        .map_err(|_| ApiError::InvalidGzip)?;
+    if inflated.len() > limit {
+        return Err(ApiError::BodyTooLarge(limit));
+    }
+    Ok(inflated)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flate2::Compression;
+    use flate2::write::GzEncoder;
+    use std::io::Write;
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
+        encoder.write_all(data).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    #[test]
+    fn a_gzip_bomb_is_cut_off_at_the_limit() {
+        let bomb = gzip(&vec![b' '; 50_000_000]);
+        assert!(bomb.len() < 100_000);
+        assert!(matches!(inflate(&bomb, 1_000_000), Err(ApiError::BodyTooLarge(1_000_000))));
+        assert_eq!(inflate(&gzip(b"{}"), 10).unwrap(), b"{}");
+        assert!(matches!(inflate(b"not gzip", 10), Err(ApiError::InvalidGzip)));
+    }
+
+    #[test]
+    fn content_types_and_encodings() {
+        let mut headers = HeaderMap::new();
+        assert!(check_content_type(&headers).is_err());
+        headers.insert(header::CONTENT_TYPE, "text/plain;charset=UTF-8".parse().unwrap());
+        assert!(check_content_type(&headers).is_ok());
+        headers.insert(header::CONTENT_TYPE, "application/x-www-form-urlencoded".parse().unwrap());
+        assert!(check_content_type(&headers).is_err());
+        headers.insert(header::CONTENT_ENCODING, "br".parse().unwrap());
+        assert!(matches!(content_encoding(&headers), Err(ApiError::UnsupportedEncoding(_))));
+        headers.insert(header::CONTENT_ENCODING, "GZIP".parse().unwrap());
+        assert_eq!(content_encoding(&headers).unwrap(), Encoding::Gzip);
+    }
+}

@@ -1,0 +1,110 @@
+//! Group commit: requests hand their validated events to one task that commits
+//! everything waiting as one transaction, then answers every request in it.
+//! While one commit runs, the next batch gathers, so the database sees few,
+//! large transactions instead of one per request.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::store::{IdentityLink, NewEvent, Store, StoreError};
+
+type CommitResult = Result<(), Arc<StoreError>>;
+
+struct Job {
+    events: Vec<NewEvent>,
+    identities: Vec<IdentityLink>,
+    done: oneshot::Sender<CommitResult>,
+    /// Holds the job's share of the pending-events budget until it is answered.
+    _permit: OwnedSemaphorePermit,
+}
+
+/// The handle requests commit through. Dropping every handle stops the task
+/// once what was handed over is committed.
+#[derive(Clone)]
+pub struct Committer {
+    jobs: mpsc::UnboundedSender<Job>,
+    pending: Arc<Semaphore>,
+}
+
+impl Committer {
+    /// Starts the commit task. At most `max_pending` events wait at once (the
+    /// memory bound); beyond that, requests are refused with `queue_full`.
+    pub fn spawn(
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        wake: Arc<Notify>,
+        max_pending: usize,
+        max_rows: usize,
+    ) -> (Committer, JoinHandle<()>) {
+        let (jobs, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(run(rx, store, metrics, wake, max_rows));
+        let pending = Arc::new(Semaphore::new(max_pending.min(Semaphore::MAX_PERMITS)));
+        (Committer { jobs, pending }, task)
+    }
+
+    /// Commits the events and identity links; returns once they are durable.
+    pub async fn commit(&self, events: Vec<NewEvent>, identities: Vec<IdentityLink>) -> Result<(), ApiError> {
+        let weight = u32::try_from(events.len().max(identities.len()).max(1)).unwrap_or(u32::MAX);
+        let permit = self.pending.clone().try_acquire_many_owned(weight).map_err(|_| ApiError::QueueFull)?;
+        let (done, answer) = oneshot::channel();
+        let job = Job { events, identities, done, _permit: permit };
+        self.jobs.send(job).map_err(|_| ApiError::QueueFull)?;
+        match answer.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ApiError::StoreUnavailable(e)),
+            Err(_) => Err(ApiError::QueueFull),
+        }
+    }
+}
+
+async fn run(
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    wake: Arc<Notify>,
+    max_rows: usize,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut rows = first.events.len();
+        let mut jobs = vec![first];
+        while rows < max_rows {
+            let Ok(job) = rx.try_recv() else { break };
+            rows += job.events.len();
+            jobs.push(job);
+        }
+        let result = commit_jobs(&mut jobs, store.as_ref(), &metrics).await;
+        if result.is_ok() && rows > 0 {
+            wake.notify_one();
+        }
+        for job in jobs {
+            // A request that gave up waiting has nobody to answer.
+            let _ = job.done.send(result.clone());
+        }
+    }
+}
+
+async fn commit_jobs(jobs: &mut [Job], store: &dyn Store, metrics: &Metrics) -> CommitResult {
+    let events: Vec<NewEvent> = jobs.iter_mut().flat_map(|job| std::mem::take(&mut job.events)).collect();
+    let identities: Vec<IdentityLink> =
+        jobs.iter_mut().flat_map(|job| std::mem::take(&mut job.identities)).collect();
+    let started = Instant::now();
+    let result = store.enqueue(&events, &identities).await;
+    metrics.store_op("enqueue", started.elapsed());
+    match result {
+        Ok(()) => {
+            let count = events.len() as u64;
+            metrics.events_accepted.inc_by(count);
+            metrics.queue_depth.inc_by(count as i64);
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, events = events.len(), "group commit failed");
+            Err(Arc::new(e))
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! The public ingest API the browser calls: `POST /v1/track`, `/v1/batch` and
+//! `/v1/identify`. Events are validated, then committed (group commit) before
+//! the `202` is sent.
+
+mod body;
+mod committer;
+pub mod event;
+mod keys;
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::app::AppState;
+use crate::error::{ApiError, IndexedEventError};
+use crate::metrics::{Reason, Status};
+use crate::store::IngestTarget;
+use body::JsonBody;
+pub use committer::Committer;
+use event::{Envelope, parse_event, parse_identify};
+pub use keys::IngestKeys;
+
+const KEY_HEADER: &str = "x-produktly-key";
+const NOT_CONFIGURED: &str = "segment_not_configured";
+/// Longest user agent forwarded, in bytes.
+const MAX_USER_AGENT: usize = 512;
+
+pub fn router(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/v1/track", post(track))
+        .route("/v1/batch", post(batch))
+        .route("/v1/identify", post(identify))
+        .layer(middleware::from_fn_with_state(state, count_responses))
+        .layer(cors())
+}
+
+/// Browsers on customers' sites call ingest cross-origin; any origin may.
+fn cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::mirror_request())
+        .allow_methods([Method::POST])
+        .allow_headers([header::CONTENT_TYPE, header::CONTENT_ENCODING, HeaderName::from_static(KEY_HEADER)])
+        .max_age(std::time::Duration::from_secs(86_400))
+}
+
+async fn count_responses(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    app.metrics.ingest_responses.get_or_create(&Status { status: response.status().as_u16() }).inc();
+    response
+}
+
+/// What ingest answers with `202`.
+#[derive(Debug, Default, Serialize)]
+struct Answer {
+    accepted: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    discarded: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    rejected: Vec<IndexedEventError>,
+}
+
+async fn track(State(app): State<AppState>, request: IngestRequest, JsonBody(body): JsonBody) -> Result<Response, ApiError> {
+    accept(&app, &request, vec![body], None, Shape::Single).await
+}
+
+async fn batch(State(app): State<AppState>, request: IngestRequest, JsonBody(body): JsonBody) -> Result<Response, ApiError> {
+    let (events, sent_at) = split_batch(body, app.settings.ingest.max_batch_events)?;
+    accept(&app, &request, events, sent_at, Shape::Batch).await
+}
+
+async fn identify(State(app): State<AppState>, request: IngestRequest, JsonBody(body): JsonBody) -> Result<Response, ApiError> {
+    let link = parse_identify(&body, &request.target.workspace_id, request.received_at)?;
+    if !request.target.segment_enabled {
+        return Ok(not_configured(&app, 1, Vec::new()));
+    }
+    app.committer.commit(Vec::new(), vec![link]).await?;
+    Ok(answer(Answer { accepted: 1, ..Answer::default() }))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Single,
+    Batch,
+}
+
+async fn accept(
+    app: &AppState,
+    request: &IngestRequest,
+    events: Vec<Value>,
+    sent_at: Option<DateTime<Utc>>,
+    shape: Shape,
+) -> Result<Response, ApiError> {
+    let envelope = request.envelope(sent_at);
+    app.metrics.events_received.inc_by(events.len() as u64);
+    let mut accepted = Vec::with_capacity(events.len());
+    let mut identities = Vec::new();
+    let mut rejected = Vec::new();
+    for (index, value) in events.into_iter().enumerate() {
+        match parse_event(value, &envelope) {
+            Ok(event) => {
+                identities.extend(event.identity);
+                accepted.push(event.event);
+            }
+            Err(error) => {
+                app.metrics.rejected(error.code.as_str());
+                rejected.push(IndexedEventError { index, error });
+            }
+        }
+    }
+    if accepted.is_empty() {
+        return Err(match shape {
+            Shape::Single => ApiError::Validation(rejected.remove(0).error),
+            Shape::Batch => ApiError::NoValidEvents(rejected),
+        });
+    }
+    if !request.target.segment_enabled {
+        return Ok(not_configured(app, accepted.len(), rejected));
+    }
+    if app.metrics.queue_depth.get() >= i64::try_from(app.settings.ingest.max_queue_depth).unwrap_or(i64::MAX) {
+        return Err(ApiError::QueueFull);
+    }
+    let count = accepted.len();
+    app.committer.commit(accepted, identities).await?;
+    Ok(answer(Answer { accepted: count, rejected, ..Answer::default() }))
+}
+
+/// Valid events of a workspace without an enabled Segment integration are
+/// answered but not stored: there is nowhere to deliver them.
+fn not_configured(app: &AppState, count: usize, rejected: Vec<IndexedEventError>) -> Response {
+    app.metrics.events_discarded.get_or_create(&Reason { reason: NOT_CONFIGURED }).inc_by(count as u64);
+    answer(Answer { accepted: 0, discarded: Some(count), reason: Some(NOT_CONFIGURED), rejected })
+}
+
+fn answer(answer: Answer) -> Response {
+    (StatusCode::ACCEPTED, Json(answer)).into_response()
+}
+
+/// `{"batch": [...], "sentAt"?: "..."}` → the events and the batch's `sentAt`.
+fn split_batch(body: Value, max_events: usize) -> Result<(Vec<Value>, Option<DateTime<Utc>>), ApiError> {
+    let Value::Object(mut fields) = body else {
+        return Err(ApiError::InvalidBody("the body must be an object with a `batch` array".into()));
+    };
+    let sent_at = event::optional_time(&fields, "sentAt")?;
+    let events = match fields.remove("batch") {
+        Some(Value::Array(events)) => events,
+        Some(_) => return Err(ApiError::InvalidBody("`batch` must be an array of events".into())),
+        None => return Err(ApiError::InvalidBody("the body must be an object with a `batch` array".into())),
+    };
+    if events.is_empty() {
+        return Err(ApiError::InvalidBody("`batch` holds no events".into()));
+    }
+    if events.len() > max_events {
+        return Err(ApiError::TooManyEvents { count: events.len(), max: max_events });
+    }
+    Ok((events, sent_at))
+}
+
+/// The authenticated workspace of an ingest request and what the request
+/// itself tells about the browser.
+#[derive(Debug)]
+pub struct IngestRequest {
+    target: IngestTarget,
+    received_at: DateTime<Utc>,
+    user_agent: Option<String>,
+    locale: Option<String>,
+    ip: Option<IpAddr>,
+}
+
+impl IngestRequest {
+    fn envelope(&self, sent_at: Option<DateTime<Utc>>) -> Envelope<'_> {
+        Envelope {
+            workspace_id: &self.target.workspace_id,
+            received_at: self.received_at,
+            sent_at,
+            user_agent: self.user_agent.as_deref(),
+            ip: self.ip,
+            locale: self.locale.as_deref(),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for IngestRequest {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        let received_at = Utc::now();
+        let key = ingest_key(parts).ok_or(ApiError::MissingIngestKey)?;
+        let target = app.ingest_keys.resolve(&key).await?.ok_or(ApiError::InvalidIngestKey)?;
+        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
+        Ok(IngestRequest {
+            target,
+            received_at,
+            user_agent: header_text(&parts.headers, header::USER_AGENT, MAX_USER_AGENT),
+            locale: preferred_language(&parts.headers),
+            ip,
+        })
+    }
+}
+
+/// The key from `X-Produktly-Key`, or from `?key=` (sendBeacon cannot set headers).
+fn ingest_key(parts: &Parts) -> Option<String> {
+    if let Some(value) = parts.headers.get(KEY_HEADER) {
+        return value.to_str().ok().map(|k| k.trim().to_owned()).filter(|k| !k.is_empty());
+    }
+    let query = parts.uri.query()?;
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(name, _)| name == "key")
+        .map(|(_, key)| key.into_owned())
+        .filter(|k| !k.is_empty())
+}
+
+fn header_text(headers: &HeaderMap, name: header::HeaderName, max_len: usize) -> Option<String> {
+    // `to_str` only succeeds for visible ASCII, so any byte index is a character boundary.
+    let text = headers.get(name)?.to_str().ok()?.trim();
+    Some(text[..text.len().min(max_len)].to_owned()).filter(|t| !t.is_empty())
+}
+
+/// The first language of `Accept-Language`, e.g. `en-US`.
+fn preferred_language(headers: &HeaderMap) -> Option<String> {
+    let value = header_text(headers, header::ACCEPT_LANGUAGE, 256)?;
+    let first = value.split(',').next()?.split(';').next()?.trim();
+    let plausible = !first.is_empty()
+        && first != "*"
+        && first.len() <= 35
+        && first.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    plausible.then(|| first.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{EventError, EventErrorCode};
+    use serde_json::json;
+
+    #[test]
+    fn batch_shape_is_checked() {
+        assert!(matches!(split_batch(json!([]), 10), Err(ApiError::InvalidBody(_))));
+        assert!(matches!(split_batch(json!({"batch": {}}), 10), Err(ApiError::InvalidBody(_))));
+        assert!(matches!(split_batch(json!({"batch": []}), 10), Err(ApiError::InvalidBody(_))));
+        assert!(matches!(split_batch(json!({"batch": [1, 2, 3]}), 2), Err(ApiError::TooManyEvents { .. })));
+        let error = split_batch(json!({"batch": [{}], "sentAt": 5}), 2).unwrap_err();
+        assert!(matches!(error, ApiError::Validation(EventError { code: EventErrorCode::InvalidField, .. })));
+        assert_eq!(split_batch(json!({"batch": [{}]}), 2).unwrap().0.len(), 1);
+    }
+
+    #[test]
+    fn preferred_language_takes_the_first_plausible_tag() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT_LANGUAGE, "fi-FI,fi;q=0.9,en;q=0.8".parse().unwrap());
+        assert_eq!(preferred_language(&headers).as_deref(), Some("fi-FI"));
+        headers.insert(header::ACCEPT_LANGUAGE, "*".parse().unwrap());
+        assert_eq!(preferred_language(&headers), None);
+    }
+
+    #[test]
+    fn long_headers_are_cut() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::USER_AGENT, "a".repeat(600).parse().unwrap());
+        assert_eq!(header_text(&headers, header::USER_AGENT, 512).unwrap().len(), 512);
+    }
+}

@@ -1,0 +1,24 @@
+//! Produktly's Segment Event Cloud Source: guidance events from the browser
+//! in, Segment `track` calls out, with a durable queue in between.
+//!
+//! Data flows one way: `ingest` (validate against the `catalog`) → `store` →
+//! `delivery` → `segment`. `admin` manages workspaces and their Segment
+//! integration; `ops` serves health, readiness and metrics; `app` wires it up.
+
+pub mod admin;
+pub mod app;
+pub mod catalog;
+pub mod config;
+pub mod delivery;
+pub mod error;
+pub mod ingest;
+pub mod metrics;
+pub mod ops;
+pub mod secrets;
+pub mod segment;
+pub mod store;
+pub mod telemetry;
+pub mod time;
+
+pub use app::App;
+pub use config::Settings;

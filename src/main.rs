@@ -1,0 +1,85 @@
+//! The `produktly-segment` command: `serve` (the default) or `migrate`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use produktly_segment::{App, Settings, store, telemetry};
+use tokio_util::sync::CancellationToken;
+
+/// Produktly's Segment Event Cloud Source. Configuration: config/default.toml,
+/// the file named by PRODUKTLY_CONFIG, then PRODUKTLY_* environment variables.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the ingest, admin and ops APIs and deliver events (the default).
+    Serve,
+    /// Apply the database migrations and exit.
+    Migrate,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load() {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("produktly-segment: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    telemetry::init(settings.log_format);
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(settings).await,
+        Command::Migrate => migrate(settings).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
+    let app = App::build(settings).await?;
+    tracing::info!(address = %app.local_addr(), "listening");
+    if let Some(path) = app.admin_token_file() {
+        tracing::info!(path = %path.display(), "the admin API token is in this file");
+    }
+    let stop = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(stop.clone()));
+    app.run(stop).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn migrate(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
+    store::connect(&settings).await?;
+    tracing::info!("migrations applied");
+    Ok(())
+}
+
+/// Cancels on SIGTERM or Ctrl-C.
+async fn cancel_on_signal(stop: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("stopping: finishing requests and deliveries in flight");
+    stop.cancel();
+}

@@ -1,0 +1,131 @@
+//! The Prometheus metrics of one service instance (its own registry, so that
+//! several instances in one process, as in tests, do not mix their counts).
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Metric, Registry};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Reason {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Status {
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Operation {
+    pub operation: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+pub struct Metrics {
+    registry: Registry,
+    pub events_received: Counter,
+    pub events_accepted: Counter,
+    pub events_rejected: Family<Reason, Counter>,
+    pub events_discarded: Family<Reason, Counter>,
+    pub ingest_responses: Family<Status, Counter>,
+    pub queue_depth: Gauge,
+    pub events_delivered: Counter,
+    pub events_retried: Counter,
+    pub events_dead_lettered: Family<Reason, Counter>,
+    pub batch_size: Histogram,
+    /// Segment's answers by status; status 0 stands for no answer (timeout, connection error).
+    pub segment_responses: Family<Status, Counter>,
+    pub delivery_latency: Histogram,
+    pub store_latency: HistogramFamily<Operation>,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut r = Registry::with_prefix("produktly");
+        let r = &mut r;
+        Metrics {
+            events_received: registered(r, "events_received", "Events received by ingest", Counter::default()),
+            events_accepted: registered(r, "events_accepted", "Events committed to the queue", Counter::default()),
+            events_rejected: registered(r, "events_rejected", "Events refused at ingest, by reason", Family::default()),
+            events_discarded: registered(
+                r,
+                "events_discarded",
+                "Valid events not stored, by reason (no enabled Segment integration)",
+                Family::default(),
+            ),
+            ingest_responses: registered(r, "ingest_responses", "Ingest responses by HTTP status", Family::default()),
+            queue_depth: registered(r, "queue_depth", "Undelivered events in the store", Gauge::default()),
+            events_delivered: registered(r, "events_delivered", "Events Segment accepted", Counter::default()),
+            events_retried: registered(
+                r,
+                "events_retried",
+                "Events returned to the queue for a later attempt",
+                Counter::default(),
+            ),
+            events_dead_lettered: registered(
+                r,
+                "events_dead_lettered",
+                "Events moved to the dead letters, by reason",
+                Family::default(),
+            ),
+            batch_size: registered(
+                r,
+                "segment_batch_size",
+                "Events per batch sent to Segment",
+                Histogram::new(exponential_buckets(1.0, 4.0, 7)),
+            ),
+            segment_responses: registered(
+                r,
+                "segment_responses",
+                "Segment's answers by HTTP status (0: no answer)",
+                Family::default(),
+            ),
+            delivery_latency: registered(
+                r,
+                "delivery_latency_seconds",
+                "Time from ingest to Segment's acceptance",
+                Histogram::new(exponential_buckets(0.01, 3.0, 12)),
+            ),
+            store_latency: registered(
+                r,
+                "store_latency_seconds",
+                "Store operation latency",
+                Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 3.0, 10))),
+            ),
+            registry: std::mem::take(r),
+        }
+    }
+
+    pub fn rejected(&self, reason: &'static str) {
+        self.events_rejected.get_or_create(&Reason { reason }).inc();
+    }
+
+    pub fn store_op(&self, operation: &'static str, elapsed: Duration) {
+        self.store_latency.get_or_create(&Operation { operation }).observe(elapsed.as_secs_f64());
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
+
+fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

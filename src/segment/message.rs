@@ -1,0 +1,123 @@
+//! The Segment `track` message as queued and as sent.
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use super::{INTEGRATION_NAME, INTEGRATION_VERSION};
+
+/// A `track` call without `userId`: the form in which events are queued. The
+/// user id is added at delivery by [`with_user_id`], because it may be resolved
+/// from an identify call that arrives after the event.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrackMessage<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    event: &'a str,
+    message_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    anonymous_id: Option<&'a str>,
+    timestamp: &'a str,
+    properties: &'a Map<String, Value>,
+    context: &'a Context,
+}
+
+impl<'a> TrackMessage<'a> {
+    pub fn new(
+        event: &'a str,
+        message_id: &'a str,
+        anonymous_id: Option<&'a str>,
+        timestamp: &'a str,
+        properties: &'a Map<String, Value>,
+        context: &'a Context,
+    ) -> Self {
+        TrackMessage { kind: "track", event, message_id, anonymous_id, timestamp, properties, context }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a track message always serializes")
+    }
+}
+
+/// A message's `context`: what the browser sent, with the fields this source
+/// owns set on top (`integration` and `library` always).
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+pub struct Context(Map<String, Value>);
+
+impl Context {
+    /// The fields this source sets; the browser's values for them are replaced.
+    pub const OWNED: [&'static str; 4] = ["integration", "library", "ip", "userAgent"];
+
+    pub fn new(mut fields: Map<String, Value>) -> Context {
+        for key in Self::OWNED {
+            fields.remove(key);
+        }
+        fields.insert("integration".into(), json!({"name": INTEGRATION_NAME, "version": INTEGRATION_VERSION}));
+        fields.insert(
+            "library".into(),
+            json!({"name": env!("CARGO_PKG_NAME"), "version": env!("CARGO_PKG_VERSION")}),
+        );
+        Context(fields)
+    }
+
+    /// Sets a field unless the browser already sent one.
+    pub fn set_default(&mut self, key: &str, value: Value) {
+        self.0.entry(key).or_insert(value);
+    }
+
+    /// Sets a field this source owns.
+    pub fn set(&mut self, key: &'static str, value: Value) {
+        debug_assert!(Self::OWNED.contains(&key));
+        self.0.insert(key.into(), value);
+    }
+}
+
+/// The message as sent: the queued JSON with `userId` in front when known.
+pub fn with_user_id(payload: &str, user_id: Option<&str>) -> String {
+    let Some(user_id) = user_id else {
+        return payload.to_owned();
+    };
+    let user_id = serde_json::to_string(user_id).expect("a string always serializes");
+    // A queued payload is always a non-empty JSON object (`{"type":...`).
+    let rest = payload.strip_prefix('{').unwrap_or(payload);
+    let mut message = String::with_capacity(payload.len() + user_id.len() + 12);
+    message.push_str("{\"userId\":");
+    message.push_str(&user_id);
+    message.push(',');
+    message.push_str(rest);
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_id_is_spliced_into_the_queued_json() {
+        let context = Context::new(Map::new());
+        let properties = Map::new();
+        let payload = TrackMessage::new("tour_start", "m1", Some("a1"), "2026-01-01T00:00:00.000Z", &properties, &context)
+            .to_json();
+        let sent: Value = serde_json::from_str(&with_user_id(&payload, Some("u\"1"))).unwrap();
+        assert_eq!(sent["userId"], "u\"1");
+        assert_eq!(sent["type"], "track");
+        assert_eq!(sent["anonymousId"], "a1");
+        assert_eq!(sent["context"]["integration"]["name"], "produktly");
+        assert_eq!(with_user_id(&payload, None), payload);
+    }
+
+    #[test]
+    fn the_browser_cannot_set_owned_context_fields() {
+        let mut fields = Map::new();
+        fields.insert("ip".into(), json!("1.2.3.4"));
+        fields.insert("integration".into(), json!("spoofed"));
+        fields.insert("locale".into(), json!("fi-FI"));
+        let mut context = Context::new(fields);
+        context.set_default("locale", json!("en-US"));
+        let value = serde_json::to_value(&context).unwrap();
+        assert!(value.get("ip").is_none());
+        assert_eq!(value["integration"]["name"], "produktly");
+        assert_eq!(value["locale"], "fi-FI");
+    }
+}

@@ -1,0 +1,261 @@
+//! Durable state behind one trait, with one implementation per database:
+//! workspaces, Segment integrations (sealed write keys and delivery state), the
+//! event queue, dead letters and identity mappings. All SQL lives in
+//! `postgres.rs` and `sqlite.rs`; times are Unix milliseconds.
+
+mod postgres;
+mod rows;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::config::{Backend, Settings};
+use crate::segment::Region;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// Unix time in milliseconds, as stored.
+pub type Millis = i64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("the database schema is not at the version this build expects")]
+    SchemaOutdated,
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct Workspace {
+    pub id: String,
+    pub name: String,
+    pub ingest_key: String,
+    pub created_at: Millis,
+}
+
+/// What ingest needs to know about the workspace an ingest key belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct IngestTarget {
+    pub workspace_id: String,
+    pub segment_enabled: bool,
+}
+
+/// An accepted event, ready to queue. `payload` is the Segment `track` message
+/// as JSON without `userId`, which is added at delivery (own or resolved).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewEvent {
+    pub workspace_id: String,
+    pub message_id: String,
+    pub user_id: Option<String>,
+    pub anonymous_id: Option<String>,
+    pub payload: String,
+    pub received_at: Millis,
+}
+
+/// "This browser's anonymous id belongs to that user."
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentityLink {
+    pub workspace_id: String,
+    pub anonymous_id: String,
+    pub user_id: String,
+    pub at: Millis,
+}
+
+/// A workspace's Segment integration: the sealed write key, its settings and
+/// the state of delivery to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Integration {
+    pub workspace_id: String,
+    pub sealed_write_key: String,
+    pub write_key_hint: String,
+    pub region: Region,
+    pub enabled: bool,
+    pub consecutive_failures: u32,
+    pub next_attempt_at: Millis,
+    pub last_delivery_at: Option<Millis>,
+    pub last_error: Option<LastError>,
+}
+
+/// The configuration part of an integration, as the admin sets it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IntegrationConfig {
+    pub sealed_write_key: String,
+    pub write_key_hint: String,
+    pub region: Region,
+    pub enabled: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LastError {
+    pub at: Millis,
+    pub status: Option<u16>,
+    pub message: String,
+}
+
+/// Undelivered and dead-lettered events of one workspace.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueCounts {
+    pub queued: u64,
+    pub dead: u64,
+}
+
+/// A workspace this worker may deliver for until the lease ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkspaceLease {
+    pub workspace_id: String,
+    pub lease_id: String,
+    pub sealed_write_key: String,
+    pub region: Region,
+    pub consecutive_failures: u32,
+}
+
+/// A queued event claimed for delivery under a lease. `user_id` is the event's
+/// own, or the one last recorded for its `anonymous_id`.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct ClaimedEvent {
+    pub id: i64,
+    pub message_id: String,
+    pub user_id: Option<String>,
+    pub anonymous_id: Option<String>,
+    pub payload: String,
+    pub received_at: Millis,
+}
+
+/// Why one claimed event becomes a dead letter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    pub event_id: i64,
+    pub reason: String,
+    pub status: Option<u16>,
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub message_id: String,
+    pub user_id: Option<String>,
+    pub anonymous_id: Option<String>,
+    pub payload: String,
+    pub reason: String,
+    pub status: Option<u16>,
+    pub detail: String,
+    pub received_at: Millis,
+    pub failed_at: Millis,
+}
+
+/// How a delivery round for a workspace ended, which sets when it is next served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RoundEnd {
+    /// Segment took what was sent, if anything was (`delivered_at`).
+    Delivered { delivered_at: Option<Millis>, next_attempt_at: Millis },
+    /// Segment failed or asked to slow down; try again at `next_attempt_at`.
+    /// Rate limiting does not count as a failure.
+    Failed { error: LastError, next_attempt_at: Millis, counts_as_failure: bool },
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Ok when the database answers and its schema is this build's.
+    async fn check_ready(&self) -> Result<(), StoreError>;
+
+    /// Inserts a workspace; `false` when its id is taken.
+    async fn insert_workspace(&self, workspace: &Workspace) -> Result<bool, StoreError>;
+    /// Inserts a workspace or renames the existing one (keeping its ingest key);
+    /// returns it and whether it was created.
+    async fn upsert_workspace(&self, workspace: &Workspace) -> Result<(Workspace, bool), StoreError>;
+    async fn workspace(&self, id: &str) -> Result<Option<Workspace>, StoreError>;
+    async fn rotate_ingest_key(&self, id: &str, new_key: &str) -> Result<Option<Workspace>, StoreError>;
+    async fn ingest_target(&self, ingest_key: &str) -> Result<Option<IngestTarget>, StoreError>;
+
+    /// Sets a workspace's integration; delivery resumes at once (backoff reset).
+    async fn put_integration(
+        &self,
+        workspace_id: &str,
+        config: &IntegrationConfig,
+        now: Millis,
+    ) -> Result<Integration, StoreError>;
+    async fn integration(&self, workspace_id: &str) -> Result<Option<Integration>, StoreError>;
+    /// Deletes the integration and drops the workspace's queued and dead events.
+    async fn delete_integration(&self, workspace_id: &str) -> Result<bool, StoreError>;
+    async fn queue_counts(&self, workspace_id: &str) -> Result<QueueCounts, StoreError>;
+
+    /// Commits events and identity links in one transaction.
+    async fn enqueue(&self, events: &[NewEvent], identities: &[IdentityLink]) -> Result<(), StoreError>;
+
+    /// Leases up to `limit` workspaces that are due and have unleased events,
+    /// longest-waiting first.
+    async fn lease_workspaces(
+        &self,
+        now: Millis,
+        lease_until: Millis,
+        limit: usize,
+    ) -> Result<Vec<WorkspaceLease>, StoreError>;
+    /// Claims up to `limit` of the workspace's oldest unleased events under the lease.
+    async fn claim_events(
+        &self,
+        lease: &WorkspaceLease,
+        now: Millis,
+        lease_until: Millis,
+        limit: usize,
+    ) -> Result<Vec<ClaimedEvent>, StoreError>;
+    /// Deletes delivered events; only those still under `lease_id`.
+    async fn ack(&self, lease_id: &str, event_ids: &[i64]) -> Result<u64, StoreError>;
+    /// Returns events to the queue for a later attempt; only those still under `lease_id`.
+    async fn release(&self, lease_id: &str, event_ids: &[i64]) -> Result<u64, StoreError>;
+    /// Moves events to the dead letters; only those still under `lease_id`.
+    async fn dead_letter(&self, lease_id: &str, rejections: &[Rejection], now: Millis)
+    -> Result<u64, StoreError>;
+    /// Records how the round went and gives the workspace lease back.
+    async fn end_round(&self, lease: &WorkspaceLease, end: &RoundEnd) -> Result<(), StoreError>;
+
+    /// Moves up to `limit` unleased events received before `cutoff` to the dead
+    /// letters as `expired`.
+    async fn expire_events(&self, cutoff: Millis, now: Millis, limit: usize) -> Result<u64, StoreError>;
+    /// Undelivered events of all workspaces.
+    async fn queue_depth(&self) -> Result<u64, StoreError>;
+    async fn dead_letters(&self, workspace_id: &str, limit: usize) -> Result<Vec<DeadLetter>, StoreError>;
+    /// Requeues every dead letter of the workspace, with a fresh age.
+    async fn replay_dead_letters(&self, workspace_id: &str, now: Millis) -> Result<u64, StoreError>;
+}
+
+/// Opens the configured database and brings its schema up to date.
+pub async fn connect(settings: &Settings) -> Result<Arc<dyn Store>, StoreError> {
+    let url = settings.database_url();
+    let max_connections = settings.database_max_connections;
+    let store: Arc<dyn Store> = match settings.backend().unwrap_or(Backend::Sqlite) {
+        Backend::Postgres => Arc::new(PostgresStore::connect(&url, max_connections).await?),
+        Backend::Sqlite => Arc::new(SqliteStore::connect(&url, max_connections).await?),
+    };
+    Ok(store)
+}
+
+/// Reason and detail of events that outlived the maximum age.
+const EXPIRED: (&str, &str) = ("expired", "not delivered before the maximum age");
+
+/// Whether the database's newest applied migration is the newest this build has.
+fn schema_is_current(migrator: &sqlx::migrate::Migrator, applied: Option<i64>) -> Result<(), StoreError> {
+    let latest = migrator.iter().map(|m| m.version).max();
+    if applied == latest { Ok(()) } else { Err(StoreError::SchemaOutdated) }
+}
+
+/// Identity links with one per anonymous id, the latest, as one upsert takes them.
+fn latest_links(links: &[IdentityLink]) -> Vec<&IdentityLink> {
+    let mut latest: std::collections::HashMap<(&str, &str), &IdentityLink> = std::collections::HashMap::new();
+    for link in links {
+        let key = (link.workspace_id.as_str(), link.anonymous_id.as_str());
+        match latest.get(&key) {
+            Some(existing) if existing.at > link.at => {}
+            _ => {
+                latest.insert(key, link);
+            }
+        }
+    }
+    latest.into_values().collect()
+}

@@ -1,0 +1,380 @@
+//! The PostgreSQL store: production, and several instances on one database.
+//!
+//! Bulk writes bind column arrays and `UNNEST` them (one round trip per batch);
+//! claims use `FOR UPDATE SKIP LOCKED` so instances never wait on each other.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+use super::rows::{DEAD_LETTER_COLUMNS, DeadLetterRow, INTEGRATION_COLUMNS, IntegrationRow, LeaseRow, convert};
+use super::{
+    ClaimedEvent, DeadLetter, EXPIRED, IdentityLink, IngestTarget, Integration, IntegrationConfig, Millis, NewEvent,
+    QueueCounts, Rejection, RoundEnd, Store, StoreError, Workspace, WorkspaceLease, latest_links, schema_is_current,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects and applies the migrations (sqlx holds an advisory lock while
+    /// migrating, so instances starting together do not race).
+    pub async fn connect(url: &str, max_connections: u32) -> Result<PostgresStore, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(2))
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(PostgresStore { pool })
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn check_ready(&self) -> Result<(), StoreError> {
+        let applied: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success").fetch_one(&self.pool).await?;
+        schema_is_current(&MIGRATOR, applied)
+    }
+
+    async fn insert_workspace(&self, workspace: &Workspace) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO workspaces (id, name, ingest_key, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&workspace.id)
+        .bind(&workspace.name)
+        .bind(&workspace.ingest_key)
+        .bind(workspace.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn upsert_workspace(&self, workspace: &Workspace) -> Result<(Workspace, bool), StoreError> {
+        let stored: Workspace = sqlx::query_as(
+            "INSERT INTO workspaces (id, name, ingest_key, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name \
+             RETURNING id, name, ingest_key, created_at",
+        )
+        .bind(&workspace.id)
+        .bind(&workspace.name)
+        .bind(&workspace.ingest_key)
+        .bind(workspace.created_at)
+        .fetch_one(&self.pool)
+        .await?;
+        let created = stored.ingest_key == workspace.ingest_key;
+        Ok((stored, created))
+    }
+
+    async fn workspace(&self, id: &str) -> Result<Option<Workspace>, StoreError> {
+        let workspace = sqlx::query_as("SELECT id, name, ingest_key, created_at FROM workspaces WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(workspace)
+    }
+
+    async fn rotate_ingest_key(&self, id: &str, new_key: &str) -> Result<Option<Workspace>, StoreError> {
+        let workspace = sqlx::query_as(
+            "UPDATE workspaces SET ingest_key = $1 WHERE id = $2 RETURNING id, name, ingest_key, created_at",
+        )
+        .bind(new_key)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(workspace)
+    }
+
+    async fn ingest_target(&self, ingest_key: &str) -> Result<Option<IngestTarget>, StoreError> {
+        let target = sqlx::query_as(
+            "SELECT w.id AS workspace_id, COALESCE(i.enabled, FALSE) AS segment_enabled \
+             FROM workspaces w LEFT JOIN integrations i ON i.workspace_id = w.id WHERE w.ingest_key = $1",
+        )
+        .bind(ingest_key)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(target)
+    }
+
+    async fn put_integration(
+        &self,
+        workspace_id: &str,
+        config: &IntegrationConfig,
+        now: Millis,
+    ) -> Result<Integration, StoreError> {
+        let row: IntegrationRow = sqlx::query_as(&format!(
+            "INSERT INTO integrations \
+               (workspace_id, sealed_write_key, write_key_hint, region, enabled, updated_at, next_attempt_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6) \
+             ON CONFLICT (workspace_id) DO UPDATE SET sealed_write_key = excluded.sealed_write_key, \
+               write_key_hint = excluded.write_key_hint, region = excluded.region, enabled = excluded.enabled, \
+               updated_at = excluded.updated_at, next_attempt_at = excluded.next_attempt_at, consecutive_failures = 0 \
+             RETURNING {INTEGRATION_COLUMNS}"
+        ))
+        .bind(workspace_id)
+        .bind(&config.sealed_write_key)
+        .bind(&config.write_key_hint)
+        .bind(config.region.as_str())
+        .bind(config.enabled)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        row.try_into()
+    }
+
+    async fn integration(&self, workspace_id: &str) -> Result<Option<Integration>, StoreError> {
+        let row: Option<IntegrationRow> =
+            sqlx::query_as(&format!("SELECT {INTEGRATION_COLUMNS} FROM integrations WHERE workspace_id = $1"))
+                .bind(workspace_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(Integration::try_from).transpose()
+    }
+
+    async fn delete_integration(&self, workspace_id: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let deleted = sqlx::query("DELETE FROM integrations WHERE workspace_id = $1")
+            .bind(workspace_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        for table in ["events", "dead_letters"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE workspace_id = $1"))
+                .bind(workspace_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(deleted == 1)
+    }
+
+    async fn queue_counts(&self, workspace_id: &str) -> Result<QueueCounts, StoreError> {
+        let (queued, dead): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM events WHERE workspace_id = $1), \
+                    (SELECT COUNT(*) FROM dead_letters WHERE workspace_id = $1)",
+        )
+        .bind(workspace_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(QueueCounts { queued: queued as u64, dead: dead as u64 })
+    }
+
+    async fn enqueue(&self, events: &[NewEvent], identities: &[IdentityLink]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if !events.is_empty() {
+            let column = |f: fn(&NewEvent) -> Option<&str>| events.iter().map(f).collect::<Vec<_>>();
+            sqlx::query(
+                "INSERT INTO events (workspace_id, message_id, user_id, anonymous_id, payload, received_at) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])",
+            )
+            .bind(column(|e| Some(&e.workspace_id)))
+            .bind(column(|e| Some(&e.message_id)))
+            .bind(column(|e| e.user_id.as_deref()))
+            .bind(column(|e| e.anonymous_id.as_deref()))
+            .bind(column(|e| Some(&e.payload)))
+            .bind(events.iter().map(|e| e.received_at).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+        }
+        let links = latest_links(identities);
+        if !links.is_empty() {
+            let column = |f: fn(&IdentityLink) -> &str| links.iter().map(|l| f(l)).collect::<Vec<_>>();
+            sqlx::query(
+                "INSERT INTO identities (workspace_id, anonymous_id, user_id, updated_at) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[]) \
+                 ON CONFLICT (workspace_id, anonymous_id) DO UPDATE SET user_id = excluded.user_id, \
+                   updated_at = excluded.updated_at WHERE excluded.updated_at >= identities.updated_at",
+            )
+            .bind(column(|l| &l.workspace_id))
+            .bind(column(|l| &l.anonymous_id))
+            .bind(column(|l| &l.user_id))
+            .bind(links.iter().map(|l| l.at).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn lease_workspaces(
+        &self,
+        now: Millis,
+        lease_until: Millis,
+        limit: usize,
+    ) -> Result<Vec<WorkspaceLease>, StoreError> {
+        let rows: Vec<LeaseRow> = sqlx::query_as(
+            "UPDATE integrations SET lease_id = gen_random_uuid()::text, leased_until = $1 \
+             WHERE workspace_id IN ( \
+               SELECT i.workspace_id FROM integrations i \
+               WHERE i.enabled AND i.next_attempt_at <= $2 AND (i.leased_until IS NULL OR i.leased_until < $2) \
+                 AND EXISTS (SELECT 1 FROM events e WHERE e.workspace_id = i.workspace_id \
+                             AND (e.leased_until IS NULL OR e.leased_until < $2)) \
+               ORDER BY i.next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
+             RETURNING workspace_id, lease_id, sealed_write_key, region, consecutive_failures",
+        )
+        .bind(lease_until)
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        convert(rows)
+    }
+
+    async fn claim_events(
+        &self,
+        lease: &WorkspaceLease,
+        now: Millis,
+        lease_until: Millis,
+        limit: usize,
+    ) -> Result<Vec<ClaimedEvent>, StoreError> {
+        let events = sqlx::query_as(
+            "WITH claimed AS ( \
+               UPDATE events SET lease_id = $1, leased_until = $2 \
+               WHERE id IN (SELECT id FROM events WHERE workspace_id = $3 \
+                            AND (leased_until IS NULL OR leased_until < $4) \
+                            ORDER BY id LIMIT $5 FOR UPDATE SKIP LOCKED) \
+               RETURNING id, message_id, user_id, anonymous_id, payload, received_at) \
+             SELECT c.id, c.message_id, COALESCE(c.user_id, i.user_id) AS user_id, c.anonymous_id, c.payload, \
+                    c.received_at \
+             FROM claimed c LEFT JOIN identities i \
+               ON c.user_id IS NULL AND i.workspace_id = $3 AND i.anonymous_id = c.anonymous_id \
+             ORDER BY c.id",
+        )
+        .bind(&lease.lease_id)
+        .bind(lease_until)
+        .bind(&lease.workspace_id)
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(events)
+    }
+
+    async fn ack(&self, lease_id: &str, event_ids: &[i64]) -> Result<u64, StoreError> {
+        let result = sqlx::query("DELETE FROM events WHERE lease_id = $1 AND id = ANY($2)")
+            .bind(lease_id)
+            .bind(event_ids)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn release(&self, lease_id: &str, event_ids: &[i64]) -> Result<u64, StoreError> {
+        let result = sqlx::query(
+            "UPDATE events SET lease_id = NULL, leased_until = NULL, attempts = attempts + 1 \
+             WHERE lease_id = $1 AND id = ANY($2)",
+        )
+        .bind(lease_id)
+        .bind(event_ids)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn dead_letter(&self, lease_id: &str, rejections: &[Rejection], now: Millis) -> Result<u64, StoreError> {
+        let result = sqlx::query(
+            "WITH r AS (SELECT * FROM UNNEST($2::bigint[], $3::text[], $4::int[], $5::text[]) \
+                          AS r(id, reason, status, detail)), \
+             moved AS (DELETE FROM events e USING r WHERE e.id = r.id AND e.lease_id = $1 \
+                       RETURNING e.workspace_id, e.message_id, e.user_id, e.anonymous_id, e.payload, \
+                                 e.received_at, e.attempts, r.reason, r.status, r.detail) \
+             INSERT INTO dead_letters (workspace_id, message_id, user_id, anonymous_id, payload, received_at, \
+                                       attempts, reason, status, detail, failed_at) \
+             SELECT workspace_id, message_id, user_id, anonymous_id, payload, received_at, attempts + 1, \
+                    reason, status, detail, $6 FROM moved",
+        )
+        .bind(lease_id)
+        .bind(rejections.iter().map(|r| r.event_id).collect::<Vec<_>>())
+        .bind(rejections.iter().map(|r| r.reason.as_str()).collect::<Vec<_>>())
+        .bind(rejections.iter().map(|r| r.status.map(i32::from)).collect::<Vec<_>>())
+        .bind(rejections.iter().map(|r| r.detail.as_str()).collect::<Vec<_>>())
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn end_round(&self, lease: &WorkspaceLease, end: &RoundEnd) -> Result<(), StoreError> {
+        let query = match end {
+            RoundEnd::Delivered { delivered_at, next_attempt_at } => sqlx::query(
+                "UPDATE integrations SET lease_id = NULL, leased_until = NULL, consecutive_failures = 0, \
+                   next_attempt_at = $1, last_delivery_at = COALESCE($2, last_delivery_at) \
+                 WHERE workspace_id = $3 AND lease_id = $4",
+            )
+            .bind(next_attempt_at)
+            .bind(delivered_at),
+            RoundEnd::Failed { error, next_attempt_at, counts_as_failure } => sqlx::query(
+                "UPDATE integrations SET lease_id = NULL, leased_until = NULL, \
+                   consecutive_failures = consecutive_failures + $1, next_attempt_at = $2, \
+                   last_error_at = $3, last_error_status = $4, last_error_message = $5 \
+                 WHERE workspace_id = $6 AND lease_id = $7",
+            )
+            .bind(i32::from(*counts_as_failure))
+            .bind(next_attempt_at)
+            .bind(error.at)
+            .bind(error.status.map(i32::from))
+            .bind(&error.message),
+        };
+        query.bind(&lease.workspace_id).bind(&lease.lease_id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn expire_events(&self, cutoff: Millis, now: Millis, limit: usize) -> Result<u64, StoreError> {
+        let (reason, detail) = EXPIRED;
+        let result = sqlx::query(
+            "WITH moved AS ( \
+               DELETE FROM events WHERE id IN ( \
+                 SELECT id FROM events WHERE received_at < $1 AND (leased_until IS NULL OR leased_until < $2) \
+                 LIMIT $3 FOR UPDATE SKIP LOCKED) \
+               RETURNING workspace_id, message_id, user_id, anonymous_id, payload, received_at, attempts) \
+             INSERT INTO dead_letters (workspace_id, message_id, user_id, anonymous_id, payload, received_at, \
+                                       attempts, reason, status, detail, failed_at) \
+             SELECT workspace_id, message_id, user_id, anonymous_id, payload, received_at, attempts, \
+                    $4, NULL, $5, $2 FROM moved",
+        )
+        .bind(cutoff)
+        .bind(now)
+        .bind(limit as i64)
+        .bind(reason)
+        .bind(detail)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn queue_depth(&self) -> Result<u64, StoreError> {
+        let depth: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(&self.pool).await?;
+        Ok(depth as u64)
+    }
+
+    async fn dead_letters(&self, workspace_id: &str, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        let rows: Vec<DeadLetterRow> = sqlx::query_as(&format!(
+            "SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters WHERE workspace_id = $1 ORDER BY id LIMIT $2"
+        ))
+        .bind(workspace_id)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(DeadLetter::from).collect())
+    }
+
+    async fn replay_dead_letters(&self, workspace_id: &str, now: Millis) -> Result<u64, StoreError> {
+        let result = sqlx::query(
+            "WITH moved AS (DELETE FROM dead_letters WHERE workspace_id = $1 \
+                            RETURNING id, workspace_id, message_id, user_id, anonymous_id, payload) \
+             INSERT INTO events (workspace_id, message_id, user_id, anonymous_id, payload, received_at) \
+             SELECT workspace_id, message_id, user_id, anonymous_id, payload, $2 FROM moved ORDER BY id",
+        )
+        .bind(workspace_id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
+    }
+}

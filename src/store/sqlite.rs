@@ -1,0 +1,439 @@
+//! The embedded SQLite store (WAL): the zero-setup default for one instance.
+//!
+//! SQLite allows one writer at a time, so every write goes through a pool of
+//! one connection (the writer task never waits on a lock held by a sibling);
+//! reads use a separate read-only pool. Lists of ids are bound as one JSON
+//! array and expanded with `json_each`.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Sqlite};
+
+use super::rows::{DEAD_LETTER_COLUMNS, DeadLetterRow, INTEGRATION_COLUMNS, IntegrationRow, LeaseRow, convert};
+use super::{
+    ClaimedEvent, DeadLetter, EXPIRED, IdentityLink, IngestTarget, Integration, IntegrationConfig, Millis, NewEvent,
+    QueueCounts, Rejection, RoundEnd, Store, StoreError, Workspace, WorkspaceLease, latest_links, schema_is_current,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Rows per multi-row INSERT, well under SQLite's limit on bound variables.
+const ROWS_PER_INSERT: usize = 1000;
+
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and applies the migrations.
+    pub async fn connect(url: &str, max_readers: u32) -> Result<SqliteStore, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        if let Some(folder) = options.get_filename().parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(folder).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+        }
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.clone())
+            .await?;
+        MIGRATOR.run(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(max_readers.clamp(1, 8))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(SqliteStore { writer, reader })
+    }
+}
+
+/// A list of ids as a JSON array, for `IN (SELECT value FROM json_each(?))`.
+fn json_ids(ids: &[i64]) -> String {
+    serde_json::to_string(ids).expect("integers always serialize")
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn check_ready(&self) -> Result<(), StoreError> {
+        let applied: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success").fetch_one(&self.reader).await?;
+        schema_is_current(&MIGRATOR, applied)
+    }
+
+    async fn insert_workspace(&self, workspace: &Workspace) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO workspaces (id, name, ingest_key, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&workspace.id)
+        .bind(&workspace.name)
+        .bind(&workspace.ingest_key)
+        .bind(workspace.created_at)
+        .execute(&self.writer)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn upsert_workspace(&self, workspace: &Workspace) -> Result<(Workspace, bool), StoreError> {
+        let stored: Workspace = sqlx::query_as(
+            "INSERT INTO workspaces (id, name, ingest_key, created_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name \
+             RETURNING id, name, ingest_key, created_at",
+        )
+        .bind(&workspace.id)
+        .bind(&workspace.name)
+        .bind(&workspace.ingest_key)
+        .bind(workspace.created_at)
+        .fetch_one(&self.writer)
+        .await?;
+        let created = stored.ingest_key == workspace.ingest_key;
+        Ok((stored, created))
+    }
+
+    async fn workspace(&self, id: &str) -> Result<Option<Workspace>, StoreError> {
+        let workspace = sqlx::query_as("SELECT id, name, ingest_key, created_at FROM workspaces WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(workspace)
+    }
+
+    async fn rotate_ingest_key(&self, id: &str, new_key: &str) -> Result<Option<Workspace>, StoreError> {
+        let workspace = sqlx::query_as(
+            "UPDATE workspaces SET ingest_key = ? WHERE id = ? RETURNING id, name, ingest_key, created_at",
+        )
+        .bind(new_key)
+        .bind(id)
+        .fetch_optional(&self.writer)
+        .await?;
+        Ok(workspace)
+    }
+
+    async fn ingest_target(&self, ingest_key: &str) -> Result<Option<IngestTarget>, StoreError> {
+        let target = sqlx::query_as(
+            "SELECT w.id AS workspace_id, COALESCE(i.enabled, 0) AS segment_enabled \
+             FROM workspaces w LEFT JOIN integrations i ON i.workspace_id = w.id WHERE w.ingest_key = ?",
+        )
+        .bind(ingest_key)
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(target)
+    }
+
+    async fn put_integration(
+        &self,
+        workspace_id: &str,
+        config: &IntegrationConfig,
+        now: Millis,
+    ) -> Result<Integration, StoreError> {
+        let row: IntegrationRow = sqlx::query_as(&format!(
+            "INSERT INTO integrations \
+               (workspace_id, sealed_write_key, write_key_hint, region, enabled, updated_at, next_attempt_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) \
+             ON CONFLICT (workspace_id) DO UPDATE SET sealed_write_key = excluded.sealed_write_key, \
+               write_key_hint = excluded.write_key_hint, region = excluded.region, enabled = excluded.enabled, \
+               updated_at = excluded.updated_at, next_attempt_at = excluded.next_attempt_at, consecutive_failures = 0 \
+             RETURNING {INTEGRATION_COLUMNS}"
+        ))
+        .bind(workspace_id)
+        .bind(&config.sealed_write_key)
+        .bind(&config.write_key_hint)
+        .bind(config.region.as_str())
+        .bind(config.enabled)
+        .bind(now)
+        .fetch_one(&self.writer)
+        .await?;
+        row.try_into()
+    }
+
+    async fn integration(&self, workspace_id: &str) -> Result<Option<Integration>, StoreError> {
+        let row: Option<IntegrationRow> =
+            sqlx::query_as(&format!("SELECT {INTEGRATION_COLUMNS} FROM integrations WHERE workspace_id = ?"))
+                .bind(workspace_id)
+                .fetch_optional(&self.reader)
+                .await?;
+        row.map(Integration::try_from).transpose()
+    }
+
+    async fn delete_integration(&self, workspace_id: &str) -> Result<bool, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let deleted = sqlx::query("DELETE FROM integrations WHERE workspace_id = ?")
+            .bind(workspace_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        for table in ["events", "dead_letters"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE workspace_id = ?"))
+                .bind(workspace_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(deleted == 1)
+    }
+
+    async fn queue_counts(&self, workspace_id: &str) -> Result<QueueCounts, StoreError> {
+        let (queued, dead): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM events WHERE workspace_id = ?1), \
+                    (SELECT COUNT(*) FROM dead_letters WHERE workspace_id = ?1)",
+        )
+        .bind(workspace_id)
+        .fetch_one(&self.reader)
+        .await?;
+        Ok(QueueCounts { queued: queued as u64, dead: dead as u64 })
+    }
+
+    async fn enqueue(&self, events: &[NewEvent], identities: &[IdentityLink]) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        for chunk in events.chunks(ROWS_PER_INSERT) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO events (workspace_id, message_id, user_id, anonymous_id, payload, received_at) ",
+            );
+            insert.push_values(chunk, |mut row, event| {
+                row.push_bind(&event.workspace_id)
+                    .push_bind(&event.message_id)
+                    .push_bind(&event.user_id)
+                    .push_bind(&event.anonymous_id)
+                    .push_bind(&event.payload)
+                    .push_bind(event.received_at);
+            });
+            insert.build().execute(&mut *tx).await?;
+        }
+        let links = latest_links(identities);
+        for chunk in links.chunks(ROWS_PER_INSERT) {
+            let mut upsert =
+                QueryBuilder::<Sqlite>::new("INSERT INTO identities (workspace_id, anonymous_id, user_id, updated_at) ");
+            upsert.push_values(chunk, |mut row, link| {
+                row.push_bind(&link.workspace_id).push_bind(&link.anonymous_id).push_bind(&link.user_id).push_bind(link.at);
+            });
+            upsert.push(
+                " ON CONFLICT (workspace_id, anonymous_id) DO UPDATE SET user_id = excluded.user_id, \
+                 updated_at = excluded.updated_at WHERE excluded.updated_at >= identities.updated_at",
+            );
+            upsert.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn lease_workspaces(
+        &self,
+        now: Millis,
+        lease_until: Millis,
+        limit: usize,
+    ) -> Result<Vec<WorkspaceLease>, StoreError> {
+        let rows: Vec<LeaseRow> = sqlx::query_as(
+            "UPDATE integrations SET lease_id = lower(hex(randomblob(16))), leased_until = ?1 \
+             WHERE workspace_id IN ( \
+               SELECT i.workspace_id FROM integrations i \
+               WHERE i.enabled AND i.next_attempt_at <= ?2 AND (i.leased_until IS NULL OR i.leased_until < ?2) \
+                 AND EXISTS (SELECT 1 FROM events e WHERE e.workspace_id = i.workspace_id \
+                             AND (e.leased_until IS NULL OR e.leased_until < ?2)) \
+               ORDER BY i.next_attempt_at LIMIT ?3) \
+             RETURNING workspace_id, lease_id, sealed_write_key, region, consecutive_failures",
+        )
+        .bind(lease_until)
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(&self.writer)
+        .await?;
+        convert(rows)
+    }
+
+    async fn claim_events(
+        &self,
+        lease: &WorkspaceLease,
+        now: Millis,
+        lease_until: Millis,
+        limit: usize,
+    ) -> Result<Vec<ClaimedEvent>, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let mut events: Vec<ClaimedEvent> = sqlx::query_as(
+            "UPDATE events SET lease_id = ?1, leased_until = ?2 \
+             WHERE id IN (SELECT id FROM events WHERE workspace_id = ?3 \
+                          AND (leased_until IS NULL OR leased_until < ?4) ORDER BY id LIMIT ?5) \
+             RETURNING id, message_id, user_id, anonymous_id, payload, received_at",
+        )
+        .bind(&lease.lease_id)
+        .bind(lease_until)
+        .bind(&lease.workspace_id)
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        let anonymous: Vec<&str> =
+            events.iter().filter(|e| e.user_id.is_none()).filter_map(|e| e.anonymous_id.as_deref()).collect();
+        let known: std::collections::HashMap<String, String> = if anonymous.is_empty() {
+            Default::default()
+        } else {
+            sqlx::query_as(
+                "SELECT anonymous_id, user_id FROM identities \
+                 WHERE workspace_id = ? AND anonymous_id IN (SELECT value FROM json_each(?))",
+            )
+            .bind(&lease.workspace_id)
+            .bind(serde_json::to_string(&anonymous).expect("strings always serialize"))
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect()
+        };
+        tx.commit().await?;
+        for event in events.iter_mut().filter(|e| e.user_id.is_none()) {
+            event.user_id = event.anonymous_id.as_ref().and_then(|a| known.get(a)).cloned();
+        }
+        events.sort_by_key(|e| e.id);
+        Ok(events)
+    }
+
+    async fn ack(&self, lease_id: &str, event_ids: &[i64]) -> Result<u64, StoreError> {
+        let result =
+            sqlx::query("DELETE FROM events WHERE lease_id = ? AND id IN (SELECT value FROM json_each(?))")
+                .bind(lease_id)
+                .bind(json_ids(event_ids))
+                .execute(&self.writer)
+                .await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn release(&self, lease_id: &str, event_ids: &[i64]) -> Result<u64, StoreError> {
+        let result = sqlx::query(
+            "UPDATE events SET lease_id = NULL, leased_until = NULL, attempts = attempts + 1 \
+             WHERE lease_id = ? AND id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(lease_id)
+        .bind(json_ids(event_ids))
+        .execute(&self.writer)
+        .await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn dead_letter(&self, lease_id: &str, rejections: &[Rejection], now: Millis) -> Result<u64, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let mut moved = 0;
+        for rejection in rejections {
+            moved += sqlx::query(
+                "INSERT INTO dead_letters (workspace_id, message_id, user_id, anonymous_id, payload, received_at, \
+                                           attempts, reason, status, detail, failed_at) \
+                 SELECT workspace_id, message_id, user_id, anonymous_id, payload, received_at, attempts + 1, ?, ?, ?, ? \
+                 FROM events WHERE id = ? AND lease_id = ?",
+            )
+            .bind(&rejection.reason)
+            .bind(rejection.status.map(i32::from))
+            .bind(&rejection.detail)
+            .bind(now)
+            .bind(rejection.event_id)
+            .bind(lease_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            sqlx::query("DELETE FROM events WHERE id = ? AND lease_id = ?")
+                .bind(rejection.event_id)
+                .bind(lease_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(moved)
+    }
+
+    async fn end_round(&self, lease: &WorkspaceLease, end: &RoundEnd) -> Result<(), StoreError> {
+        let query = match end {
+            RoundEnd::Delivered { delivered_at, next_attempt_at } => sqlx::query(
+                "UPDATE integrations SET lease_id = NULL, leased_until = NULL, consecutive_failures = 0, \
+                   next_attempt_at = ?, last_delivery_at = COALESCE(?, last_delivery_at) \
+                 WHERE workspace_id = ? AND lease_id = ?",
+            )
+            .bind(next_attempt_at)
+            .bind(delivered_at),
+            RoundEnd::Failed { error, next_attempt_at, counts_as_failure } => sqlx::query(
+                "UPDATE integrations SET lease_id = NULL, leased_until = NULL, \
+                   consecutive_failures = consecutive_failures + ?, next_attempt_at = ?, \
+                   last_error_at = ?, last_error_status = ?, last_error_message = ? \
+                 WHERE workspace_id = ? AND lease_id = ?",
+            )
+            .bind(i32::from(*counts_as_failure))
+            .bind(next_attempt_at)
+            .bind(error.at)
+            .bind(error.status.map(i32::from))
+            .bind(&error.message),
+        };
+        query.bind(&lease.workspace_id).bind(&lease.lease_id).execute(&self.writer).await?;
+        Ok(())
+    }
+
+    async fn expire_events(&self, cutoff: Millis, now: Millis, limit: usize) -> Result<u64, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM events WHERE received_at < ? AND (leased_until IS NULL OR leased_until < ?) LIMIT ?",
+        )
+        .bind(cutoff)
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let ids = json_ids(&ids);
+        let (reason, detail) = EXPIRED;
+        let moved = sqlx::query(
+            "INSERT INTO dead_letters (workspace_id, message_id, user_id, anonymous_id, payload, received_at, \
+                                       attempts, reason, status, detail, failed_at) \
+             SELECT workspace_id, message_id, user_id, anonymous_id, payload, received_at, attempts, ?, NULL, ?, ? \
+             FROM events WHERE id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(reason)
+        .bind(detail)
+        .bind(now)
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query("DELETE FROM events WHERE id IN (SELECT value FROM json_each(?))")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(moved)
+    }
+
+    async fn queue_depth(&self) -> Result<u64, StoreError> {
+        let depth: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(&self.reader).await?;
+        Ok(depth as u64)
+    }
+
+    async fn dead_letters(&self, workspace_id: &str, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        let rows: Vec<DeadLetterRow> = sqlx::query_as(&format!(
+            "SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters WHERE workspace_id = ? ORDER BY id LIMIT ?"
+        ))
+        .bind(workspace_id)
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows.into_iter().map(DeadLetter::from).collect())
+    }
+
+    async fn replay_dead_letters(&self, workspace_id: &str, now: Millis) -> Result<u64, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let replayed = sqlx::query(
+            "INSERT INTO events (workspace_id, message_id, user_id, anonymous_id, payload, received_at) \
+             SELECT workspace_id, message_id, user_id, anonymous_id, payload, ? \
+             FROM dead_letters WHERE workspace_id = ? ORDER BY id",
+        )
+        .bind(now)
+        .bind(workspace_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query("DELETE FROM dead_letters WHERE workspace_id = ?").bind(workspace_id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(replayed)
+    }
+}

@@ -1,0 +1,20 @@
+//! Time as the service stores and sends it.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use crate::store::Millis;
+
+/// Now, as stored: Unix milliseconds.
+pub fn now_millis() -> Millis {
+    Utc::now().timestamp_millis()
+}
+
+/// ISO-8601 with milliseconds, as Segment and the admin API show times.
+pub fn iso8601(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// A stored time as ISO-8601.
+pub fn millis_to_iso8601(millis: Millis) -> String {
+    iso8601(DateTime::from_timestamp_millis(millis).unwrap_or_default())
+}
