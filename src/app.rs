@@ -15,13 +15,12 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
 use crate::delivery::{Delivery, Janitor};
-use crate::error::ApiError;
 use crate::ingest::{Committer, IngestKeys};
 use crate::metrics::Metrics;
 use crate::secrets::{Secrets, SecretsError};
 use crate::segment::{BatchLimits, SegmentClient};
 use crate::store::{self, Store, StoreError};
-use crate::{admin, ingest, ops};
+use crate::{admin, error, ingest, ops};
 
 /// What every request handler may use.
 #[derive(Clone)]
@@ -139,8 +138,8 @@ pub fn router(state: AppState) -> Router {
         .merge(ingest::router(state.clone()))
         .merge(admin::router(state.clone()))
         .merge(ops::router())
-        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .fallback(error::no_such_endpoint)
+        .method_not_allowed_fallback(error::method_not_allowed)
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -77,7 +77,7 @@ pub struct DeliverySettings {
     pub max_concurrent_requests: usize,
     pub backoff_base_ms: u64,
     pub backoff_max_ms: u64,
-    pub max_age_hours: u64,
+    pub max_age_secs: u64,
     pub janitor_interval_ms: u64,
 }
 
@@ -192,7 +192,7 @@ impl DeliverySettings {
         Duration::from_millis(self.backoff_max_ms)
     }
     pub fn max_age(&self) -> Duration {
-        Duration::from_secs(self.max_age_hours * 3600)
+        Duration::from_secs(self.max_age_secs)
     }
     pub fn janitor_interval(&self) -> Duration {
         Duration::from_millis(self.janitor_interval_ms)

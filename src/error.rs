@@ -184,6 +184,16 @@ impl ApiError {
     }
 }
 
+/// The answer to a path no route serves.
+pub async fn no_such_endpoint() -> ApiError {
+    ApiError::NotFound("no such endpoint".into())
+}
+
+/// The answer to a method a route does not serve.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
 impl From<EventError> for ApiError {
     fn from(error: EventError) -> ApiError {
         ApiError::Validation(error)

@@ -22,7 +22,7 @@ use serde_json::Value;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::app::AppState;
-use crate::error::{ApiError, IndexedEventError};
+use crate::error::{self, ApiError, IndexedEventError};
 use crate::metrics::{Reason, Status};
 use crate::store::IngestTarget;
 use body::JsonBody;
@@ -41,6 +41,8 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/v1/batch", post(batch))
         .route("/v1/identify", post(identify))
         .layer(middleware::from_fn_with_state(state, count_responses))
+        // Set here, inside the CORS layer, so that preflight requests reach it.
+        .method_not_allowed_fallback(error::method_not_allowed)
         .layer(cors())
 }
 
@@ -83,7 +85,7 @@ async fn batch(State(app): State<AppState>, request: IngestRequest, JsonBody(bod
 async fn identify(State(app): State<AppState>, request: IngestRequest, JsonBody(body): JsonBody) -> Result<Response, ApiError> {
     let link = parse_identify(&body, &request.target.workspace_id, request.received_at)?;
     if !request.target.segment_enabled {
-        return Ok(not_configured(&app, 1, Vec::new()));
+        return Ok(not_configured(1, Vec::new()));
     }
     app.committer.commit(Vec::new(), vec![link]).await?;
     Ok(answer(Answer { accepted: 1, ..Answer::default() }))
@@ -126,7 +128,9 @@ async fn accept(
         });
     }
     if !request.target.segment_enabled {
-        return Ok(not_configured(app, accepted.len(), rejected));
+        let discarded = accepted.len();
+        app.metrics.events_discarded.get_or_create(&Reason { reason: NOT_CONFIGURED }).inc_by(discarded as u64);
+        return Ok(not_configured(discarded, rejected));
     }
     if app.metrics.queue_depth.get() >= i64::try_from(app.settings.ingest.max_queue_depth).unwrap_or(i64::MAX) {
         return Err(ApiError::QueueFull);
@@ -138,8 +142,7 @@ async fn accept(
 
 /// Valid events of a workspace without an enabled Segment integration are
 /// answered but not stored: there is nowhere to deliver them.
-fn not_configured(app: &AppState, count: usize, rejected: Vec<IndexedEventError>) -> Response {
-    app.metrics.events_discarded.get_or_create(&Reason { reason: NOT_CONFIGURED }).inc_by(count as u64);
+fn not_configured(count: usize, rejected: Vec<IndexedEventError>) -> Response {
     answer(Answer { accepted: 0, discarded: Some(count), reason: Some(NOT_CONFIGURED), rejected })
 }
 

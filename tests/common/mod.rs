@@ -1,0 +1,287 @@
+//! Test harness: the real service on port 0 over a real database (a SQLite
+//! file, or a fresh PostgreSQL database), and a strict mock of Segment's
+//! Tracking API over real HTTP.
+#![allow(dead_code)] // each test crate uses its own part of the harness
+
+pub mod segment;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use figment::Figment;
+use figment::providers::Serialized;
+use produktly_segment::{App, Settings};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use segment::MockSegment;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
+/// 32 bytes, base64.
+pub const SECRET_KEY: &str = "dGVzdC1zZWFsaW5nLWtleS0wMTIzNDU2Nzg5YWJjZGU=";
+const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// Runs each named `async fn(Backend)` as a test on SQLite and on PostgreSQL.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A database of its own for one test, removed afterwards.
+pub struct TestDb {
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    postgres: Option<(String, String)>,
+}
+
+impl TestDb {
+    /// A fresh database, or `None` when PostgreSQL is unreachable outside CI
+    /// (with `CI=true` that is a failure, not a skip).
+    pub async fn new(backend: Backend) -> Option<TestDb> {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        match backend {
+            Backend::Sqlite => {
+                let url = format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display());
+                Some(TestDb { url, dir, postgres: None })
+            }
+            Backend::Postgres => {
+                let admin_url = std::env::var("PRODUKTLY_TEST_POSTGRES_URL").unwrap_or(DEFAULT_POSTGRES.into());
+                let name = format!("produktly_test_{}", uuid::Uuid::new_v4().simple());
+                if let Err(e) = run_postgres(&admin_url, &format!("CREATE DATABASE {name}")).await {
+                    if std::env::var("CI").is_ok_and(|ci| ci == "true") {
+                        panic!("PostgreSQL at {admin_url} is unreachable and CI=true: {e}");
+                    }
+                    eprintln!("skipping: PostgreSQL at {admin_url} is unreachable ({e})");
+                    return None;
+                }
+                let url = replace_database(&admin_url, &name);
+                Some(TestDb { url, dir, postgres: Some((admin_url, name)) })
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some((admin_url, name)) = self.postgres.take() else { return };
+        // Drop runs outside any runtime's async context: use a runtime of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let _ = runtime.block_on(run_postgres(&admin_url, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")));
+        })
+        .join();
+    }
+}
+
+async fn run_postgres(url: &str, statement: &str) -> Result<(), sqlx::Error> {
+    use sqlx::Connection;
+    let mut connection = tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(url))
+        .await
+        .map_err(|_| sqlx::Error::PoolTimedOut)??;
+    sqlx::query(statement).execute(&mut connection).await?;
+    connection.close().await
+}
+
+fn replace_database(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let base = base.rsplit_once('/').map_or(base, |(host, _)| host);
+    match query {
+        Some(query) => format!("{base}/{name}?{query}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+/// A database and mock Segment endpoints (US and EU) for one test.
+pub struct Env {
+    pub db: TestDb,
+    pub segment: MockSegment,
+    pub eu_segment: MockSegment,
+}
+
+impl Env {
+    pub async fn new(backend: Backend) -> Option<Env> {
+        let db = TestDb::new(backend).await?;
+        Some(Env { db, segment: MockSegment::start().await, eu_segment: MockSegment::start().await })
+    }
+
+    /// Settings for an instance on this environment: fast polling and
+    /// backoff, so tests finish quickly; `configure` layers more on top.
+    pub fn settings(&self, configure: impl FnOnce(Figment) -> Figment) -> Settings {
+        let figment = Settings::defaults().merge(Serialized::defaults(json!({
+            "listen": "127.0.0.1:0",
+            "database_url": self.db.url,
+            "database_max_connections": 4,
+            "data_dir": self.db.dir.path(),
+            "admin_tokens": ADMIN_TOKEN,
+            "secret_key": SECRET_KEY,
+            "segment": {"us_url": self.segment.uri(), "eu_url": self.eu_segment.uri(), "request_timeout_ms": 2000},
+            "delivery": {
+                "poll_interval_ms": 100,
+                "linger_ms": 5,
+                "lease_ms": 5000,
+                "backoff_base_ms": 50,
+                "backoff_max_ms": 200,
+                "janitor_interval_ms": 200,
+            },
+        })));
+        Settings::extract(configure(figment)).expect("valid test settings")
+    }
+
+    pub async fn start_app(&self) -> TestApp {
+        self.start_app_with(|figment| figment).await
+    }
+
+    pub async fn start_app_with(&self, configure: impl FnOnce(Figment) -> Figment) -> TestApp {
+        TestApp::start(self.settings(configure)).await
+    }
+}
+
+/// A running instance of the service.
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    stop: CancellationToken,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+/// A workspace as the admin API returned it.
+#[derive(Clone, Debug)]
+pub struct TestWorkspace {
+    pub id: String,
+    pub ingest_key: String,
+}
+
+impl TestApp {
+    pub async fn start(settings: Settings) -> TestApp {
+        let app = App::build(settings).await.expect("the app starts");
+        let base = format!("http://{}", app.local_addr());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(app.run(stop.clone()));
+        TestApp { base, http: reqwest::Client::new(), stop, task: Some(task) }
+    }
+
+    /// Stops as on SIGTERM and waits until it has drained.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.expect("the app task").expect("the app stops cleanly");
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, self.url(path)).bearer_auth(ADMIN_TOKEN)
+    }
+
+    pub async fn create_workspace(&self) -> TestWorkspace {
+        let response = self
+            .admin(reqwest::Method::POST, "/admin/v1/workspaces")
+            .json(&json!({"name": "Test workspace"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        let body: Value = response.json().await.unwrap();
+        TestWorkspace {
+            id: body["id"].as_str().unwrap().to_owned(),
+            ingest_key: body["ingest_key"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    pub async fn put_integration(&self, workspace: &TestWorkspace, body: Value) -> reqwest::Response {
+        self.admin(reqwest::Method::PUT, &format!("/admin/v1/workspaces/{}/integrations/segment", workspace.id))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A workspace with an enabled Segment integration (US) using `write_key`.
+    pub async fn workspace_with_segment(&self, write_key: &str) -> TestWorkspace {
+        let workspace = self.create_workspace().await;
+        let response = self.put_integration(&workspace, json!({"write_key": write_key})).await;
+        assert_eq!(response.status(), 200);
+        workspace
+    }
+
+    pub async fn integration(&self, workspace: &TestWorkspace) -> Value {
+        self.admin(reqwest::Method::GET, &format!("/admin/v1/workspaces/{}/integrations/segment", workspace.id))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// POSTs a JSON body to an ingest endpoint with the key in the header.
+    pub async fn ingest(&self, path: &str, workspace: &TestWorkspace, body: &Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(self.url(path))
+            .header("x-produktly-key", &workspace.ingest_key)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.http.get(self.url("/metrics")).send().await.unwrap().text().await.unwrap()
+    }
+
+    /// The value of one metric line, e.g. `produktly_events_delivered_total`.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.metrics().await;
+        text.lines()
+            .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+            .map_or(0.0, |value| value.trim().parse().unwrap())
+    }
+}
+
+/// A valid event of the catalog, for a user.
+pub fn tour_start(user_id: &str) -> Value {
+    json!({"event": "tour_start", "userId": user_id, "properties": {"tour_id": "t_1"}})
+}
+
+/// Polls `check` until it holds, failing the test after `timeout`.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
