@@ -43,7 +43,10 @@ pub enum StartError {
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
     #[error("cannot listen on {address}: {source}")]
-    Bind { address: SocketAddr, source: std::io::Error },
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot set up the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
 }
@@ -70,9 +73,13 @@ impl App {
             settings.ingest.commit_max_rows,
         );
         let segment = SegmentClient::new(&settings.segment)?;
-        let listener = TcpListener::bind(settings.listen)
-            .await
-            .map_err(|source| StartError::Bind { address: settings.listen, source })?;
+        let listener =
+            TcpListener::bind(settings.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    address: settings.listen,
+                    source,
+                })?;
         let delivery = Arc::new(Delivery {
             store: store.clone(),
             client: segment.clone(),
@@ -101,12 +108,20 @@ impl App {
             segment,
             wake,
         };
-        Ok(App { listener, state, delivery, janitor, committer: committer_task })
+        Ok(App {
+            listener,
+            state,
+            delivery,
+            janitor,
+            committer: committer_task,
+        })
     }
 
     /// The address the server listens on (the real port when configured as 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     /// Where the generated admin token is, when it was generated.
@@ -118,12 +133,20 @@ impl App {
     /// requests, commits what requests handed over, and lets deliveries in
     /// flight finish before returning.
     pub async fn run(self, stop: CancellationToken) -> std::io::Result<()> {
-        let App { listener, state, delivery, janitor, committer } = self;
+        let App {
+            listener,
+            state,
+            delivery,
+            janitor,
+            committer,
+        } = self;
         let workers_stop = stop.child_token();
         let delivery = tokio::spawn(delivery.run(workers_stop.clone()));
         let janitor = tokio::spawn(janitor.run(workers_stop));
         let service = router(state).into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(listener, service).with_graceful_shutdown(stop.cancelled_owned()).await;
+        let served = axum::serve(listener, service)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
         // The server and its router are gone, and with them the last committer
         // handle: the commit task finishes what it holds and ends.
         let _ = committer.await;

@@ -87,29 +87,88 @@ impl Event {
 pub const PROPERTIES: &[Property] = &[
     prop("tour_id", PropertyType::Id, "ID of the tour"),
     prop("tour_name", PropertyType::Text, "Name of the tour"),
-    prop("step_id", PropertyType::Id, "ID of the tour or checklist step"),
-    prop("step_index", PropertyType::Count, "Position of the step, starting at 0"),
+    prop(
+        "step_id",
+        PropertyType::Id,
+        "ID of the tour or checklist step",
+    ),
+    prop(
+        "step_index",
+        PropertyType::Count,
+        "Position of the step, starting at 0",
+    ),
     prop("step_title", PropertyType::Text, "Title of the step"),
-    prop("step_count", PropertyType::Count, "Number of steps in the tour"),
+    prop(
+        "step_count",
+        PropertyType::Count,
+        "Number of steps in the tour",
+    ),
     prop("checklist_id", PropertyType::Id, "ID of the checklist"),
-    prop("checklist_name", PropertyType::Text, "Name of the checklist"),
+    prop(
+        "checklist_name",
+        PropertyType::Text,
+        "Name of the checklist",
+    ),
     prop("smart_tip_id", PropertyType::Id, "ID of the smart tip"),
-    prop("smart_tip_name", PropertyType::Text, "Name of the smart tip"),
-    prop("announcement_id", PropertyType::Id, "ID of the announcement"),
-    prop("announcement_name", PropertyType::Text, "Name of the announcement"),
-    prop("action_label", PropertyType::Text, "Label of the announcement action clicked"),
+    prop(
+        "smart_tip_name",
+        PropertyType::Text,
+        "Name of the smart tip",
+    ),
+    prop(
+        "announcement_id",
+        PropertyType::Id,
+        "ID of the announcement",
+    ),
+    prop(
+        "announcement_name",
+        PropertyType::Text,
+        "Name of the announcement",
+    ),
+    prop(
+        "action_label",
+        PropertyType::Text,
+        "Label of the announcement action clicked",
+    ),
     prop("link", PropertyType::Url, "URL of the link clicked"),
     prop("nps_widget_id", PropertyType::Id, "ID of the NPS widget"),
-    prop("nps_widget_name", PropertyType::Text, "Name of the NPS widget"),
-    prop("score", PropertyType::Score, "NPS score the user gave, from 0 to 10"),
-    prop("feedback", PropertyType::Text, "Feedback the user wrote with the NPS score"),
+    prop(
+        "nps_widget_name",
+        PropertyType::Text,
+        "Name of the NPS widget",
+    ),
+    prop(
+        "score",
+        PropertyType::Score,
+        "NPS score the user gave, from 0 to 10",
+    ),
+    prop(
+        "feedback",
+        PropertyType::Text,
+        "Feedback the user wrote with the NPS score",
+    ),
 ];
 
 /// Every event of the catalog.
 pub const EVENTS: &[Event] = &[
-    event("tour_available", "Tour was available for user", &["tour_id"], &["tour_name"]),
-    event("tour_start", "Tour was started by user", &["tour_id"], &["tour_name"]),
-    event("tour_auto_start", "Tour was automatically started", &["tour_id"], &["tour_name"]),
+    event(
+        "tour_available",
+        "Tour was available for user",
+        &["tour_id"],
+        &["tour_name"],
+    ),
+    event(
+        "tour_start",
+        "Tour was started by user",
+        &["tour_id"],
+        &["tour_name"],
+    ),
+    event(
+        "tour_auto_start",
+        "Tour was automatically started",
+        &["tour_id"],
+        &["tour_name"],
+    ),
     event(
         "tour_continue",
         "Tour was continued by user",
@@ -146,7 +205,12 @@ pub const EVENTS: &[Event] = &[
         &["smart_tip_id"],
         &["smart_tip_name"],
     ),
-    event("smart_tip_open", "Smart tip was opened", &["smart_tip_id"], &["smart_tip_name"]),
+    event(
+        "smart_tip_open",
+        "Smart tip was opened",
+        &["smart_tip_id"],
+        &["smart_tip_name"],
+    ),
     event(
         "announcement_shown",
         "Announcement was shown to user",
@@ -180,7 +244,11 @@ pub const EVENTS: &[Event] = &[
 ];
 
 const fn prop(name: &'static str, kind: PropertyType, description: &'static str) -> Property {
-    Property { name, kind, description }
+    Property {
+        name,
+        kind,
+        description,
+    }
 }
 
 const fn event(
@@ -189,7 +257,12 @@ const fn event(
     required: &'static [&'static str],
     optional: &'static [&'static str],
 ) -> Event {
-    Event { name, description, required, optional }
+    Event {
+        name,
+        description,
+        required,
+        optional,
+    }
 }
 
 /// The catalog event of that name.
@@ -210,10 +283,15 @@ mod tests {
     #[test]
     fn every_event_property_is_defined_and_every_property_is_used() {
         for event in EVENTS {
-            assert_eq!(event.properties().count(), event.required.len() + event.optional.len());
+            assert_eq!(
+                event.properties().count(),
+                event.required.len() + event.optional.len()
+            );
         }
         for property in PROPERTIES {
-            let used = EVENTS.iter().any(|e| e.properties().any(|(p, _)| p.name == property.name));
+            let used = EVENTS
+                .iter()
+                .any(|e| e.properties().any(|(p, _)| p.name == property.name));
             assert!(used, "{} is not used by any event", property.name);
         }
     }
@@ -229,7 +307,10 @@ mod tests {
     #[test]
     fn ids_accept_numbers_and_forward_them_as_strings() {
         assert_eq!(PropertyType::Id.normalize(&json!(42)), Some(json!("42")));
-        assert_eq!(PropertyType::Id.normalize(&json!("t_1")), Some(json!("t_1")));
+        assert_eq!(
+            PropertyType::Id.normalize(&json!("t_1")),
+            Some(json!("t_1"))
+        );
         assert_eq!(PropertyType::Id.normalize(&json!("")), None);
         assert_eq!(PropertyType::Id.normalize(&json!(true)), None);
     }
@@ -242,8 +323,16 @@ mod tests {
         assert!(PropertyType::Count.normalize(&json!("2")).is_none());
         assert!(PropertyType::Score.normalize(&json!(10)).is_some());
         assert!(PropertyType::Score.normalize(&json!(11)).is_none());
-        assert!(PropertyType::Url.normalize(&json!("https://example.com/x")).is_some());
-        assert!(PropertyType::Url.normalize(&json!("javascript:alert(1)")).is_none());
+        assert!(
+            PropertyType::Url
+                .normalize(&json!("https://example.com/x"))
+                .is_some()
+        );
+        assert!(
+            PropertyType::Url
+                .normalize(&json!("javascript:alert(1)"))
+                .is_none()
+        );
         assert!(PropertyType::Url.normalize(&json!("/relative")).is_none());
     }
 }

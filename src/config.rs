@@ -129,7 +129,9 @@ impl Settings {
             }
         }
         if self.ingest.commit_max_rows == 0 || self.ingest.max_pending_events == 0 {
-            return invalid("ingest.commit_max_rows and ingest.max_pending_events must be positive");
+            return invalid(
+                "ingest.commit_max_rows and ingest.max_pending_events must be positive",
+            );
         }
         if self.delivery.max_concurrent_requests == 0 {
             return invalid("delivery.max_concurrent_requests must be positive");
@@ -225,7 +227,11 @@ fn comma_separated<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Str
         OneOrMany::One(s) => s.split(',').map(str::to_owned).collect(),
         OneOrMany::Many(v) => v,
     };
-    Ok(items.into_iter().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+    Ok(items
+        .into_iter()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect())
 }
 
 #[cfg(test)]
@@ -238,7 +244,10 @@ mod tests {
         let settings = Settings::extract(Settings::defaults()).unwrap();
         assert_eq!(settings.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(settings.backend().unwrap(), Backend::Sqlite);
-        assert_eq!(settings.database_url(), "sqlite://data/produktly.db?mode=rwc");
+        assert_eq!(
+            settings.database_url(),
+            "sqlite://data/produktly.db?mode=rwc"
+        );
         assert!(settings.admin_tokens.is_empty());
         assert_eq!(settings.segment.us_url, "https://api.segment.io");
     }

@@ -59,7 +59,11 @@ impl Serialize for EventErrorCode {
 
 impl EventError {
     pub fn new(code: EventErrorCode, field: Option<&str>, message: String) -> EventError {
-        EventError { code, message, field: field.map(str::to_owned) }
+        EventError {
+            code,
+            message,
+            field: field.map(str::to_owned),
+        }
     }
 }
 
@@ -83,7 +87,9 @@ pub enum ApiError {
     InvalidBody(String),
     #[error("the batch holds {count} events; at most {max} are accepted per request")]
     TooManyEvents { count: usize, max: usize },
-    #[error("send the workspace's ingest key in the X-Produktly-Key header or the `key` query parameter")]
+    #[error(
+        "send the workspace's ingest key in the X-Produktly-Key header or the `key` query parameter"
+    )]
     MissingIngestKey,
     #[error("the ingest key is not valid")]
     InvalidIngestKey,
@@ -110,7 +116,10 @@ pub enum ApiError {
     #[error("workspace {0:?} already exists; use PUT to update it")]
     WorkspaceExists(String),
     #[error("{message}")]
-    InvalidRequest { field: Option<&'static str>, message: String },
+    InvalidRequest {
+        field: Option<&'static str>,
+        message: String,
+    },
     #[error("an internal error occurred")]
     Internal(String),
 }
@@ -215,7 +224,10 @@ impl IntoResponse for ApiError {
         }
         let mut response = (status, Json(self.body())).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_UNAVAILABLE));
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(RETRY_AFTER_UNAVAILABLE),
+            );
         }
         response
     }

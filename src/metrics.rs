@@ -50,18 +50,48 @@ impl Metrics {
         let mut r = Registry::with_prefix("produktly");
         let r = &mut r;
         Metrics {
-            events_received: registered(r, "events_received", "Events received by ingest", Counter::default()),
-            events_accepted: registered(r, "events_accepted", "Events committed to the queue", Counter::default()),
-            events_rejected: registered(r, "events_rejected", "Events refused at ingest, by reason", Family::default()),
+            events_received: registered(
+                r,
+                "events_received",
+                "Events received by ingest",
+                Counter::default(),
+            ),
+            events_accepted: registered(
+                r,
+                "events_accepted",
+                "Events committed to the queue",
+                Counter::default(),
+            ),
+            events_rejected: registered(
+                r,
+                "events_rejected",
+                "Events refused at ingest, by reason",
+                Family::default(),
+            ),
             events_discarded: registered(
                 r,
                 "events_discarded",
                 "Valid events not stored, by reason (no enabled Segment integration)",
                 Family::default(),
             ),
-            ingest_responses: registered(r, "ingest_responses", "Ingest responses by HTTP status", Family::default()),
-            queue_depth: registered(r, "queue_depth", "Undelivered events in the store", Gauge::default()),
-            events_delivered: registered(r, "events_delivered", "Events Segment accepted", Counter::default()),
+            ingest_responses: registered(
+                r,
+                "ingest_responses",
+                "Ingest responses by HTTP status",
+                Family::default(),
+            ),
+            queue_depth: registered(
+                r,
+                "queue_depth",
+                "Undelivered events in the store",
+                Gauge::default(),
+            ),
+            events_delivered: registered(
+                r,
+                "events_delivered",
+                "Events Segment accepted",
+                Counter::default(),
+            ),
             events_retried: registered(
                 r,
                 "events_retried",
@@ -96,7 +126,9 @@ impl Metrics {
                 r,
                 "store_latency_seconds",
                 "Store operation latency",
-                Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 3.0, 10))),
+                Family::new_with_constructor(|| {
+                    Histogram::new(exponential_buckets(0.0005, 3.0, 10))
+                }),
             ),
             registry: std::mem::take(r),
         }
@@ -107,7 +139,9 @@ impl Metrics {
     }
 
     pub fn store_op(&self, operation: &'static str, elapsed: Duration) {
-        self.store_latency.get_or_create(&Operation { operation }).observe(elapsed.as_secs_f64());
+        self.store_latency
+            .get_or_create(&Operation { operation })
+            .observe(elapsed.as_secs_f64());
     }
 
     /// The Prometheus text exposition.

@@ -29,10 +29,15 @@ const SECRET_KEY_FILE: &str = "secret-key";
 pub enum SecretsError {
     #[error("{0} is required with PostgreSQL; generate one with `openssl rand -base64 32`")]
     MissingForPostgres(&'static str),
-    #[error("PRODUKTLY_SECRET_KEY must be 32 random bytes in base64 (e.g. `openssl rand -base64 32`)")]
+    #[error(
+        "PRODUKTLY_SECRET_KEY must be 32 random bytes in base64 (e.g. `openssl rand -base64 32`)"
+    )]
     BadSecretKey,
     #[error("could not read or write {path}: {source}")]
-    File { path: String, source: std::io::Error },
+    File {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +66,14 @@ impl WriteKey {
     /// What the admin app may show: an ellipsis and the last four characters.
     pub fn hint(&self) -> String {
         let key = self.expose();
-        let tail: String = key.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
+        let tail: String = key
+            .chars()
+            .rev()
+            .take(4)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
         format!("…{tail}")
     }
 }
@@ -80,7 +92,9 @@ pub struct AdminTokens {
 
 impl AdminTokens {
     pub fn new<S: AsRef<str>>(tokens: &[S]) -> AdminTokens {
-        AdminTokens { digests: tokens.iter().map(|t| digest(t.as_ref())).collect() }
+        AdminTokens {
+            digests: tokens.iter().map(|t| digest(t.as_ref())).collect(),
+        }
     }
 
     /// Whether `candidate` is one of the tokens. Every token is compared, so the
@@ -89,7 +103,9 @@ impl AdminTokens {
         let candidate = digest(candidate);
         self.digests
             .iter()
-            .fold(subtle::Choice::from(0), |found, d| found | d.ct_eq(&candidate))
+            .fold(subtle::Choice::from(0), |found, d| {
+                found | d.ct_eq(&candidate)
+            })
             .into()
     }
 }
@@ -115,9 +131,12 @@ pub struct Sealer {
 impl Sealer {
     /// A sealer from the configured key: 32 bytes, base64.
     pub fn from_base64(key: &str) -> Result<Sealer, SecretsError> {
-        let bytes = STANDARD.decode(key.trim()).map_err(|_| SecretsError::BadSecretKey)?;
+        let bytes = STANDARD
+            .decode(key.trim())
+            .map_err(|_| SecretsError::BadSecretKey)?;
         let bytes: [u8; 32] = bytes.try_into().map_err(|_| SecretsError::BadSecretKey)?;
-        let key_id = hex::encode(&Sha256::digest([b"produktly-key-id:".as_slice(), &bytes].concat())[..4]);
+        let key_id =
+            hex::encode(&Sha256::digest([b"produktly-key-id:".as_slice(), &bytes].concat())[..4]);
         let cipher = XChaCha20Poly1305::new(&bytes.into());
         Ok(Sealer { key_id, cipher })
     }
@@ -127,30 +146,43 @@ impl Sealer {
     pub fn seal(&self, workspace_id: &str, key: &WriteKey) -> String {
         let mut nonce = [0u8; NONCE_LEN];
         rand::rng().fill_bytes(&mut nonce);
-        let payload = Payload { msg: key.expose().as_bytes(), aad: workspace_id.as_bytes() };
+        let payload = Payload {
+            msg: key.expose().as_bytes(),
+            aad: workspace_id.as_bytes(),
+        };
         let ciphertext = self
             .cipher
             .encrypt(XNonce::from_slice(&nonce), payload)
             .expect("XChaCha20-Poly1305 encryption has no failure case for in-memory input");
         let sealed = [nonce.as_slice(), &ciphertext].concat();
-        format!("{SEALED_PREFIX}.{}.{}", self.key_id, URL_SAFE_NO_PAD.encode(sealed))
+        format!(
+            "{SEALED_PREFIX}.{}.{}",
+            self.key_id,
+            URL_SAFE_NO_PAD.encode(sealed)
+        )
     }
 
     pub fn unseal(&self, workspace_id: &str, sealed: &str) -> Result<WriteKey, UnsealError> {
         let mut parts = sealed.splitn(3, '.');
-        let (Some(SEALED_PREFIX), Some(key_id), Some(body)) = (parts.next(), parts.next(), parts.next())
+        let (Some(SEALED_PREFIX), Some(key_id), Some(body)) =
+            (parts.next(), parts.next(), parts.next())
         else {
             return Err(UnsealError::Malformed);
         };
         if key_id != self.key_id {
             return Err(UnsealError::UnknownKey(key_id.to_owned()));
         }
-        let bytes = URL_SAFE_NO_PAD.decode(body).map_err(|_| UnsealError::Malformed)?;
+        let bytes = URL_SAFE_NO_PAD
+            .decode(body)
+            .map_err(|_| UnsealError::Malformed)?;
         if bytes.len() <= NONCE_LEN {
             return Err(UnsealError::Malformed);
         }
         let (nonce, ciphertext) = bytes.split_at(NONCE_LEN);
-        let payload = Payload { msg: ciphertext, aad: workspace_id.as_bytes() };
+        let payload = Payload {
+            msg: ciphertext,
+            aad: workspace_id.as_bytes(),
+        };
         let plain = self
             .cipher
             .decrypt(XNonce::from_slice(nonce), payload)
@@ -210,7 +242,10 @@ impl Secrets {
 /// The secret kept in the file, created (32 random bytes, base64, mode 0600)
 /// when missing. Only the file's path is logged, never its content.
 fn read_or_generate(path: &Path) -> Result<String, SecretsError> {
-    let file_error = |source| SecretsError::File { path: path.display().to_string(), source };
+    let file_error = |source| SecretsError::File {
+        path: path.display().to_string(),
+        source,
+    };
     match std::fs::read_to_string(path) {
         Ok(existing) => return Ok(existing.trim().to_owned()),
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(file_error(e)),
@@ -225,7 +260,8 @@ fn read_or_generate(path: &Path) -> Result<String, SecretsError> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(path).map_err(file_error)?;
-    file.write_all(format!("{secret}\n").as_bytes()).map_err(file_error)?;
+    file.write_all(format!("{secret}\n").as_bytes())
+        .map_err(file_error)?;
     tracing::warn!(path = %path.display(), "generated a new secret (kept there for later runs)");
     Ok(secret)
 }
@@ -250,15 +286,27 @@ mod tests {
         let sealer = sealer();
         let sealed = sealer.seal("ws_1", &WriteKey::new("wk_secret_3f9a"));
         assert!(!sealed.contains("wk_secret"));
-        assert_eq!(sealer.unseal("ws_1", &sealed).unwrap().expose(), "wk_secret_3f9a");
-        assert!(matches!(sealer.unseal("ws_2", &sealed), Err(UnsealError::Corrupt)));
-        assert!(matches!(sealer.unseal("ws_1", "v1.x"), Err(UnsealError::Malformed)));
+        assert_eq!(
+            sealer.unseal("ws_1", &sealed).unwrap().expose(),
+            "wk_secret_3f9a"
+        );
+        assert!(matches!(
+            sealer.unseal("ws_2", &sealed),
+            Err(UnsealError::Corrupt)
+        ));
+        assert!(matches!(
+            sealer.unseal("ws_1", "v1.x"),
+            Err(UnsealError::Malformed)
+        ));
     }
 
     #[test]
     fn a_key_sealed_under_another_key_is_named_not_opened() {
         let sealed = sealer().seal("ws", &WriteKey::new("k"));
-        assert!(matches!(sealer().unseal("ws", &sealed), Err(UnsealError::UnknownKey(_))));
+        assert!(matches!(
+            sealer().unseal("ws", &sealed),
+            Err(UnsealError::UnknownKey(_))
+        ));
     }
 
     #[test]

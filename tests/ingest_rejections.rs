@@ -15,7 +15,12 @@ enum Send {
     /// A JSON body to a path, with the workspace's key in the header.
     Json(&'static str, Value),
     /// Raw bytes with the given headers; `key` says whether to send the workspace key.
-    Raw { path: &'static str, headers: Vec<(&'static str, &'static str)>, body: Vec<u8>, key: bool },
+    Raw {
+        path: &'static str,
+        headers: Vec<(&'static str, &'static str)>,
+        body: Vec<u8>,
+        key: bool,
+    },
     /// A JSON body with this ingest key instead of the workspace's.
     WithKey(Option<&'static str>, Value),
     Method(reqwest::Method, &'static str),
@@ -42,10 +47,31 @@ fn json_headers() -> Vec<(&'static str, &'static str)> {
 
 fn cases() -> Vec<Case> {
     let event = |value: Value| Send::Json("/v1/track", value);
-    let case = |name, send, status, code, message, field| Case { name, send, status, code, message, field };
+    let case = |name, send, status, code, message, field| Case {
+        name,
+        send,
+        status,
+        code,
+        message,
+        field,
+    };
     vec![
-        case("no key", Send::WithKey(None, tour_start("u")), 401, "missing_ingest_key", "X-Produktly-Key", None),
-        case("unknown key", Send::WithKey(Some("pk_nope"), tour_start("u")), 401, "invalid_ingest_key", "not valid", None),
+        case(
+            "no key",
+            Send::WithKey(None, tour_start("u")),
+            401,
+            "missing_ingest_key",
+            "X-Produktly-Key",
+            None,
+        ),
+        case(
+            "unknown key",
+            Send::WithKey(Some("pk_nope"), tour_start("u")),
+            401,
+            "invalid_ingest_key",
+            "not valid",
+            None,
+        ),
         case(
             "form body",
             Send::Raw {
@@ -61,7 +87,12 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "no content type",
-            Send::Raw { path: "/v1/track", headers: vec![], body: b"{}".to_vec(), key: true },
+            Send::Raw {
+                path: "/v1/track",
+                headers: vec![],
+                body: b"{}".to_vec(),
+                key: true,
+            },
             415,
             "unsupported_media_type",
             "Content-Type",
@@ -71,7 +102,10 @@ fn cases() -> Vec<Case> {
             "brotli",
             Send::Raw {
                 path: "/v1/track",
-                headers: vec![("content-type", "application/json"), ("content-encoding", "br")],
+                headers: vec![
+                    ("content-type", "application/json"),
+                    ("content-encoding", "br"),
+                ],
                 body: b"{}".to_vec(),
                 key: true,
             },
@@ -84,7 +118,10 @@ fn cases() -> Vec<Case> {
             "broken gzip",
             Send::Raw {
                 path: "/v1/track",
-                headers: vec![("content-type", "application/json"), ("content-encoding", "gzip")],
+                headers: vec![
+                    ("content-type", "application/json"),
+                    ("content-encoding", "gzip"),
+                ],
                 body: b"definitely not gzip".to_vec(),
                 key: true,
             },
@@ -95,7 +132,12 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "body over the limit",
-            Send::Raw { path: "/v1/batch", headers: json_headers(), body: vec![b' '; 600_000], key: true },
+            Send::Raw {
+                path: "/v1/batch",
+                headers: json_headers(),
+                body: vec![b' '; 600_000],
+                key: true,
+            },
             413,
             "body_too_large",
             "524288 bytes",
@@ -105,7 +147,10 @@ fn cases() -> Vec<Case> {
             "gzip bomb",
             Send::Raw {
                 path: "/v1/batch",
-                headers: vec![("content-type", "application/json"), ("content-encoding", "gzip")],
+                headers: vec![
+                    ("content-type", "application/json"),
+                    ("content-encoding", "gzip"),
+                ],
                 body: gzip(&vec![b' '; 20_000_000]),
                 key: true,
             },
@@ -116,7 +161,12 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "not JSON",
-            Send::Raw { path: "/v1/track", headers: json_headers(), body: b"{\"event\":".to_vec(), key: true },
+            Send::Raw {
+                path: "/v1/track",
+                headers: json_headers(),
+                body: b"{\"event\":".to_vec(),
+                key: true,
+            },
             400,
             "invalid_json",
             "not valid JSON",
@@ -124,16 +174,49 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "invalid UTF-8",
-            Send::Raw { path: "/v1/track", headers: json_headers(), body: b"{\"event\":\"\xff\"}".to_vec(), key: true },
+            Send::Raw {
+                path: "/v1/track",
+                headers: json_headers(),
+                body: b"{\"event\":\"\xff\"}".to_vec(),
+                key: true,
+            },
             400,
             "invalid_json",
             "not valid JSON",
             None,
         ),
-        case("event not an object", event(json!([1])), 400, "invalid_event", "JSON object", None),
-        case("batch not an object", Send::Json("/v1/batch", json!([])), 400, "invalid_body", "`batch` array", None),
-        case("batch not an array", Send::Json("/v1/batch", json!({"batch": {}})), 400, "invalid_body", "array", None),
-        case("empty batch", Send::Json("/v1/batch", json!({"batch": []})), 400, "invalid_body", "no events", None),
+        case(
+            "event not an object",
+            event(json!([1])),
+            400,
+            "invalid_event",
+            "JSON object",
+            None,
+        ),
+        case(
+            "batch not an object",
+            Send::Json("/v1/batch", json!([])),
+            400,
+            "invalid_body",
+            "`batch` array",
+            None,
+        ),
+        case(
+            "batch not an array",
+            Send::Json("/v1/batch", json!({"batch": {}})),
+            400,
+            "invalid_body",
+            "array",
+            None,
+        ),
+        case(
+            "empty batch",
+            Send::Json("/v1/batch", json!({"batch": []})),
+            400,
+            "invalid_body",
+            "no events",
+            None,
+        ),
         case(
             "too many events",
             Send::Json("/v1/batch", json!({"batch": vec![tour_start("u"); 501]})),
@@ -144,14 +227,31 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "batch sentAt",
-            Send::Json("/v1/batch", json!({"batch": [tour_start("u")], "sentAt": "later"})),
+            Send::Json(
+                "/v1/batch",
+                json!({"batch": [tour_start("u")], "sentAt": "later"}),
+            ),
             400,
             "invalid_field",
             "ISO-8601",
             Some("sentAt"),
         ),
-        case("no event name", event(json!({"userId": "u"})), 400, "missing_field", "is missing", Some("event")),
-        case("event name not a string", event(json!({"event": 5, "userId": "u"})), 400, "invalid_field", "string", Some("event")),
+        case(
+            "no event name",
+            event(json!({"userId": "u"})),
+            400,
+            "missing_field",
+            "is missing",
+            Some("event"),
+        ),
+        case(
+            "event name not a string",
+            event(json!({"event": 5, "userId": "u"})),
+            400,
+            "invalid_field",
+            "string",
+            Some("event"),
+        ),
         case(
             "unknown event",
             event(json!({"event": "tour_started", "userId": "u"})),
@@ -162,7 +262,9 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "missing property",
-            event(json!({"event": "tour_step", "userId": "u", "properties": {"tour_id": "t", "step_index": 1}})),
+            event(
+                json!({"event": "tour_step", "userId": "u", "properties": {"tour_id": "t", "step_index": 1}}),
+            ),
             400,
             "missing_property",
             "`tour_step` requires the property `step_id`",
@@ -170,7 +272,9 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "property of the wrong type",
-            event(json!({"event": "nps_submitted", "userId": "u", "properties": {"nps_widget_id": "n", "score": 11}})),
+            event(
+                json!({"event": "nps_submitted", "userId": "u", "properties": {"nps_widget_id": "n", "score": 11}}),
+            ),
             400,
             "invalid_property",
             "`score` of `nps_submitted` must be an integer from 0 to 10",
@@ -178,7 +282,9 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "link not a URL",
-            event(json!({"event": "announcement_action_clicked", "userId": "u", "properties": {"announcement_id": "a", "link": "/x"}})),
+            event(
+                json!({"event": "announcement_action_clicked", "userId": "u", "properties": {"announcement_id": "a", "link": "/x"}}),
+            ),
             400,
             "invalid_property",
             "absolute http(s) URL",
@@ -194,7 +300,9 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "message over 32 KB",
-            event(json!({"event": "tour_start", "userId": "u", "properties": {"tour_id": "t", "notes": "x".repeat(33_000)}})),
+            event(
+                json!({"event": "tour_start", "userId": "u", "properties": {"tour_id": "t", "notes": "x".repeat(33_000)}}),
+            ),
             400,
             "message_too_large",
             "the limit is 32000",
@@ -202,7 +310,9 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "bad timestamp",
-            event(json!({"event": "tour_start", "userId": "u", "timestamp": 1700000000, "properties": {"tour_id": "t"}})),
+            event(
+                json!({"event": "tour_start", "userId": "u", "timestamp": 1700000000, "properties": {"tour_id": "t"}}),
+            ),
             400,
             "invalid_field",
             "ISO-8601",
@@ -210,7 +320,9 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "messageId too long",
-            event(json!({"event": "tour_start", "userId": "u", "messageId": "m".repeat(100), "properties": {"tour_id": "t"}})),
+            event(
+                json!({"event": "tour_start", "userId": "u", "messageId": "m".repeat(100), "properties": {"tour_id": "t"}}),
+            ),
             400,
             "invalid_field",
             "at most 99 characters",
@@ -218,7 +330,9 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "context not an object",
-            event(json!({"event": "tour_start", "userId": "u", "context": "x", "properties": {"tour_id": "t"}})),
+            event(
+                json!({"event": "tour_start", "userId": "u", "context": "x", "properties": {"tour_id": "t"}}),
+            ),
             400,
             "invalid_field",
             "object",
@@ -226,7 +340,10 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "no valid event in the batch",
-            Send::Json("/v1/batch", json!({"batch": [{"event": "nope", "userId": "u"}, {"event": "tour_start"}]})),
+            Send::Json(
+                "/v1/batch",
+                json!({"batch": [{"event": "nope", "userId": "u"}, {"event": "tour_start"}]}),
+            ),
             400,
             "no_valid_events",
             "none of the 2 events",
@@ -240,21 +357,48 @@ fn cases() -> Vec<Case> {
             "both userId and anonymousId",
             None,
         ),
-        case("GET on ingest", Send::Method(reqwest::Method::GET, "/v1/track"), 405, "method_not_allowed", "not allowed", None),
-        case("unknown path", Send::Method(reqwest::Method::POST, "/v1/page"), 404, "not_found", "no such endpoint", None),
+        case(
+            "GET on ingest",
+            Send::Method(reqwest::Method::GET, "/v1/track"),
+            405,
+            "method_not_allowed",
+            "not allowed",
+            None,
+        ),
+        case(
+            "unknown path",
+            Send::Method(reqwest::Method::POST, "/v1/page"),
+            404,
+            "not_found",
+            "no such endpoint",
+            None,
+        ),
     ]
 }
 
 async fn send(app: &TestApp, workspace: &TestWorkspace, send: Send) -> reqwest::Response {
     let key = workspace.ingest_key.as_str();
     let request = match send {
-        Send::Json(path, body) => app.http.post(app.url(path)).header("x-produktly-key", key).json(&body),
-        Send::Raw { path, headers, body, key: with_key } => {
+        Send::Json(path, body) => app
+            .http
+            .post(app.url(path))
+            .header("x-produktly-key", key)
+            .json(&body),
+        Send::Raw {
+            path,
+            headers,
+            body,
+            key: with_key,
+        } => {
             let mut request = app.http.post(app.url(path)).body(body);
             for (name, value) in headers {
                 request = request.header(name, value);
             }
-            if with_key { request.header("x-produktly-key", key) } else { request }
+            if with_key {
+                request.header("x-produktly-key", key)
+            } else {
+                request
+            }
         }
         Send::WithKey(other, body) => {
             let request = app.http.post(app.url("/v1/track")).json(&body);
@@ -263,24 +407,42 @@ async fn send(app: &TestApp, workspace: &TestWorkspace, send: Send) -> reqwest::
                 None => request,
             }
         }
-        Send::Method(method, path) => app.http.request(method, app.url(path)).header("x-produktly-key", key),
+        Send::Method(method, path) => app
+            .http
+            .request(method, app.url(path))
+            .header("x-produktly-key", key),
     };
     request.send().await.unwrap()
 }
 
 async fn every_rejection_has_its_status_code_and_message(backend: Backend) {
-    let Some(env) = Env::new(backend).await else { return };
+    let Some(env) = Env::new(backend).await else {
+        return;
+    };
     let app = env.start_app().await;
     let workspace = app.workspace_with_segment("wk_rejections").await;
     for case in cases() {
         let response = send(&app, &workspace, case.send).await;
         let status = response.status().as_u16();
-        let body: Value = response.json().await.unwrap_or_else(|e| panic!("{}: body is not JSON: {e}", case.name));
+        let body: Value = response
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("{}: body is not JSON: {e}", case.name));
         assert_eq!(status, case.status, "{}: {body}", case.name);
         assert_eq!(body["error"]["code"], case.code, "{}: {body}", case.name);
         let message = body["error"]["message"].as_str().unwrap();
-        assert!(message.contains(case.message), "{}: {message:?} lacks {:?}", case.name, case.message);
-        assert_eq!(body["error"]["field"].as_str(), case.field, "{}: {body}", case.name);
+        assert!(
+            message.contains(case.message),
+            "{}: {message:?} lacks {:?}",
+            case.name,
+            case.message
+        );
+        assert_eq!(
+            body["error"]["field"].as_str(),
+            case.field,
+            "{}: {body}",
+            case.name
+        );
         if case.code == "no_valid_events" {
             let rejected = body["rejected"].as_array().unwrap();
             assert_eq!(rejected[0]["index"], 0);
@@ -290,7 +452,9 @@ async fn every_rejection_has_its_status_code_and_message(backend: Backend) {
     }
 
     // Nothing of the above was stored: the one valid event is all Segment gets.
-    let (status, _) = app.ingest("/v1/track", &workspace, &tour_start("the-only-one")).await;
+    let (status, _) = app
+        .ingest("/v1/track", &workspace, &tour_start("the-only-one"))
+        .await;
     assert_eq!(status, 202);
     let received = env.segment.wait_for(1, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -300,27 +464,53 @@ async fn every_rejection_has_its_status_code_and_message(backend: Backend) {
 }
 
 async fn events_of_a_workspace_without_segment_are_discarded(backend: Backend) {
-    let Some(env) = Env::new(backend).await else { return };
+    let Some(env) = Env::new(backend).await else {
+        return;
+    };
     let app = env.start_app().await;
     let workspace = app.create_workspace().await;
-    let (status, body) = app.ingest("/v1/batch", &workspace, &json!({"batch": [tour_start("a"), tour_start("b")]})).await;
+    let (status, body) = app
+        .ingest(
+            "/v1/batch",
+            &workspace,
+            &json!({"batch": [tour_start("a"), tour_start("b")]}),
+        )
+        .await;
     assert_eq!(status, 202);
-    assert_eq!(body, json!({"accepted": 0, "discarded": 2, "reason": "segment_not_configured"}));
-    let (status, body) = app.ingest("/v1/identify", &workspace, &json!({"userId": "u", "anonymousId": "a"})).await;
+    assert_eq!(
+        body,
+        json!({"accepted": 0, "discarded": 2, "reason": "segment_not_configured"})
+    );
+    let (status, body) = app
+        .ingest(
+            "/v1/identify",
+            &workspace,
+            &json!({"userId": "u", "anonymousId": "a"}),
+        )
+        .await;
     assert_eq!((status, body["discarded"].clone()), (202, json!(1)));
     assert_eq!(app.integration(&workspace).await["configured"], false);
 
     // Configuring Segment afterwards delivers nothing from before: nothing was stored.
-    app.put_integration(&workspace, json!({"write_key": "wk_later"})).await;
+    app.put_integration(&workspace, json!({"write_key": "wk_later"}))
+        .await;
     let status = app.integration(&workspace).await["status"].clone();
     assert_eq!(status["queued"], 0);
-    assert_eq!(app.metric("produktly_events_discarded_total{reason=\"segment_not_configured\"}").await, 2.0);
+    assert_eq!(
+        app.metric("produktly_events_discarded_total{reason=\"segment_not_configured\"}")
+            .await,
+        2.0
+    );
     app.stop().await;
 }
 
 async fn a_full_queue_answers_503_with_retry_after(backend: Backend) {
-    let Some(env) = Env::new(backend).await else { return };
-    let app = env.start_app_with(|f| f.merge(Serialized::default("ingest.max_queue_depth", 0))).await;
+    let Some(env) = Env::new(backend).await else {
+        return;
+    };
+    let app = env
+        .start_app_with(|f| f.merge(Serialized::default("ingest.max_queue_depth", 0)))
+        .await;
     let workspace = app.workspace_with_segment("wk_full").await;
     let response = app
         .http

@@ -18,13 +18,19 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for AdminJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(request, state).await.map_err(|_| ApiError::InvalidRequest {
-            field: None,
-            message: "the request body could not be read".into(),
-        })?;
+        let bytes =
+            Bytes::from_request(request, state)
+                .await
+                .map_err(|_| ApiError::InvalidRequest {
+                    field: None,
+                    message: "the request body could not be read".into(),
+                })?;
         serde_json::from_slice(&bytes)
             .map(AdminJson)
-            .map_err(|e| ApiError::InvalidRequest { field: None, message: format!("invalid JSON body: {e}") })
+            .map_err(|e| ApiError::InvalidRequest {
+                field: None,
+                message: format!("invalid JSON body: {e}"),
+            })
     }
 }
 
@@ -37,13 +43,17 @@ impl WorkspaceId {
     pub fn parse(id: String) -> Result<WorkspaceId, ApiError> {
         let valid = !id.is_empty()
             && id.len() <= MAX_ID_LEN
-            && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
         if valid {
             Ok(WorkspaceId(id))
         } else {
             Err(ApiError::InvalidRequest {
                 field: Some("id"),
-                message: format!("a workspace id is 1 to {MAX_ID_LEN} letters, digits, '-', '_' or '.'"),
+                message: format!(
+                    "a workspace id is 1 to {MAX_ID_LEN} letters, digits, '-', '_' or '.'"
+                ),
             })
         }
     }

@@ -65,11 +65,17 @@ impl IntegrationView {
         } else {
             "ok"
         };
-        let last_error = integration.last_error.map(|LastError { at, status, message }| ErrorView {
-            at: millis_to_iso8601(at),
-            status,
-            message,
-        });
+        let last_error = integration.last_error.map(
+            |LastError {
+                 at,
+                 status,
+                 message,
+             }| ErrorView {
+                at: millis_to_iso8601(at),
+                status,
+                message,
+            },
+        );
         IntegrationView {
             configured: true,
             write_key_hint: Some(integration.write_key_hint),
@@ -86,7 +92,13 @@ impl IntegrationView {
     }
 
     fn not_configured() -> IntegrationView {
-        IntegrationView { configured: false, write_key_hint: None, region: None, enabled: None, status: None }
+        IntegrationView {
+            configured: false,
+            write_key_hint: None,
+            region: None,
+            enabled: None,
+            status: None,
+        }
     }
 }
 
@@ -110,9 +122,11 @@ impl IntegrationBody {
         };
         let region = match fields.remove("region") {
             None | Some(Value::Null) => None,
-            Some(Value::String(region)) => {
-                Some(region.parse().map_err(|()| invalid(Some("region"), "region must be \"us\" or \"eu\""))?)
-            }
+            Some(Value::String(region)) => Some(
+                region
+                    .parse()
+                    .map_err(|()| invalid(Some("region"), "region must be \"us\" or \"eu\""))?,
+            ),
             Some(_) => return Err(invalid(Some("region"), "region must be \"us\" or \"eu\"")),
         };
         let enabled = match fields.remove("enabled") {
@@ -121,16 +135,27 @@ impl IntegrationBody {
             Some(_) => return Err(invalid(Some("enabled"), "enabled must be true or false")),
         };
         if let Some(unknown) = fields.keys().next() {
-            let message = format!("unknown field {unknown:?}; expected write_key, region or enabled");
-            return Err(ApiError::InvalidRequest { field: None, message });
+            let message =
+                format!("unknown field {unknown:?}; expected write_key, region or enabled");
+            return Err(ApiError::InvalidRequest {
+                field: None,
+                message,
+            });
         }
-        Ok(IntegrationBody { write_key, region, enabled })
+        Ok(IntegrationBody {
+            write_key,
+            region,
+            enabled,
+        })
     }
 }
 
 fn parse_write_key(key: &str) -> Result<WriteKey, ApiError> {
     let key = key.trim();
-    if key.is_empty() || key.chars().count() > MAX_WRITE_KEY_CHARS || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if key.is_empty()
+        || key.chars().count() > MAX_WRITE_KEY_CHARS
+        || key.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
         return Err(invalid(
             Some("write_key"),
             "write_key must be the Segment source's write key: 1 to 256 characters without spaces",
@@ -140,7 +165,10 @@ fn parse_write_key(key: &str) -> Result<WriteKey, ApiError> {
 }
 
 fn invalid(field: Option<&'static str>, message: &str) -> ApiError {
-    ApiError::InvalidRequest { field, message: message.to_owned() }
+    ApiError::InvalidRequest {
+        field,
+        message: message.to_owned(),
+    }
 }
 
 /// Sets the write key, region and enabled flag. Omitted fields keep their
@@ -152,28 +180,54 @@ pub async fn put(
     AdminJson(body): AdminJson<Value>,
 ) -> Result<Json<IntegrationView>, ApiError> {
     let body = IntegrationBody::parse(body)?;
-    app.store.workspace(&id).await?.ok_or_else(no_such_workspace)?;
+    app.store
+        .workspace(&id)
+        .await?
+        .ok_or_else(no_such_workspace)?;
     let existing = app.store.integration(&id).await?;
     let (sealed_write_key, write_key_hint) = match (&body.write_key, &existing) {
         (Some(key), _) => (app.secrets.sealer.seal(&id, key), key.hint()),
-        (None, Some(existing)) => (existing.sealed_write_key.clone(), existing.write_key_hint.clone()),
-        (None, None) => return Err(invalid(Some("write_key"), "write_key is required to set up the integration")),
+        (None, Some(existing)) => (
+            existing.sealed_write_key.clone(),
+            existing.write_key_hint.clone(),
+        ),
+        (None, None) => {
+            return Err(invalid(
+                Some("write_key"),
+                "write_key is required to set up the integration",
+            ));
+        }
     };
     let config = IntegrationConfig {
         sealed_write_key,
         write_key_hint,
-        region: body.region.or(existing.as_ref().map(|e| e.region)).unwrap_or_default(),
-        enabled: body.enabled.or(existing.as_ref().map(|e| e.enabled)).unwrap_or(true),
+        region: body
+            .region
+            .or(existing.as_ref().map(|e| e.region))
+            .unwrap_or_default(),
+        enabled: body
+            .enabled
+            .or(existing.as_ref().map(|e| e.enabled))
+            .unwrap_or(true),
     };
-    let integration = app.store.put_integration(&id, &config, now_millis()).await?;
+    let integration = app
+        .store
+        .put_integration(&id, &config, now_millis())
+        .await?;
     app.ingest_keys.invalidate();
     app.wake.notify_one();
     let counts = app.store.queue_counts(&id).await?;
     Ok(Json(IntegrationView::new(integration, counts)))
 }
 
-pub async fn get(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> Result<Json<IntegrationView>, ApiError> {
-    app.store.workspace(&id).await?.ok_or_else(no_such_workspace)?;
+pub async fn get(
+    State(app): State<AppState>,
+    WorkspaceId(id): WorkspaceId,
+) -> Result<Json<IntegrationView>, ApiError> {
+    app.store
+        .workspace(&id)
+        .await?
+        .ok_or_else(no_such_workspace)?;
     let Some(integration) = app.store.integration(&id).await? else {
         return Ok(Json(IntegrationView::not_configured()));
     };
@@ -182,9 +236,14 @@ pub async fn get(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> R
 }
 
 /// Removes the integration and drops the workspace's queued and dead events.
-pub async fn delete(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> Result<StatusCode, ApiError> {
+pub async fn delete(
+    State(app): State<AppState>,
+    WorkspaceId(id): WorkspaceId,
+) -> Result<StatusCode, ApiError> {
     if !app.store.delete_integration(&id).await? {
-        return Err(ApiError::NotFound("the workspace has no Segment integration".into()));
+        return Err(ApiError::NotFound(
+            "the workspace has no Segment integration".into(),
+        ));
     }
     app.ingest_keys.invalidate();
     Ok(StatusCode::NO_CONTENT)
@@ -202,7 +261,10 @@ pub struct TestView {
 /// Sends one `produktly_test_event` with the stored key and answers with what
 /// Segment answered. Segment accepts any write key, so success here means the
 /// call went through; the event shows in the source's Debugger if the key is right.
-pub async fn test(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> Result<Json<TestView>, ApiError> {
+pub async fn test(
+    State(app): State<AppState>,
+    WorkspaceId(id): WorkspaceId,
+) -> Result<Json<TestView>, ApiError> {
     let integration = app
         .store
         .integration(&id)
@@ -217,16 +279,39 @@ pub async fn test(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> 
     let now = iso8601(chrono::Utc::now());
     let properties = Map::from_iter([("workspace_id".to_owned(), json!(id))]);
     let context = Context::new(Map::new());
-    let message = TrackMessage::new(TEST_EVENT, &message_id, Some("produktly-test"), &now, &properties, &context).to_json();
-    let limits = BatchLimits { max_messages: 1, max_bytes: segment::MAX_MESSAGE_BYTES * 2 };
+    let message = TrackMessage::new(
+        TEST_EVENT,
+        &message_id,
+        Some("produktly-test"),
+        &now,
+        &properties,
+        &context,
+    )
+    .to_json();
+    let limits = BatchLimits {
+        max_messages: 1,
+        max_bytes: segment::MAX_MESSAGE_BYTES * 2,
+    };
     let batch = segment::pack([(0, message)], limits).batches.remove(0);
-    let outcome = app.segment.send(integration.region, &write_key, batch.body(&now)).await;
+    let outcome = app
+        .segment
+        .send(integration.region, &write_key, batch.body(&now))
+        .await;
     let (outcome, status, message) = match outcome {
-        Outcome::Delivered { status } => ("delivered", Some(status), "Segment accepted the test event".to_owned()),
+        Outcome::Delivered { status } => (
+            "delivered",
+            Some(status),
+            "Segment accepted the test event".to_owned(),
+        ),
         Outcome::Rejected { status, body } => ("rejected", Some(status), body),
-        Outcome::RateLimited { status, retry_after } => {
-            ("rate_limited", Some(status), format!("Segment asked to retry after {} s", retry_after.as_secs()))
-        }
+        Outcome::RateLimited {
+            status,
+            retry_after,
+        } => (
+            "rate_limited",
+            Some(status),
+            format!("Segment asked to retry after {} s", retry_after.as_secs()),
+        ),
         Outcome::Failed { status, message } => ("failed", status, message),
     };
     Ok(Json(TestView {
@@ -257,7 +342,8 @@ pub struct DeadLetterView {
 impl DeadLetterView {
     fn new(dead: DeadLetter) -> Result<DeadLetterView, ApiError> {
         let message = segment::with_user_id(&dead.payload, dead.user_id.as_deref());
-        let message = RawValue::from_string(message).map_err(|e| ApiError::Internal(format!("stored message is not JSON: {e}")))?;
+        let message = RawValue::from_string(message)
+            .map_err(|e| ApiError::Internal(format!("stored message is not JSON: {e}")))?;
         Ok(DeadLetterView {
             message_id: dead.message_id,
             reason: dead.reason,
@@ -275,20 +361,38 @@ pub async fn dead_letters(
     WorkspaceId(id): WorkspaceId,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(query) = query.map_err(|_| invalid(Some("limit"), "limit must be a number from 1 to 1000"))?;
+    let Query(query) =
+        query.map_err(|_| invalid(Some("limit"), "limit must be a number from 1 to 1000"))?;
     let limit = query.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
-        return Err(invalid(Some("limit"), "limit must be a number from 1 to 1000"));
+        return Err(invalid(
+            Some("limit"),
+            "limit must be a number from 1 to 1000",
+        ));
     }
-    app.store.workspace(&id).await?.ok_or_else(no_such_workspace)?;
-    let letters: Vec<DeadLetterView> =
-        app.store.dead_letters(&id, limit).await?.into_iter().map(DeadLetterView::new).collect::<Result<_, _>>()?;
+    app.store
+        .workspace(&id)
+        .await?
+        .ok_or_else(no_such_workspace)?;
+    let letters: Vec<DeadLetterView> = app
+        .store
+        .dead_letters(&id, limit)
+        .await?
+        .into_iter()
+        .map(DeadLetterView::new)
+        .collect::<Result<_, _>>()?;
     Ok(Json(json!({"dead_letters": letters})))
 }
 
 /// Puts every dead letter of the workspace back in the queue, with a fresh age.
-pub async fn replay(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> Result<Json<Value>, ApiError> {
-    app.store.workspace(&id).await?.ok_or_else(no_such_workspace)?;
+pub async fn replay(
+    State(app): State<AppState>,
+    WorkspaceId(id): WorkspaceId,
+) -> Result<Json<Value>, ApiError> {
+    app.store
+        .workspace(&id)
+        .await?
+        .ok_or_else(no_such_workspace)?;
     let replayed = app.store.replay_dead_letters(&id, now_millis()).await?;
     app.metrics.queue_depth.inc_by(replayed as i64);
     app.wake.notify_one();

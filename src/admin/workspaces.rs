@@ -31,7 +31,12 @@ pub struct WorkspaceView {
 
 impl From<Workspace> for WorkspaceView {
     fn from(w: Workspace) -> WorkspaceView {
-        WorkspaceView { id: w.id, name: w.name, ingest_key: w.ingest_key, created_at: millis_to_iso8601(w.created_at) }
+        WorkspaceView {
+            id: w.id,
+            name: w.name,
+            ingest_key: w.ingest_key,
+            created_at: millis_to_iso8601(w.created_at),
+        }
     }
 }
 
@@ -57,15 +62,32 @@ pub async fn upsert(
     AdminJson(body): AdminJson<WorkspaceBody>,
 ) -> Result<(StatusCode, Json<WorkspaceView>), ApiError> {
     if body.id.as_ref().is_some_and(|body_id| *body_id != id.0) {
-        return Err(ApiError::InvalidRequest { field: Some("id"), message: "the id in the body differs from the path".into() });
+        return Err(ApiError::InvalidRequest {
+            field: Some("id"),
+            message: "the id in the body differs from the path".into(),
+        });
     }
-    let (workspace, created) = app.store.upsert_workspace(&new_workspace(id, body.name)?).await?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let (workspace, created) = app
+        .store
+        .upsert_workspace(&new_workspace(id, body.name)?)
+        .await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, Json(workspace.into())))
 }
 
-pub async fn get(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> Result<Json<WorkspaceView>, ApiError> {
-    let workspace = app.store.workspace(&id).await?.ok_or_else(no_such_workspace)?;
+pub async fn get(
+    State(app): State<AppState>,
+    WorkspaceId(id): WorkspaceId,
+) -> Result<Json<WorkspaceView>, ApiError> {
+    let workspace = app
+        .store
+        .workspace(&id)
+        .await?
+        .ok_or_else(no_such_workspace)?;
     Ok(Json(workspace.into()))
 }
 
@@ -75,7 +97,11 @@ pub async fn rotate_ingest_key(
     State(app): State<AppState>,
     WorkspaceId(id): WorkspaceId,
 ) -> Result<Json<WorkspaceView>, ApiError> {
-    let workspace = app.store.rotate_ingest_key(&id, &new_ingest_key()).await?.ok_or_else(no_such_workspace)?;
+    let workspace = app
+        .store
+        .rotate_ingest_key(&id, &new_ingest_key())
+        .await?
+        .ok_or_else(no_such_workspace)?;
     app.ingest_keys.invalidate();
     Ok(Json(workspace.into()))
 }
@@ -92,7 +118,12 @@ fn new_workspace(WorkspaceId(id): WorkspaceId, name: String) -> Result<Workspace
             message: format!("name must be 1 to {MAX_NAME_CHARS} characters"),
         });
     }
-    Ok(Workspace { id, name, ingest_key: new_ingest_key(), created_at: now_millis() })
+    Ok(Workspace {
+        id,
+        name,
+        ingest_key: new_ingest_key(),
+        created_at: now_millis(),
+    })
 }
 
 /// A public ingest key: `pk_` and 128 random bits.

@@ -41,15 +41,23 @@ impl Janitor {
         loop {
             let expired = self.store.expire_events(cutoff, now, EXPIRE_BATCH).await?;
             if expired > 0 {
-                tracing::warn!(expired, "undelivered events passed the maximum age and became dead letters");
-                self.metrics.events_dead_lettered.get_or_create(&Reason { reason: "expired" }).inc_by(expired);
+                tracing::warn!(
+                    expired,
+                    "undelivered events passed the maximum age and became dead letters"
+                );
+                self.metrics
+                    .events_dead_lettered
+                    .get_or_create(&Reason { reason: "expired" })
+                    .inc_by(expired);
             }
             if expired < EXPIRE_BATCH as u64 {
                 break;
             }
         }
         let depth = self.store.queue_depth().await?;
-        self.metrics.queue_depth.set(i64::try_from(depth).unwrap_or(i64::MAX));
+        self.metrics
+            .queue_depth
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
         Ok(())
     }
 }

@@ -49,7 +49,9 @@ impl Delivery {
             let found_work = !leased.is_empty();
             for lease in leased {
                 // Never waits: no more workspaces were leased than slots were free.
-                let Ok(slot) = slots.clone().acquire_owned().await else { return };
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return;
+                };
                 let delivery = self.clone();
                 rounds.spawn(async move {
                     delivery.round(lease).await;

@@ -34,7 +34,10 @@ impl Delivery {
     }
 
     async fn deliver(&self, lease: &WorkspaceLease) -> Result<RoundEnd, StoreError> {
-        let write_key = match self.sealer.unseal(&lease.workspace_id, &lease.sealed_write_key) {
+        let write_key = match self
+            .sealer
+            .unseal(&lease.workspace_id, &lease.sealed_write_key)
+        {
             Ok(key) => key,
             Err(e) => {
                 tracing::error!(workspace = %lease.workspace_id, error = %e, "cannot unseal the write key");
@@ -43,26 +46,52 @@ impl Delivery {
         };
         let now = now_millis();
         let started = Instant::now();
-        let events = self.store.claim_events(lease, now, now + self.settings.lease_ms as i64, self.limits.max_messages).await?;
+        let events = self
+            .store
+            .claim_events(
+                lease,
+                now,
+                now + self.settings.lease_ms as i64,
+                self.limits.max_messages,
+            )
+            .await?;
         self.metrics.store_op("claim", started.elapsed());
-        let received_at: HashMap<i64, Millis> = events.iter().map(|e| (e.id, e.received_at)).collect();
-        let messages = events.into_iter().map(|e| (e.id, segment::with_user_id(&e.payload, e.user_id.as_deref())));
+        let received_at: HashMap<i64, Millis> =
+            events.iter().map(|e| (e.id, e.received_at)).collect();
+        let messages = events.into_iter().map(|e| {
+            (
+                e.id,
+                segment::with_user_id(&e.payload, e.user_id.as_deref()),
+            )
+        });
         let packed = segment::pack(messages, self.limits);
         if !packed.oversized.is_empty() {
-            let detail = format!("the message is over Segment's limit of {} bytes", segment::MAX_MESSAGE_BYTES);
-            self.dead_letter(lease, &packed.oversized, TOO_LARGE, None, &detail).await?;
+            let detail = format!(
+                "the message is over Segment's limit of {} bytes",
+                segment::MAX_MESSAGE_BYTES
+            );
+            self.dead_letter(lease, &packed.oversized, TOO_LARGE, None, &detail)
+                .await?;
         }
 
         let mut pending: VecDeque<Batch> = packed.batches.into();
         let mut delivered_any = false;
         while let Some(batch) = pending.pop_front() {
             self.metrics.batch_size.observe(batch.len() as f64);
-            let outcome = self.client.send(lease.region, &write_key, batch.body(&iso8601(Utc::now()))).await;
+            let outcome = self
+                .client
+                .send(lease.region, &write_key, batch.body(&iso8601(Utc::now())))
+                .await;
             let status = match &outcome {
-                Outcome::Delivered { status } | Outcome::Rejected { status, .. } | Outcome::RateLimited { status, .. } => *status,
+                Outcome::Delivered { status }
+                | Outcome::Rejected { status, .. }
+                | Outcome::RateLimited { status, .. } => *status,
                 Outcome::Failed { status, .. } => status.unwrap_or(0),
             };
-            self.metrics.segment_responses.get_or_create(&Status { status }).inc();
+            self.metrics
+                .segment_responses
+                .get_or_create(&Status { status })
+                .inc();
             match outcome {
                 Outcome::Delivered { .. } => {
                     self.ack(lease, &batch, &received_at).await?;
@@ -75,24 +104,38 @@ impl Delivery {
                         pending.push_front(first);
                     }
                     Err(single) => {
-                        self.dead_letter(lease, single.event_ids(), REJECTED, Some(status), &body).await?;
+                        self.dead_letter(lease, single.event_ids(), REJECTED, Some(status), &body)
+                            .await?;
                     }
                 },
-                Outcome::RateLimited { status, retry_after } => {
-                    self.release(lease, std::iter::once(batch).chain(pending)).await?;
+                Outcome::RateLimited {
+                    status,
+                    retry_after,
+                } => {
+                    self.release(lease, std::iter::once(batch).chain(pending))
+                        .await?;
                     return Ok(self.rate_limited(status, retry_after));
                 }
                 Outcome::Failed { status, message } => {
-                    self.release(lease, std::iter::once(batch).chain(pending)).await?;
+                    self.release(lease, std::iter::once(batch).chain(pending))
+                        .await?;
                     return Ok(self.failure(lease, status, message));
                 }
             }
         }
         let now = now_millis();
-        Ok(RoundEnd::Delivered { delivered_at: delivered_any.then_some(now), next_attempt_at: now })
+        Ok(RoundEnd::Delivered {
+            delivered_at: delivered_any.then_some(now),
+            next_attempt_at: now,
+        })
     }
 
-    async fn ack(&self, lease: &WorkspaceLease, batch: &Batch, received_at: &HashMap<i64, Millis>) -> Result<(), StoreError> {
+    async fn ack(
+        &self,
+        lease: &WorkspaceLease,
+        batch: &Batch,
+        received_at: &HashMap<i64, Millis>,
+    ) -> Result<(), StoreError> {
         let started = Instant::now();
         let acked = self.store.ack(&lease.lease_id, batch.event_ids()).await?;
         self.metrics.store_op("ack", started.elapsed());
@@ -106,13 +149,19 @@ impl Delivery {
         let now = now_millis();
         for id in batch.event_ids() {
             if let Some(received) = received_at.get(id) {
-                self.metrics.delivery_latency.observe((now - received).max(0) as f64 / 1000.0);
+                self.metrics
+                    .delivery_latency
+                    .observe((now - received).max(0) as f64 / 1000.0);
             }
         }
         Ok(())
     }
 
-    async fn release(&self, lease: &WorkspaceLease, batches: impl Iterator<Item = Batch>) -> Result<(), StoreError> {
+    async fn release(
+        &self,
+        lease: &WorkspaceLease,
+        batches: impl Iterator<Item = Batch>,
+    ) -> Result<(), StoreError> {
         let ids: Vec<i64> = batches.flat_map(|b| b.event_ids().to_vec()).collect();
         let released = self.store.release(&lease.lease_id, &ids).await?;
         self.metrics.events_retried.inc_by(released);
@@ -129,11 +178,22 @@ impl Delivery {
     ) -> Result<(), StoreError> {
         let rejections: Vec<Rejection> = ids
             .iter()
-            .map(|&event_id| Rejection { event_id, reason: reason.to_owned(), status, detail: detail.to_owned() })
+            .map(|&event_id| Rejection {
+                event_id,
+                reason: reason.to_owned(),
+                status,
+                detail: detail.to_owned(),
+            })
             .collect();
-        let moved = self.store.dead_letter(&lease.lease_id, &rejections, now_millis()).await?;
+        let moved = self
+            .store
+            .dead_letter(&lease.lease_id, &rejections, now_millis())
+            .await?;
         tracing::warn!(workspace = %lease.workspace_id, reason, status, detail, moved, "events dead-lettered");
-        self.metrics.events_dead_lettered.get_or_create(&Reason { reason }).inc_by(moved);
+        self.metrics
+            .events_dead_lettered
+            .get_or_create(&Reason { reason })
+            .inc_by(moved);
         self.metrics.queue_depth.dec_by(moved as i64);
         Ok(())
     }
@@ -141,11 +201,19 @@ impl Delivery {
     /// A 5xx, timeout or connection error: the workspace backs off, alone.
     fn failure(&self, lease: &WorkspaceLease, status: Option<u16>, message: String) -> RoundEnd {
         let failures = lease.consecutive_failures.saturating_add(1);
-        let wait = backoff(failures, self.settings.backoff_base(), self.settings.backoff_max());
+        let wait = backoff(
+            failures,
+            self.settings.backoff_base(),
+            self.settings.backoff_max(),
+        );
         tracing::warn!(workspace = %lease.workspace_id, status, failures, wait_ms = wait.as_millis() as u64, %message, "delivery failed; retrying later");
         let now = now_millis();
         RoundEnd::Failed {
-            error: LastError { at: now, status, message },
+            error: LastError {
+                at: now,
+                status,
+                message,
+            },
             next_attempt_at: now + wait.as_millis() as i64,
             counts_as_failure: true,
         }
@@ -155,7 +223,14 @@ impl Delivery {
     fn rate_limited(&self, status: u16, retry_after: Duration) -> RoundEnd {
         let now = now_millis();
         RoundEnd::Failed {
-            error: LastError { at: now, status: Some(status), message: format!("rate limited; retrying after {} ms", retry_after.as_millis()) },
+            error: LastError {
+                at: now,
+                status: Some(status),
+                message: format!(
+                    "rate limited; retrying after {} ms",
+                    retry_after.as_millis()
+                ),
+            },
             next_attempt_at: now + retry_after.as_millis() as i64,
             counts_as_failure: false,
         }

@@ -24,7 +24,9 @@ impl FromRequest<AppState> for JsonBody {
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
         let (parts, body) = request.into_parts();
-        decode(&parts.headers, body, &state.settings.ingest).await.map(JsonBody)
+        decode(&parts.headers, body, &state.settings.ingest)
+            .await
+            .map(JsonBody)
     }
 }
 
@@ -34,7 +36,11 @@ enum Encoding {
     Gzip,
 }
 
-async fn decode(headers: &HeaderMap, body: Body, limits: &IngestSettings) -> Result<Value, ApiError> {
+async fn decode(
+    headers: &HeaderMap,
+    body: Body,
+    limits: &IngestSettings,
+) -> Result<Value, ApiError> {
     check_content_type(headers)?;
     let encoding = content_encoding(headers)?;
     let declared = headers
@@ -44,14 +50,17 @@ async fn decode(headers: &HeaderMap, body: Body, limits: &IngestSettings) -> Res
     if declared.is_some_and(|len| len > limits.max_body_bytes) {
         return Err(ApiError::BodyTooLarge(limits.max_body_bytes));
     }
-    let raw = axum::body::to_bytes(body, limits.max_body_bytes).await.map_err(|e| {
-        let over_limit = std::error::Error::source(&e).is_some_and(|s| s.is::<LengthLimitError>());
-        if over_limit {
-            ApiError::BodyTooLarge(limits.max_body_bytes)
-        } else {
-            ApiError::InvalidBody("the request body could not be read".to_owned())
-        }
-    })?;
+    let raw = axum::body::to_bytes(body, limits.max_body_bytes)
+        .await
+        .map_err(|e| {
+            let over_limit =
+                std::error::Error::source(&e).is_some_and(|s| s.is::<LengthLimitError>());
+            if over_limit {
+                ApiError::BodyTooLarge(limits.max_body_bytes)
+            } else {
+                ApiError::InvalidBody("the request body could not be read".to_owned())
+            }
+        })?;
     let json = match encoding {
         Encoding::Identity => serde_json::from_slice(&raw),
         Encoding::Gzip => serde_json::from_slice(&inflate(&raw, limits.max_decompressed_bytes)?),
@@ -60,10 +69,14 @@ async fn decode(headers: &HeaderMap, body: Body, limits: &IngestSettings) -> Res
 }
 
 fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
-    let value = headers.get(header::CONTENT_TYPE).ok_or(ApiError::UnsupportedMediaType)?;
+    let value = headers
+        .get(header::CONTENT_TYPE)
+        .ok_or(ApiError::UnsupportedMediaType)?;
     let value = value.to_str().map_err(|_| ApiError::UnsupportedMediaType)?;
     let essence = value.split(';').next().unwrap_or_default().trim();
-    if essence.eq_ignore_ascii_case("application/json") || essence.eq_ignore_ascii_case("text/plain") {
+    if essence.eq_ignore_ascii_case("application/json")
+        || essence.eq_ignore_ascii_case("text/plain")
+    {
         Ok(())
     } else {
         Err(ApiError::UnsupportedMediaType)
@@ -80,7 +93,9 @@ fn content_encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
     } else if value.is_empty() || value.eq_ignore_ascii_case("identity") {
         Ok(Encoding::Identity)
     } else {
-        Err(ApiError::UnsupportedEncoding(value.chars().take(40).collect()))
+        Err(ApiError::UnsupportedEncoding(
+            value.chars().take(40).collect(),
+        ))
     }
 }
 
@@ -116,21 +131,36 @@ mod tests {
     fn a_gzip_bomb_is_cut_off_at_the_limit() {
         let bomb = gzip(&vec![b' '; 50_000_000]);
         assert!(bomb.len() < 100_000);
-        assert!(matches!(inflate(&bomb, 1_000_000), Err(ApiError::BodyTooLarge(1_000_000))));
+        assert!(matches!(
+            inflate(&bomb, 1_000_000),
+            Err(ApiError::BodyTooLarge(1_000_000))
+        ));
         assert_eq!(inflate(&gzip(b"{}"), 10).unwrap(), b"{}");
-        assert!(matches!(inflate(b"not gzip", 10), Err(ApiError::InvalidGzip)));
+        assert!(matches!(
+            inflate(b"not gzip", 10),
+            Err(ApiError::InvalidGzip)
+        ));
     }
 
     #[test]
     fn content_types_and_encodings() {
         let mut headers = HeaderMap::new();
         assert!(check_content_type(&headers).is_err());
-        headers.insert(header::CONTENT_TYPE, "text/plain;charset=UTF-8".parse().unwrap());
+        headers.insert(
+            header::CONTENT_TYPE,
+            "text/plain;charset=UTF-8".parse().unwrap(),
+        );
         assert!(check_content_type(&headers).is_ok());
-        headers.insert(header::CONTENT_TYPE, "application/x-www-form-urlencoded".parse().unwrap());
+        headers.insert(
+            header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded".parse().unwrap(),
+        );
         assert!(check_content_type(&headers).is_err());
         headers.insert(header::CONTENT_ENCODING, "br".parse().unwrap());
-        assert!(matches!(content_encoding(&headers), Err(ApiError::UnsupportedEncoding(_))));
+        assert!(matches!(
+            content_encoding(&headers),
+            Err(ApiError::UnsupportedEncoding(_))
+        ));
         headers.insert(header::CONTENT_ENCODING, "GZIP".parse().unwrap());
         assert_eq!(content_encoding(&headers).unwrap(), Encoding::Gzip);
     }

@@ -48,11 +48,24 @@ impl Committer {
     }
 
     /// Commits the events and identity links; returns once they are durable.
-    pub async fn commit(&self, events: Vec<NewEvent>, identities: Vec<IdentityLink>) -> Result<(), ApiError> {
+    pub async fn commit(
+        &self,
+        events: Vec<NewEvent>,
+        identities: Vec<IdentityLink>,
+    ) -> Result<(), ApiError> {
         let weight = u32::try_from(events.len().max(identities.len()).max(1)).unwrap_or(u32::MAX);
-        let permit = self.pending.clone().try_acquire_many_owned(weight).map_err(|_| ApiError::QueueFull)?;
+        let permit = self
+            .pending
+            .clone()
+            .try_acquire_many_owned(weight)
+            .map_err(|_| ApiError::QueueFull)?;
         let (done, answer) = oneshot::channel();
-        let job = Job { events, identities, done, _permit: permit };
+        let job = Job {
+            events,
+            identities,
+            done,
+            _permit: permit,
+        };
         self.jobs.send(job).map_err(|_| ApiError::QueueFull)?;
         match answer.await {
             Ok(Ok(())) => Ok(()),
@@ -89,9 +102,14 @@ async fn run(
 }
 
 async fn commit_jobs(jobs: &mut [Job], store: &dyn Store, metrics: &Metrics) -> CommitResult {
-    let events: Vec<NewEvent> = jobs.iter_mut().flat_map(|job| std::mem::take(&mut job.events)).collect();
-    let identities: Vec<IdentityLink> =
-        jobs.iter_mut().flat_map(|job| std::mem::take(&mut job.identities)).collect();
+    let events: Vec<NewEvent> = jobs
+        .iter_mut()
+        .flat_map(|job| std::mem::take(&mut job.events))
+        .collect();
+    let identities: Vec<IdentityLink> = jobs
+        .iter_mut()
+        .flat_map(|job| std::mem::take(&mut job.identities))
+        .collect();
     let started = Instant::now();
     let result = store.enqueue(&events, &identities).await;
     metrics.store_op("enqueue", started.elapsed());

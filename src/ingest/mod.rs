@@ -51,13 +51,22 @@ fn cors() -> CorsLayer {
     CorsLayer::new()
         .allow_origin(AllowOrigin::mirror_request())
         .allow_methods([Method::POST])
-        .allow_headers([header::CONTENT_TYPE, header::CONTENT_ENCODING, HeaderName::from_static(KEY_HEADER)])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::CONTENT_ENCODING,
+            HeaderName::from_static(KEY_HEADER),
+        ])
         .max_age(std::time::Duration::from_secs(86_400))
 }
 
 async fn count_responses(State(app): State<AppState>, request: Request, next: Next) -> Response {
     let response = next.run(request).await;
-    app.metrics.ingest_responses.get_or_create(&Status { status: response.status().as_u16() }).inc();
+    app.metrics
+        .ingest_responses
+        .get_or_create(&Status {
+            status: response.status().as_u16(),
+        })
+        .inc();
     response
 }
 
@@ -73,22 +82,37 @@ struct Answer {
     rejected: Vec<IndexedEventError>,
 }
 
-async fn track(State(app): State<AppState>, request: IngestRequest, JsonBody(body): JsonBody) -> Result<Response, ApiError> {
+async fn track(
+    State(app): State<AppState>,
+    request: IngestRequest,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
     accept(&app, &request, vec![body], None, Shape::Single).await
 }
 
-async fn batch(State(app): State<AppState>, request: IngestRequest, JsonBody(body): JsonBody) -> Result<Response, ApiError> {
+async fn batch(
+    State(app): State<AppState>,
+    request: IngestRequest,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
     let (events, sent_at) = split_batch(body, app.settings.ingest.max_batch_events)?;
     accept(&app, &request, events, sent_at, Shape::Batch).await
 }
 
-async fn identify(State(app): State<AppState>, request: IngestRequest, JsonBody(body): JsonBody) -> Result<Response, ApiError> {
+async fn identify(
+    State(app): State<AppState>,
+    request: IngestRequest,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
     let link = parse_identify(&body, &request.target.workspace_id, request.received_at)?;
     if !request.target.segment_enabled {
         return Ok(not_configured(1, Vec::new()));
     }
     app.committer.commit(Vec::new(), vec![link]).await?;
-    Ok(answer(Answer { accepted: 1, ..Answer::default() }))
+    Ok(answer(Answer {
+        accepted: 1,
+        ..Answer::default()
+    }))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -129,21 +153,37 @@ async fn accept(
     }
     if !request.target.segment_enabled {
         let discarded = accepted.len();
-        app.metrics.events_discarded.get_or_create(&Reason { reason: NOT_CONFIGURED }).inc_by(discarded as u64);
+        app.metrics
+            .events_discarded
+            .get_or_create(&Reason {
+                reason: NOT_CONFIGURED,
+            })
+            .inc_by(discarded as u64);
         return Ok(not_configured(discarded, rejected));
     }
-    if app.metrics.queue_depth.get() >= i64::try_from(app.settings.ingest.max_queue_depth).unwrap_or(i64::MAX) {
+    if app.metrics.queue_depth.get()
+        >= i64::try_from(app.settings.ingest.max_queue_depth).unwrap_or(i64::MAX)
+    {
         return Err(ApiError::QueueFull);
     }
     let count = accepted.len();
     app.committer.commit(accepted, identities).await?;
-    Ok(answer(Answer { accepted: count, rejected, ..Answer::default() }))
+    Ok(answer(Answer {
+        accepted: count,
+        rejected,
+        ..Answer::default()
+    }))
 }
 
 /// Valid events of a workspace without an enabled Segment integration are
 /// answered but not stored: there is nowhere to deliver them.
 fn not_configured(count: usize, rejected: Vec<IndexedEventError>) -> Response {
-    answer(Answer { accepted: 0, discarded: Some(count), reason: Some(NOT_CONFIGURED), rejected })
+    answer(Answer {
+        accepted: 0,
+        discarded: Some(count),
+        reason: Some(NOT_CONFIGURED),
+        rejected,
+    })
 }
 
 fn answer(answer: Answer) -> Response {
@@ -151,21 +191,37 @@ fn answer(answer: Answer) -> Response {
 }
 
 /// `{"batch": [...], "sentAt"?: "..."}` → the events and the batch's `sentAt`.
-fn split_batch(body: Value, max_events: usize) -> Result<(Vec<Value>, Option<DateTime<Utc>>), ApiError> {
+fn split_batch(
+    body: Value,
+    max_events: usize,
+) -> Result<(Vec<Value>, Option<DateTime<Utc>>), ApiError> {
     let Value::Object(mut fields) = body else {
-        return Err(ApiError::InvalidBody("the body must be an object with a `batch` array".into()));
+        return Err(ApiError::InvalidBody(
+            "the body must be an object with a `batch` array".into(),
+        ));
     };
     let sent_at = event::optional_time(&fields, "sentAt")?;
     let events = match fields.remove("batch") {
         Some(Value::Array(events)) => events,
-        Some(_) => return Err(ApiError::InvalidBody("`batch` must be an array of events".into())),
-        None => return Err(ApiError::InvalidBody("the body must be an object with a `batch` array".into())),
+        Some(_) => {
+            return Err(ApiError::InvalidBody(
+                "`batch` must be an array of events".into(),
+            ));
+        }
+        None => {
+            return Err(ApiError::InvalidBody(
+                "the body must be an object with a `batch` array".into(),
+            ));
+        }
     };
     if events.is_empty() {
         return Err(ApiError::InvalidBody("`batch` holds no events".into()));
     }
     if events.len() > max_events {
-        return Err(ApiError::TooManyEvents { count: events.len(), max: max_events });
+        return Err(ApiError::TooManyEvents {
+            count: events.len(),
+            max: max_events,
+        });
     }
     Ok((events, sent_at))
 }
@@ -200,8 +256,15 @@ impl FromRequestParts<AppState> for IngestRequest {
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
         let received_at = Utc::now();
         let key = ingest_key(parts).ok_or(ApiError::MissingIngestKey)?;
-        let target = app.ingest_keys.resolve(&key).await?.ok_or(ApiError::InvalidIngestKey)?;
-        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
+        let target = app
+            .ingest_keys
+            .resolve(&key)
+            .await?
+            .ok_or(ApiError::InvalidIngestKey)?;
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0.ip());
         Ok(IngestRequest {
             target,
             received_at,
@@ -215,7 +278,11 @@ impl FromRequestParts<AppState> for IngestRequest {
 /// The key from `X-Produktly-Key`, or from `?key=` (sendBeacon cannot set headers).
 fn ingest_key(parts: &Parts) -> Option<String> {
     if let Some(value) = parts.headers.get(KEY_HEADER) {
-        return value.to_str().ok().map(|k| k.trim().to_owned()).filter(|k| !k.is_empty());
+        return value
+            .to_str()
+            .ok()
+            .map(|k| k.trim().to_owned())
+            .filter(|k| !k.is_empty());
     }
     let query = parts.uri.query()?;
     url::form_urlencoded::parse(query.as_bytes())
@@ -249,19 +316,40 @@ mod tests {
 
     #[test]
     fn batch_shape_is_checked() {
-        assert!(matches!(split_batch(json!([]), 10), Err(ApiError::InvalidBody(_))));
-        assert!(matches!(split_batch(json!({"batch": {}}), 10), Err(ApiError::InvalidBody(_))));
-        assert!(matches!(split_batch(json!({"batch": []}), 10), Err(ApiError::InvalidBody(_))));
-        assert!(matches!(split_batch(json!({"batch": [1, 2, 3]}), 2), Err(ApiError::TooManyEvents { .. })));
+        assert!(matches!(
+            split_batch(json!([]), 10),
+            Err(ApiError::InvalidBody(_))
+        ));
+        assert!(matches!(
+            split_batch(json!({"batch": {}}), 10),
+            Err(ApiError::InvalidBody(_))
+        ));
+        assert!(matches!(
+            split_batch(json!({"batch": []}), 10),
+            Err(ApiError::InvalidBody(_))
+        ));
+        assert!(matches!(
+            split_batch(json!({"batch": [1, 2, 3]}), 2),
+            Err(ApiError::TooManyEvents { .. })
+        ));
         let error = split_batch(json!({"batch": [{}], "sentAt": 5}), 2).unwrap_err();
-        assert!(matches!(error, ApiError::Validation(EventError { code: EventErrorCode::InvalidField, .. })));
+        assert!(matches!(
+            error,
+            ApiError::Validation(EventError {
+                code: EventErrorCode::InvalidField,
+                ..
+            })
+        ));
         assert_eq!(split_batch(json!({"batch": [{}]}), 2).unwrap().0.len(), 1);
     }
 
     #[test]
     fn preferred_language_takes_the_first_plausible_tag() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::ACCEPT_LANGUAGE, "fi-FI,fi;q=0.9,en;q=0.8".parse().unwrap());
+        headers.insert(
+            header::ACCEPT_LANGUAGE,
+            "fi-FI,fi;q=0.9,en;q=0.8".parse().unwrap(),
+        );
         assert_eq!(preferred_language(&headers).as_deref(), Some("fi-FI"));
         headers.insert(header::ACCEPT_LANGUAGE, "*".parse().unwrap());
         assert_eq!(preferred_language(&headers), None);
@@ -271,6 +359,11 @@ mod tests {
     fn long_headers_are_cut() {
         let mut headers = HeaderMap::new();
         headers.insert(header::USER_AGENT, "a".repeat(600).parse().unwrap());
-        assert_eq!(header_text(&headers, header::USER_AGENT, 512).unwrap().len(), 512);
+        assert_eq!(
+            header_text(&headers, header::USER_AGENT, 512)
+                .unwrap()
+                .len(),
+            512
+        );
     }
 }

@@ -37,7 +37,11 @@ impl Batch {
 
     /// The request body: `{"batch":[...],"sentAt":"..."}`.
     pub fn body(&self, sent_at: &str) -> Vec<u8> {
-        debug_assert_eq!(sent_at.len(), 24, "sentAt is written with milliseconds and Z");
+        debug_assert_eq!(
+            sent_at.len(),
+            24,
+            "sentAt is written with milliseconds and Z"
+        );
         let mut body = Vec::with_capacity(PREFIX.len() + self.content_bytes + SUFFIX_BYTES);
         body.extend_from_slice(PREFIX.as_bytes());
         for (i, message) in self.messages.iter().enumerate() {
@@ -60,7 +64,12 @@ impl Batch {
         }
         let half = self.len() / 2;
         let mut second = Batch::default();
-        for (id, message) in self.ids.split_off(half).into_iter().zip(self.messages.split_off(half)) {
+        for (id, message) in self
+            .ids
+            .split_off(half)
+            .into_iter()
+            .zip(self.messages.split_off(half))
+        {
             second.push(id, message);
         }
         self.content_bytes = self.messages.iter().map(String::len).sum::<usize>() + self.len() - 1;
@@ -115,18 +124,26 @@ mod tests {
     const SENT_AT: &str = "2026-11-29T10:00:00.000Z";
 
     fn messages(count: usize, size: usize) -> Vec<(i64, String)> {
-        (0..count).map(|i| (i as i64, format!("{{\"p\":\"{}\"}}", "x".repeat(size - 8)))).collect()
+        (0..count)
+            .map(|i| (i as i64, format!("{{\"p\":\"{}\"}}", "x".repeat(size - 8))))
+            .collect()
     }
 
     #[test]
     fn body_size_is_exactly_accounted_for() {
-        let limits = BatchLimits { max_messages: 2500, max_bytes: 500_000 };
+        let limits = BatchLimits {
+            max_messages: 2500,
+            max_bytes: 500_000,
+        };
         let packed = pack(messages(3000, 1000), limits);
         assert!(packed.oversized.is_empty());
         for batch in &packed.batches {
             let body = batch.body(SENT_AT);
             assert!(body.len() <= 500_000, "{}", body.len());
-            assert_eq!(body.len(), PREFIX.len() + batch.content_bytes + SUFFIX_BYTES);
+            assert_eq!(
+                body.len(),
+                PREFIX.len() + batch.content_bytes + SUFFIX_BYTES
+            );
             let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap();
             assert_eq!(parsed["batch"].as_array().unwrap().len(), batch.len());
         }
@@ -137,7 +154,10 @@ mod tests {
 
     #[test]
     fn message_count_limit_and_oversized_messages() {
-        let limits = BatchLimits { max_messages: 10, max_bytes: 500_000 };
+        let limits = BatchLimits {
+            max_messages: 10,
+            max_bytes: 500_000,
+        };
         let mut input = messages(25, 100);
         input.push((99, "x".repeat(MAX_MESSAGE_BYTES + 1)));
         let packed = pack(input, limits);
@@ -148,12 +168,18 @@ mod tests {
 
     #[test]
     fn split_halves_keep_every_message_once() {
-        let limits = BatchLimits { max_messages: 10, max_bytes: 500_000 };
+        let limits = BatchLimits {
+            max_messages: 10,
+            max_bytes: 500_000,
+        };
         let batch = pack(messages(5, 100), limits).batches.remove(0);
         let (a, b) = batch.split().unwrap();
         assert_eq!(a.event_ids(), [0, 1]);
         assert_eq!(b.event_ids(), [2, 3, 4]);
-        assert_eq!(a.body(SENT_AT).len(), PREFIX.len() + a.content_bytes + SUFFIX_BYTES);
+        assert_eq!(
+            a.body(SENT_AT).len(),
+            PREFIX.len() + a.content_bytes + SUFFIX_BYTES
+        );
         serde_json::from_slice::<serde_json::Value>(&a.body(SENT_AT)).unwrap();
         let single = b.split().unwrap().0;
         assert!(single.split().is_err());

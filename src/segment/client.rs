@@ -26,7 +26,10 @@ pub enum Outcome {
     /// 429, or 503 with `Retry-After`: try again after the wait, which is not a failure.
     RateLimited { status: u16, retry_after: Duration },
     /// Any other answer, a timeout or a connection error: retry with backoff.
-    Failed { status: Option<u16>, message: String },
+    Failed {
+        status: Option<u16>,
+        message: String,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -39,7 +42,11 @@ pub struct SegmentClient {
 impl SegmentClient {
     pub fn new(settings: &SegmentSettings) -> Result<SegmentClient, reqwest::Error> {
         let http = reqwest::Client::builder()
-            .user_agent(concat!(env!("CARGO_PKG_NAME"), "/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!(
+                env!("CARGO_PKG_NAME"),
+                "/",
+                env!("CARGO_PKG_VERSION")
+            ))
             .timeout(settings.request_timeout())
             .connect_timeout(settings.request_timeout().min(Duration::from_secs(5)))
             .pool_idle_timeout(Duration::from_secs(60))
@@ -68,7 +75,10 @@ impl SegmentClient {
             .body(body);
         match request.send().await {
             Ok(response) => classify(response).await,
-            Err(e) => Outcome::Failed { status: None, message: describe_send_error(&e) },
+            Err(e) => Outcome::Failed {
+                status: None,
+                message: describe_send_error(&e),
+            },
         }
     }
 }
@@ -89,13 +99,18 @@ async fn classify(response: reqwest::Response) -> Outcome {
             status: code,
             retry_after: retry_after.unwrap_or(DEFAULT_RETRY_AFTER),
         },
-        StatusCode::SERVICE_UNAVAILABLE if retry_after.is_some() => {
-            Outcome::RateLimited { status: code, retry_after: retry_after.unwrap_or_default() }
-        }
-        StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => {
-            Outcome::Rejected { status: code, body: error_body(response).await }
-        }
-        _ => Outcome::Failed { status: Some(code), message: error_body(response).await },
+        StatusCode::SERVICE_UNAVAILABLE if retry_after.is_some() => Outcome::RateLimited {
+            status: code,
+            retry_after: retry_after.unwrap_or_default(),
+        },
+        StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => Outcome::Rejected {
+            status: code,
+            body: error_body(response).await,
+        },
+        _ => Outcome::Failed {
+            status: Some(code),
+            message: error_body(response).await,
+        },
     }
 }
 
@@ -110,7 +125,11 @@ async fn error_body(mut response: reqwest::Response) -> String {
     }
     body.truncate(MAX_ERROR_BODY);
     let text = String::from_utf8_lossy(&body).trim().to_owned();
-    if text.is_empty() { format!("HTTP {}", response.status()) } else { text }
+    if text.is_empty() {
+        format!("HTTP {}", response.status())
+    } else {
+        text
+    }
 }
 
 fn describe_send_error(e: &reqwest::Error) -> String {
@@ -126,15 +145,29 @@ fn describe_send_error(e: &reqwest::Error) -> String {
 /// The wait asked for by `Retry-After` (seconds or an HTTP date) or, failing
 /// that, `X-RateLimit-Reset` (seconds), capped.
 pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let header = |name| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let header = |name| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
     let wait = header(RETRY_AFTER.as_str())
         .and_then(|value| {
-            value.parse::<u64>().ok().map(Duration::from_secs).or_else(|| {
-                let at = httpdate::parse_http_date(value).ok()?;
-                Some(at.duration_since(now).unwrap_or_default())
-            })
+            value
+                .parse::<u64>()
+                .ok()
+                .map(Duration::from_secs)
+                .or_else(|| {
+                    let at = httpdate::parse_http_date(value).ok()?;
+                    Some(at.duration_since(now).unwrap_or_default())
+                })
         })
-        .or_else(|| header("x-ratelimit-reset")?.parse::<u64>().ok().map(Duration::from_secs))?;
+        .or_else(|| {
+            header("x-ratelimit-reset")?
+                .parse::<u64>()
+                .ok()
+                .map(Duration::from_secs)
+        })?;
     Some(wait.min(MAX_RETRY_AFTER))
 }
 
@@ -152,13 +185,28 @@ mod tests {
     #[test]
     fn retry_after_reads_seconds_dates_and_the_rate_limit_reset() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        assert_eq!(retry_after(&headers("retry-after", "2"), now), Some(Duration::from_secs(2)));
+        assert_eq!(
+            retry_after(&headers("retry-after", "2"), now),
+            Some(Duration::from_secs(2))
+        );
         let date = httpdate::fmt_http_date(now + Duration::from_secs(30));
-        assert_eq!(retry_after(&headers("retry-after", &date), now), Some(Duration::from_secs(30)));
+        assert_eq!(
+            retry_after(&headers("retry-after", &date), now),
+            Some(Duration::from_secs(30))
+        );
         let past = httpdate::fmt_http_date(now - Duration::from_secs(30));
-        assert_eq!(retry_after(&headers("retry-after", &past), now), Some(Duration::ZERO));
-        assert_eq!(retry_after(&headers("x-ratelimit-reset", "5"), now), Some(Duration::from_secs(5)));
-        assert_eq!(retry_after(&headers("retry-after", "99999999"), now), Some(MAX_RETRY_AFTER));
+        assert_eq!(
+            retry_after(&headers("retry-after", &past), now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            retry_after(&headers("x-ratelimit-reset", "5"), now),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            retry_after(&headers("retry-after", "99999999"), now),
+            Some(MAX_RETRY_AFTER)
+        );
         assert_eq!(retry_after(&headers("retry-after", "soon"), now), None);
         assert_eq!(retry_after(&HeaderMap::new(), now), None);
     }

@@ -31,7 +31,15 @@ impl<'a> TrackMessage<'a> {
         properties: &'a Map<String, Value>,
         context: &'a Context,
     ) -> Self {
-        TrackMessage { kind: "track", event, message_id, anonymous_id, timestamp, properties, context }
+        TrackMessage {
+            kind: "track",
+            event,
+            message_id,
+            anonymous_id,
+            timestamp,
+            properties,
+            context,
+        }
     }
 
     pub fn to_json(&self) -> String {
@@ -53,7 +61,10 @@ impl Context {
         for key in Self::OWNED {
             fields.remove(key);
         }
-        fields.insert("integration".into(), json!({"name": INTEGRATION_NAME, "version": INTEGRATION_VERSION}));
+        fields.insert(
+            "integration".into(),
+            json!({"name": INTEGRATION_NAME, "version": INTEGRATION_VERSION}),
+        );
         fields.insert(
             "library".into(),
             json!({"name": env!("CARGO_PKG_NAME"), "version": env!("CARGO_PKG_VERSION")}),
@@ -97,8 +108,15 @@ mod tests {
     fn user_id_is_spliced_into_the_queued_json() {
         let context = Context::new(Map::new());
         let properties = Map::new();
-        let payload = TrackMessage::new("tour_start", "m1", Some("a1"), "2026-01-01T00:00:00.000Z", &properties, &context)
-            .to_json();
+        let payload = TrackMessage::new(
+            "tour_start",
+            "m1",
+            Some("a1"),
+            "2026-01-01T00:00:00.000Z",
+            &properties,
+            &context,
+        )
+        .to_json();
         let sent: Value = serde_json::from_str(&with_user_id(&payload, Some("u\"1"))).unwrap();
         assert_eq!(sent["userId"], "u\"1");
         assert_eq!(sent["type"], "track");

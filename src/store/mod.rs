@@ -154,10 +154,17 @@ pub struct DeadLetter {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RoundEnd {
     /// Segment took what was sent, if anything was (`delivered_at`).
-    Delivered { delivered_at: Option<Millis>, next_attempt_at: Millis },
+    Delivered {
+        delivered_at: Option<Millis>,
+        next_attempt_at: Millis,
+    },
     /// Segment failed or asked to slow down; try again at `next_attempt_at`.
     /// Rate limiting does not count as a failure.
-    Failed { error: LastError, next_attempt_at: Millis, counts_as_failure: bool },
+    Failed {
+        error: LastError,
+        next_attempt_at: Millis,
+        counts_as_failure: bool,
+    },
 }
 
 #[async_trait]
@@ -169,9 +176,16 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_workspace(&self, workspace: &Workspace) -> Result<bool, StoreError>;
     /// Inserts a workspace or renames the existing one (keeping its ingest key);
     /// returns it and whether it was created.
-    async fn upsert_workspace(&self, workspace: &Workspace) -> Result<(Workspace, bool), StoreError>;
+    async fn upsert_workspace(
+        &self,
+        workspace: &Workspace,
+    ) -> Result<(Workspace, bool), StoreError>;
     async fn workspace(&self, id: &str) -> Result<Option<Workspace>, StoreError>;
-    async fn rotate_ingest_key(&self, id: &str, new_key: &str) -> Result<Option<Workspace>, StoreError>;
+    async fn rotate_ingest_key(
+        &self,
+        id: &str,
+        new_key: &str,
+    ) -> Result<Option<Workspace>, StoreError>;
     async fn ingest_target(&self, ingest_key: &str) -> Result<Option<IngestTarget>, StoreError>;
 
     /// Sets a workspace's integration; delivery resumes at once (backoff reset).
@@ -187,7 +201,11 @@ pub trait Store: Send + Sync + 'static {
     async fn queue_counts(&self, workspace_id: &str) -> Result<QueueCounts, StoreError>;
 
     /// Commits events and identity links in one transaction.
-    async fn enqueue(&self, events: &[NewEvent], identities: &[IdentityLink]) -> Result<(), StoreError>;
+    async fn enqueue(
+        &self,
+        events: &[NewEvent],
+        identities: &[IdentityLink],
+    ) -> Result<(), StoreError>;
 
     /// Leases up to `limit` workspaces that are due and have unleased events,
     /// longest-waiting first.
@@ -210,19 +228,33 @@ pub trait Store: Send + Sync + 'static {
     /// Returns events to the queue for a later attempt; only those still under `lease_id`.
     async fn release(&self, lease_id: &str, event_ids: &[i64]) -> Result<u64, StoreError>;
     /// Moves events to the dead letters; only those still under `lease_id`.
-    async fn dead_letter(&self, lease_id: &str, rejections: &[Rejection], now: Millis)
-    -> Result<u64, StoreError>;
+    async fn dead_letter(
+        &self,
+        lease_id: &str,
+        rejections: &[Rejection],
+        now: Millis,
+    ) -> Result<u64, StoreError>;
     /// Records how the round went and gives the workspace lease back.
     async fn end_round(&self, lease: &WorkspaceLease, end: &RoundEnd) -> Result<(), StoreError>;
 
     /// Moves up to `limit` unleased events received before `cutoff` to the dead
     /// letters as `expired`.
-    async fn expire_events(&self, cutoff: Millis, now: Millis, limit: usize) -> Result<u64, StoreError>;
+    async fn expire_events(
+        &self,
+        cutoff: Millis,
+        now: Millis,
+        limit: usize,
+    ) -> Result<u64, StoreError>;
     /// Undelivered events of all workspaces.
     async fn queue_depth(&self) -> Result<u64, StoreError>;
-    async fn dead_letters(&self, workspace_id: &str, limit: usize) -> Result<Vec<DeadLetter>, StoreError>;
+    async fn dead_letters(
+        &self,
+        workspace_id: &str,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError>;
     /// Requeues every dead letter of the workspace, with a fresh age.
-    async fn replay_dead_letters(&self, workspace_id: &str, now: Millis) -> Result<u64, StoreError>;
+    async fn replay_dead_letters(&self, workspace_id: &str, now: Millis)
+    -> Result<u64, StoreError>;
 }
 
 /// Opens the configured database and brings its schema up to date.
@@ -240,14 +272,22 @@ pub async fn connect(settings: &Settings) -> Result<Arc<dyn Store>, StoreError> 
 const EXPIRED: (&str, &str) = ("expired", "not delivered before the maximum age");
 
 /// Whether the database's newest applied migration is the newest this build has.
-fn schema_is_current(migrator: &sqlx::migrate::Migrator, applied: Option<i64>) -> Result<(), StoreError> {
+fn schema_is_current(
+    migrator: &sqlx::migrate::Migrator,
+    applied: Option<i64>,
+) -> Result<(), StoreError> {
     let latest = migrator.iter().map(|m| m.version).max();
-    if applied == latest { Ok(()) } else { Err(StoreError::SchemaOutdated) }
+    if applied == latest {
+        Ok(())
+    } else {
+        Err(StoreError::SchemaOutdated)
+    }
 }
 
 /// Identity links with one per anonymous id, the latest, as one upsert takes them.
 fn latest_links(links: &[IdentityLink]) -> Vec<&IdentityLink> {
-    let mut latest: std::collections::HashMap<(&str, &str), &IdentityLink> = std::collections::HashMap::new();
+    let mut latest: std::collections::HashMap<(&str, &str), &IdentityLink> =
+        std::collections::HashMap::new();
     for link in links {
         let key = (link.workspace_id.as_str(), link.anonymous_id.as_str());
         match latest.get(&key) {

@@ -8,10 +8,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
-use super::rows::{DEAD_LETTER_COLUMNS, DeadLetterRow, INTEGRATION_COLUMNS, IntegrationRow, LeaseRow, convert};
+use super::rows::{
+    DEAD_LETTER_COLUMNS, DeadLetterRow, INTEGRATION_COLUMNS, IntegrationRow, LeaseRow, convert,
+};
 use super::{
-    ClaimedEvent, DeadLetter, EXPIRED, IdentityLink, IngestTarget, Integration, IntegrationConfig, Millis, NewEvent,
-    QueueCounts, Rejection, RoundEnd, Store, StoreError, Workspace, WorkspaceLease, latest_links, schema_is_current,
+    ClaimedEvent, DeadLetter, EXPIRED, IdentityLink, IngestTarget, Integration, IntegrationConfig,
+    Millis, NewEvent, QueueCounts, Rejection, RoundEnd, Store, StoreError, Workspace,
+    WorkspaceLease, latest_links, schema_is_current,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -38,7 +41,9 @@ impl PostgresStore {
 impl Store for PostgresStore {
     async fn check_ready(&self) -> Result<(), StoreError> {
         let applied: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success").fetch_one(&self.pool).await?;
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&self.pool)
+                .await?;
         schema_is_current(&MIGRATOR, applied)
     }
 
@@ -56,7 +61,10 @@ impl Store for PostgresStore {
         Ok(result.rows_affected() == 1)
     }
 
-    async fn upsert_workspace(&self, workspace: &Workspace) -> Result<(Workspace, bool), StoreError> {
+    async fn upsert_workspace(
+        &self,
+        workspace: &Workspace,
+    ) -> Result<(Workspace, bool), StoreError> {
         let stored: Workspace = sqlx::query_as(
             "INSERT INTO workspaces (id, name, ingest_key, created_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (id) DO UPDATE SET name = excluded.name \
@@ -73,14 +81,19 @@ impl Store for PostgresStore {
     }
 
     async fn workspace(&self, id: &str) -> Result<Option<Workspace>, StoreError> {
-        let workspace = sqlx::query_as("SELECT id, name, ingest_key, created_at FROM workspaces WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let workspace =
+            sqlx::query_as("SELECT id, name, ingest_key, created_at FROM workspaces WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(workspace)
     }
 
-    async fn rotate_ingest_key(&self, id: &str, new_key: &str) -> Result<Option<Workspace>, StoreError> {
+    async fn rotate_ingest_key(
+        &self,
+        id: &str,
+        new_key: &str,
+    ) -> Result<Option<Workspace>, StoreError> {
         let workspace = sqlx::query_as(
             "UPDATE workspaces SET ingest_key = $1 WHERE id = $2 RETURNING id, name, ingest_key, created_at",
         )
@@ -129,11 +142,12 @@ impl Store for PostgresStore {
     }
 
     async fn integration(&self, workspace_id: &str) -> Result<Option<Integration>, StoreError> {
-        let row: Option<IntegrationRow> =
-            sqlx::query_as(&format!("SELECT {INTEGRATION_COLUMNS} FROM integrations WHERE workspace_id = $1"))
-                .bind(workspace_id)
-                .fetch_optional(&self.pool)
-                .await?;
+        let row: Option<IntegrationRow> = sqlx::query_as(&format!(
+            "SELECT {INTEGRATION_COLUMNS} FROM integrations WHERE workspace_id = $1"
+        ))
+        .bind(workspace_id)
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(Integration::try_from).transpose()
     }
 
@@ -162,13 +176,21 @@ impl Store for PostgresStore {
         .bind(workspace_id)
         .fetch_one(&self.pool)
         .await?;
-        Ok(QueueCounts { queued: queued as u64, dead: dead as u64 })
+        Ok(QueueCounts {
+            queued: queued as u64,
+            dead: dead as u64,
+        })
     }
 
-    async fn enqueue(&self, events: &[NewEvent], identities: &[IdentityLink]) -> Result<(), StoreError> {
+    async fn enqueue(
+        &self,
+        events: &[NewEvent],
+        identities: &[IdentityLink],
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         if !events.is_empty() {
-            let column = |f: fn(&NewEvent) -> Option<&str>| events.iter().map(f).collect::<Vec<_>>();
+            let column =
+                |f: fn(&NewEvent) -> Option<&str>| events.iter().map(f).collect::<Vec<_>>();
             sqlx::query(
                 "INSERT INTO events (workspace_id, message_id, user_id, anonymous_id, payload, received_at) \
                  SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])",
@@ -184,7 +206,8 @@ impl Store for PostgresStore {
         }
         let links = latest_links(identities);
         if !links.is_empty() {
-            let column = |f: fn(&IdentityLink) -> &str| links.iter().map(|l| f(l)).collect::<Vec<_>>();
+            let column =
+                |f: fn(&IdentityLink) -> &str| links.iter().map(|l| f(l)).collect::<Vec<_>>();
             sqlx::query(
                 "INSERT INTO identities (workspace_id, anonymous_id, user_id, updated_at) \
                  SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[]) \
@@ -277,7 +300,12 @@ impl Store for PostgresStore {
         Ok(result.rows_affected())
     }
 
-    async fn dead_letter(&self, lease_id: &str, rejections: &[Rejection], now: Millis) -> Result<u64, StoreError> {
+    async fn dead_letter(
+        &self,
+        lease_id: &str,
+        rejections: &[Rejection],
+        now: Millis,
+    ) -> Result<u64, StoreError> {
         let result = sqlx::query(
             "WITH r AS (SELECT * FROM UNNEST($2::bigint[], $3::text[], $4::int[], $5::text[]) \
                           AS r(id, reason, status, detail)), \
@@ -321,11 +349,20 @@ impl Store for PostgresStore {
             .bind(error.status.map(i32::from))
             .bind(&error.message),
         };
-        query.bind(&lease.workspace_id).bind(&lease.lease_id).execute(&self.pool).await?;
+        query
+            .bind(&lease.workspace_id)
+            .bind(&lease.lease_id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
-    async fn expire_events(&self, cutoff: Millis, now: Millis, limit: usize) -> Result<u64, StoreError> {
+    async fn expire_events(
+        &self,
+        cutoff: Millis,
+        now: Millis,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
         let (reason, detail) = EXPIRED;
         let result = sqlx::query(
             "WITH moved AS ( \
@@ -349,11 +386,17 @@ impl Store for PostgresStore {
     }
 
     async fn queue_depth(&self) -> Result<u64, StoreError> {
-        let depth: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(&self.pool).await?;
+        let depth: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
+            .fetch_one(&self.pool)
+            .await?;
         Ok(depth as u64)
     }
 
-    async fn dead_letters(&self, workspace_id: &str, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+    async fn dead_letters(
+        &self,
+        workspace_id: &str,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
         let rows: Vec<DeadLetterRow> = sqlx::query_as(&format!(
             "SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters WHERE workspace_id = $1 ORDER BY id LIMIT $2"
         ))
@@ -364,7 +407,11 @@ impl Store for PostgresStore {
         Ok(rows.into_iter().map(DeadLetter::from).collect())
     }
 
-    async fn replay_dead_letters(&self, workspace_id: &str, now: Millis) -> Result<u64, StoreError> {
+    async fn replay_dead_letters(
+        &self,
+        workspace_id: &str,
+        now: Millis,
+    ) -> Result<u64, StoreError> {
         let result = sqlx::query(
             "WITH moved AS (DELETE FROM dead_letters WHERE workspace_id = $1 \
                             RETURNING id, workspace_id, message_id, user_id, anonymous_id, payload) \

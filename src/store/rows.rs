@@ -26,7 +26,11 @@ impl TryFrom<IntegrationRow> for Integration {
     type Error = StoreError;
     fn try_from(row: IntegrationRow) -> Result<Integration, StoreError> {
         let last_error = match (row.last_error_at, row.last_error_message) {
-            (Some(at), Some(message)) => Some(LastError { at, status: status(row.last_error_status), message }),
+            (Some(at), Some(message)) => Some(LastError {
+                at,
+                status: status(row.last_error_status),
+                message,
+            }),
             _ => None,
         };
         Ok(Integration {
@@ -98,12 +102,15 @@ impl From<DeadLetterRow> for DeadLetter {
 }
 
 /// Converts each row, failing on the first that does not convert.
-pub(super) fn convert<R, T: TryFrom<R, Error = StoreError>>(rows: Vec<R>) -> Result<Vec<T>, StoreError> {
+pub(super) fn convert<R, T: TryFrom<R, Error = StoreError>>(
+    rows: Vec<R>,
+) -> Result<Vec<T>, StoreError> {
     rows.into_iter().map(T::try_from).collect()
 }
 
 fn region(text: &str) -> Result<Region, StoreError> {
-    text.parse().map_err(|()| StoreError::Corrupt(format!("unknown region {text:?}")))
+    text.parse()
+        .map_err(|()| StoreError::Corrupt(format!("unknown region {text:?}")))
 }
 
 fn status(stored: Option<i32>) -> Option<u16> {

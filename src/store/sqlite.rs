@@ -9,13 +9,18 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{QueryBuilder, Sqlite};
 
-use super::rows::{DEAD_LETTER_COLUMNS, DeadLetterRow, INTEGRATION_COLUMNS, IntegrationRow, LeaseRow, convert};
+use super::rows::{
+    DEAD_LETTER_COLUMNS, DeadLetterRow, INTEGRATION_COLUMNS, IntegrationRow, LeaseRow, convert,
+};
 use super::{
-    ClaimedEvent, DeadLetter, EXPIRED, IdentityLink, IngestTarget, Integration, IntegrationConfig, Millis, NewEvent,
-    QueueCounts, Rejection, RoundEnd, Store, StoreError, Workspace, WorkspaceLease, latest_links, schema_is_current,
+    ClaimedEvent, DeadLetter, EXPIRED, IdentityLink, IngestTarget, Integration, IntegrationConfig,
+    Millis, NewEvent, QueueCounts, Rejection, RoundEnd, Store, StoreError, Workspace,
+    WorkspaceLease, latest_links, schema_is_current,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -37,8 +42,13 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
-        if let Some(folder) = options.get_filename().parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(folder).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+        if let Some(folder) = options
+            .get_filename()
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(folder)
+                .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
         }
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
@@ -64,7 +74,9 @@ fn json_ids(ids: &[i64]) -> String {
 impl Store for SqliteStore {
     async fn check_ready(&self) -> Result<(), StoreError> {
         let applied: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success").fetch_one(&self.reader).await?;
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&self.reader)
+                .await?;
         schema_is_current(&MIGRATOR, applied)
     }
 
@@ -81,7 +93,10 @@ impl Store for SqliteStore {
         Ok(result.rows_affected() == 1)
     }
 
-    async fn upsert_workspace(&self, workspace: &Workspace) -> Result<(Workspace, bool), StoreError> {
+    async fn upsert_workspace(
+        &self,
+        workspace: &Workspace,
+    ) -> Result<(Workspace, bool), StoreError> {
         let stored: Workspace = sqlx::query_as(
             "INSERT INTO workspaces (id, name, ingest_key, created_at) VALUES (?, ?, ?, ?) \
              ON CONFLICT (id) DO UPDATE SET name = excluded.name \
@@ -98,14 +113,19 @@ impl Store for SqliteStore {
     }
 
     async fn workspace(&self, id: &str) -> Result<Option<Workspace>, StoreError> {
-        let workspace = sqlx::query_as("SELECT id, name, ingest_key, created_at FROM workspaces WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.reader)
-            .await?;
+        let workspace =
+            sqlx::query_as("SELECT id, name, ingest_key, created_at FROM workspaces WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.reader)
+                .await?;
         Ok(workspace)
     }
 
-    async fn rotate_ingest_key(&self, id: &str, new_key: &str) -> Result<Option<Workspace>, StoreError> {
+    async fn rotate_ingest_key(
+        &self,
+        id: &str,
+        new_key: &str,
+    ) -> Result<Option<Workspace>, StoreError> {
         let workspace = sqlx::query_as(
             "UPDATE workspaces SET ingest_key = ? WHERE id = ? RETURNING id, name, ingest_key, created_at",
         )
@@ -154,11 +174,12 @@ impl Store for SqliteStore {
     }
 
     async fn integration(&self, workspace_id: &str) -> Result<Option<Integration>, StoreError> {
-        let row: Option<IntegrationRow> =
-            sqlx::query_as(&format!("SELECT {INTEGRATION_COLUMNS} FROM integrations WHERE workspace_id = ?"))
-                .bind(workspace_id)
-                .fetch_optional(&self.reader)
-                .await?;
+        let row: Option<IntegrationRow> = sqlx::query_as(&format!(
+            "SELECT {INTEGRATION_COLUMNS} FROM integrations WHERE workspace_id = ?"
+        ))
+        .bind(workspace_id)
+        .fetch_optional(&self.reader)
+        .await?;
         row.map(Integration::try_from).transpose()
     }
 
@@ -187,10 +208,17 @@ impl Store for SqliteStore {
         .bind(workspace_id)
         .fetch_one(&self.reader)
         .await?;
-        Ok(QueueCounts { queued: queued as u64, dead: dead as u64 })
+        Ok(QueueCounts {
+            queued: queued as u64,
+            dead: dead as u64,
+        })
     }
 
-    async fn enqueue(&self, events: &[NewEvent], identities: &[IdentityLink]) -> Result<(), StoreError> {
+    async fn enqueue(
+        &self,
+        events: &[NewEvent],
+        identities: &[IdentityLink],
+    ) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
         for chunk in events.chunks(ROWS_PER_INSERT) {
             let mut insert = QueryBuilder::<Sqlite>::new(
@@ -208,10 +236,14 @@ impl Store for SqliteStore {
         }
         let links = latest_links(identities);
         for chunk in links.chunks(ROWS_PER_INSERT) {
-            let mut upsert =
-                QueryBuilder::<Sqlite>::new("INSERT INTO identities (workspace_id, anonymous_id, user_id, updated_at) ");
+            let mut upsert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO identities (workspace_id, anonymous_id, user_id, updated_at) ",
+            );
             upsert.push_values(chunk, |mut row, link| {
-                row.push_bind(&link.workspace_id).push_bind(&link.anonymous_id).push_bind(&link.user_id).push_bind(link.at);
+                row.push_bind(&link.workspace_id)
+                    .push_bind(&link.anonymous_id)
+                    .push_bind(&link.user_id)
+                    .push_bind(link.at);
             });
             upsert.push(
                 " ON CONFLICT (workspace_id, anonymous_id) DO UPDATE SET user_id = excluded.user_id, \
@@ -268,8 +300,11 @@ impl Store for SqliteStore {
         .bind(limit as i64)
         .fetch_all(&mut *tx)
         .await?;
-        let anonymous: Vec<&str> =
-            events.iter().filter(|e| e.user_id.is_none()).filter_map(|e| e.anonymous_id.as_deref()).collect();
+        let anonymous: Vec<&str> = events
+            .iter()
+            .filter(|e| e.user_id.is_none())
+            .filter_map(|e| e.anonymous_id.as_deref())
+            .collect();
         let known: std::collections::HashMap<String, String> = if anonymous.is_empty() {
             Default::default()
         } else {
@@ -286,19 +321,24 @@ impl Store for SqliteStore {
         };
         tx.commit().await?;
         for event in events.iter_mut().filter(|e| e.user_id.is_none()) {
-            event.user_id = event.anonymous_id.as_ref().and_then(|a| known.get(a)).cloned();
+            event.user_id = event
+                .anonymous_id
+                .as_ref()
+                .and_then(|a| known.get(a))
+                .cloned();
         }
         events.sort_by_key(|e| e.id);
         Ok(events)
     }
 
     async fn ack(&self, lease_id: &str, event_ids: &[i64]) -> Result<u64, StoreError> {
-        let result =
-            sqlx::query("DELETE FROM events WHERE lease_id = ? AND id IN (SELECT value FROM json_each(?))")
-                .bind(lease_id)
-                .bind(json_ids(event_ids))
-                .execute(&self.writer)
-                .await?;
+        let result = sqlx::query(
+            "DELETE FROM events WHERE lease_id = ? AND id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(lease_id)
+        .bind(json_ids(event_ids))
+        .execute(&self.writer)
+        .await?;
         Ok(result.rows_affected())
     }
 
@@ -314,7 +354,12 @@ impl Store for SqliteStore {
         Ok(result.rows_affected())
     }
 
-    async fn dead_letter(&self, lease_id: &str, rejections: &[Rejection], now: Millis) -> Result<u64, StoreError> {
+    async fn dead_letter(
+        &self,
+        lease_id: &str,
+        rejections: &[Rejection],
+        now: Millis,
+    ) -> Result<u64, StoreError> {
         let mut tx = self.writer.begin().await?;
         let mut moved = 0;
         for rejection in rejections {
@@ -364,11 +409,20 @@ impl Store for SqliteStore {
             .bind(error.status.map(i32::from))
             .bind(&error.message),
         };
-        query.bind(&lease.workspace_id).bind(&lease.lease_id).execute(&self.writer).await?;
+        query
+            .bind(&lease.workspace_id)
+            .bind(&lease.lease_id)
+            .execute(&self.writer)
+            .await?;
         Ok(())
     }
 
-    async fn expire_events(&self, cutoff: Millis, now: Millis, limit: usize) -> Result<u64, StoreError> {
+    async fn expire_events(
+        &self,
+        cutoff: Millis,
+        now: Millis,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
         let mut tx = self.writer.begin().await?;
         let ids: Vec<i64> = sqlx::query_scalar(
             "SELECT id FROM events WHERE received_at < ? AND (leased_until IS NULL OR leased_until < ?) LIMIT ?",
@@ -405,11 +459,17 @@ impl Store for SqliteStore {
     }
 
     async fn queue_depth(&self) -> Result<u64, StoreError> {
-        let depth: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(&self.reader).await?;
+        let depth: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
+            .fetch_one(&self.reader)
+            .await?;
         Ok(depth as u64)
     }
 
-    async fn dead_letters(&self, workspace_id: &str, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+    async fn dead_letters(
+        &self,
+        workspace_id: &str,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
         let rows: Vec<DeadLetterRow> = sqlx::query_as(&format!(
             "SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters WHERE workspace_id = ? ORDER BY id LIMIT ?"
         ))
@@ -420,7 +480,11 @@ impl Store for SqliteStore {
         Ok(rows.into_iter().map(DeadLetter::from).collect())
     }
 
-    async fn replay_dead_letters(&self, workspace_id: &str, now: Millis) -> Result<u64, StoreError> {
+    async fn replay_dead_letters(
+        &self,
+        workspace_id: &str,
+        now: Millis,
+    ) -> Result<u64, StoreError> {
         let mut tx = self.writer.begin().await?;
         let replayed = sqlx::query(
             "INSERT INTO events (workspace_id, message_id, user_id, anonymous_id, payload, received_at) \
@@ -432,7 +496,10 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        sqlx::query("DELETE FROM dead_letters WHERE workspace_id = ?").bind(workspace_id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM dead_letters WHERE workspace_id = ?")
+            .bind(workspace_id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(replayed)
     }

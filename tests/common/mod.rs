@@ -66,10 +66,15 @@ impl TestDb {
         match backend {
             Backend::Sqlite => {
                 let url = format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display());
-                Some(TestDb { url, dir, postgres: None })
+                Some(TestDb {
+                    url,
+                    dir,
+                    postgres: None,
+                })
             }
             Backend::Postgres => {
-                let admin_url = std::env::var("PRODUKTLY_TEST_POSTGRES_URL").unwrap_or(DEFAULT_POSTGRES.into());
+                let admin_url =
+                    std::env::var("PRODUKTLY_TEST_POSTGRES_URL").unwrap_or(DEFAULT_POSTGRES.into());
                 let name = format!("produktly_test_{}", uuid::Uuid::new_v4().simple());
                 if let Err(e) = run_postgres(&admin_url, &format!("CREATE DATABASE {name}")).await {
                     if std::env::var("CI").is_ok_and(|ci| ci == "true") {
@@ -79,7 +84,11 @@ impl TestDb {
                     return None;
                 }
                 let url = replace_database(&admin_url, &name);
-                Some(TestDb { url, dir, postgres: Some((admin_url, name)) })
+                Some(TestDb {
+                    url,
+                    dir,
+                    postgres: Some((admin_url, name)),
+                })
             }
         }
     }
@@ -87,11 +96,19 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let Some((admin_url, name)) = self.postgres.take() else { return };
+        let Some((admin_url, name)) = self.postgres.take() else {
+            return;
+        };
         // Drop runs outside any runtime's async context: use a runtime of its own.
         let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            let _ = runtime.block_on(run_postgres(&admin_url, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")));
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let _ = runtime.block_on(run_postgres(
+                &admin_url,
+                &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            ));
         })
         .join();
     }
@@ -99,15 +116,18 @@ impl Drop for TestDb {
 
 async fn run_postgres(url: &str, statement: &str) -> Result<(), sqlx::Error> {
     use sqlx::Connection;
-    let mut connection = tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(url))
-        .await
-        .map_err(|_| sqlx::Error::PoolTimedOut)??;
+    let mut connection =
+        tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(url))
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)??;
     sqlx::query(statement).execute(&mut connection).await?;
     connection.close().await
 }
 
 fn replace_database(url: &str, name: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
     let base = base.rsplit_once('/').map_or(base, |(host, _)| host);
     match query {
         Some(query) => format!("{base}/{name}?{query}"),
@@ -125,7 +145,11 @@ pub struct Env {
 impl Env {
     pub async fn new(backend: Backend) -> Option<Env> {
         let db = TestDb::new(backend).await?;
-        Some(Env { db, segment: MockSegment::start().await, eu_segment: MockSegment::start().await })
+        Some(Env {
+            db,
+            segment: MockSegment::start().await,
+            eu_segment: MockSegment::start().await,
+        })
     }
 
     /// Settings for an instance on this environment: fast polling and
@@ -181,14 +205,21 @@ impl TestApp {
         let base = format!("http://{}", app.local_addr());
         let stop = CancellationToken::new();
         let task = tokio::spawn(app.run(stop.clone()));
-        TestApp { base, http: reqwest::Client::new(), stop, task: Some(task) }
+        TestApp {
+            base,
+            http: reqwest::Client::new(),
+            stop,
+            task: Some(task),
+        }
     }
 
     /// Stops as on SIGTERM and waits until it has drained.
     pub async fn stop(mut self) {
         self.stop.cancel();
         if let Some(task) = self.task.take() {
-            task.await.expect("the app task").expect("the app stops cleanly");
+            task.await
+                .expect("the app task")
+                .expect("the app stops cleanly");
         }
     }
 
@@ -197,7 +228,9 @@ impl TestApp {
     }
 
     pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http.request(method, self.url(path)).bearer_auth(ADMIN_TOKEN)
+        self.http
+            .request(method, self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
     }
 
     pub async fn create_workspace(&self) -> TestWorkspace {
@@ -215,34 +248,51 @@ impl TestApp {
         }
     }
 
-    pub async fn put_integration(&self, workspace: &TestWorkspace, body: Value) -> reqwest::Response {
-        self.admin(reqwest::Method::PUT, &format!("/admin/v1/workspaces/{}/integrations/segment", workspace.id))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
+    pub async fn put_integration(
+        &self,
+        workspace: &TestWorkspace,
+        body: Value,
+    ) -> reqwest::Response {
+        self.admin(
+            reqwest::Method::PUT,
+            &format!("/admin/v1/workspaces/{}/integrations/segment", workspace.id),
+        )
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
     }
 
     /// A workspace with an enabled Segment integration (US) using `write_key`.
     pub async fn workspace_with_segment(&self, write_key: &str) -> TestWorkspace {
         let workspace = self.create_workspace().await;
-        let response = self.put_integration(&workspace, json!({"write_key": write_key})).await;
+        let response = self
+            .put_integration(&workspace, json!({"write_key": write_key}))
+            .await;
         assert_eq!(response.status(), 200);
         workspace
     }
 
     pub async fn integration(&self, workspace: &TestWorkspace) -> Value {
-        self.admin(reqwest::Method::GET, &format!("/admin/v1/workspaces/{}/integrations/segment", workspace.id))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.admin(
+            reqwest::Method::GET,
+            &format!("/admin/v1/workspaces/{}/integrations/segment", workspace.id),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
     }
 
     /// POSTs a JSON body to an ingest endpoint with the key in the header.
-    pub async fn ingest(&self, path: &str, workspace: &TestWorkspace, body: &Value) -> (u16, Value) {
+    pub async fn ingest(
+        &self,
+        path: &str,
+        workspace: &TestWorkspace,
+        body: &Value,
+    ) -> (u16, Value) {
         let response = self
             .http
             .post(self.url(path))
@@ -256,14 +306,24 @@ impl TestApp {
     }
 
     pub async fn metrics(&self) -> String {
-        self.http.get(self.url("/metrics")).send().await.unwrap().text().await.unwrap()
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     /// The value of one metric line, e.g. `produktly_events_delivered_total`.
     pub async fn metric(&self, series: &str) -> f64 {
         let text = self.metrics().await;
         text.lines()
-            .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+            .find_map(|line| {
+                line.strip_prefix(series)
+                    .and_then(|rest| rest.strip_prefix(' '))
+            })
             .map_or(0.0, |value| value.trim().parse().unwrap())
     }
 }
@@ -281,7 +341,10 @@ where
 {
     let deadline = Instant::now() + timeout;
     while !check().await {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

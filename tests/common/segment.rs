@@ -41,7 +41,9 @@ impl MockSegment {
         let state = Arc::new(Mutex::new(State::default()));
         Mock::given(method("POST"))
             .and(path("/v1/batch"))
-            .respond_with(Strict { state: state.clone() })
+            .respond_with(Strict {
+                state: state.clone(),
+            })
             .with_priority(10)
             .mount(&server)
             .await;
@@ -69,16 +71,19 @@ impl MockSegment {
 
     /// Waits until at least `count` messages were accepted.
     pub async fn wait_for(&self, count: usize, timeout: Duration) -> Vec<Received> {
-        super::eventually(timeout, &format!("{count} messages at the mock Segment"), || async {
-            self.state.lock().unwrap().accepted.len() >= count
-        })
+        super::eventually(
+            timeout,
+            &format!("{count} messages at the mock Segment"),
+            || async { self.state.lock().unwrap().accepted.len() >= count },
+        )
         .await;
         self.accepted()
     }
 
     /// The next `times` requests get `status` (with optional headers), whatever they hold.
     pub async fn fail_next(&self, times: u64, status: u16, headers: &[(&str, &str)]) {
-        let mut response = ResponseTemplate::new(status).set_body_string("{\"error\":\"injected\"}");
+        let mut response =
+            ResponseTemplate::new(status).set_body_string("{\"error\":\"injected\"}");
         for (name, value) in headers {
             response = response.insert_header(*name, *value);
         }
@@ -124,16 +129,20 @@ impl Respond for Strict {
             Ok((write_key, sent_at, messages)) => {
                 if let Some(refuse) = &state.refuse {
                     if messages.iter().any(|m| refuse(m)) {
-                        return ResponseTemplate::new(400).set_body_string("{\"success\":false,\"message\":\"refused message\"}");
+                        return ResponseTemplate::new(400).set_body_string(
+                            "{\"success\":false,\"message\":\"refused message\"}",
+                        );
                     }
                 }
                 let at = Instant::now();
-                state.accepted.extend(messages.into_iter().map(|message| Received {
-                    message,
-                    write_key: write_key.clone(),
-                    sent_at: sent_at.clone(),
-                    at,
-                }));
+                state
+                    .accepted
+                    .extend(messages.into_iter().map(|message| Received {
+                        message,
+                        write_key: write_key.clone(),
+                        sent_at: sent_at.clone(),
+                        at,
+                    }));
                 ResponseTemplate::new(200).set_body_string("{\"success\":true}")
             }
         }
@@ -142,21 +151,37 @@ impl Respond for Strict {
 
 /// Segment's rules for a batch request; the write key, `sentAt` and messages.
 fn check(request: &Request) -> Result<(String, String, Vec<Value>), String> {
-    let header = |name: &str| request.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let header = |name: &str| {
+        request
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    };
     if !header("content-type").starts_with("application/json") {
         return Err(format!("content-type is {:?}", header("content-type")));
     }
-    let credentials = header("authorization").strip_prefix("Basic ").ok_or("no Basic authorization")?;
-    let decoded = base64::engine::general_purpose::STANDARD.decode(credentials).map_err(|e| e.to_string())?;
+    let credentials = header("authorization")
+        .strip_prefix("Basic ")
+        .ok_or("no Basic authorization")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(credentials)
+        .map_err(|e| e.to_string())?;
     let decoded = String::from_utf8(decoded).map_err(|e| e.to_string())?;
-    let write_key = decoded.strip_suffix(':').ok_or("Basic credentials must be `writeKey:`")?;
+    let write_key = decoded
+        .strip_suffix(':')
+        .ok_or("Basic credentials must be `writeKey:`")?;
     if write_key.is_empty() {
         return Err("empty write key".into());
     }
     if request.body.len() > 500_000 {
-        return Err(format!("batch of {} bytes is over 500 KB", request.body.len()));
+        return Err(format!(
+            "batch of {} bytes is over 500 KB",
+            request.body.len()
+        ));
     }
-    let body: Value = serde_json::from_slice(&request.body).map_err(|e| format!("invalid JSON: {e}"))?;
+    let body: Value =
+        serde_json::from_slice(&request.body).map_err(|e| format!("invalid JSON: {e}"))?;
     let sent_at = body["sentAt"].as_str().ok_or("sentAt missing")?;
     chrono::DateTime::parse_from_rfc3339(sent_at).map_err(|_| "sentAt is not ISO-8601")?;
     let messages = body["batch"].as_array().ok_or("batch missing")?;

@@ -1,0 +1,524 @@
+//! One conformance suite for the `Store` trait, run against both backends.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{Backend, Env};
+use produktly_segment::segment::Region;
+use produktly_segment::store::{
+    self, IdentityLink, IntegrationConfig, LastError, NewEvent, Rejection, RoundEnd, Store,
+    Workspace, WorkspaceLease,
+};
+
+const NOW: i64 = 1_800_000_000_000;
+const LEASE: i64 = 60_000;
+
+async fn open(backend: Backend) -> Option<(Env, Arc<dyn Store>)> {
+    let env = Env::new(backend).await?;
+    let store = store::connect(&env.settings(|f| f))
+        .await
+        .expect("the store opens");
+    Some((env, store))
+}
+
+fn workspace(id: &str) -> Workspace {
+    Workspace {
+        id: id.into(),
+        name: format!("{id} name"),
+        ingest_key: format!("pk_{id}"),
+        created_at: NOW,
+    }
+}
+
+fn config(enabled: bool) -> IntegrationConfig {
+    IntegrationConfig {
+        sealed_write_key: "sealed".into(),
+        write_key_hint: "…abcd".into(),
+        region: Region::Us,
+        enabled,
+    }
+}
+
+fn event(workspace: &str, n: u32, user: Option<&str>, anonymous: Option<&str>) -> NewEvent {
+    NewEvent {
+        workspace_id: workspace.into(),
+        message_id: format!("m{n}"),
+        user_id: user.map(Into::into),
+        anonymous_id: anonymous.map(Into::into),
+        payload: format!("{{\"type\":\"track\",\"n\":{n}}}"),
+        received_at: NOW + i64::from(n),
+    }
+}
+
+/// A workspace with an enabled integration and `count` queued events.
+async fn seeded(store: &dyn Store, id: &str, count: u32) {
+    assert!(store.insert_workspace(&workspace(id)).await.unwrap());
+    store.put_integration(id, &config(true), NOW).await.unwrap();
+    let events: Vec<_> = (0..count).map(|n| event(id, n, Some("u"), None)).collect();
+    store.enqueue(&events, &[]).await.unwrap();
+}
+
+async fn lease_one(store: &dyn Store, now: i64) -> WorkspaceLease {
+    let mut leases = store.lease_workspaces(now, now + LEASE, 1).await.unwrap();
+    assert_eq!(leases.len(), 1);
+    leases.remove(0)
+}
+
+async fn workspaces_and_ingest_targets(backend: Backend) {
+    let Some((_env, store)) = open(backend).await else {
+        return;
+    };
+    store.check_ready().await.unwrap();
+    assert!(store.insert_workspace(&workspace("a")).await.unwrap());
+    assert!(
+        !store.insert_workspace(&workspace("a")).await.unwrap(),
+        "the id is taken"
+    );
+    assert_eq!(store.workspace("a").await.unwrap(), Some(workspace("a")));
+    assert_eq!(store.workspace("b").await.unwrap(), None);
+
+    let renamed = Workspace {
+        name: "renamed".into(),
+        ingest_key: "pk_other".into(),
+        ..workspace("a")
+    };
+    let (stored, created) = store.upsert_workspace(&renamed).await.unwrap();
+    assert!(!created);
+    assert_eq!(
+        (stored.name.as_str(), stored.ingest_key.as_str()),
+        ("renamed", "pk_a")
+    );
+    let (stored, created) = store.upsert_workspace(&workspace("b")).await.unwrap();
+    assert!(created);
+    assert_eq!(stored, workspace("b"));
+
+    let target = store.ingest_target("pk_a").await.unwrap().unwrap();
+    assert_eq!(
+        (target.workspace_id.as_str(), target.segment_enabled),
+        ("a", false)
+    );
+    store
+        .put_integration("a", &config(true), NOW)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .ingest_target("pk_a")
+            .await
+            .unwrap()
+            .unwrap()
+            .segment_enabled
+    );
+    store
+        .put_integration("a", &config(false), NOW)
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .ingest_target("pk_a")
+            .await
+            .unwrap()
+            .unwrap()
+            .segment_enabled
+    );
+
+    let rotated = store
+        .rotate_ingest_key("a", "pk_new")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rotated.ingest_key, "pk_new");
+    assert_eq!(store.ingest_target("pk_a").await.unwrap(), None);
+    assert!(
+        store
+            .rotate_ingest_key("nobody", "pk_x")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn claims_resolve_user_ids_and_follow_arrival_order(backend: Backend) {
+    let Some((_env, store)) = open(backend).await else {
+        return;
+    };
+    seeded(store.as_ref(), "w", 0).await;
+    let link = |anonymous: &str, user: &str, at: i64| IdentityLink {
+        workspace_id: "w".into(),
+        anonymous_id: anonymous.into(),
+        user_id: user.into(),
+        at,
+    };
+    // In one commit the latest link wins; across commits an older link does not overwrite.
+    store
+        .enqueue(
+            &[],
+            &[link("a1", "early", NOW), link("a1", "late", NOW + 5)],
+        )
+        .await
+        .unwrap();
+    store
+        .enqueue(&[], &[link("a1", "stale", NOW + 1)])
+        .await
+        .unwrap();
+    let events = [
+        event("w", 0, Some("own"), Some("a1")),
+        event("w", 1, None, Some("a1")),
+        event("w", 2, None, Some("unknown")),
+    ];
+    store.enqueue(&events, &[]).await.unwrap();
+
+    let lease = lease_one(store.as_ref(), NOW).await;
+    let claimed = store
+        .claim_events(&lease, NOW, NOW + LEASE, 10)
+        .await
+        .unwrap();
+    let ids: Vec<_> = claimed.iter().map(|e| e.message_id.as_str()).collect();
+    assert_eq!(ids, ["m0", "m1", "m2"]);
+    let users: Vec<_> = claimed.iter().map(|e| e.user_id.as_deref()).collect();
+    assert_eq!(users, [Some("own"), Some("late"), None]);
+    assert_eq!(claimed[1].payload, events[1].payload);
+    assert_eq!(claimed[1].received_at, events[1].received_at);
+}
+
+/// Ack, release and dead-letter only touch events still under the caller's
+/// lease: a worker whose lease ran out cannot undo another's work.
+async fn a_stale_lease_changes_nothing(backend: Backend) {
+    let Some((_env, store)) = open(backend).await else {
+        return;
+    };
+    seeded(store.as_ref(), "w", 3).await;
+    let stale = lease_one(store.as_ref(), NOW).await;
+    let first = store
+        .claim_events(&stale, NOW, NOW + LEASE, 10)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 3);
+    assert!(
+        store
+            .lease_workspaces(NOW + 1, NOW + LEASE, 5)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the workspace is leased"
+    );
+
+    // The stale worker stalls past its lease; another takes over.
+    let later = NOW + LEASE + 1;
+    let fresh = lease_one(store.as_ref(), later).await;
+    assert_ne!(fresh.lease_id, stale.lease_id);
+    let second = store
+        .claim_events(&fresh, later, later + LEASE, 10)
+        .await
+        .unwrap();
+    assert_eq!(second.len(), 3, "expired leases are reclaimed");
+
+    let ids: Vec<i64> = first.iter().map(|e| e.id).collect();
+    assert_eq!(store.ack(&stale.lease_id, &ids).await.unwrap(), 0);
+    assert_eq!(store.release(&stale.lease_id, &ids).await.unwrap(), 0);
+    let rejection = Rejection {
+        event_id: ids[0],
+        reason: "rejected".into(),
+        status: Some(400),
+        detail: "x".into(),
+    };
+    assert_eq!(
+        store
+            .dead_letter(&stale.lease_id, &[rejection], later)
+            .await
+            .unwrap(),
+        0
+    );
+    store
+        .end_round(
+            &stale,
+            &RoundEnd::Delivered {
+                delivered_at: Some(later),
+                next_attempt_at: later,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.queue_depth().await.unwrap(), 3);
+    assert_eq!(
+        store
+            .integration("w")
+            .await
+            .unwrap()
+            .unwrap()
+            .last_delivery_at,
+        None
+    );
+
+    assert_eq!(store.ack(&fresh.lease_id, &ids).await.unwrap(), 3);
+    assert_eq!(store.queue_depth().await.unwrap(), 0);
+}
+
+async fn released_events_are_claimed_again(backend: Backend) {
+    let Some((_env, store)) = open(backend).await else {
+        return;
+    };
+    seeded(store.as_ref(), "w", 4).await;
+    let lease = lease_one(store.as_ref(), NOW).await;
+    let claimed = store
+        .claim_events(&lease, NOW, NOW + LEASE, 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        claimed
+            .iter()
+            .map(|e| e.message_id.as_str())
+            .collect::<Vec<_>>(),
+        ["m0", "m1"]
+    );
+    let more = store
+        .claim_events(&lease, NOW, NOW + LEASE, 10)
+        .await
+        .unwrap();
+    assert_eq!(more.len(), 2, "claimed events are not claimed twice");
+    let ids: Vec<i64> = claimed.iter().map(|e| e.id).collect();
+    assert_eq!(store.release(&lease.lease_id, &ids).await.unwrap(), 2);
+    let again = store
+        .claim_events(&lease, NOW, NOW + LEASE, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        again
+            .iter()
+            .map(|e| e.message_id.as_str())
+            .collect::<Vec<_>>(),
+        ["m0", "m1"]
+    );
+}
+
+async fn dead_letters_are_kept_listed_and_replayed(backend: Backend) {
+    let Some((_env, store)) = open(backend).await else {
+        return;
+    };
+    seeded(store.as_ref(), "w", 3).await;
+    let lease = lease_one(store.as_ref(), NOW).await;
+    let claimed = store
+        .claim_events(&lease, NOW, NOW + LEASE, 10)
+        .await
+        .unwrap();
+    let rejection = Rejection {
+        event_id: claimed[1].id,
+        reason: "rejected".into(),
+        status: Some(400),
+        detail: "bad".into(),
+    };
+    assert_eq!(
+        store
+            .dead_letter(&lease.lease_id, &[rejection], NOW + 7)
+            .await
+            .unwrap(),
+        1
+    );
+    let letters = store.dead_letters("w", 10).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0];
+    assert_eq!(
+        (
+            letter.message_id.as_str(),
+            letter.reason.as_str(),
+            letter.status
+        ),
+        ("m1", "rejected", Some(400))
+    );
+    assert_eq!(
+        (
+            letter.detail.as_str(),
+            letter.failed_at,
+            letter.user_id.as_deref()
+        ),
+        ("bad", NOW + 7, Some("u"))
+    );
+    assert_eq!(
+        store.queue_counts("w").await.unwrap(),
+        store::QueueCounts { queued: 2, dead: 1 }
+    );
+
+    assert_eq!(store.replay_dead_letters("w", NOW + 9).await.unwrap(), 1);
+    assert_eq!(
+        store.queue_counts("w").await.unwrap(),
+        store::QueueCounts { queued: 3, dead: 0 }
+    );
+    let later = NOW + LEASE + 1;
+    let lease = lease_one(store.as_ref(), later).await;
+    let replayed = store
+        .claim_events(&lease, later, later + LEASE, 10)
+        .await
+        .unwrap();
+    let m1 = replayed.iter().find(|e| e.message_id == "m1").unwrap();
+    assert_eq!(m1.received_at, NOW + 9, "a replayed event has a fresh age");
+}
+
+async fn old_unleased_events_expire_into_dead_letters(backend: Backend) {
+    let Some((_env, store)) = open(backend).await else {
+        return;
+    };
+    seeded(store.as_ref(), "w", 5).await;
+    let lease = lease_one(store.as_ref(), NOW).await;
+    store
+        .claim_events(&lease, NOW, NOW + LEASE, 1)
+        .await
+        .unwrap();
+    // m0..m4 were received at NOW+0..4; cutoff NOW+3 makes m0..m2 old, and m0 is leased.
+    assert_eq!(
+        store.expire_events(NOW + 3, NOW + 10, 100).await.unwrap(),
+        2
+    );
+    let letters = store.dead_letters("w", 10).await.unwrap();
+    assert_eq!(
+        letters
+            .iter()
+            .map(|l| l.message_id.as_str())
+            .collect::<Vec<_>>(),
+        ["m1", "m2"]
+    );
+    assert!(letters.iter().all(|l| l.reason == "expired"));
+    assert_eq!(store.queue_depth().await.unwrap(), 3);
+    assert_eq!(
+        store.expire_events(NOW + 3, NOW + 10, 100).await.unwrap(),
+        0
+    );
+}
+
+/// Only enabled, due workspaces with unleased events are leased, the
+/// longest-waiting first; a failure backs the workspace off and is counted.
+async fn workspaces_are_leased_when_due_longest_waiting_first(backend: Backend) {
+    let Some((_env, store)) = open(backend).await else {
+        return;
+    };
+    seeded(store.as_ref(), "busy", 2).await;
+    seeded(store.as_ref(), "idle", 0).await;
+    seeded(store.as_ref(), "off", 1).await;
+    store
+        .put_integration("off", &config(false), NOW)
+        .await
+        .unwrap();
+    seeded(store.as_ref(), "other", 1).await;
+
+    let leases = store.lease_workspaces(NOW, NOW + LEASE, 10).await.unwrap();
+    let mut ids: Vec<_> = leases.iter().map(|l| l.workspace_id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["busy", "other"]);
+    let busy = leases.iter().find(|l| l.workspace_id == "busy").unwrap();
+    let other = leases.iter().find(|l| l.workspace_id == "other").unwrap();
+    assert_eq!(
+        (
+            busy.sealed_write_key.as_str(),
+            busy.region,
+            busy.consecutive_failures
+        ),
+        ("sealed", Region::Us, 0)
+    );
+
+    let error = LastError {
+        at: NOW,
+        status: Some(500),
+        message: "down".into(),
+    };
+    let failed = RoundEnd::Failed {
+        error: error.clone(),
+        next_attempt_at: NOW + 1000,
+        counts_as_failure: true,
+    };
+    store.end_round(busy, &failed).await.unwrap();
+    store
+        .end_round(
+            other,
+            &RoundEnd::Delivered {
+                delivered_at: None,
+                next_attempt_at: NOW + 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .lease_workspaces(NOW + 5, NOW + LEASE, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "neither is due yet"
+    );
+    let next = store
+        .lease_workspaces(NOW + 2000, NOW + LEASE, 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        next[0].workspace_id, "other",
+        "the longest-waiting workspace comes first"
+    );
+    let busy = lease_one(store.as_ref(), NOW + 2000).await;
+    assert_eq!(busy.consecutive_failures, 1);
+
+    let integration = store.integration("busy").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            integration.consecutive_failures,
+            integration.next_attempt_at
+        ),
+        (1, NOW + 1000)
+    );
+    assert_eq!(integration.last_error, Some(error));
+    let rate_limited = RoundEnd::Failed {
+        error: LastError {
+            at: NOW,
+            status: Some(429),
+            message: "slow down".into(),
+        },
+        next_attempt_at: NOW + 3000,
+        counts_as_failure: false,
+    };
+    store.end_round(&busy, &rate_limited).await.unwrap();
+    assert_eq!(
+        store
+            .integration("busy")
+            .await
+            .unwrap()
+            .unwrap()
+            .consecutive_failures,
+        1,
+        "429 is not a failure"
+    );
+    store
+        .put_integration("busy", &config(true), NOW + 2500)
+        .await
+        .unwrap();
+    let reset = store.integration("busy").await.unwrap().unwrap();
+    assert_eq!(
+        (reset.consecutive_failures, reset.next_attempt_at),
+        (0, NOW + 2500),
+        "a new configuration resumes at once"
+    );
+}
+
+async fn deleting_an_integration_drops_its_events(backend: Backend) {
+    let Some((_env, store)) = open(backend).await else {
+        return;
+    };
+    seeded(store.as_ref(), "gone", 3).await;
+    seeded(store.as_ref(), "kept", 2).await;
+    assert!(store.delete_integration("gone").await.unwrap());
+    assert!(!store.delete_integration("gone").await.unwrap());
+    assert_eq!(store.integration("gone").await.unwrap(), None);
+    assert_eq!(
+        store.queue_counts("gone").await.unwrap(),
+        store::QueueCounts::default()
+    );
+    assert_eq!(store.queue_depth().await.unwrap(), 2);
+}
+
+on_both_backends!(
+    workspaces_and_ingest_targets,
+    claims_resolve_user_ids_and_follow_arrival_order,
+    a_stale_lease_changes_nothing,
+    released_events_are_claimed_again,
+    dead_letters_are_kept_listed_and_replayed,
+    old_unleased_events_expire_into_dead_letters,
+    workspaces_are_leased_when_due_longest_waiting_first,
+    deleting_an_integration_drops_its_events,
+);
