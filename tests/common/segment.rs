@@ -127,12 +127,11 @@ impl Respond for Strict {
                 ResponseTemplate::new(400).set_body_string(violation)
             }
             Ok((write_key, sent_at, messages)) => {
-                if let Some(refuse) = &state.refuse {
-                    if messages.iter().any(|m| refuse(m)) {
-                        return ResponseTemplate::new(400).set_body_string(
-                            "{\"success\":false,\"message\":\"refused message\"}",
-                        );
-                    }
+                if let Some(refuse) = &state.refuse
+                    && messages.iter().any(refuse)
+                {
+                    return ResponseTemplate::new(400)
+                        .set_body_string("{\"success\":false,\"message\":\"refused message\"}");
                 }
                 let at = Instant::now();
                 state
