@@ -1,7 +1,8 @@
 //! A strict stand-in for Segment's Tracking API (`POST /v1/batch`) over real
-//! HTTP: it checks every request against Segment's rules and records what it
-//! accepted; tests inject failures.
+//! HTTP: it checks every request against Segment's rules, logs every attempt
+//! with its time, and records what it accepted; tests inject failures.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,13 +22,37 @@ pub struct Received {
     pub at: Instant,
 }
 
+/// One request, whatever the answer.
+#[derive(Clone, Debug)]
+pub struct Attempt {
+    pub at: Instant,
+    pub write_key: String,
+    pub status: u16,
+    pub messages: usize,
+    pub bytes: usize,
+}
+
+/// An injected answer: a status and headers.
+#[derive(Clone, Debug)]
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+}
+
 #[derive(Default)]
 struct State {
     accepted: Vec<Received>,
+    attempts: Vec<Attempt>,
     violations: Vec<String>,
     refuse: Option<Refusal>,
+    /// Answers for the next requests, whatever they hold.
+    script: VecDeque<Answer>,
     /// While set, every request is answered with this status.
     outage: Option<u16>,
+    /// Outages of single write keys.
+    key_outages: HashMap<String, u16>,
+    /// Time taken before answering.
+    delay: Option<Duration>,
 }
 
 pub struct MockSegment {
@@ -44,7 +69,6 @@ impl MockSegment {
             .respond_with(Strict {
                 state: state.clone(),
             })
-            .with_priority(10)
             .mount(&server)
             .await;
         MockSegment { server, state }
@@ -59,14 +83,18 @@ impl MockSegment {
         self.state.lock().unwrap().accepted.clone()
     }
 
+    /// Every request so far, in arrival order.
+    pub fn attempts(&self) -> Vec<Attempt> {
+        self.state.lock().unwrap().attempts.clone()
+    }
+
     /// Requests that broke one of Segment's rules.
     pub fn violations(&self) -> Vec<String> {
         self.state.lock().unwrap().violations.clone()
     }
 
-    /// Every request received, accepted or not.
     pub async fn request_count(&self) -> usize {
-        self.server.received_requests().await.map_or(0, |r| r.len())
+        self.state.lock().unwrap().attempts.len()
     }
 
     /// Waits until at least `count` messages were accepted.
@@ -80,29 +108,44 @@ impl MockSegment {
         self.accepted()
     }
 
-    /// The next `times` requests get `status` (with optional headers), whatever they hold.
-    pub async fn fail_next(&self, times: u64, status: u16, headers: &[(&str, &str)]) {
-        let mut response =
-            ResponseTemplate::new(status).set_body_string("{\"error\":\"injected\"}");
-        for (name, value) in headers {
-            response = response.insert_header(*name, *value);
-        }
-        Mock::given(method("POST"))
-            .and(path("/v1/batch"))
-            .respond_with(response)
-            .up_to_n_times(times)
-            .with_priority(1)
-            .mount(&self.server)
-            .await;
+    /// The next `times` requests get `status` (with the headers), whatever they hold.
+    pub async fn fail_next(&self, times: usize, status: u16, headers: &[(&str, &str)]) {
+        let headers: Vec<_> = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        let mut state = self.state.lock().unwrap();
+        state.script.extend((0..times).map(|_| Answer {
+            status,
+            headers: headers.clone(),
+        }));
     }
 
-    /// Answers every request with `status` (e.g. 500) until `end_outage`.
+    /// Answers every request with `status` until `end_outage`.
     pub fn start_outage(&self, status: u16) {
         self.state.lock().unwrap().outage = Some(status);
     }
 
     pub fn end_outage(&self) {
         self.state.lock().unwrap().outage = None;
+    }
+
+    /// Answers the requests of one write key with `status` until `end_key_outage`.
+    pub fn start_key_outage(&self, write_key: &str, status: u16) {
+        self.state
+            .lock()
+            .unwrap()
+            .key_outages
+            .insert(write_key.to_owned(), status);
+    }
+
+    pub fn end_key_outage(&self, write_key: &str) {
+        self.state.lock().unwrap().key_outages.remove(write_key);
+    }
+
+    /// Answers every request only after `delay`.
+    pub fn set_delay(&self, delay: Option<Duration>) {
+        self.state.lock().unwrap().delay = delay;
     }
 
     /// Batches holding a message for which `refuse` holds are answered `400`.
@@ -117,39 +160,102 @@ struct Strict {
 
 impl Respond for Strict {
     fn respond(&self, request: &Request) -> ResponseTemplate {
+        let at = Instant::now();
         let mut state = self.state.lock().unwrap();
-        if let Some(status) = state.outage {
-            return ResponseTemplate::new(status).set_body_string("{\"error\":\"outage\"}");
-        }
-        match check(request) {
-            Err(violation) => {
-                state.violations.push(violation.clone());
-                ResponseTemplate::new(400).set_body_string(violation)
-            }
-            Ok((write_key, sent_at, messages)) => {
-                if let Some(refuse) = &state.refuse
-                    && messages.iter().any(refuse)
-                {
-                    return ResponseTemplate::new(400)
-                        .set_body_string("{\"success\":false,\"message\":\"refused message\"}");
+        let checked = check(request);
+        let write_key = checked
+            .as_ref()
+            .map(|c| c.write_key.clone())
+            .unwrap_or_default();
+        let messages = checked.as_ref().map_or(0, |c| c.messages.len());
+        let injected = state
+            .script
+            .pop_front()
+            .or_else(|| {
+                state.outage.map(|status| Answer {
+                    status,
+                    headers: vec![],
+                })
+            })
+            .or_else(|| {
+                state.key_outages.get(&write_key).map(|&status| Answer {
+                    status,
+                    headers: vec![],
+                })
+            });
+        let answer = match (injected, checked) {
+            (Some(answer), _) => answer,
+            (None, Err(violation)) => {
+                state.violations.push(violation);
+                Answer {
+                    status: 400,
+                    headers: vec![],
                 }
-                let at = Instant::now();
+            }
+            (None, Ok(_))
+                if state
+                    .refuse
+                    .as_ref()
+                    .is_some_and(|refuse| messages_of(request).iter().any(refuse)) =>
+            {
+                Answer {
+                    status: 400,
+                    headers: vec![],
+                }
+            }
+            (None, Ok(checked)) => {
                 state
                     .accepted
-                    .extend(messages.into_iter().map(|message| Received {
+                    .extend(checked.messages.into_iter().map(|message| Received {
                         message,
-                        write_key: write_key.clone(),
-                        sent_at: sent_at.clone(),
+                        write_key: checked.write_key.clone(),
+                        sent_at: checked.sent_at.clone(),
                         at,
                     }));
-                ResponseTemplate::new(200).set_body_string("{\"success\":true}")
+                Answer {
+                    status: 200,
+                    headers: vec![],
+                }
             }
+        };
+        state.attempts.push(Attempt {
+            at,
+            write_key,
+            status: answer.status,
+            messages,
+            bytes: request.body.len(),
+        });
+        let body = match answer.status {
+            200 => "{\"success\":true}",
+            400 => "{\"success\":false,\"message\":\"refused message\"}",
+            _ => "{\"error\":\"injected\"}",
+        };
+        let mut response = ResponseTemplate::new(answer.status).set_body_string(body);
+        for (name, value) in answer.headers {
+            response = response.insert_header(name.as_str(), value.as_str());
+        }
+        match state.delay {
+            Some(delay) => response.set_delay(delay),
+            None => response,
         }
     }
 }
 
-/// Segment's rules for a batch request; the write key, `sentAt` and messages.
-fn check(request: &Request) -> Result<(String, String, Vec<Value>), String> {
+fn messages_of(request: &Request) -> Vec<Value> {
+    serde_json::from_slice::<Value>(&request.body)
+        .ok()
+        .and_then(|body| body["batch"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+struct Checked {
+    write_key: String,
+    sent_at: String,
+    messages: Vec<Value>,
+}
+
+/// Segment's rules for a batch request.
+fn check(request: &Request) -> Result<Checked, String> {
     let header = |name: &str| {
         request
             .headers
@@ -190,7 +296,11 @@ fn check(request: &Request) -> Result<(String, String, Vec<Value>), String> {
     for message in messages {
         check_message(message)?;
     }
-    Ok((write_key.to_owned(), sent_at.to_owned(), messages.clone()))
+    Ok(Checked {
+        write_key: write_key.to_owned(),
+        sent_at: sent_at.to_owned(),
+        messages: messages.clone(),
+    })
 }
 
 fn check_message(message: &Value) -> Result<(), String> {
