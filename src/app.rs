@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use tokio::net::TcpListener;
@@ -97,6 +98,8 @@ impl App {
             metrics: metrics.clone(),
             interval: settings.delivery.janitor_interval(),
             max_age: settings.delivery.max_age(),
+            dead_letter_retention: settings.delivery.dead_letter_retention(),
+            identity_retention: settings.delivery.identity_retention(),
         };
         let state = AppState {
             ingest_keys: IngestKeys::new(store.clone(), settings.ingest.key_cache_ttl()),
@@ -129,9 +132,10 @@ impl App {
         self.state.secrets.admin_token_file.as_ref()
     }
 
-    /// Serves and delivers until `stop` is cancelled; then stops taking
-    /// requests, commits what requests handed over, and lets deliveries in
-    /// flight finish before returning.
+    /// Serves and delivers until `stop` is cancelled. Then stops taking
+    /// requests, answers those in flight (committing what they handed over)
+    /// and lets deliveries in flight finish; whatever still runs after the
+    /// shutdown timeout is cut off, its events left in or given back to the queue.
     pub async fn run(self, stop: CancellationToken) -> std::io::Result<()> {
         let App {
             listener,
@@ -140,20 +144,37 @@ impl App {
             janitor,
             committer,
         } = self;
-        let workers_stop = stop.child_token();
-        let delivery = tokio::spawn(delivery.run(workers_stop.clone()));
-        let janitor = tokio::spawn(janitor.run(workers_stop));
+        let timeout = state.settings.shutdown_timeout();
+        let delivery = tokio::spawn(delivery.run(stop.clone(), timeout));
+        let janitor = tokio::spawn(janitor.run(stop.clone()));
+        let listener_task = {
+            let (store, wake, stop) = (state.store.clone(), state.wake.clone(), stop.clone());
+            tokio::spawn(async move { store.listen_for_events(wake, stop).await })
+        };
         let service = router(state).into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(listener, service)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await;
+        let server =
+            axum::serve(listener, service).with_graceful_shutdown(stop.clone().cancelled_owned());
+        let served = tokio::select! {
+            served = server.into_future() => served,
+            () = after_stop(&stop, timeout) => {
+                tracing::warn!("requests still in flight at the shutdown deadline; closing them");
+                Ok(())
+            }
+        };
         // The server and its router are gone, and with them the last committer
         // handle: the commit task finishes what it holds and ends.
         let _ = committer.await;
         let _ = delivery.await;
         let _ = janitor.await;
+        let _ = listener_task.await;
         served
     }
+}
+
+/// Completes `timeout` after `stop` is cancelled.
+async fn after_stop(stop: &CancellationToken, timeout: Duration) {
+    stop.cancelled().await;
+    tokio::time::sleep(timeout).await;
 }
 
 pub fn router(state: AppState) -> Router {

@@ -33,6 +33,7 @@ pub struct Settings {
     pub admin_tokens: Vec<String>,
     pub secret_key: String,
     pub log_format: LogFormat,
+    pub shutdown_timeout_ms: u64,
     pub segment: SegmentSettings,
     pub ingest: IngestSettings,
     pub delivery: DeliverySettings,
@@ -75,10 +76,13 @@ pub struct DeliverySettings {
     pub linger_ms: u64,
     pub lease_ms: u64,
     pub max_concurrent_requests: usize,
+    pub workspace_max_requests_per_sec: u32,
     pub backoff_base_ms: u64,
     pub backoff_max_ms: u64,
     pub max_age_secs: u64,
     pub janitor_interval_ms: u64,
+    pub dead_letter_retention_secs: u64,
+    pub identity_retention_secs: u64,
 }
 
 /// Which database the URL names.
@@ -133,8 +137,12 @@ impl Settings {
                 "ingest.commit_max_rows and ingest.max_pending_events must be positive",
             );
         }
-        if self.delivery.max_concurrent_requests == 0 {
-            return invalid("delivery.max_concurrent_requests must be positive");
+        if self.delivery.max_concurrent_requests == 0
+            || self.delivery.workspace_max_requests_per_sec == 0
+        {
+            return invalid(
+                "delivery.max_concurrent_requests and delivery.workspace_max_requests_per_sec must be positive",
+            );
         }
         if self.delivery.lease_ms <= self.segment.request_timeout_ms {
             return invalid("delivery.lease_ms must be longer than segment.request_timeout_ms");
@@ -151,6 +159,10 @@ impl Settings {
         } else {
             self.database_url.clone()
         }
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_timeout_ms)
     }
 
     pub fn backend(&self) -> Result<Backend, ConfigError> {
@@ -198,6 +210,16 @@ impl DeliverySettings {
     }
     pub fn janitor_interval(&self) -> Duration {
         Duration::from_millis(self.janitor_interval_ms)
+    }
+    /// The least time between two requests for one workspace.
+    pub fn workspace_request_interval(&self) -> Duration {
+        Duration::from_secs(1) / self.workspace_max_requests_per_sec.max(1)
+    }
+    pub fn dead_letter_retention(&self) -> Duration {
+        Duration::from_secs(self.dead_letter_retention_secs)
+    }
+    pub fn identity_retention(&self) -> Duration {
+        Duration::from_secs(self.identity_retention_secs)
     }
 }
 

@@ -1,5 +1,7 @@
 //! Time as the service stores and sends it.
 
+use std::time::Duration;
+
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::store::Millis;
@@ -17,4 +19,9 @@ pub fn iso8601(at: DateTime<Utc>) -> String {
 /// A stored time as ISO-8601.
 pub fn millis_to_iso8601(millis: Millis) -> String {
     iso8601(DateTime::from_timestamp_millis(millis).unwrap_or_default())
+}
+
+/// A duration in stored units (milliseconds), saturating.
+pub fn millis(duration: Duration) -> Millis {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }

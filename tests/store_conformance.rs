@@ -3,6 +3,7 @@
 mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::{Backend, Env};
 use produktly_segment::segment::Region;
@@ -512,7 +513,118 @@ async fn deleting_an_integration_drops_its_events(backend: Backend) {
     assert_eq!(store.queue_depth().await.unwrap(), 2);
 }
 
+async fn retention_deletes_only_old_dead_letters_and_identities(backend: Backend) {
+    let Some((_env, store)) = open(backend).await else {
+        return;
+    };
+    seeded(store.as_ref(), "w", 2).await;
+    let link = |anonymous: &str, at: i64| IdentityLink {
+        workspace_id: "w".into(),
+        anonymous_id: anonymous.into(),
+        user_id: "u".into(),
+        at,
+    };
+    store
+        .enqueue(&[], &[link("old", NOW - 10), link("new", NOW + 10)])
+        .await
+        .unwrap();
+    let lease = lease_one(store.as_ref(), NOW).await;
+    let claimed = store
+        .claim_events(&lease, NOW, NOW + LEASE, 10)
+        .await
+        .unwrap();
+    for (event, failed_at) in claimed.iter().zip([NOW - 10, NOW + 10]) {
+        let rejection = Rejection {
+            event_id: event.id,
+            reason: "rejected".into(),
+            status: None,
+            detail: "x".into(),
+        };
+        store
+            .dead_letter(&lease.lease_id, &[rejection], failed_at)
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.purge(NOW, NOW, 100).await.unwrap(), (1, 1));
+    let letters = store.dead_letters("w", 10).await.unwrap();
+    assert_eq!(
+        letters.iter().map(|l| l.failed_at).collect::<Vec<_>>(),
+        [NOW + 10]
+    );
+    store
+        .enqueue(
+            &[
+                event("w", 9, None, Some("old")),
+                event("w", 10, None, Some("new")),
+            ],
+            &[],
+        )
+        .await
+        .unwrap();
+    let later = NOW + LEASE + 1;
+    let lease = lease_one(store.as_ref(), later).await;
+    let users: Vec<_> = store
+        .claim_events(&lease, later, later + LEASE, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.anonymous_id.unwrap(), e.user_id))
+        .collect();
+    assert_eq!(
+        users,
+        [
+            ("old".to_owned(), None),
+            ("new".to_owned(), Some("u".to_owned()))
+        ]
+    );
+}
+
+/// Commits on one connection wake listeners on others (PostgreSQL), so that
+/// instances learn of each other's events; SQLite, one instance, returns.
+async fn commits_wake_listeners(backend: Backend) {
+    let Some((env, store)) = open(backend).await else {
+        return;
+    };
+    let other = store::connect(&env.settings(|f| f)).await.unwrap();
+    seeded(store.as_ref(), "w", 0).await;
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let listening = tokio::spawn({
+        let (wake, stop) = (wake.clone(), stop.clone());
+        async move { other.listen_for_events(wake, stop).await }
+    });
+    if backend == Backend::Sqlite {
+        tokio::time::timeout(Duration::from_secs(1), listening)
+            .await
+            .expect("returns at once")
+            .unwrap();
+        return;
+    }
+    // The listener needs a moment to subscribe; keep committing until it hears one.
+    let heard = async {
+        for n in 0.. {
+            store
+                .enqueue(&[event("w", n, Some("u"), None)], &[])
+                .await
+                .unwrap();
+            if tokio::time::timeout(Duration::from_millis(200), wake.notified())
+                .await
+                .is_ok()
+            {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), heard)
+        .await
+        .expect("a commit is announced");
+    stop.cancel();
+    listening.await.unwrap();
+}
+
 on_both_backends!(
+    retention_deletes_only_old_dead_letters_and_identities,
+    commits_wake_listeners,
     workspaces_and_ingest_targets,
     claims_resolve_user_ids_and_follow_arrival_order,
     a_stale_lease_changes_nothing,

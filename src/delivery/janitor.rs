@@ -1,5 +1,6 @@
 //! Periodic housekeeping: undelivered events past the maximum age become dead
-//! letters (never dropped silently), and the queue-depth gauge is refreshed.
+//! letters (never dropped silently), dead letters and identity links past
+//! their retention are deleted, and the queue-depth gauge is refreshed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,16 +9,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{Metrics, Reason};
 use crate::store::{Store, StoreError};
-use crate::time::now_millis;
+use crate::time::{millis, now_millis};
 
-/// Events expired per statement, to keep transactions short.
-const EXPIRE_BATCH: usize = 10_000;
+/// Rows moved or deleted per statement, to keep transactions short.
+const BATCH: usize = 10_000;
 
 pub struct Janitor {
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
     pub interval: Duration,
     pub max_age: Duration,
+    pub dead_letter_retention: Duration,
+    pub identity_retention: Duration,
 }
 
 impl Janitor {
@@ -37,9 +40,11 @@ impl Janitor {
 
     async fn sweep(&self) -> Result<(), StoreError> {
         let now = now_millis();
-        let cutoff = now - i64::try_from(self.max_age.as_millis()).unwrap_or(i64::MAX);
         loop {
-            let expired = self.store.expire_events(cutoff, now, EXPIRE_BATCH).await?;
+            let expired = self
+                .store
+                .expire_events(now - millis(self.max_age), now, BATCH)
+                .await?;
             if expired > 0 {
                 tracing::warn!(
                     expired,
@@ -50,7 +55,25 @@ impl Janitor {
                     .get_or_create(&Reason { reason: "expired" })
                     .inc_by(expired);
             }
-            if expired < EXPIRE_BATCH as u64 {
+            if expired < BATCH as u64 {
+                break;
+            }
+        }
+        loop {
+            let dead_before = now - millis(self.dead_letter_retention);
+            let identities_before = now - millis(self.identity_retention);
+            let (dead, identities) = self
+                .store
+                .purge(dead_before, identities_before, BATCH)
+                .await?;
+            if dead > 0 || identities > 0 {
+                tracing::info!(
+                    dead,
+                    identities,
+                    "deleted dead letters and identity links past their retention"
+                );
+            }
+            if dead < BATCH as u64 && identities < BATCH as u64 {
                 break;
             }
         }

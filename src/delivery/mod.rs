@@ -7,22 +7,24 @@
 //! worth of events under the lease, sends them, and acks, dead-letters or
 //! releases each one. No transaction is open while Segment is called.
 
-mod backoff;
 mod janitor;
+mod pacing;
 mod round;
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore};
-use tokio::task::JoinSet;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::{self, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::DeliverySettings;
 use crate::metrics::Metrics;
 use crate::secrets::Sealer;
 use crate::segment::{BatchLimits, SegmentClient};
-use crate::store::Store;
-use crate::time::now_millis;
+use crate::store::{Store, WorkspaceLease};
+use crate::time::{millis, now_millis};
 
 pub use janitor::Janitor;
 
@@ -38,13 +40,14 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// Delivers until `stop`; then lets the rounds in flight finish (each is
-    /// bounded by the request timeout) so that none leaves its leases behind.
-    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+    /// Delivers until `stop`. Then lets the rounds in flight finish (each is
+    /// bounded by the request timeout); those still running after
+    /// `drain_timeout` are abandoned and their events given back to the queue.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken, drain_timeout: Duration) {
         let slots = Arc::new(Semaphore::new(self.settings.max_concurrent_requests));
-        let mut rounds = JoinSet::new();
+        let mut rounds = Rounds::default();
         while !stop.is_cancelled() {
-            while rounds.try_join_next().is_some() {}
+            rounds.reap();
             let leased = self.lease(slots.available_permits()).await;
             let found_work = !leased.is_empty();
             for lease in leased {
@@ -52,11 +55,7 @@ impl Delivery {
                 let Ok(slot) = slots.clone().acquire_owned().await else {
                     return;
                 };
-                let delivery = self.clone();
-                rounds.spawn(async move {
-                    delivery.round(lease).await;
-                    drop(slot);
-                });
+                rounds.spawn(self.clone(), lease, slot);
             }
             if found_work {
                 continue;
@@ -64,25 +63,99 @@ impl Delivery {
             tokio::select! {
                 _ = stop.cancelled() => {}
                 _ = self.wake.notified() => tokio::time::sleep(self.settings.linger()).await,
-                Some(_) = rounds.join_next(), if !rounds.is_empty() => {}
+                Some(()) = rounds.next_finished(), if !rounds.is_empty() => {}
                 _ = tokio::time::sleep(self.settings.poll_interval()) => {}
             }
         }
-        while rounds.join_next().await.is_some() {}
+        if tokio::time::timeout(drain_timeout, rounds.finish_all())
+            .await
+            .is_err()
+        {
+            rounds.abandon(self.store.as_ref()).await;
+        }
     }
 
     /// Up to `free` due workspaces, leased for one round each.
-    async fn lease(&self, free: usize) -> Vec<crate::store::WorkspaceLease> {
+    async fn lease(&self, free: usize) -> Vec<WorkspaceLease> {
         if free == 0 {
             return Vec::new();
         }
         let now = now_millis();
-        let until = now + self.settings.lease_ms as i64;
+        let until = now + millis(self.settings.lease());
         match self.store.lease_workspaces(now, until, free).await {
             Ok(leases) => leases,
             Err(e) => {
                 tracing::warn!(error = %e, "could not lease workspaces for delivery; retrying at the next poll");
                 Vec::new()
+            }
+        }
+    }
+}
+
+/// The rounds in flight, with the lease each holds.
+#[derive(Default)]
+struct Rounds {
+    tasks: JoinSet<()>,
+    leases: HashMap<task::Id, WorkspaceLease>,
+}
+
+impl Rounds {
+    fn spawn(
+        &mut self,
+        delivery: Arc<Delivery>,
+        lease: WorkspaceLease,
+        slot: OwnedSemaphorePermit,
+    ) {
+        let held = lease.clone();
+        let task = self.tasks.spawn(async move {
+            delivery.round(lease).await;
+            drop(slot);
+        });
+        self.leases.insert(task.id(), held);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// Forgets the rounds that have finished.
+    fn reap(&mut self) {
+        while let Some(finished) = self.tasks.try_join_next_with_id() {
+            self.forget(finished);
+        }
+    }
+
+    /// Waits for the next round to finish; `None` when none is in flight.
+    async fn next_finished(&mut self) -> Option<()> {
+        let finished = self.tasks.join_next_with_id().await?;
+        self.forget(finished);
+        Some(())
+    }
+
+    async fn finish_all(&mut self) {
+        while self.next_finished().await.is_some() {}
+    }
+
+    fn forget(&mut self, finished: Result<(task::Id, ()), task::JoinError>) {
+        let id = match finished {
+            Ok((id, ())) => id,
+            Err(e) => {
+                tracing::error!(error = %e, "a delivery round ended abnormally; its leases will expire");
+                e.id()
+            }
+        };
+        self.leases.remove(&id);
+    }
+
+    /// Stops the rounds still in flight and gives their events back to the
+    /// queue at once. Segment may have received some of them already; those
+    /// are sent again with the same messageId, which Segment de-duplicates.
+    async fn abandon(&mut self, store: &dyn Store) {
+        self.tasks.abort_all();
+        for (_, lease) in self.leases.drain() {
+            tracing::warn!(workspace = %lease.workspace_id, "delivery still in flight at the shutdown deadline; releasing it");
+            if let Err(e) = store.release_lease(&lease).await {
+                tracing::warn!(workspace = %lease.workspace_id, error = %e, "could not release; the lease will expire");
             }
         }
     }

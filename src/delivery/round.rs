@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 
 use super::Delivery;
-use super::backoff::backoff;
+use super::pacing::{Pace, backoff};
 use crate::metrics::{Reason, Status};
 use crate::segment::{self, Batch, Outcome};
 use crate::store::{LastError, Millis, Rejection, RoundEnd, StoreError, WorkspaceLease};
-use crate::time::{iso8601, now_millis};
+use crate::time::{iso8601, millis, now_millis};
 
 /// Reason of a message Segment refused.
 const REJECTED: &str = "rejected";
@@ -41,7 +41,7 @@ impl Delivery {
             Ok(key) => key,
             Err(e) => {
                 tracing::error!(workspace = %lease.workspace_id, error = %e, "cannot unseal the write key");
-                return Ok(self.failure(lease, None, e.to_string()));
+                return Ok(self.failure(lease, None, e.to_string(), now_millis()));
             }
         };
         let now = now_millis();
@@ -51,7 +51,7 @@ impl Delivery {
             .claim_events(
                 lease,
                 now,
-                now + self.settings.lease_ms as i64,
+                now + millis(self.settings.lease()),
                 self.limits.max_messages,
             )
             .await?;
@@ -76,7 +76,9 @@ impl Delivery {
 
         let mut pending: VecDeque<Batch> = packed.batches.into();
         let mut delivered_any = false;
+        let mut pace = Pace::new(self.settings.workspace_request_interval());
         while let Some(batch) = pending.pop_front() {
+            pace.wait().await;
             self.metrics.batch_size.observe(batch.len() as f64);
             let outcome = self
                 .client
@@ -114,19 +116,18 @@ impl Delivery {
                 } => {
                     self.release(lease, std::iter::once(batch).chain(pending))
                         .await?;
-                    return Ok(self.rate_limited(status, retry_after));
+                    return Ok(self.rate_limited(status, retry_after, pace.next_allowed()));
                 }
                 Outcome::Failed { status, message } => {
                     self.release(lease, std::iter::once(batch).chain(pending))
                         .await?;
-                    return Ok(self.failure(lease, status, message));
+                    return Ok(self.failure(lease, status, message, pace.next_allowed()));
                 }
             }
         }
-        let now = now_millis();
         Ok(RoundEnd::Delivered {
-            delivered_at: delivered_any.then_some(now),
-            next_attempt_at: now,
+            delivered_at: delivered_any.then(now_millis),
+            next_attempt_at: pace.next_allowed(),
         })
     }
 
@@ -198,15 +199,22 @@ impl Delivery {
         Ok(())
     }
 
-    /// A 5xx, timeout or connection error: the workspace backs off, alone.
-    fn failure(&self, lease: &WorkspaceLease, status: Option<u16>, message: String) -> RoundEnd {
+    /// A 5xx, timeout or connection error: the workspace backs off, alone,
+    /// and not before `earliest`.
+    fn failure(
+        &self,
+        lease: &WorkspaceLease,
+        status: Option<u16>,
+        message: String,
+        earliest: Millis,
+    ) -> RoundEnd {
         let failures = lease.consecutive_failures.saturating_add(1);
         let wait = backoff(
             failures,
             self.settings.backoff_base(),
             self.settings.backoff_max(),
         );
-        tracing::warn!(workspace = %lease.workspace_id, status, failures, wait_ms = wait.as_millis() as u64, %message, "delivery failed; retrying later");
+        tracing::warn!(workspace = %lease.workspace_id, status, failures, wait_ms = millis(wait), %message, "delivery failed; retrying later");
         let now = now_millis();
         RoundEnd::Failed {
             error: LastError {
@@ -214,13 +222,13 @@ impl Delivery {
                 status,
                 message,
             },
-            next_attempt_at: now + wait.as_millis() as i64,
+            next_attempt_at: (now + millis(wait)).max(earliest),
             counts_as_failure: true,
         }
     }
 
     /// A 429 (or 503 with `Retry-After`): wait as asked, without counting a failure.
-    fn rate_limited(&self, status: u16, retry_after: Duration) -> RoundEnd {
+    fn rate_limited(&self, status: u16, retry_after: Duration, earliest: Millis) -> RoundEnd {
         let now = now_millis();
         RoundEnd::Failed {
             error: LastError {
@@ -231,7 +239,7 @@ impl Delivery {
                     retry_after.as_millis()
                 ),
             },
-            next_attempt_at: now + retry_after.as_millis() as i64,
+            next_attempt_at: (now + millis(retry_after)).max(earliest),
             counts_as_failure: false,
         }
     }

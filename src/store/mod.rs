@@ -10,6 +10,8 @@ mod sqlite;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{Backend, Settings};
 use crate::segment::Region;
@@ -234,8 +236,26 @@ pub trait Store: Send + Sync + 'static {
         rejections: &[Rejection],
         now: Millis,
     ) -> Result<u64, StoreError>;
+    /// Gives back everything held under the lease: its events return to the
+    /// queue and the workspace may be leased again at once.
+    async fn release_lease(&self, lease: &WorkspaceLease) -> Result<(), StoreError>;
     /// Records how the round went and gives the workspace lease back.
     async fn end_round(&self, lease: &WorkspaceLease, end: &RoundEnd) -> Result<(), StoreError>;
+
+    /// Wakes `wake` whenever any instance commits events, until `stop`: a hint
+    /// only, since delivery also polls. Without cross-instance notification
+    /// (SQLite serves one instance) it returns at once.
+    async fn listen_for_events(&self, wake: Arc<Notify>, stop: CancellationToken);
+
+    /// Deletes up to `limit` dead letters that failed before `dead_before` and
+    /// up to `limit` identity links last renewed before `identities_before`;
+    /// returns how many of each.
+    async fn purge(
+        &self,
+        dead_before: Millis,
+        identities_before: Millis,
+        limit: usize,
+    ) -> Result<(u64, u64), StoreError>;
 
     /// Moves up to `limit` unleased events received before `cutoff` to the dead
     /// letters as `expired`.

@@ -3,10 +3,13 @@
 //! Bulk writes bind column arrays and `UNNEST` them (one round trip per batch);
 //! claims use `FOR UPDATE SKIP LOCKED` so instances never wait on each other.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use super::rows::{
     DEAD_LETTER_COLUMNS, DeadLetterRow, INTEGRATION_COLUMNS, IntegrationRow, LeaseRow, convert,
@@ -23,6 +26,9 @@ pub struct PostgresStore {
     pool: PgPool,
 }
 
+/// The channel on which commits of new events are announced to all instances.
+const EVENTS_CHANNEL: &str = "produktly_events";
+
 impl PostgresStore {
     /// Connects and applies the migrations (sqlx holds an advisory lock while
     /// migrating, so instances starting together do not race).
@@ -35,6 +41,25 @@ impl PostgresStore {
         MIGRATOR.run(&pool).await?;
         Ok(PostgresStore { pool })
     }
+
+    /// Wakes `wake` on every notification until the connection fails.
+    async fn relay_notifications(&self, wake: &Notify) -> Result<(), sqlx::Error> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(EVENTS_CHANNEL).await?;
+        loop {
+            listener.recv().await?;
+            wake.notify_one();
+        }
+    }
+}
+
+/// Announces new events to every instance when the transaction commits.
+async fn notify_events(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(EVENTS_CHANNEL)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 #[async_trait]
@@ -203,6 +228,7 @@ impl Store for PostgresStore {
             .bind(events.iter().map(|e| e.received_at).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
+            notify_events(&mut tx).await?;
         }
         let links = latest_links(identities);
         if !links.is_empty() {
@@ -328,6 +354,21 @@ impl Store for PostgresStore {
         Ok(result.rows_affected())
     }
 
+    async fn release_lease(&self, lease: &WorkspaceLease) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for table in ["events", "integrations"] {
+            sqlx::query(&format!(
+                "UPDATE {table} SET lease_id = NULL, leased_until = NULL WHERE workspace_id = $1 AND lease_id = $2"
+            ))
+            .bind(&lease.workspace_id)
+            .bind(&lease.lease_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn end_round(&self, lease: &WorkspaceLease, end: &RoundEnd) -> Result<(), StoreError> {
         let query = match end {
             RoundEnd::Delivered { delivered_at, next_attempt_at } => sqlx::query(
@@ -385,6 +426,47 @@ impl Store for PostgresStore {
         Ok(result.rows_affected())
     }
 
+    async fn listen_for_events(&self, wake: Arc<Notify>, stop: CancellationToken) {
+        loop {
+            let listened = tokio::select! {
+                _ = stop.cancelled() => return,
+                listened = self.relay_notifications(&wake) => listened,
+            };
+            if let Err(e) = listened {
+                tracing::warn!(error = %e, "lost the event notifications; polling until they are back");
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    async fn purge(
+        &self,
+        dead_before: Millis,
+        identities_before: Millis,
+        limit: usize,
+    ) -> Result<(u64, u64), StoreError> {
+        let dead = sqlx::query(
+            "DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters WHERE failed_at < $1 LIMIT $2)",
+        )
+        .bind(dead_before)
+        .bind(limit as i64)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        let identities = sqlx::query(
+            "DELETE FROM identities WHERE ctid IN (SELECT ctid FROM identities WHERE updated_at < $1 LIMIT $2)",
+        )
+        .bind(identities_before)
+        .bind(limit as i64)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok((dead, identities))
+    }
+
     async fn queue_depth(&self) -> Result<u64, StoreError> {
         let depth: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
             .fetch_one(&self.pool)
@@ -412,6 +494,7 @@ impl Store for PostgresStore {
         workspace_id: &str,
         now: Millis,
     ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let result = sqlx::query(
             "WITH moved AS (DELETE FROM dead_letters WHERE workspace_id = $1 \
                             RETURNING id, workspace_id, message_id, user_id, anonymous_id, payload) \
@@ -420,8 +503,10 @@ impl Store for PostgresStore {
         )
         .bind(workspace_id)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        notify_events(&mut tx).await?;
+        tx.commit().await?;
         Ok(result.rows_affected())
     }
 }

@@ -6,6 +6,7 @@
 //! array and expanded with `json_each`.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,6 +14,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Sqlite};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use super::rows::{
     DEAD_LETTER_COLUMNS, DeadLetterRow, INTEGRATION_COLUMNS, IntegrationRow, LeaseRow, convert,
@@ -388,6 +391,21 @@ impl Store for SqliteStore {
         Ok(moved)
     }
 
+    async fn release_lease(&self, lease: &WorkspaceLease) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        for table in ["events", "integrations"] {
+            sqlx::query(&format!(
+                "UPDATE {table} SET lease_id = NULL, leased_until = NULL WHERE workspace_id = ? AND lease_id = ?"
+            ))
+            .bind(&lease.workspace_id)
+            .bind(&lease.lease_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn end_round(&self, lease: &WorkspaceLease, end: &RoundEnd) -> Result<(), StoreError> {
         let query = match end {
             RoundEnd::Delivered { delivered_at, next_attempt_at } => sqlx::query(
@@ -456,6 +474,33 @@ impl Store for SqliteStore {
             .await?;
         tx.commit().await?;
         Ok(moved)
+    }
+
+    async fn listen_for_events(&self, _wake: Arc<Notify>, _stop: CancellationToken) {}
+
+    async fn purge(
+        &self,
+        dead_before: Millis,
+        identities_before: Millis,
+        limit: usize,
+    ) -> Result<(u64, u64), StoreError> {
+        let dead = sqlx::query(
+            "DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters WHERE failed_at < ? LIMIT ?)",
+        )
+        .bind(dead_before)
+        .bind(limit as i64)
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        let identities = sqlx::query(
+            "DELETE FROM identities WHERE rowid IN (SELECT rowid FROM identities WHERE updated_at < ? LIMIT ?)",
+        )
+        .bind(identities_before)
+        .bind(limit as i64)
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        Ok((dead, identities))
     }
 
     async fn queue_depth(&self) -> Result<u64, StoreError> {

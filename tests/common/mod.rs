@@ -3,6 +3,7 @@
 //! Tracking API over real HTTP.
 #![allow(dead_code)] // each test crate uses its own part of the harness
 
+pub mod process;
 pub mod segment;
 
 use std::future::Future;
@@ -184,30 +185,21 @@ impl Env {
     }
 }
 
-/// A running instance of the service.
+/// A running instance of the service, in this process.
 pub struct TestApp {
-    pub base: String,
-    pub http: reqwest::Client,
+    client: ServiceClient,
     stop: CancellationToken,
     task: Option<JoinHandle<std::io::Result<()>>>,
-}
-
-/// A workspace as the admin API returned it.
-#[derive(Clone, Debug)]
-pub struct TestWorkspace {
-    pub id: String,
-    pub ingest_key: String,
 }
 
 impl TestApp {
     pub async fn start(settings: Settings) -> TestApp {
         let app = App::build(settings).await.expect("the app starts");
-        let base = format!("http://{}", app.local_addr());
+        let client = ServiceClient::new(format!("http://{}", app.local_addr()));
         let stop = CancellationToken::new();
         let task = tokio::spawn(app.run(stop.clone()));
         TestApp {
-            base,
-            http: reqwest::Client::new(),
+            client,
             stop,
             task: Some(task),
         }
@@ -222,7 +214,35 @@ impl TestApp {
                 .expect("the app stops cleanly");
         }
     }
+}
 
+impl std::ops::Deref for TestApp {
+    type Target = ServiceClient;
+    fn deref(&self) -> &ServiceClient {
+        &self.client
+    }
+}
+
+/// A workspace as the admin API returned it.
+#[derive(Clone, Debug)]
+pub struct TestWorkspace {
+    pub id: String,
+    pub ingest_key: String,
+}
+
+/// Calls to a running service (in this process or a child process).
+pub struct ServiceClient {
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl ServiceClient {
+    pub fn new(base: String) -> ServiceClient {
+        ServiceClient {
+            base,
+            http: reqwest::Client::new(),
+        }
+    }
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

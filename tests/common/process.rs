@@ -1,0 +1,124 @@
+//! The real binary as a child process, for what only a process shows:
+//! signals, crashes, restarts.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{ADMIN_TOKEN, Env, SECRET_KEY, ServiceClient};
+
+pub struct ServiceProcess {
+    child: Child,
+    pub base: String,
+    pub log: std::path::PathBuf,
+}
+
+impl ServiceProcess {
+    /// Starts the service on `env`'s database and mock Segment, with extra
+    /// environment variables, and waits until it answers.
+    pub async fn start(env: &Env, extra: &[(&str, &str)]) -> ServiceProcess {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = env.db.dir.path().join(format!("service-{port}.log"));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_produktly-segment"));
+        command
+            .env("PRODUKTLY_LISTEN", format!("127.0.0.1:{port}"))
+            .env("DATABASE_URL", &env.db.url)
+            .env("PRODUKTLY_DATA_DIR", env.db.dir.path())
+            .env("PRODUKTLY_ADMIN_TOKENS", ADMIN_TOKEN)
+            .env("PRODUKTLY_SECRET_KEY", SECRET_KEY)
+            .env("PRODUKTLY_SEGMENT_US_URL", env.segment.uri())
+            .env("PRODUKTLY_SEGMENT_EU_URL", env.eu_segment.uri())
+            .env("PRODUKTLY_DELIVERY_POLL_INTERVAL_MS", "100")
+            .env("PRODUKTLY_DELIVERY_LINGER_MS", "5")
+            .env("PRODUKTLY_DELIVERY_BACKOFF_BASE_MS", "50")
+            .env("PRODUKTLY_DELIVERY_BACKOFF_MAX_MS", "200")
+            .env("PRODUKTLY_LOG_FORMAT", "json")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::inherit());
+        for (name, value) in extra {
+            command.env(name, value);
+        }
+        let child = command.spawn().expect("the service binary starts");
+        let service = ServiceProcess {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        service.wait_until_healthy().await;
+        service
+    }
+
+    async fn wait_until_healthy(&self) {
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(response) = http.get(format!("{}/healthz", self.base)).send().await
+                && response.status().is_success()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the service did not come up; log:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn client(&self) -> ServiceClient {
+        ServiceClient::new(self.base.clone())
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits for the exit, at most `within`.
+    pub async fn terminate(mut self, within: Duration) -> ExitStatus {
+        signal(self.pid(), "TERM");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no exit within {within:?} of SIGTERM; log:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGKILL: the process dies at once, mid-flight.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
