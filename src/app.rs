@@ -23,13 +23,23 @@ use crate::segment::{BatchLimits, SegmentClient};
 use crate::store::{self, Store, StoreError};
 use crate::{admin, error, ingest, ops};
 
-/// What every request handler may use.
+/// What every request handler may use. Handlers get a clone per request, so
+/// it is one `Arc`.
 #[derive(Clone)]
-pub struct AppState {
-    pub settings: Arc<Settings>,
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
+    pub settings: Settings,
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
-    pub secrets: Arc<Secrets>,
+    pub secrets: Secrets,
     pub committer: Committer,
     pub ingest_keys: IngestKeys,
     pub segment: SegmentClient,
@@ -70,8 +80,7 @@ impl App {
             store.clone(),
             metrics.clone(),
             wake.clone(),
-            settings.ingest.max_pending_events,
-            settings.ingest.commit_max_rows,
+            &settings.ingest,
         );
         let segment = SegmentClient::new(&settings.segment)?;
         let listener =
@@ -101,16 +110,16 @@ impl App {
             dead_letter_retention: settings.delivery.dead_letter_retention(),
             identity_retention: settings.delivery.identity_retention(),
         };
-        let state = AppState {
+        let state = AppState(Arc::new(Shared {
             ingest_keys: IngestKeys::new(store.clone(), settings.ingest.key_cache_ttl()),
-            settings: Arc::new(settings),
+            settings,
             store,
             metrics,
-            secrets: Arc::new(secrets),
+            secrets,
             committer,
             segment,
             wake,
-        };
+        }));
         Ok(App {
             listener,
             state,

@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod bench;
 pub mod catalog;
 pub mod config;
 pub mod delivery;

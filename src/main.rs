@@ -3,11 +3,16 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use produktly_segment::{App, Settings, store, telemetry};
+use produktly_segment::{App, Settings, bench, store, telemetry};
 use tokio_util::sync::CancellationToken;
 
 /// Produktly's Segment Event Cloud Source. Configuration: config/default.toml,
 /// the file named by PRODUKTLY_CONFIG, then PRODUKTLY_* environment variables.
+/// mimalloc: fewer cycles per allocation than the system allocator on the
+/// request path, and less fragmentation (so a flatter RSS) under churn.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
@@ -21,6 +26,8 @@ enum Command {
     Serve,
     /// Apply the database migrations and exit.
     Migrate,
+    /// Start the service with a mock Segment, load it, and print the figures.
+    Bench(bench::BenchArgs),
 }
 
 #[tokio::main]
@@ -37,6 +44,7 @@ async fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(settings).await,
         Command::Migrate => migrate(settings).await,
+        Command::Bench(args) => bench::run(args).await.map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

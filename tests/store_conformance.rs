@@ -171,10 +171,7 @@ async fn claims_resolve_user_ids_and_follow_arrival_order(backend: Backend) {
     store.enqueue(&events, &[]).await.unwrap();
 
     let lease = lease_one(store.as_ref(), NOW).await;
-    let claimed = store
-        .claim_events(&lease, NOW, NOW + LEASE, 10)
-        .await
-        .unwrap();
+    let claimed = store.queued_events(&lease, 10).await.unwrap();
     let ids: Vec<_> = claimed.iter().map(|e| e.message_id.as_str()).collect();
     assert_eq!(ids, ["m0", "m1", "m2"]);
     let users: Vec<_> = claimed.iter().map(|e| e.user_id.as_deref()).collect();
@@ -183,7 +180,7 @@ async fn claims_resolve_user_ids_and_follow_arrival_order(backend: Backend) {
     assert_eq!(claimed[1].received_at, events[1].received_at);
 }
 
-/// Ack, release and dead-letter only touch events still under the caller's
+/// Ack, attempt counts and dead letters take effect only under the current
 /// lease: a worker whose lease ran out cannot undo another's work.
 async fn a_stale_lease_changes_nothing(backend: Backend) {
     let Some((_env, store)) = open(backend).await else {
@@ -191,10 +188,7 @@ async fn a_stale_lease_changes_nothing(backend: Backend) {
     };
     seeded(store.as_ref(), "w", 3).await;
     let stale = lease_one(store.as_ref(), NOW).await;
-    let first = store
-        .claim_events(&stale, NOW, NOW + LEASE, 10)
-        .await
-        .unwrap();
+    let first = store.queued_events(&stale, 10).await.unwrap();
     assert_eq!(first.len(), 3);
     assert!(
         store
@@ -205,19 +199,19 @@ async fn a_stale_lease_changes_nothing(backend: Backend) {
         "the workspace is leased"
     );
 
-    // The stale worker stalls past its lease; another takes over.
+    // The stale worker stalls past its lease; another takes the workspace over.
     let later = NOW + LEASE + 1;
     let fresh = lease_one(store.as_ref(), later).await;
     assert_ne!(fresh.lease_id, stale.lease_id);
-    let second = store
-        .claim_events(&fresh, later, later + LEASE, 10)
-        .await
-        .unwrap();
-    assert_eq!(second.len(), 3, "expired leases are reclaimed");
+    assert_eq!(
+        store.queued_events(&fresh, 10).await.unwrap(),
+        first,
+        "the new holder sees the same events"
+    );
 
     let ids: Vec<i64> = first.iter().map(|e| e.id).collect();
-    assert_eq!(store.ack(&stale.lease_id, &ids).await.unwrap(), 0);
-    assert_eq!(store.release(&stale.lease_id, &ids).await.unwrap(), 0);
+    assert_eq!(store.ack(&stale, &ids).await.unwrap(), 0);
+    assert_eq!(store.count_attempt(&stale, &ids).await.unwrap(), 0);
     let rejection = Rejection {
         event_id: ids[0],
         reason: "rejected".into(),
@@ -226,21 +220,17 @@ async fn a_stale_lease_changes_nothing(backend: Backend) {
     };
     assert_eq!(
         store
-            .dead_letter(&stale.lease_id, &[rejection], later)
+            .dead_letter(&stale, &[rejection], later)
             .await
             .unwrap(),
         0
     );
-    store
-        .end_round(
-            &stale,
-            &RoundEnd::Delivered {
-                delivered_at: Some(later),
-                next_attempt_at: later,
-            },
-        )
-        .await
-        .unwrap();
+    let delivered = RoundEnd::Delivered {
+        delivered_at: Some(later),
+        next_attempt_at: later,
+    };
+    store.end_round(&stale, &delivered).await.unwrap();
+    store.release_lease(&stale).await.unwrap();
     assert_eq!(store.queue_depth().await.unwrap(), 3);
     assert_eq!(
         store
@@ -251,46 +241,56 @@ async fn a_stale_lease_changes_nothing(backend: Backend) {
             .last_delivery_at,
         None
     );
+    assert!(
+        store
+            .lease_workspaces(later + 1, later + LEASE, 5)
+            .await
+            .unwrap()
+            .is_empty(),
+        "still leased by the new holder"
+    );
 
-    assert_eq!(store.ack(&fresh.lease_id, &ids).await.unwrap(), 3);
+    assert_eq!(store.ack(&fresh, &ids).await.unwrap(), 3);
     assert_eq!(store.queue_depth().await.unwrap(), 0);
 }
 
-async fn released_events_are_claimed_again(backend: Backend) {
+/// Events stay queued until acked or dead-lettered: a failed attempt leaves
+/// them for the next round, oldest first; a released lease frees the workspace.
+async fn failed_events_stay_queued_for_the_next_round(backend: Backend) {
     let Some((_env, store)) = open(backend).await else {
         return;
     };
     seeded(store.as_ref(), "w", 4).await;
     let lease = lease_one(store.as_ref(), NOW).await;
-    let claimed = store
-        .claim_events(&lease, NOW, NOW + LEASE, 2)
-        .await
-        .unwrap();
+    let oldest = store.queued_events(&lease, 2).await.unwrap();
     assert_eq!(
-        claimed
+        oldest
             .iter()
             .map(|e| e.message_id.as_str())
             .collect::<Vec<_>>(),
         ["m0", "m1"]
     );
-    let more = store
-        .claim_events(&lease, NOW, NOW + LEASE, 10)
-        .await
-        .unwrap();
-    assert_eq!(more.len(), 2, "claimed events are not claimed twice");
-    let ids: Vec<i64> = claimed.iter().map(|e| e.id).collect();
-    assert_eq!(store.release(&lease.lease_id, &ids).await.unwrap(), 2);
-    let again = store
-        .claim_events(&lease, NOW, NOW + LEASE, 10)
-        .await
-        .unwrap();
+    let ids: Vec<i64> = oldest.iter().map(|e| e.id).collect();
+    assert_eq!(store.count_attempt(&lease, &ids).await.unwrap(), 2);
+    store.release_lease(&lease).await.unwrap();
+
+    let next = lease_one(store.as_ref(), NOW + 1).await;
+    let again = store.queued_events(&next, 10).await.unwrap();
     assert_eq!(
         again
             .iter()
             .map(|e| e.message_id.as_str())
             .collect::<Vec<_>>(),
-        ["m0", "m1"]
+        ["m0", "m1", "m2", "m3"]
     );
+    let rejection = Rejection {
+        event_id: ids[0],
+        reason: "rejected".into(),
+        status: None,
+        detail: "x".into(),
+    };
+    store.dead_letter(&next, &[rejection], NOW).await.unwrap();
+    assert_eq!(store.queue_depth().await.unwrap(), 3);
 }
 
 async fn dead_letters_are_kept_listed_and_replayed(backend: Backend) {
@@ -299,10 +299,7 @@ async fn dead_letters_are_kept_listed_and_replayed(backend: Backend) {
     };
     seeded(store.as_ref(), "w", 3).await;
     let lease = lease_one(store.as_ref(), NOW).await;
-    let claimed = store
-        .claim_events(&lease, NOW, NOW + LEASE, 10)
-        .await
-        .unwrap();
+    let claimed = store.queued_events(&lease, 10).await.unwrap();
     let rejection = Rejection {
         event_id: claimed[1].id,
         reason: "rejected".into(),
@@ -311,7 +308,7 @@ async fn dead_letters_are_kept_listed_and_replayed(backend: Backend) {
     };
     assert_eq!(
         store
-            .dead_letter(&lease.lease_id, &[rejection], NOW + 7)
+            .dead_letter(&lease, &[rejection], NOW + 7)
             .await
             .unwrap(),
         1
@@ -347,39 +344,45 @@ async fn dead_letters_are_kept_listed_and_replayed(backend: Backend) {
     );
     let later = NOW + LEASE + 1;
     let lease = lease_one(store.as_ref(), later).await;
-    let replayed = store
-        .claim_events(&lease, later, later + LEASE, 10)
-        .await
-        .unwrap();
+    let replayed = store.queued_events(&lease, 10).await.unwrap();
     let m1 = replayed.iter().find(|e| e.message_id == "m1").unwrap();
     assert_eq!(m1.received_at, NOW + 9, "a replayed event has a fresh age");
 }
 
-async fn old_unleased_events_expire_into_dead_letters(backend: Backend) {
+/// Old events expire into dead letters, except while their workspace is
+/// leased (a round may be sending them).
+async fn old_events_expire_into_dead_letters(backend: Backend) {
     let Some((_env, store)) = open(backend).await else {
         return;
     };
     seeded(store.as_ref(), "w", 5).await;
     let lease = lease_one(store.as_ref(), NOW).await;
-    store
-        .claim_events(&lease, NOW, NOW + LEASE, 1)
-        .await
-        .unwrap();
-    // m0..m4 were received at NOW+0..4; cutoff NOW+3 makes m0..m2 old, and m0 is leased.
+    // m0..m4 were received at NOW+0..4; cutoff NOW+3 makes m0..m2 old.
     assert_eq!(
         store.expire_events(NOW + 3, NOW + 10, 100).await.unwrap(),
-        2
+        0,
+        "the workspace is leased"
+    );
+    let delivered = RoundEnd::Delivered {
+        delivered_at: None,
+        next_attempt_at: NOW + 10,
+    };
+    store.end_round(&lease, &delivered).await.unwrap();
+    assert_eq!(
+        store.expire_events(NOW + 3, NOW + 10, 2).await.unwrap(),
+        2,
+        "a limited sweep"
+    );
+    assert_eq!(
+        store.expire_events(NOW + 3, NOW + 10, 100).await.unwrap(),
+        1
     );
     let letters = store.dead_letters("w", 10).await.unwrap();
-    assert_eq!(
-        letters
-            .iter()
-            .map(|l| l.message_id.as_str())
-            .collect::<Vec<_>>(),
-        ["m1", "m2"]
-    );
+    let mut expired: Vec<_> = letters.iter().map(|l| l.message_id.as_str()).collect();
+    expired.sort_unstable();
+    assert_eq!(expired, ["m0", "m1", "m2"]);
     assert!(letters.iter().all(|l| l.reason == "expired"));
-    assert_eq!(store.queue_depth().await.unwrap(), 3);
+    assert_eq!(store.queue_depth().await.unwrap(), 2);
     assert_eq!(
         store.expire_events(NOW + 3, NOW + 10, 100).await.unwrap(),
         0
@@ -529,10 +532,7 @@ async fn retention_deletes_only_old_dead_letters_and_identities(backend: Backend
         .await
         .unwrap();
     let lease = lease_one(store.as_ref(), NOW).await;
-    let claimed = store
-        .claim_events(&lease, NOW, NOW + LEASE, 10)
-        .await
-        .unwrap();
+    let claimed = store.queued_events(&lease, 10).await.unwrap();
     for (event, failed_at) in claimed.iter().zip([NOW - 10, NOW + 10]) {
         let rejection = Rejection {
             event_id: event.id,
@@ -541,7 +541,7 @@ async fn retention_deletes_only_old_dead_letters_and_identities(backend: Backend
             detail: "x".into(),
         };
         store
-            .dead_letter(&lease.lease_id, &[rejection], failed_at)
+            .dead_letter(&lease, &[rejection], failed_at)
             .await
             .unwrap();
     }
@@ -564,7 +564,7 @@ async fn retention_deletes_only_old_dead_letters_and_identities(backend: Backend
     let later = NOW + LEASE + 1;
     let lease = lease_one(store.as_ref(), later).await;
     let users: Vec<_> = store
-        .claim_events(&lease, later, later + LEASE, 10)
+        .queued_events(&lease, 10)
         .await
         .unwrap()
         .into_iter()
@@ -628,9 +628,9 @@ on_both_backends!(
     workspaces_and_ingest_targets,
     claims_resolve_user_ids_and_follow_arrival_order,
     a_stale_lease_changes_nothing,
-    released_events_are_claimed_again,
+    failed_events_stay_queued_for_the_next_round,
     dead_letters_are_kept_listed_and_replayed,
-    old_unleased_events_expire_into_dead_letters,
+    old_events_expire_into_dead_letters,
     workspaces_are_leased_when_due_longest_waiting_first,
     deleting_an_integration_drops_its_events,
 );

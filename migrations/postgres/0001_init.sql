@@ -26,8 +26,11 @@ CREATE TABLE integrations (
 );
 
 -- The delivery queue. `payload` is the Segment track message without userId.
+-- Keyed by workspace first: delivery reads a workspace's oldest events and
+-- deletes them by id once Segment has them. The worker holding the
+-- workspace's lease (in `integrations`) owns its events; rows carry no lease.
 CREATE TABLE events (
-    id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id            BIGINT GENERATED ALWAYS AS IDENTITY,
     workspace_id  TEXT NOT NULL,
     message_id    TEXT NOT NULL,
     user_id       TEXT,
@@ -35,10 +38,8 @@ CREATE TABLE events (
     payload       TEXT NOT NULL,
     received_at   BIGINT NOT NULL,
     attempts      INTEGER NOT NULL DEFAULT 0,
-    lease_id      TEXT,
-    leased_until  BIGINT
+    PRIMARY KEY (workspace_id, id)
 );
-CREATE INDEX events_by_workspace ON events (workspace_id, id);
 CREATE INDEX events_by_age ON events (received_at);
 
 CREATE TABLE dead_letters (

@@ -34,9 +34,7 @@ CREATE TABLE events (
     anonymous_id  TEXT,
     payload       TEXT NOT NULL,
     received_at   INTEGER NOT NULL,
-    attempts      INTEGER NOT NULL DEFAULT 0,
-    lease_id      TEXT,
-    leased_until  INTEGER
+    attempts      INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX events_by_workspace ON events (workspace_id, id);
 CREATE INDEX events_by_age ON events (received_at);

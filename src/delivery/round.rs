@@ -1,5 +1,6 @@
-//! One delivery round for one leased workspace: claim, pack, send, and settle
-//! every claimed event as delivered, dead-lettered or released for later.
+//! One delivery round for one leased workspace: read its oldest events, pack,
+//! send, and settle each one as delivered, dead-lettered, or left queued for
+//! the next attempt.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -44,18 +45,12 @@ impl Delivery {
                 return Ok(self.failure(lease, None, e.to_string(), now_millis()));
             }
         };
-        let now = now_millis();
         let started = Instant::now();
         let events = self
             .store
-            .claim_events(
-                lease,
-                now,
-                now + millis(self.settings.lease()),
-                self.limits.max_messages,
-            )
+            .queued_events(lease, self.limits.max_messages)
             .await?;
-        self.metrics.store_op("claim", started.elapsed());
+        self.metrics.store_op("read", started.elapsed());
         let received_at: HashMap<i64, Millis> =
             events.iter().map(|e| (e.id, e.received_at)).collect();
         let messages = events.into_iter().map(|e| {
@@ -114,12 +109,12 @@ impl Delivery {
                     status,
                     retry_after,
                 } => {
-                    self.release(lease, std::iter::once(batch).chain(pending))
+                    self.retry_later(lease, std::iter::once(batch).chain(pending))
                         .await?;
                     return Ok(self.rate_limited(status, retry_after, pace.next_allowed()));
                 }
                 Outcome::Failed { status, message } => {
-                    self.release(lease, std::iter::once(batch).chain(pending))
+                    self.retry_later(lease, std::iter::once(batch).chain(pending))
                         .await?;
                     return Ok(self.failure(lease, status, message, pace.next_allowed()));
                 }
@@ -138,12 +133,12 @@ impl Delivery {
         received_at: &HashMap<i64, Millis>,
     ) -> Result<(), StoreError> {
         let started = Instant::now();
-        let acked = self.store.ack(&lease.lease_id, batch.event_ids()).await?;
+        let acked = self.store.ack(lease, batch.event_ids()).await?;
         self.metrics.store_op("ack", started.elapsed());
         if acked < batch.len() as u64 {
-            // Another worker took the events after our lease ran out; it delivers them
-            // again with the same messageId, which Segment de-duplicates.
-            tracing::warn!(workspace = %lease.workspace_id, lost = batch.len() as u64 - acked, "lease expired during delivery");
+            // The lease ran out and another worker took the workspace; it sends these
+            // again with the same messageIds, which Segment de-duplicates.
+            tracing::warn!(workspace = %lease.workspace_id, unacked = batch.len() as u64 - acked, "the workspace lease passed to another worker during delivery");
         }
         self.metrics.events_delivered.inc_by(acked);
         self.metrics.queue_depth.dec_by(acked as i64);
@@ -158,14 +153,16 @@ impl Delivery {
         Ok(())
     }
 
-    async fn release(
+    /// The events stay queued for the workspace's next round; their failed
+    /// attempt is counted.
+    async fn retry_later(
         &self,
         lease: &WorkspaceLease,
         batches: impl Iterator<Item = Batch>,
     ) -> Result<(), StoreError> {
         let ids: Vec<i64> = batches.flat_map(|b| b.event_ids().to_vec()).collect();
-        let released = self.store.release(&lease.lease_id, &ids).await?;
-        self.metrics.events_retried.inc_by(released);
+        let counted = self.store.count_attempt(lease, &ids).await?;
+        self.metrics.events_retried.inc_by(counted);
         Ok(())
     }
 
@@ -188,7 +185,7 @@ impl Delivery {
             .collect();
         let moved = self
             .store
-            .dead_letter(&lease.lease_id, &rejections, now_millis())
+            .dead_letter(lease, &rejections, now_millis())
             .await?;
         tracing::warn!(workspace = %lease.workspace_id, reason, status, detail, moved, "events dead-lettered");
         self.metrics

@@ -3,7 +3,7 @@
 //! event queue, dead letters and identity mappings. All SQL lives in
 //! `postgres.rs` and `sqlite.rs`; times are Unix milliseconds.
 
-mod postgres;
+pub mod postgres;
 mod rows;
 mod sqlite;
 
@@ -108,7 +108,10 @@ pub struct QueueCounts {
     pub dead: u64,
 }
 
-/// A workspace this worker may deliver for until the lease ends.
+/// A workspace this worker may deliver for until the lease ends. One worker
+/// (of all instances) holds a workspace at a time; the lease id is the fencing
+/// token: once the lease has passed to another worker, the old holder's acks,
+/// attempts and dead letters change nothing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkspaceLease {
     pub workspace_id: String,
@@ -118,10 +121,10 @@ pub struct WorkspaceLease {
     pub consecutive_failures: u32,
 }
 
-/// A queued event claimed for delivery under a lease. `user_id` is the event's
-/// own, or the one last recorded for its `anonymous_id`.
+/// A queued event read for delivery. `user_id` is the event's own, or the one
+/// last recorded for its `anonymous_id`.
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
-pub struct ClaimedEvent {
+pub struct QueuedEvent {
     pub id: i64,
     pub message_id: String,
     pub user_id: Option<String>,
@@ -130,7 +133,7 @@ pub struct ClaimedEvent {
     pub received_at: Millis,
 }
 
-/// Why one claimed event becomes a dead letter.
+/// Why one queued event becomes a dead letter.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rejection {
     pub event_id: i64,
@@ -209,35 +212,38 @@ pub trait Store: Send + Sync + 'static {
         identities: &[IdentityLink],
     ) -> Result<(), StoreError>;
 
-    /// Leases up to `limit` workspaces that are due and have unleased events,
-    /// longest-waiting first.
+    /// Leases up to `limit` workspaces that are due, unleased and have queued
+    /// events, longest-waiting first.
     async fn lease_workspaces(
         &self,
         now: Millis,
         lease_until: Millis,
         limit: usize,
     ) -> Result<Vec<WorkspaceLease>, StoreError>;
-    /// Claims up to `limit` of the workspace's oldest unleased events under the lease.
-    async fn claim_events(
+    /// The leased workspace's `limit` oldest queued events. Reading takes no
+    /// lock and writes nothing: the workspace lease makes them this worker's.
+    async fn queued_events(
         &self,
         lease: &WorkspaceLease,
-        now: Millis,
-        lease_until: Millis,
         limit: usize,
-    ) -> Result<Vec<ClaimedEvent>, StoreError>;
-    /// Deletes delivered events; only those still under `lease_id`.
-    async fn ack(&self, lease_id: &str, event_ids: &[i64]) -> Result<u64, StoreError>;
-    /// Returns events to the queue for a later attempt; only those still under `lease_id`.
-    async fn release(&self, lease_id: &str, event_ids: &[i64]) -> Result<u64, StoreError>;
-    /// Moves events to the dead letters; only those still under `lease_id`.
+    ) -> Result<Vec<QueuedEvent>, StoreError>;
+    /// Deletes delivered events, if the lease is still held.
+    async fn ack(&self, lease: &WorkspaceLease, event_ids: &[i64]) -> Result<u64, StoreError>;
+    /// Counts a failed attempt on events that stay queued, if the lease is still held.
+    async fn count_attempt(
+        &self,
+        lease: &WorkspaceLease,
+        event_ids: &[i64],
+    ) -> Result<u64, StoreError>;
+    /// Moves events to the dead letters, if the lease is still held.
     async fn dead_letter(
         &self,
-        lease_id: &str,
+        lease: &WorkspaceLease,
         rejections: &[Rejection],
         now: Millis,
     ) -> Result<u64, StoreError>;
-    /// Gives back everything held under the lease: its events return to the
-    /// queue and the workspace may be leased again at once.
+    /// Gives the workspace lease back at once, so another worker may take the
+    /// workspace without waiting for the lease to run out.
     async fn release_lease(&self, lease: &WorkspaceLease) -> Result<(), StoreError>;
     /// Records how the round went and gives the workspace lease back.
     async fn end_round(&self, lease: &WorkspaceLease, end: &RoundEnd) -> Result<(), StoreError>;
@@ -257,8 +263,8 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<(u64, u64), StoreError>;
 
-    /// Moves up to `limit` unleased events received before `cutoff` to the dead
-    /// letters as `expired`.
+    /// Moves up to `limit` events received before `cutoff`, of workspaces not
+    /// leased at `now`, to the dead letters as `expired`.
     async fn expire_events(
         &self,
         cutoff: Millis,

@@ -4,6 +4,7 @@
 //! claims use `FOR UPDATE SKIP LOCKED` so instances never wait on each other.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,9 +15,11 @@ use tokio_util::sync::CancellationToken;
 use super::rows::{
     DEAD_LETTER_COLUMNS, DeadLetterRow, INTEGRATION_COLUMNS, IntegrationRow, LeaseRow, convert,
 };
+use crate::time::now_millis;
+
 use super::{
-    ClaimedEvent, DeadLetter, EXPIRED, IdentityLink, IngestTarget, Integration, IntegrationConfig,
-    Millis, NewEvent, QueueCounts, Rejection, RoundEnd, Store, StoreError, Workspace,
+    DeadLetter, EXPIRED, IdentityLink, IngestTarget, Integration, IntegrationConfig, Millis,
+    NewEvent, QueueCounts, QueuedEvent, Rejection, RoundEnd, Store, StoreError, Workspace,
     WorkspaceLease, latest_links, schema_is_current,
 };
 
@@ -24,10 +27,21 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 
 pub struct PostgresStore {
     pool: PgPool,
+    /// When this instance last announced new events (Unix ms).
+    last_announced: AtomicI64,
 }
 
 /// The channel on which commits of new events are announced to all instances.
 const EVENTS_CHANNEL: &str = "produktly_events";
+/// The condition under which a worker's writes to events take effect: its
+/// workspace lease (`$2` workspace, `$3` lease id) is still the current one.
+const LEASE_HELD: &str = "workspace_id = $2 \
+     AND EXISTS (SELECT 1 FROM integrations WHERE workspace_id = $2 AND lease_id = $3)";
+
+/// Least time between two announcements from one instance. A notification
+/// roughly doubles the cost of a commit, and it is only a hint: the instance
+/// that commits wakes its own delivery at once anyway.
+const ANNOUNCE_INTERVAL_MS: Millis = 100;
 
 impl PostgresStore {
     /// Connects and applies the migrations (sqlx holds an advisory lock while
@@ -39,7 +53,22 @@ impl PostgresStore {
             .connect(url)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(PostgresStore { pool })
+        Ok(PostgresStore {
+            pool,
+            last_announced: AtomicI64::new(0),
+        })
+    }
+
+    /// Whether this commit should announce its events (at most one every
+    /// `ANNOUNCE_INTERVAL_MS`).
+    fn take_announcement(&self) -> bool {
+        let now = now_millis();
+        let last = self.last_announced.load(Ordering::Relaxed);
+        now - last >= ANNOUNCE_INTERVAL_MS
+            && self
+                .last_announced
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// Wakes `wake` on every notification until the connection fails.
@@ -50,6 +79,43 @@ impl PostgresStore {
             listener.recv().await?;
             wake.notify_one();
         }
+    }
+}
+
+/// Creates an empty database `name` through the server at `url` (for tests
+/// and the benchmark, which each use a database of their own).
+pub async fn create_database(url: &str, name: &str) -> Result<(), sqlx::Error> {
+    run_admin(url, &format!("CREATE DATABASE \"{name}\"")).await
+}
+
+/// Drops database `name`, disconnecting its sessions.
+pub async fn drop_database(url: &str, name: &str) -> Result<(), sqlx::Error> {
+    run_admin(
+        url,
+        &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+    )
+    .await
+}
+
+async fn run_admin(url: &str, statement: &str) -> Result<(), sqlx::Error> {
+    use sqlx::Connection;
+    let connect = sqlx::PgConnection::connect(url);
+    let mut connection = tokio::time::timeout(Duration::from_secs(5), connect)
+        .await
+        .map_err(|_| sqlx::Error::PoolTimedOut)??;
+    sqlx::query(statement).execute(&mut connection).await?;
+    connection.close().await
+}
+
+/// `url` with its database replaced by `name`.
+pub fn url_with_database(url: &str, name: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let server = base.rsplit_once('/').map_or(base, |(server, _)| server);
+    match query {
+        Some(query) => format!("{server}/{name}?{query}"),
+        None => format!("{server}/{name}"),
     }
 }
 
@@ -212,42 +278,37 @@ impl Store for PostgresStore {
         events: &[NewEvent],
         identities: &[IdentityLink],
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        if !events.is_empty() {
-            let column =
-                |f: fn(&NewEvent) -> Option<&str>| events.iter().map(f).collect::<Vec<_>>();
-            sqlx::query(
-                "INSERT INTO events (workspace_id, message_id, user_id, anonymous_id, payload, received_at) \
-                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])",
-            )
-            .bind(column(|e| Some(&e.workspace_id)))
-            .bind(column(|e| Some(&e.message_id)))
-            .bind(column(|e| e.user_id.as_deref()))
-            .bind(column(|e| e.anonymous_id.as_deref()))
-            .bind(column(|e| Some(&e.payload)))
-            .bind(events.iter().map(|e| e.received_at).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
-            notify_events(&mut tx).await?;
-        }
+        // One statement, so one round trip and an implicit transaction: the
+        // events, the identity links and the notification commit together.
+        let column = |f: fn(&NewEvent) -> Option<&str>| events.iter().map(f).collect::<Vec<_>>();
         let links = latest_links(identities);
-        if !links.is_empty() {
-            let column =
-                |f: fn(&IdentityLink) -> &str| links.iter().map(|l| f(l)).collect::<Vec<_>>();
-            sqlx::query(
-                "INSERT INTO identities (workspace_id, anonymous_id, user_id, updated_at) \
-                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[]) \
-                 ON CONFLICT (workspace_id, anonymous_id) DO UPDATE SET user_id = excluded.user_id, \
-                   updated_at = excluded.updated_at WHERE excluded.updated_at >= identities.updated_at",
-            )
-            .bind(column(|l| &l.workspace_id))
-            .bind(column(|l| &l.anonymous_id))
-            .bind(column(|l| &l.user_id))
-            .bind(links.iter().map(|l| l.at).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
+        let link_column =
+            |f: fn(&IdentityLink) -> &str| links.iter().map(|l| f(l)).collect::<Vec<_>>();
+        sqlx::query(
+            "WITH new_events AS ( \
+               INSERT INTO events (workspace_id, message_id, user_id, anonymous_id, payload, received_at) \
+               SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])), \
+             new_links AS ( \
+               INSERT INTO identities (workspace_id, anonymous_id, user_id, updated_at) \
+               SELECT * FROM UNNEST($7::text[], $8::text[], $9::text[], $10::bigint[]) \
+               ON CONFLICT (workspace_id, anonymous_id) DO UPDATE SET user_id = excluded.user_id, \
+                 updated_at = excluded.updated_at WHERE excluded.updated_at >= identities.updated_at) \
+             SELECT pg_notify($11, '') WHERE $12",
+        )
+        .bind(column(|e| Some(&e.workspace_id)))
+        .bind(column(|e| Some(&e.message_id)))
+        .bind(column(|e| e.user_id.as_deref()))
+        .bind(column(|e| e.anonymous_id.as_deref()))
+        .bind(column(|e| Some(&e.payload)))
+        .bind(events.iter().map(|e| e.received_at).collect::<Vec<_>>())
+        .bind(link_column(|l| &l.workspace_id))
+        .bind(link_column(|l| &l.anonymous_id))
+        .bind(link_column(|l| &l.user_id))
+        .bind(links.iter().map(|l| l.at).collect::<Vec<_>>())
+        .bind(EVENTS_CHANNEL)
+        .bind(!events.is_empty() && self.take_announcement())
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -262,8 +323,7 @@ impl Store for PostgresStore {
              WHERE workspace_id IN ( \
                SELECT i.workspace_id FROM integrations i \
                WHERE i.enabled AND i.next_attempt_at <= $2 AND (i.leased_until IS NULL OR i.leased_until < $2) \
-                 AND EXISTS (SELECT 1 FROM events e WHERE e.workspace_id = i.workspace_id \
-                             AND (e.leased_until IS NULL OR e.leased_until < $2)) \
+                 AND EXISTS (SELECT 1 FROM events e WHERE e.workspace_id = i.workspace_id) \
                ORDER BY i.next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
              RETURNING workspace_id, lease_id, sealed_write_key, region, consecutive_failures",
         )
@@ -275,52 +335,48 @@ impl Store for PostgresStore {
         convert(rows)
     }
 
-    async fn claim_events(
+    async fn queued_events(
         &self,
         lease: &WorkspaceLease,
-        now: Millis,
-        lease_until: Millis,
         limit: usize,
-    ) -> Result<Vec<ClaimedEvent>, StoreError> {
+    ) -> Result<Vec<QueuedEvent>, StoreError> {
         let events = sqlx::query_as(
-            "WITH claimed AS ( \
-               UPDATE events SET lease_id = $1, leased_until = $2 \
-               WHERE id IN (SELECT id FROM events WHERE workspace_id = $3 \
-                            AND (leased_until IS NULL OR leased_until < $4) \
-                            ORDER BY id LIMIT $5 FOR UPDATE SKIP LOCKED) \
-               RETURNING id, message_id, user_id, anonymous_id, payload, received_at) \
-             SELECT c.id, c.message_id, COALESCE(c.user_id, i.user_id) AS user_id, c.anonymous_id, c.payload, \
-                    c.received_at \
-             FROM claimed c LEFT JOIN identities i \
-               ON c.user_id IS NULL AND i.workspace_id = $3 AND i.anonymous_id = c.anonymous_id \
-             ORDER BY c.id",
+            "SELECT e.id, e.message_id, COALESCE(e.user_id, i.user_id) AS user_id, e.anonymous_id, e.payload, \
+                    e.received_at \
+             FROM events e LEFT JOIN identities i \
+               ON e.user_id IS NULL AND i.workspace_id = e.workspace_id AND i.anonymous_id = e.anonymous_id \
+             WHERE e.workspace_id = $1 ORDER BY e.id LIMIT $2",
         )
-        .bind(&lease.lease_id)
-        .bind(lease_until)
         .bind(&lease.workspace_id)
-        .bind(now)
         .bind(limit as i64)
         .fetch_all(&self.pool)
         .await?;
         Ok(events)
     }
 
-    async fn ack(&self, lease_id: &str, event_ids: &[i64]) -> Result<u64, StoreError> {
-        let result = sqlx::query("DELETE FROM events WHERE lease_id = $1 AND id = ANY($2)")
-            .bind(lease_id)
-            .bind(event_ids)
-            .execute(&self.pool)
-            .await?;
+    async fn ack(&self, lease: &WorkspaceLease, event_ids: &[i64]) -> Result<u64, StoreError> {
+        let result = sqlx::query(&format!(
+            "DELETE FROM events WHERE id = ANY($1) AND {LEASE_HELD}"
+        ))
+        .bind(event_ids)
+        .bind(&lease.workspace_id)
+        .bind(&lease.lease_id)
+        .execute(&self.pool)
+        .await?;
         Ok(result.rows_affected())
     }
 
-    async fn release(&self, lease_id: &str, event_ids: &[i64]) -> Result<u64, StoreError> {
-        let result = sqlx::query(
-            "UPDATE events SET lease_id = NULL, leased_until = NULL, attempts = attempts + 1 \
-             WHERE lease_id = $1 AND id = ANY($2)",
-        )
-        .bind(lease_id)
+    async fn count_attempt(
+        &self,
+        lease: &WorkspaceLease,
+        event_ids: &[i64],
+    ) -> Result<u64, StoreError> {
+        let result = sqlx::query(&format!(
+            "UPDATE events SET attempts = attempts + 1 WHERE id = ANY($1) AND {LEASE_HELD}"
+        ))
         .bind(event_ids)
+        .bind(&lease.workspace_id)
+        .bind(&lease.lease_id)
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected())
@@ -328,23 +384,24 @@ impl Store for PostgresStore {
 
     async fn dead_letter(
         &self,
-        lease_id: &str,
+        lease: &WorkspaceLease,
         rejections: &[Rejection],
         now: Millis,
     ) -> Result<u64, StoreError> {
-        let result = sqlx::query(
-            "WITH r AS (SELECT * FROM UNNEST($2::bigint[], $3::text[], $4::int[], $5::text[]) \
+        let result = sqlx::query(&format!(
+            "WITH r AS (SELECT * FROM UNNEST($1::bigint[], $4::text[], $5::int[], $6::text[]) \
                           AS r(id, reason, status, detail)), \
-             moved AS (DELETE FROM events e USING r WHERE e.id = r.id AND e.lease_id = $1 \
+             moved AS (DELETE FROM events e USING r WHERE e.id = r.id AND {LEASE_HELD} \
                        RETURNING e.workspace_id, e.message_id, e.user_id, e.anonymous_id, e.payload, \
                                  e.received_at, e.attempts, r.reason, r.status, r.detail) \
              INSERT INTO dead_letters (workspace_id, message_id, user_id, anonymous_id, payload, received_at, \
                                        attempts, reason, status, detail, failed_at) \
              SELECT workspace_id, message_id, user_id, anonymous_id, payload, received_at, attempts + 1, \
-                    reason, status, detail, $6 FROM moved",
-        )
-        .bind(lease_id)
+                    reason, status, detail, $7 FROM moved"
+        ))
         .bind(rejections.iter().map(|r| r.event_id).collect::<Vec<_>>())
+        .bind(&lease.workspace_id)
+        .bind(&lease.lease_id)
         .bind(rejections.iter().map(|r| r.reason.as_str()).collect::<Vec<_>>())
         .bind(rejections.iter().map(|r| r.status.map(i32::from)).collect::<Vec<_>>())
         .bind(rejections.iter().map(|r| r.detail.as_str()).collect::<Vec<_>>())
@@ -355,17 +412,13 @@ impl Store for PostgresStore {
     }
 
     async fn release_lease(&self, lease: &WorkspaceLease) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        for table in ["events", "integrations"] {
-            sqlx::query(&format!(
-                "UPDATE {table} SET lease_id = NULL, leased_until = NULL WHERE workspace_id = $1 AND lease_id = $2"
-            ))
-            .bind(&lease.workspace_id)
-            .bind(&lease.lease_id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
+        sqlx::query(
+            "UPDATE integrations SET lease_id = NULL, leased_until = NULL WHERE workspace_id = $1 AND lease_id = $2",
+        )
+        .bind(&lease.workspace_id)
+        .bind(&lease.lease_id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -407,8 +460,9 @@ impl Store for PostgresStore {
         let (reason, detail) = EXPIRED;
         let result = sqlx::query(
             "WITH moved AS ( \
-               DELETE FROM events WHERE id IN ( \
-                 SELECT id FROM events WHERE received_at < $1 AND (leased_until IS NULL OR leased_until < $2) \
+               DELETE FROM events WHERE (workspace_id, id) IN ( \
+                 SELECT workspace_id, id FROM events WHERE received_at < $1 \
+                   AND workspace_id NOT IN (SELECT workspace_id FROM integrations WHERE leased_until >= $2) \
                  LIMIT $3 FOR UPDATE SKIP LOCKED) \
                RETURNING workspace_id, message_id, user_id, anonymous_id, payload, received_at, attempts) \
              INSERT INTO dead_letters (workspace_id, message_id, user_id, anonymous_id, payload, received_at, \

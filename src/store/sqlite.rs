@@ -21,8 +21,8 @@ use super::rows::{
     DEAD_LETTER_COLUMNS, DeadLetterRow, INTEGRATION_COLUMNS, IntegrationRow, LeaseRow, convert,
 };
 use super::{
-    ClaimedEvent, DeadLetter, EXPIRED, IdentityLink, IngestTarget, Integration, IntegrationConfig,
-    Millis, NewEvent, QueueCounts, Rejection, RoundEnd, Store, StoreError, Workspace,
+    DeadLetter, EXPIRED, IdentityLink, IngestTarget, Integration, IntegrationConfig, Millis,
+    NewEvent, QueueCounts, QueuedEvent, Rejection, RoundEnd, Store, StoreError, Workspace,
     WorkspaceLease, latest_links, schema_is_current,
 };
 
@@ -67,6 +67,11 @@ impl SqliteStore {
         Ok(SqliteStore { writer, reader })
     }
 }
+
+/// The condition under which a worker's writes to events take effect: its
+/// workspace lease (`?2` workspace, `?3` lease id) is still the current one.
+const LEASE_HELD: &str = "workspace_id = ?2 \
+     AND EXISTS (SELECT 1 FROM integrations WHERE workspace_id = ?2 AND lease_id = ?3)";
 
 /// A list of ids as a JSON array, for `IN (SELECT value FROM json_each(?))`.
 fn json_ids(ids: &[i64]) -> String {
@@ -269,8 +274,7 @@ impl Store for SqliteStore {
              WHERE workspace_id IN ( \
                SELECT i.workspace_id FROM integrations i \
                WHERE i.enabled AND i.next_attempt_at <= ?2 AND (i.leased_until IS NULL OR i.leased_until < ?2) \
-                 AND EXISTS (SELECT 1 FROM events e WHERE e.workspace_id = i.workspace_id \
-                             AND (e.leased_until IS NULL OR e.leased_until < ?2)) \
+                 AND EXISTS (SELECT 1 FROM events e WHERE e.workspace_id = i.workspace_id) \
                ORDER BY i.next_attempt_at LIMIT ?3) \
              RETURNING workspace_id, lease_id, sealed_write_key, region, consecutive_failures",
         )
@@ -282,76 +286,49 @@ impl Store for SqliteStore {
         convert(rows)
     }
 
-    async fn claim_events(
+    async fn queued_events(
         &self,
         lease: &WorkspaceLease,
-        now: Millis,
-        lease_until: Millis,
         limit: usize,
-    ) -> Result<Vec<ClaimedEvent>, StoreError> {
-        let mut tx = self.writer.begin().await?;
-        let mut events: Vec<ClaimedEvent> = sqlx::query_as(
-            "UPDATE events SET lease_id = ?1, leased_until = ?2 \
-             WHERE id IN (SELECT id FROM events WHERE workspace_id = ?3 \
-                          AND (leased_until IS NULL OR leased_until < ?4) ORDER BY id LIMIT ?5) \
-             RETURNING id, message_id, user_id, anonymous_id, payload, received_at",
+    ) -> Result<Vec<QueuedEvent>, StoreError> {
+        // A read: on the reader pool, so it never holds up the writer (ingest).
+        let events = sqlx::query_as(
+            "SELECT e.id, e.message_id, COALESCE(e.user_id, i.user_id) AS user_id, e.anonymous_id, e.payload, \
+                    e.received_at \
+             FROM events e LEFT JOIN identities i \
+               ON e.user_id IS NULL AND i.workspace_id = e.workspace_id AND i.anonymous_id = e.anonymous_id \
+             WHERE e.workspace_id = ? ORDER BY e.id LIMIT ?",
         )
-        .bind(&lease.lease_id)
-        .bind(lease_until)
         .bind(&lease.workspace_id)
-        .bind(now)
         .bind(limit as i64)
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.reader)
         .await?;
-        let anonymous: Vec<&str> = events
-            .iter()
-            .filter(|e| e.user_id.is_none())
-            .filter_map(|e| e.anonymous_id.as_deref())
-            .collect();
-        let known: std::collections::HashMap<String, String> = if anonymous.is_empty() {
-            Default::default()
-        } else {
-            sqlx::query_as(
-                "SELECT anonymous_id, user_id FROM identities \
-                 WHERE workspace_id = ? AND anonymous_id IN (SELECT value FROM json_each(?))",
-            )
-            .bind(&lease.workspace_id)
-            .bind(serde_json::to_string(&anonymous).expect("strings always serialize"))
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .collect()
-        };
-        tx.commit().await?;
-        for event in events.iter_mut().filter(|e| e.user_id.is_none()) {
-            event.user_id = event
-                .anonymous_id
-                .as_ref()
-                .and_then(|a| known.get(a))
-                .cloned();
-        }
-        events.sort_by_key(|e| e.id);
         Ok(events)
     }
 
-    async fn ack(&self, lease_id: &str, event_ids: &[i64]) -> Result<u64, StoreError> {
-        let result = sqlx::query(
-            "DELETE FROM events WHERE lease_id = ? AND id IN (SELECT value FROM json_each(?))",
-        )
-        .bind(lease_id)
+    async fn ack(&self, lease: &WorkspaceLease, event_ids: &[i64]) -> Result<u64, StoreError> {
+        let result = sqlx::query(&format!(
+            "DELETE FROM events WHERE id IN (SELECT value FROM json_each(?1)) AND {LEASE_HELD}"
+        ))
         .bind(json_ids(event_ids))
+        .bind(&lease.workspace_id)
+        .bind(&lease.lease_id)
         .execute(&self.writer)
         .await?;
         Ok(result.rows_affected())
     }
 
-    async fn release(&self, lease_id: &str, event_ids: &[i64]) -> Result<u64, StoreError> {
-        let result = sqlx::query(
-            "UPDATE events SET lease_id = NULL, leased_until = NULL, attempts = attempts + 1 \
-             WHERE lease_id = ? AND id IN (SELECT value FROM json_each(?))",
-        )
-        .bind(lease_id)
+    async fn count_attempt(
+        &self,
+        lease: &WorkspaceLease,
+        event_ids: &[i64],
+    ) -> Result<u64, StoreError> {
+        let result = sqlx::query(&format!(
+            "UPDATE events SET attempts = attempts + 1 WHERE id IN (SELECT value FROM json_each(?1)) AND {LEASE_HELD}"
+        ))
         .bind(json_ids(event_ids))
+        .bind(&lease.workspace_id)
+        .bind(&lease.lease_id)
         .execute(&self.writer)
         .await?;
         Ok(result.rows_affected())
@@ -359,50 +336,49 @@ impl Store for SqliteStore {
 
     async fn dead_letter(
         &self,
-        lease_id: &str,
+        lease: &WorkspaceLease,
         rejections: &[Rejection],
         now: Millis,
     ) -> Result<u64, StoreError> {
         let mut tx = self.writer.begin().await?;
         let mut moved = 0;
         for rejection in rejections {
-            moved += sqlx::query(
+            moved += sqlx::query(&format!(
                 "INSERT INTO dead_letters (workspace_id, message_id, user_id, anonymous_id, payload, received_at, \
                                            attempts, reason, status, detail, failed_at) \
-                 SELECT workspace_id, message_id, user_id, anonymous_id, payload, received_at, attempts + 1, ?, ?, ?, ? \
-                 FROM events WHERE id = ? AND lease_id = ?",
-            )
+                 SELECT workspace_id, message_id, user_id, anonymous_id, payload, received_at, attempts + 1, \
+                        ?4, ?5, ?6, ?7 \
+                 FROM events WHERE id = ?1 AND {LEASE_HELD}"
+            ))
+            .bind(rejection.event_id)
+            .bind(&lease.workspace_id)
+            .bind(&lease.lease_id)
             .bind(&rejection.reason)
             .bind(rejection.status.map(i32::from))
             .bind(&rejection.detail)
             .bind(now)
-            .bind(rejection.event_id)
-            .bind(lease_id)
             .execute(&mut *tx)
             .await?
             .rows_affected();
-            sqlx::query("DELETE FROM events WHERE id = ? AND lease_id = ?")
-                .bind(rejection.event_id)
-                .bind(lease_id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(moved)
-    }
-
-    async fn release_lease(&self, lease: &WorkspaceLease) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await?;
-        for table in ["events", "integrations"] {
             sqlx::query(&format!(
-                "UPDATE {table} SET lease_id = NULL, leased_until = NULL WHERE workspace_id = ? AND lease_id = ?"
+                "DELETE FROM events WHERE id = ?1 AND {LEASE_HELD}"
             ))
+            .bind(rejection.event_id)
             .bind(&lease.workspace_id)
             .bind(&lease.lease_id)
             .execute(&mut *tx)
             .await?;
         }
         tx.commit().await?;
+        Ok(moved)
+    }
+
+    async fn release_lease(&self, lease: &WorkspaceLease) -> Result<(), StoreError> {
+        sqlx::query("UPDATE integrations SET lease_id = NULL, leased_until = NULL WHERE workspace_id = ? AND lease_id = ?")
+            .bind(&lease.workspace_id)
+            .bind(&lease.lease_id)
+            .execute(&self.writer)
+            .await?;
         Ok(())
     }
 
@@ -443,7 +419,9 @@ impl Store for SqliteStore {
     ) -> Result<u64, StoreError> {
         let mut tx = self.writer.begin().await?;
         let ids: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM events WHERE received_at < ? AND (leased_until IS NULL OR leased_until < ?) LIMIT ?",
+            "SELECT id FROM events WHERE received_at < ?1 \
+               AND workspace_id NOT IN (SELECT workspace_id FROM integrations WHERE leased_until >= ?2) \
+             LIMIT ?3",
         )
         .bind(cutoff)
         .bind(now)

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use figment::Figment;
 use figment::providers::Serialized;
+use produktly_segment::store::postgres;
 use produktly_segment::{App, Settings};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -77,14 +78,14 @@ impl TestDb {
                 let admin_url =
                     std::env::var("PRODUKTLY_TEST_POSTGRES_URL").unwrap_or(DEFAULT_POSTGRES.into());
                 let name = format!("produktly_test_{}", uuid::Uuid::new_v4().simple());
-                if let Err(e) = run_postgres(&admin_url, &format!("CREATE DATABASE {name}")).await {
+                if let Err(e) = postgres::create_database(&admin_url, &name).await {
                     if std::env::var("CI").is_ok_and(|ci| ci == "true") {
                         panic!("PostgreSQL at {admin_url} is unreachable and CI=true: {e}");
                     }
                     eprintln!("skipping: PostgreSQL at {admin_url} is unreachable ({e})");
                     return None;
                 }
-                let url = replace_database(&admin_url, &name);
+                let url = postgres::url_with_database(&admin_url, &name);
                 Some(TestDb {
                     url,
                     dir,
@@ -106,33 +107,9 @@ impl Drop for TestDb {
                 .enable_all()
                 .build()
                 .unwrap();
-            let _ = runtime.block_on(run_postgres(
-                &admin_url,
-                &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-            ));
+            let _ = runtime.block_on(postgres::drop_database(&admin_url, &name));
         })
         .join();
-    }
-}
-
-async fn run_postgres(url: &str, statement: &str) -> Result<(), sqlx::Error> {
-    use sqlx::Connection;
-    let mut connection =
-        tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(url))
-            .await
-            .map_err(|_| sqlx::Error::PoolTimedOut)??;
-    sqlx::query(statement).execute(&mut connection).await?;
-    connection.close().await
-}
-
-fn replace_database(url: &str, name: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let base = base.rsplit_once('/').map_or(base, |(host, _)| host);
-    match query {
-        Some(query) => format!("{base}/{name}?{query}"),
-        None => format!("{base}/{name}"),
     }
 }
 

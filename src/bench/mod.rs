@@ -1,0 +1,316 @@
+//! `produktly-segment bench`: starts the service (this binary, `serve`) on
+//! SQLite or PostgreSQL with a mock Segment on loopback, loads it, and prints
+//! the figures: ingest throughput and latency, backlog drain, end-to-end
+//! latency, peak memory.
+
+mod load;
+mod mock;
+mod service;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use crate::store::postgres;
+use load::{Report, Target, Until};
+use mock::{MockSegment, SENT_PROPERTY};
+use service::Service;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BenchError(String);
+
+impl From<std::io::Error> for BenchError {
+    fn from(e: std::io::Error) -> BenchError {
+        BenchError(e.to_string())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchBackend {
+    Sqlite,
+    Postgres,
+}
+
+/// What to measure, and how hard.
+#[derive(Clone, Debug, clap::Args)]
+pub struct BenchArgs {
+    /// The database the service runs on.
+    #[arg(long, value_enum, default_value = "sqlite")]
+    backend: BenchBackend,
+    /// PostgreSQL server to create the benchmark's database on.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    postgres_url: String,
+    /// Seconds per ingest phase.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Connections of the throughput phases.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Events in the backlog to drain.
+    #[arg(long, default_value_t = 1_000_000)]
+    backlog: u64,
+    /// Workspaces the events are spread over.
+    #[arg(long, default_value_t = 8)]
+    workspaces: usize,
+}
+
+/// One line of the results table.
+struct Row {
+    figure: String,
+    result: String,
+}
+
+pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
+    let epoch = Instant::now();
+    let mock = MockSegment::start(epoch).await?;
+    let database = Database::create(&args).await?;
+    let service = Service::start(&database.url, &database.dir, &mock.url()).await?;
+    let mut keys = Vec::new();
+    for i in 0..args.workspaces.max(1) {
+        keys.push(service.workspace(&format!("bench-{i}")).await?);
+    }
+    let targets = |path: &'static str| -> Vec<Target> {
+        keys.iter()
+            .map(|key| Target {
+                addr: service.addr,
+                path,
+                key: key.clone(),
+            })
+            .collect()
+    };
+    let phase = Duration::from_secs(args.seconds);
+    let mut rows = Vec::new();
+    let mut sent = 0;
+
+    for (figure, path, events) in [
+        ("/v1/track", "/v1/track", 1),
+        ("/v1/batch of 10", "/v1/batch", 10),
+        ("/v1/batch of 100", "/v1/batch", 100),
+    ] {
+        let report = load::closed_loop(
+            &targets(path),
+            body(events),
+            events,
+            args.connections,
+            Until::Elapsed(phase),
+        )
+        .await?;
+        rows.push(Row {
+            figure: format!("{figure}, {} connections, durable", args.connections),
+            result: throughput(&report),
+        });
+        sent += report.events;
+        wait_for_delivery(&mock, sent).await?;
+    }
+
+    let report = load::open_loop(&targets("/v1/track")[0], 10_000, 32, phase, || body(1)).await?;
+    rows.push(Row {
+        figure: "ingest latency at 10,000 events/s".into(),
+        result: latency(&report),
+    });
+    sent += report.events;
+    wait_for_delivery(&mock, sent).await?;
+
+    mock.set_rate_limiting(true);
+    let per_connection = args.backlog / 100 / 16;
+    let backlog = load::closed_loop(
+        &targets("/v1/batch"),
+        body(100),
+        100,
+        16,
+        Until::Requests(per_connection),
+    )
+    .await?;
+    mock.reset_span();
+    mock.set_rate_limiting(false);
+    sent += backlog.events;
+    wait_for_delivery(&mock, sent).await?;
+    let drain = Duration::from_micros(mock.span_micros());
+    rows.push(Row {
+        figure: format!(
+            "drain a backlog of {} events ({} workspaces)",
+            thousands(backlog.events),
+            keys.len()
+        ),
+        result: format!(
+            "{:.1} s, {} events/s (loaded at {} events/s)",
+            drain.as_secs_f64(),
+            thousands((backlog.events as f64 / drain.as_secs_f64()) as u64),
+            thousands(backlog.events_per_sec() as u64)
+        ),
+    });
+
+    mock.take_latency();
+    let marked = move || marked_body(epoch);
+    let report = load::open_loop(&targets("/v1/track")[0], 1_000, 8, phase, marked).await?;
+    sent += report.events;
+    wait_for_delivery(&mock, sent).await?;
+    let end_to_end = mock.take_latency();
+    rows.push(Row {
+        figure: "end to end (ingest → mock Segment) at 1,000 events/s".into(),
+        result: format!(
+            "p50 {:.1} ms, p99 {:.1} ms ({} events)",
+            end_to_end.value_at_quantile(0.5) as f64 / 1000.0,
+            end_to_end.value_at_quantile(0.99) as f64 / 1000.0,
+            end_to_end.len()
+        ),
+    });
+    let peak = service.peak_rss().map_or("unknown".into(), |bytes| {
+        format!("{} MB", bytes / 1_000_000)
+    });
+    rows.push(Row {
+        figure: "peak RSS of the service".into(),
+        result: peak,
+    });
+
+    service.stop()?;
+    database.remove().await;
+    print_table(&args, &rows);
+    Ok(())
+}
+
+/// A body of `events` valid events (one event, or a batch).
+fn body(events: u64) -> Bytes {
+    let event = |i: u64| {
+        json!({"event": "tour_step", "anonymousId": format!("anon-{i}"), "userId": format!("user-{i}"),
+               "properties": {"tour_id": "welcome", "step_id": "s-2", "step_index": 2, "tour_name": "Welcome"},
+               "context": {"page": {"url": "https://app.example.com/dashboard", "path": "/dashboard"}, "locale": "en-US"}})
+    };
+    let value = if events == 1 {
+        event(0)
+    } else {
+        json!({"batch": (0..events).map(event).collect::<Vec<Value>>()})
+    };
+    Bytes::from(value.to_string())
+}
+
+/// One event marked with the time it is sent, for the end-to-end latency.
+fn marked_body(epoch: Instant) -> Bytes {
+    let sent = epoch.elapsed().as_micros() as u64;
+    let value = json!({"event": "tour_start", "userId": "user-e2e", "properties": {"tour_id": "t", SENT_PROPERTY: sent}});
+    Bytes::from(value.to_string())
+}
+
+/// Waits until the mock has every event sent so far.
+async fn wait_for_delivery(mock: &MockSegment, sent: u64) -> Result<(), BenchError> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while mock.accepted() < sent {
+        if Instant::now() > deadline {
+            return Err(BenchError(format!(
+                "only {} of {sent} events reached the mock",
+                mock.accepted()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+fn throughput(report: &Report) -> String {
+    format!(
+        "{} events/s; p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms{}",
+        thousands(report.events_per_sec() as u64),
+        report.millis_at(0.5),
+        report.millis_at(0.95),
+        report.millis_at(0.99),
+        failures(report)
+    )
+}
+
+fn latency(report: &Report) -> String {
+    format!(
+        "p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms ({} events/s){}",
+        report.millis_at(0.5),
+        report.millis_at(0.95),
+        report.millis_at(0.99),
+        thousands(report.events_per_sec() as u64),
+        failures(report)
+    )
+}
+
+fn failures(report: &Report) -> String {
+    if report.failures == 0 {
+        String::new()
+    } else {
+        format!("; {} requests not accepted", report.failures)
+    }
+}
+
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn print_table(args: &BenchArgs, rows: &[Row]) {
+    println!(
+        "\nproduktly-segment {} bench: {:?} backend, {} s per phase, on {} CPUs\n",
+        env!("CARGO_PKG_VERSION"),
+        args.backend,
+        args.seconds,
+        std::thread::available_parallelism().map_or(0, usize::from)
+    );
+    let width = rows
+        .iter()
+        .map(|r| r.figure.chars().count())
+        .max()
+        .unwrap_or(0);
+    println!("| {:width$} | result |", "figure");
+    println!("|{}|--------|", "-".repeat(width + 2));
+    for row in rows {
+        println!("| {:width$} | {} |", row.figure, row.result);
+    }
+}
+
+/// The benchmark's own database, removed afterwards.
+struct Database {
+    url: String,
+    dir: PathBuf,
+    postgres: Option<(String, String)>,
+}
+
+impl Database {
+    async fn create(args: &BenchArgs) -> Result<Database, BenchError> {
+        let name = format!("produktly_bench_{}", uuid::Uuid::new_v4().simple());
+        let dir = std::env::temp_dir().join(&name);
+        std::fs::create_dir_all(&dir)?;
+        match args.backend {
+            BenchBackend::Sqlite => {
+                let url = format!("sqlite://{}?mode=rwc", dir.join("bench.db").display());
+                Ok(Database {
+                    url,
+                    dir,
+                    postgres: None,
+                })
+            }
+            BenchBackend::Postgres => {
+                postgres::create_database(&args.postgres_url, &name)
+                    .await
+                    .map_err(|e| BenchError(format!("cannot create the database: {e}")))?;
+                let url = postgres::url_with_database(&args.postgres_url, &name);
+                Ok(Database {
+                    url,
+                    dir,
+                    postgres: Some((args.postgres_url.clone(), name)),
+                })
+            }
+        }
+    }
+
+    async fn remove(self) {
+        if let Some((url, name)) = &self.postgres {
+            let _ = postgres::drop_database(url, name).await;
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,151 @@
+//! The service under test: this same binary, `serve`, as a child process, so
+//! that its memory is its own and the load generator is a separate process.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::BenchError;
+
+const ADMIN_TOKEN: &str = "bench-admin-token-0123456789abcdef";
+
+pub struct Service {
+    child: Child,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+    http: reqwest::Client,
+}
+
+impl Service {
+    pub async fn start(
+        database_url: &str,
+        data_dir: &Path,
+        segment_url: &str,
+    ) -> Result<Service, BenchError> {
+        let addr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let log = data_dir.join("service.log");
+        let child = Command::new(std::env::current_exe()?)
+            .arg("serve")
+            .env("PRODUKTLY_LISTEN", addr.to_string())
+            .env("DATABASE_URL", database_url)
+            .env("PRODUKTLY_DATA_DIR", data_dir)
+            .env("PRODUKTLY_ADMIN_TOKENS", ADMIN_TOKEN)
+            .env("PRODUKTLY_SECRET_KEY", crate::secrets::random_base64(32))
+            .env("PRODUKTLY_SEGMENT_US_URL", segment_url)
+            .env("PRODUKTLY_LOG_FORMAT", "json")
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or("warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log)?)
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let service = Service {
+            child,
+            addr,
+            log,
+            http: reqwest::Client::new(),
+        };
+        service.wait_until_healthy().await?;
+        Ok(service)
+    }
+
+    async fn wait_until_healthy(&self) -> Result<(), BenchError> {
+        for _ in 0..400 {
+            if let Ok(response) = self
+                .http
+                .get(format!("http://{}/healthz", self.addr))
+                .send()
+                .await
+                && response.status().is_success()
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(BenchError(format!(
+            "the service did not start; see {}",
+            self.log.display()
+        )))
+    }
+
+    /// A workspace with a Segment integration; returns its ingest key.
+    pub async fn workspace(&self, name: &str) -> Result<String, BenchError> {
+        let workspace = self
+            .admin(
+                reqwest::Method::POST,
+                "/admin/v1/workspaces",
+                json!({"name": name}),
+            )
+            .await?;
+        let id = workspace["id"]
+            .as_str()
+            .ok_or_else(|| BenchError("no workspace id".into()))?;
+        let path = format!("/admin/v1/workspaces/{id}/integrations/segment");
+        self.admin(
+            reqwest::Method::PUT,
+            &path,
+            json!({"write_key": format!("bench-{name}")}),
+        )
+        .await?;
+        Ok(workspace["ingest_key"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned())
+    }
+
+    async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Value,
+    ) -> Result<Value, BenchError> {
+        let response = self
+            .http
+            .request(method, format!("http://{}{path}", self.addr))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| BenchError(e.to_string()))?;
+        if !response.status().is_success() {
+            return Err(BenchError(format!("{path} answered {}", response.status())));
+        }
+        response.json().await.map_err(|e| BenchError(e.to_string()))
+    }
+
+    /// The most memory the process has held (VmHWM), in bytes.
+    pub fn peak_rss(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub fn stop(mut self) -> Result<(), BenchError> {
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()?;
+        let status = self.child.wait()?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(BenchError(format!("the service exited with {status}")))
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
