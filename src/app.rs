@@ -76,20 +76,15 @@ impl App {
         let store = store::connect(&settings).await?;
         let metrics = Arc::new(Metrics::new());
         let wake = Arc::new(Notify::new());
-        let (committer, committer_task) = Committer::spawn(
-            store.clone(),
-            metrics.clone(),
-            wake.clone(),
-            &settings.ingest,
-        );
+        let (committer, committer_task) =
+            Committer::spawn(store.clone(), metrics.clone(), wake.clone(), &settings.ingest);
         let segment = SegmentClient::new(&settings.segment)?;
-        let listener =
-            TcpListener::bind(settings.listen)
-                .await
-                .map_err(|source| StartError::Bind {
-                    address: settings.listen,
-                    source,
-                })?;
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                address: settings.listen,
+                source,
+            })?;
         let delivery = Arc::new(Delivery {
             store: store.clone(),
             client: segment.clone(),
@@ -131,9 +126,7 @@ impl App {
 
     /// The address the server listens on (the real port when configured as 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.listener.local_addr().expect("a bound listener has an address")
     }
 
     /// Where the generated admin token is, when it was generated.
@@ -161,8 +154,7 @@ impl App {
             tokio::spawn(async move { store.listen_for_events(wake, stop).await })
         };
         let service = router(state).into_make_service_with_connect_info::<SocketAddr>();
-        let server =
-            axum::serve(listener, service).with_graceful_shutdown(stop.clone().cancelled_owned());
+        let server = axum::serve(listener, service).with_graceful_shutdown(stop.clone().cancelled_owned());
         let served = tokio::select! {
             served = server.into_future() => served,
             () = after_stop(&stop, timeout) => {

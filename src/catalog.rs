@@ -41,9 +41,7 @@ impl PropertyType {
             (PropertyType::Id, Value::Number(n)) => Some(Value::String(n.to_string())),
             (PropertyType::Text, Value::String(_)) => Some(value.clone()),
             (PropertyType::Count, Value::Number(n)) if n.is_u64() => Some(value.clone()),
-            (PropertyType::Score, Value::Number(n)) if n.as_u64().is_some_and(|s| s <= 10) => {
-                Some(value.clone())
-            }
+            (PropertyType::Score, Value::Number(n)) if n.as_u64().is_some_and(|s| s <= 10) => Some(value.clone()),
             (PropertyType::Url, Value::String(s)) if is_absolute_http_url(s) => Some(value.clone()),
             _ => None,
         }
@@ -51,8 +49,7 @@ impl PropertyType {
 }
 
 fn is_absolute_http_url(s: &str) -> bool {
-    url::Url::parse(s)
-        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+    url::Url::parse(s).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
 }
 
 /// A property that catalog events carry.
@@ -87,44 +84,16 @@ impl Event {
 pub const PROPERTIES: &[Property] = &[
     prop("tour_id", PropertyType::Id, "ID of the tour"),
     prop("tour_name", PropertyType::Text, "Name of the tour"),
-    prop(
-        "step_id",
-        PropertyType::Id,
-        "ID of the tour or checklist step",
-    ),
-    prop(
-        "step_index",
-        PropertyType::Count,
-        "Position of the step, starting at 0",
-    ),
+    prop("step_id", PropertyType::Id, "ID of the tour or checklist step"),
+    prop("step_index", PropertyType::Count, "Position of the step, starting at 0"),
     prop("step_title", PropertyType::Text, "Title of the step"),
-    prop(
-        "step_count",
-        PropertyType::Count,
-        "Number of steps in the tour",
-    ),
+    prop("step_count", PropertyType::Count, "Number of steps in the tour"),
     prop("checklist_id", PropertyType::Id, "ID of the checklist"),
-    prop(
-        "checklist_name",
-        PropertyType::Text,
-        "Name of the checklist",
-    ),
+    prop("checklist_name", PropertyType::Text, "Name of the checklist"),
     prop("smart_tip_id", PropertyType::Id, "ID of the smart tip"),
-    prop(
-        "smart_tip_name",
-        PropertyType::Text,
-        "Name of the smart tip",
-    ),
-    prop(
-        "announcement_id",
-        PropertyType::Id,
-        "ID of the announcement",
-    ),
-    prop(
-        "announcement_name",
-        PropertyType::Text,
-        "Name of the announcement",
-    ),
+    prop("smart_tip_name", PropertyType::Text, "Name of the smart tip"),
+    prop("announcement_id", PropertyType::Id, "ID of the announcement"),
+    prop("announcement_name", PropertyType::Text, "Name of the announcement"),
     prop(
         "action_label",
         PropertyType::Text,
@@ -132,16 +101,8 @@ pub const PROPERTIES: &[Property] = &[
     ),
     prop("link", PropertyType::Url, "URL of the link clicked"),
     prop("nps_widget_id", PropertyType::Id, "ID of the NPS widget"),
-    prop(
-        "nps_widget_name",
-        PropertyType::Text,
-        "Name of the NPS widget",
-    ),
-    prop(
-        "score",
-        PropertyType::Score,
-        "NPS score the user gave, from 0 to 10",
-    ),
+    prop("nps_widget_name", PropertyType::Text, "Name of the NPS widget"),
+    prop("score", PropertyType::Score, "NPS score the user gave, from 0 to 10"),
     prop(
         "feedback",
         PropertyType::Text,
@@ -157,12 +118,7 @@ pub const EVENTS: &[Event] = &[
         &["tour_id"],
         &["tour_name"],
     ),
-    event(
-        "tour_start",
-        "Tour was started by user",
-        &["tour_id"],
-        &["tour_name"],
-    ),
+    event("tour_start", "Tour was started by user", &["tour_id"], &["tour_name"]),
     event(
         "tour_auto_start",
         "Tour was automatically started",
@@ -283,10 +239,7 @@ mod tests {
     #[test]
     fn every_event_property_is_defined_and_every_property_is_used() {
         for event in EVENTS {
-            assert_eq!(
-                event.properties().count(),
-                event.required.len() + event.optional.len()
-            );
+            assert_eq!(event.properties().count(), event.required.len() + event.optional.len());
         }
         for property in PROPERTIES {
             let used = EVENTS
@@ -307,10 +260,7 @@ mod tests {
     #[test]
     fn ids_accept_numbers_and_forward_them_as_strings() {
         assert_eq!(PropertyType::Id.normalize(&json!(42)), Some(json!("42")));
-        assert_eq!(
-            PropertyType::Id.normalize(&json!("t_1")),
-            Some(json!("t_1"))
-        );
+        assert_eq!(PropertyType::Id.normalize(&json!("t_1")), Some(json!("t_1")));
         assert_eq!(PropertyType::Id.normalize(&json!("")), None);
         assert_eq!(PropertyType::Id.normalize(&json!(true)), None);
     }
@@ -323,16 +273,8 @@ mod tests {
         assert!(PropertyType::Count.normalize(&json!("2")).is_none());
         assert!(PropertyType::Score.normalize(&json!(10)).is_some());
         assert!(PropertyType::Score.normalize(&json!(11)).is_none());
-        assert!(
-            PropertyType::Url
-                .normalize(&json!("https://example.com/x"))
-                .is_some()
-        );
-        assert!(
-            PropertyType::Url
-                .normalize(&json!("javascript:alert(1)"))
-                .is_none()
-        );
+        assert!(PropertyType::Url.normalize(&json!("https://example.com/x")).is_some());
+        assert!(PropertyType::Url.normalize(&json!("javascript:alert(1)")).is_none());
         assert!(PropertyType::Url.normalize(&json!("/relative")).is_none());
     }
 }

@@ -133,13 +133,9 @@ impl Settings {
             }
         }
         if self.ingest.commit_max_rows == 0 || self.ingest.max_pending_events == 0 {
-            return invalid(
-                "ingest.commit_max_rows and ingest.max_pending_events must be positive",
-            );
+            return invalid("ingest.commit_max_rows and ingest.max_pending_events must be positive");
         }
-        if self.delivery.max_concurrent_requests == 0
-            || self.delivery.workspace_max_requests_per_sec == 0
-        {
+        if self.delivery.max_concurrent_requests == 0 || self.delivery.workspace_max_requests_per_sec == 0 {
             return invalid(
                 "delivery.max_concurrent_requests and delivery.workspace_max_requests_per_sec must be positive",
             );
@@ -266,10 +262,7 @@ mod tests {
         let settings = Settings::extract(Settings::defaults()).unwrap();
         assert_eq!(settings.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(settings.backend().unwrap(), Backend::Sqlite);
-        assert_eq!(
-            settings.database_url(),
-            "sqlite://data/produktly.db?mode=rwc"
-        );
+        assert_eq!(settings.database_url(), "sqlite://data/produktly.db?mode=rwc");
         assert!(settings.admin_tokens.is_empty());
         assert_eq!(settings.segment.us_url, "https://api.segment.io");
     }
@@ -291,8 +284,7 @@ mod tests {
 
     #[test]
     fn out_of_range_batch_limits_are_refused() {
-        let figment =
-            Settings::defaults().merge(Serialized::default("segment.max_batch_messages", 3000));
+        let figment = Settings::defaults().merge(Serialized::default("segment.max_batch_messages", 3000));
         assert!(Settings::extract(figment).is_err());
     }
 }

@@ -87,9 +87,7 @@ pub enum ApiError {
     InvalidBody(String),
     #[error("the batch holds {count} events; at most {max} are accepted per request")]
     TooManyEvents { count: usize, max: usize },
-    #[error(
-        "send the workspace's ingest key in the X-Produktly-Key header or the `key` query parameter"
-    )]
+    #[error("send the workspace's ingest key in the X-Produktly-Key header or the `key` query parameter")]
     MissingIngestKey,
     #[error("the ingest key is not valid")]
     InvalidIngestKey,
@@ -141,12 +139,8 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::WorkspaceExists(_) => StatusCode::CONFLICT,
             ApiError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedMediaType | ApiError::UnsupportedEncoding(_) => {
-                StatusCode::UNSUPPORTED_MEDIA_TYPE
-            }
-            ApiError::QueueFull | ApiError::StoreUnavailable(_) | ApiError::NotReady => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::UnsupportedMediaType | ApiError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::QueueFull | ApiError::StoreUnavailable(_) | ApiError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -224,10 +218,9 @@ impl IntoResponse for ApiError {
         }
         let mut response = (status, Json(self.body())).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(RETRY_AFTER_UNAVAILABLE),
-            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_UNAVAILABLE));
         }
         response
     }

@@ -50,12 +50,7 @@ impl Metrics {
         let mut r = Registry::with_prefix("produktly");
         let r = &mut r;
         Metrics {
-            events_received: registered(
-                r,
-                "events_received",
-                "Events received by ingest",
-                Counter::default(),
-            ),
+            events_received: registered(r, "events_received", "Events received by ingest", Counter::default()),
             events_accepted: registered(
                 r,
                 "events_accepted",
@@ -80,18 +75,8 @@ impl Metrics {
                 "Ingest responses by HTTP status",
                 Family::default(),
             ),
-            queue_depth: registered(
-                r,
-                "queue_depth",
-                "Undelivered events in the store",
-                Gauge::default(),
-            ),
-            events_delivered: registered(
-                r,
-                "events_delivered",
-                "Events Segment accepted",
-                Counter::default(),
-            ),
+            queue_depth: registered(r, "queue_depth", "Undelivered events in the store", Gauge::default()),
+            events_delivered: registered(r, "events_delivered", "Events Segment accepted", Counter::default()),
             events_retried: registered(
                 r,
                 "events_retried",
@@ -126,9 +111,7 @@ impl Metrics {
                 r,
                 "store_latency_seconds",
                 "Store operation latency",
-                Family::new_with_constructor(|| {
-                    Histogram::new(exponential_buckets(0.0005, 3.0, 10))
-                }),
+                Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 3.0, 10))),
             ),
             registry: std::mem::take(r),
         }
@@ -147,8 +130,7 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
         let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry)
-            .expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String cannot fail");
         text
     }
 }

@@ -29,15 +29,10 @@ const SECRET_KEY_FILE: &str = "secret-key";
 pub enum SecretsError {
     #[error("{0} is required with PostgreSQL; generate one with `openssl rand -base64 32`")]
     MissingForPostgres(&'static str),
-    #[error(
-        "PRODUKTLY_SECRET_KEY must be 32 random bytes in base64 (e.g. `openssl rand -base64 32`)"
-    )]
+    #[error("PRODUKTLY_SECRET_KEY must be 32 random bytes in base64 (e.g. `openssl rand -base64 32`)")]
     BadSecretKey,
     #[error("could not read or write {path}: {source}")]
-    File {
-        path: String,
-        source: std::io::Error,
-    },
+    File { path: String, source: std::io::Error },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,9 +98,7 @@ impl AdminTokens {
         let candidate = digest(candidate);
         self.digests
             .iter()
-            .fold(subtle::Choice::from(0), |found, d| {
-                found | d.ct_eq(&candidate)
-            })
+            .fold(subtle::Choice::from(0), |found, d| found | d.ct_eq(&candidate))
             .into()
     }
 }
@@ -131,12 +124,9 @@ pub struct Sealer {
 impl Sealer {
     /// A sealer from the configured key: 32 bytes, base64.
     pub fn from_base64(key: &str) -> Result<Sealer, SecretsError> {
-        let bytes = STANDARD
-            .decode(key.trim())
-            .map_err(|_| SecretsError::BadSecretKey)?;
+        let bytes = STANDARD.decode(key.trim()).map_err(|_| SecretsError::BadSecretKey)?;
         let bytes: [u8; 32] = bytes.try_into().map_err(|_| SecretsError::BadSecretKey)?;
-        let key_id =
-            hex::encode(&Sha256::digest([b"produktly-key-id:".as_slice(), &bytes].concat())[..4]);
+        let key_id = hex::encode(&Sha256::digest([b"produktly-key-id:".as_slice(), &bytes].concat())[..4]);
         let cipher = XChaCha20Poly1305::new(&bytes.into());
         Ok(Sealer { key_id, cipher })
     }
@@ -155,26 +145,18 @@ impl Sealer {
             .encrypt(XNonce::from_slice(&nonce), payload)
             .expect("XChaCha20-Poly1305 encryption has no failure case for in-memory input");
         let sealed = [nonce.as_slice(), &ciphertext].concat();
-        format!(
-            "{SEALED_PREFIX}.{}.{}",
-            self.key_id,
-            URL_SAFE_NO_PAD.encode(sealed)
-        )
+        format!("{SEALED_PREFIX}.{}.{}", self.key_id, URL_SAFE_NO_PAD.encode(sealed))
     }
 
     pub fn unseal(&self, workspace_id: &str, sealed: &str) -> Result<WriteKey, UnsealError> {
         let mut parts = sealed.splitn(3, '.');
-        let (Some(SEALED_PREFIX), Some(key_id), Some(body)) =
-            (parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(SEALED_PREFIX), Some(key_id), Some(body)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(UnsealError::Malformed);
         };
         if key_id != self.key_id {
             return Err(UnsealError::UnknownKey(key_id.to_owned()));
         }
-        let bytes = URL_SAFE_NO_PAD
-            .decode(body)
-            .map_err(|_| UnsealError::Malformed)?;
+        let bytes = URL_SAFE_NO_PAD.decode(body).map_err(|_| UnsealError::Malformed)?;
         if bytes.len() <= NONCE_LEN {
             return Err(UnsealError::Malformed);
         }
@@ -260,8 +242,7 @@ fn read_or_generate(path: &Path) -> Result<String, SecretsError> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(path).map_err(file_error)?;
-    file.write_all(format!("{secret}\n").as_bytes())
-        .map_err(file_error)?;
+    file.write_all(format!("{secret}\n").as_bytes()).map_err(file_error)?;
     tracing::warn!(path = %path.display(), "generated a new secret (kept there for later runs)");
     Ok(secret)
 }
@@ -286,18 +267,9 @@ mod tests {
         let sealer = sealer();
         let sealed = sealer.seal("ws_1", &WriteKey::new("wk_secret_3f9a"));
         assert!(!sealed.contains("wk_secret"));
-        assert_eq!(
-            sealer.unseal("ws_1", &sealed).unwrap().expose(),
-            "wk_secret_3f9a"
-        );
-        assert!(matches!(
-            sealer.unseal("ws_2", &sealed),
-            Err(UnsealError::Corrupt)
-        ));
-        assert!(matches!(
-            sealer.unseal("ws_1", "v1.x"),
-            Err(UnsealError::Malformed)
-        ));
+        assert_eq!(sealer.unseal("ws_1", &sealed).unwrap().expose(), "wk_secret_3f9a");
+        assert!(matches!(sealer.unseal("ws_2", &sealed), Err(UnsealError::Corrupt)));
+        assert!(matches!(sealer.unseal("ws_1", "v1.x"), Err(UnsealError::Malformed)));
     }
 
     #[test]

@@ -20,18 +20,9 @@ async fn every_admin_route_requires_the_token(backend: Backend) {
         (Method::POST, "/admin/v1/workspaces".to_owned()),
         (Method::PUT, format!("/admin/v1/workspaces/{id}")),
         (Method::GET, format!("/admin/v1/workspaces/{id}")),
-        (
-            Method::POST,
-            format!("/admin/v1/workspaces/{id}/ingest-key/rotate"),
-        ),
-        (
-            Method::PUT,
-            format!("/admin/v1/workspaces/{id}/integrations/segment"),
-        ),
-        (
-            Method::GET,
-            format!("/admin/v1/workspaces/{id}/integrations/segment"),
-        ),
+        (Method::POST, format!("/admin/v1/workspaces/{id}/ingest-key/rotate")),
+        (Method::PUT, format!("/admin/v1/workspaces/{id}/integrations/segment")),
+        (Method::GET, format!("/admin/v1/workspaces/{id}/integrations/segment")),
         (
             Method::DELETE,
             format!("/admin/v1/workspaces/{id}/integrations/segment"),
@@ -40,14 +31,8 @@ async fn every_admin_route_requires_the_token(backend: Backend) {
             Method::POST,
             format!("/admin/v1/workspaces/{id}/integrations/segment/test"),
         ),
-        (
-            Method::GET,
-            format!("/admin/v1/workspaces/{id}/dead-letters"),
-        ),
-        (
-            Method::POST,
-            format!("/admin/v1/workspaces/{id}/dead-letters/replay"),
-        ),
+        (Method::GET, format!("/admin/v1/workspaces/{id}/dead-letters")),
+        (Method::POST, format!("/admin/v1/workspaces/{id}/dead-letters/replay")),
     ];
     for (method, path) in routes {
         for authorization in [None, Some("Bearer wrong-token"), Some(ADMIN_TOKEN)] {
@@ -56,11 +41,7 @@ async fn every_admin_route_requires_the_token(backend: Backend) {
                 request = request.header("authorization", value);
             }
             let response = request.send().await.unwrap();
-            assert_eq!(
-                response.status(),
-                401,
-                "{method} {path} with {authorization:?}"
-            );
+            assert_eq!(response.status(), 401, "{method} {path} with {authorization:?}");
             let body: Value = response.json().await.unwrap();
             assert_eq!(body["error"]["code"], "unauthorized");
         }
@@ -73,15 +54,9 @@ async fn workspaces_are_created_upserted_read_and_rotated(backend: Backend) {
         return;
     };
     let app = env.start_app().await;
-    let create = |body: Value| {
-        app.admin(Method::POST, "/admin/v1/workspaces")
-            .json(&body)
-            .send()
-    };
+    let create = |body: Value| app.admin(Method::POST, "/admin/v1/workspaces").json(&body).send();
 
-    let response = create(json!({"id": "acme-1", "name": "Acme"}))
-        .await
-        .unwrap();
+    let response = create(json!({"id": "acme-1", "name": "Acme"})).await.unwrap();
     assert_eq!(response.status(), 201);
     let created: Value = response.json().await.unwrap();
     assert_eq!(created["id"], "acme-1");
@@ -89,9 +64,7 @@ async fn workspaces_are_created_upserted_read_and_rotated(backend: Backend) {
     assert!(created["ingest_key"].as_str().unwrap().starts_with("pk_"));
     assert!(created["created_at"].as_str().unwrap().ends_with('Z'));
 
-    let response = create(json!({"id": "acme-1", "name": "Again"}))
-        .await
-        .unwrap();
+    let response = create(json!({"id": "acme-1", "name": "Again"})).await.unwrap();
     assert_eq!(response.status(), 409);
     assert_eq!(
         response.json::<Value>().await.unwrap()["error"]["code"],
@@ -130,13 +103,7 @@ async fn workspaces_are_created_upserted_read_and_rotated(backend: Backend) {
         renamed["ingest_key"], created["ingest_key"],
         "an upsert keeps the ingest key"
     );
-    assert_eq!(
-        upsert("beta-2", json!({"name": "Beta"}))
-            .await
-            .unwrap()
-            .status(),
-        201
-    );
+    assert_eq!(upsert("beta-2", json!({"name": "Beta"})).await.unwrap().status(), 201);
     assert_eq!(
         upsert("beta-2", json!({"id": "other", "name": "Beta"}))
             .await
@@ -160,10 +127,7 @@ async fn workspaces_are_created_upserted_read_and_rotated(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(missing.status(), 404);
-    assert_eq!(
-        missing.json::<Value>().await.unwrap()["error"]["code"],
-        "not_found"
-    );
+    assert_eq!(missing.json::<Value>().await.unwrap()["error"]["code"], "not_found");
 
     // A rotated ingest key stops working at once; the new one works.
     app.put_integration(
@@ -180,10 +144,7 @@ async fn workspaces_are_created_upserted_read_and_rotated(backend: Backend) {
     };
     assert_eq!(app.ingest("/v1/track", &old, &tour_start("u")).await.0, 202);
     let rotated: Value = app
-        .admin(
-            Method::POST,
-            "/admin/v1/workspaces/acme-1/ingest-key/rotate",
-        )
+        .admin(Method::POST, "/admin/v1/workspaces/acme-1/ingest-key/rotate")
         .send()
         .await
         .unwrap()
@@ -202,10 +163,7 @@ async fn workspaces_are_created_upserted_read_and_rotated(backend: Backend) {
     };
     assert_eq!(app.ingest("/v1/track", &new, &tour_start("u")).await.0, 202);
     let rotate_missing = app
-        .admin(
-            Method::POST,
-            "/admin/v1/workspaces/nobody/ingest-key/rotate",
-        )
+        .admin(Method::POST, "/admin/v1/workspaces/nobody/ingest-key/rotate")
         .send()
         .await
         .unwrap();
@@ -221,9 +179,7 @@ async fn the_integration_shows_only_a_hint_of_the_write_key(backend: Backend) {
     let workspace = app.create_workspace().await;
     let mut bodies = Vec::new();
 
-    let first = app
-        .put_integration(&workspace, json!({"region": "eu"}))
-        .await;
+    let first = app.put_integration(&workspace, json!({"region": "eu"})).await;
     assert_eq!(first.status(), 400, "the key is required the first time");
     bodies.push(first.text().await.unwrap());
     for body in [
@@ -256,31 +212,18 @@ async fn the_integration_shows_only_a_hint_of_the_write_key(backend: Backend) {
     bodies.push(app.integration(&workspace).await.to_string());
     let path = format!("/admin/v1/workspaces/{}/integrations/segment", workspace.id);
     let missing = app
-        .admin(
-            Method::PUT,
-            "/admin/v1/workspaces/nobody/integrations/segment",
-        )
+        .admin(Method::PUT, "/admin/v1/workspaces/nobody/integrations/segment")
         .json(&json!({"write_key": WRITE_KEY}))
         .send()
         .await
         .unwrap();
     assert_eq!(missing.status(), 404);
 
-    assert_eq!(
-        app.admin(Method::DELETE, &path)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        204
-    );
+    assert_eq!(app.admin(Method::DELETE, &path).send().await.unwrap().status(), 204);
     let again = app.admin(Method::DELETE, &path).send().await.unwrap();
     assert_eq!(again.status(), 404);
     bodies.push(again.text().await.unwrap());
-    assert_eq!(
-        app.integration(&workspace).await,
-        json!({"configured": false})
-    );
+    assert_eq!(app.integration(&workspace).await, json!({"configured": false}));
     bodies.push(app.metrics().await);
 
     for body in bodies {
@@ -305,20 +248,12 @@ async fn health_readiness_and_metrics(backend: Backend) {
 
     let workspace = app.workspace_with_segment(WRITE_KEY).await;
     app.ingest("/v1/track", &workspace, &tour_start("u")).await;
-    app.ingest(
-        "/v1/track",
-        &workspace,
-        &json!({"event": "nope", "userId": "u"}),
-    )
-    .await;
-    env.segment
-        .wait_for(1, std::time::Duration::from_secs(10))
+    app.ingest("/v1/track", &workspace, &json!({"event": "nope", "userId": "u"}))
         .await;
-    common::eventually(
-        std::time::Duration::from_secs(5),
-        "the delivered count",
-        || async { app.metric("produktly_events_delivered_total").await == 1.0 },
-    )
+    env.segment.wait_for(1, std::time::Duration::from_secs(10)).await;
+    common::eventually(std::time::Duration::from_secs(5), "the delivered count", || async {
+        app.metric("produktly_events_delivered_total").await == 1.0
+    })
     .await;
     let metrics = app.metrics().await;
     for series in [

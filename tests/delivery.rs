@@ -50,9 +50,7 @@ async fn two_failures_then_success_deliver_each_event_once_with_its_message_id(b
     let workspace = app.workspace_with_segment("wk_retry").await;
     env.segment.fail_next(2, 500, &[]).await;
     let batch: Vec<Value> = (0..5).map(|i| event("t", &format!("m-{i}"))).collect();
-    let (status, _) = app
-        .ingest("/v1/batch", &workspace, &json!({"batch": batch}))
-        .await;
+    let (status, _) = app.ingest("/v1/batch", &workspace, &json!({"batch": batch})).await;
     assert_eq!(status, 202);
 
     env.segment.wait_for(5, WAIT).await;
@@ -67,8 +65,7 @@ async fn two_failures_then_success_deliver_each_event_once_with_its_message_id(b
     );
     assert_eq!(app.metric("produktly_events_retried_total").await, 10.0);
     assert_eq!(
-        app.metric("produktly_segment_responses_total{status=\"500\"}")
-            .await,
+        app.metric("produktly_segment_responses_total{status=\"500\"}").await,
         2.0
     );
 
@@ -90,8 +87,7 @@ async fn a_refused_message_is_dead_lettered_and_the_rest_delivered(backend: Back
         .refuse_messages_where(|m| m["properties"]["tour_id"] == "poison");
     let mut batch: Vec<Value> = (0..10).map(|i| event("fine", &format!("ok-{i}"))).collect();
     batch[6] = event("poison", "bad-1");
-    app.ingest("/v1/batch", &workspace, &json!({"batch": batch}))
-        .await;
+    app.ingest("/v1/batch", &workspace, &json!({"batch": batch})).await;
 
     env.segment.wait_for(9, WAIT).await;
     common::eventually(WAIT, "the dead letter", || async {
@@ -104,12 +100,7 @@ async fn a_refused_message_is_dead_lettered_and_the_rest_delivered(backend: Back
     assert_eq!(letters[0]["message_id"], "bad-1");
     assert_eq!(letters[0]["reason"], "rejected");
     assert_eq!(letters[0]["status"], 400);
-    assert!(
-        letters[0]["detail"]
-            .as_str()
-            .unwrap()
-            .contains("refused message")
-    );
+    assert!(letters[0]["detail"].as_str().unwrap().contains("refused message"));
     assert_eq!(letters[0]["message"]["properties"]["tour_id"], "poison");
     assert_eq!(
         app.metric("produktly_events_dead_lettered_total{reason=\"rejected\"}")
@@ -148,8 +139,7 @@ async fn an_eu_workspace_is_delivered_to_the_eu_url_only(backend: Backend) {
         .put_integration(&workspace, json!({"write_key": "wk_eu", "region": "eu"}))
         .await;
     assert_eq!(response.status(), 200);
-    app.ingest("/v1/track", &workspace, &tour_start("eu-user"))
-        .await;
+    app.ingest("/v1/track", &workspace, &tour_start("eu-user")).await;
     let received = env.eu_segment.wait_for(1, WAIT).await;
     assert_eq!(received[0].write_key, "wk_eu");
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -165,8 +155,7 @@ async fn region_and_key_changes_apply_to_queued_events(backend: Backend) {
     let app = env.start_app().await;
     let workspace = app.workspace_with_segment("wk_old").await;
     env.segment.start_outage(503);
-    app.ingest("/v1/track", &workspace, &tour_start("waiting"))
-        .await;
+    app.ingest("/v1/track", &workspace, &tour_start("waiting")).await;
     common::eventually(WAIT, "a failed attempt", || async {
         env.segment.request_count().await >= 1
     })
@@ -196,9 +185,7 @@ async fn disabling_keeps_queued_events_and_deleting_drops_them(backend: Backend)
         &json!({"batch": [tour_start("a"), tour_start("b")]}),
     )
     .await;
-    let response = app
-        .put_integration(&workspace, json!({"enabled": false}))
-        .await;
+    let response = app.put_integration(&workspace, json!({"enabled": false})).await;
     let view: Value = response.json().await.unwrap();
     assert_eq!(view["enabled"], false);
     assert_eq!(view["write_key_hint"], "…ggle", "the key is kept");
@@ -208,8 +195,7 @@ async fn disabling_keeps_queued_events_and_deleting_drops_them(backend: Backend)
     assert_eq!(body["discarded"], 1);
 
     env.segment.end_outage();
-    app.put_integration(&workspace, json!({"enabled": true}))
-        .await;
+    app.put_integration(&workspace, json!({"enabled": true})).await;
     let received = env.segment.wait_for(2, WAIT).await;
     assert_eq!(received.len(), 2);
 
@@ -224,8 +210,7 @@ async fn disabling_keeps_queued_events_and_deleting_drops_them(backend: Backend)
         .await
         .unwrap();
     assert_eq!(delete.status(), 204);
-    app.put_integration(&workspace, json!({"write_key": "wk_again"}))
-        .await;
+    app.put_integration(&workspace, json!({"write_key": "wk_again"})).await;
     assert_eq!(app.integration(&workspace).await["status"]["queued"], 0);
     app.stop().await;
 }
@@ -239,8 +224,7 @@ async fn events_past_the_maximum_age_become_dead_letters(backend: Backend) {
         .await;
     let workspace = app.workspace_with_segment("wk_expiry").await;
     env.segment.start_outage(500);
-    app.ingest("/v1/track", &workspace, &event("t", "too-old"))
-        .await;
+    app.ingest("/v1/track", &workspace, &event("t", "too-old")).await;
     common::eventually(WAIT, "the event to expire", || async {
         app.integration(&workspace).await["status"]["dead"] == 1
     })
@@ -258,10 +242,7 @@ async fn the_test_call_sends_one_event_and_reports_segments_answer(backend: Back
     };
     let app = env.start_app().await;
     let workspace = app.workspace_with_segment("wk_test_call").await;
-    let path = format!(
-        "/admin/v1/workspaces/{}/integrations/segment/test",
-        workspace.id
-    );
+    let path = format!("/admin/v1/workspaces/{}/integrations/segment/test", workspace.id);
     let body: Value = app
         .admin(reqwest::Method::POST, &path)
         .send()

@@ -70,19 +70,13 @@ async fn every_catalog_event_reaches_segment_as_a_track_call(backend: Backend) {
             .http
             .post(app.url("/v1/track"))
             .header("x-produktly-key", &workspace.ingest_key)
-            .header(
-                "user-agent",
-                "Mozilla/5.0 (X11; Linux x86_64) TestBrowser/1.0",
-            )
+            .header("user-agent", "Mozilla/5.0 (X11; Linux x86_64) TestBrowser/1.0")
             .json(&body)
             .send()
             .await
             .unwrap();
         assert_eq!(response.status(), 202, "{}", event.name);
-        assert_eq!(
-            response.json::<Value>().await.unwrap(),
-            json!({"accepted": 1})
-        );
+        assert_eq!(response.json::<Value>().await.unwrap(), json!({"accepted": 1}));
     }
 
     let received = env.segment.wait_for(catalog::EVENTS.len(), WAIT).await;
@@ -103,36 +97,22 @@ async fn every_catalog_event_reaches_segment_as_a_track_call(backend: Backend) {
             .properties()
             .map(|(p, _)| (p.name.to_owned(), forwarded(p.kind)))
             .collect();
-        assert_eq!(
-            message["properties"],
-            Value::Object(expected),
-            "{}",
-            event.name
-        );
+        assert_eq!(message["properties"], Value::Object(expected), "{}", event.name);
         // The timestamp is on the server's clock: 2 s before arrival, not an hour ahead.
         let timestamp = at(message["timestamp"].as_str().unwrap());
         assert!(
             timestamp >= started - chrono::TimeDelta::seconds(3),
             "{timestamp} vs {started}"
         );
-        assert!(
-            timestamp <= Utc::now() - chrono::TimeDelta::seconds(1),
-            "{timestamp}"
-        );
+        assert!(timestamp <= Utc::now() - chrono::TimeDelta::seconds(1), "{timestamp}");
         assert!(at(&got.sent_at) >= timestamp);
         let context = &message["context"];
-        assert_eq!(
-            context["integration"],
-            json!({"name": "produktly", "version": "1.0.0"})
-        );
+        assert_eq!(context["integration"], json!({"name": "produktly", "version": "1.0.0"}));
         assert_eq!(
             context["library"],
             json!({"name": "produktly-segment", "version": env!("CARGO_PKG_VERSION")})
         );
-        assert_eq!(
-            context["userAgent"],
-            "Mozilla/5.0 (X11; Linux x86_64) TestBrowser/1.0"
-        );
+        assert_eq!(context["userAgent"], "Mozilla/5.0 (X11; Linux x86_64) TestBrowser/1.0");
         assert_eq!(context["ip"], "127.0.0.1");
         assert_eq!(context["locale"], "fi-FI");
         assert_eq!(context["page"]["path"], "/settings");
@@ -153,9 +133,7 @@ async fn a_batch_delivers_its_valid_events_and_reports_the_invalid_ones(backend:
     let mut events: Vec<Value> = (0..100).map(|i| tour_start(&format!("u{i}"))).collect();
     events[7] = json!({"event": "tour_start", "userId": "u7"});
     events[42] = json!({"event": "no_such_event", "userId": "u42"});
-    let (status, body) = app
-        .ingest("/v1/batch", &workspace, &json!({"batch": events}))
-        .await;
+    let (status, body) = app.ingest("/v1/batch", &workspace, &json!({"batch": events})).await;
     assert_eq!(status, 202);
     assert_eq!(body["accepted"], 98);
     let rejected = body["rejected"].as_array().unwrap();
@@ -167,10 +145,7 @@ async fn a_batch_delivers_its_valid_events_and_reports_the_invalid_ones(backend:
     assert_eq!(rejected[1]["code"], "unknown_event");
 
     let received = env.segment.wait_for(98, WAIT).await;
-    let mut users: Vec<&str> = received
-        .iter()
-        .map(|r| r.message["userId"].as_str().unwrap())
-        .collect();
+    let mut users: Vec<&str> = received.iter().map(|r| r.message["userId"].as_str().unwrap()).collect();
     users.sort_unstable();
     users.dedup();
     assert_eq!(users.len(), 98);
@@ -215,10 +190,7 @@ async fn beacon_and_gzip_bodies_are_accepted(backend: Backend) {
     assert_eq!(gzipped.status(), 202);
 
     let received = env.segment.wait_for(2, WAIT).await;
-    let mut users: Vec<&str> = received
-        .iter()
-        .map(|r| r.message["userId"].as_str().unwrap())
-        .collect();
+    let mut users: Vec<&str> = received.iter().map(|r| r.message["userId"].as_str().unwrap()).collect();
     users.sort_unstable();
     assert_eq!(users, ["beacon-user", "gzip-user"]);
     app.stop().await;
@@ -235,10 +207,7 @@ async fn cors_preflight_is_answered(backend: Backend) {
         .request(reqwest::Method::OPTIONS, app.url("/v1/track"))
         .header("origin", "https://app.customer.example")
         .header("access-control-request-method", "POST")
-        .header(
-            "access-control-request-headers",
-            "content-type,x-produktly-key",
-        )
+        .header("access-control-request-headers", "content-type,x-produktly-key")
         .send()
         .await
         .unwrap();

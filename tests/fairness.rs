@@ -13,20 +13,12 @@ use serde_json::{Value, json};
 const WAIT: Duration = Duration::from_secs(20);
 
 /// Posts one event for `user` and returns how long until the mock has it.
-async fn latency(
-    app: &ServiceClient,
-    env: &Env,
-    workspace: &TestWorkspace,
-    user: &str,
-) -> Duration {
+async fn latency(app: &ServiceClient, env: &Env, workspace: &TestWorkspace, user: &str) -> Duration {
     let posted = Instant::now();
     let (status, _) = app.ingest("/v1/track", workspace, &tour_start(user)).await;
     assert_eq!(status, 202);
     common::eventually(WAIT, &format!("{user} at the mock"), || async {
-        env.segment
-            .accepted()
-            .iter()
-            .any(|r| r.message["userId"] == user)
+        env.segment.accepted().iter().any(|r| r.message["userId"] == user)
     })
     .await;
     posted.elapsed()
@@ -57,14 +49,10 @@ async fn a_failing_workspace_does_not_slow_the_others(backend: Backend) {
         .iter()
         .filter(|t| t.write_key == "wk_failing_a")
         .count();
-    assert!(
-        a_attempts >= 2,
-        "A kept being retried ({a_attempts} attempts)"
-    );
+    assert!(a_attempts >= 2, "A kept being retried ({a_attempts} attempts)");
     let worst = |latencies: &[Duration]| latencies.iter().max().copied().unwrap();
     assert!(
-        worst(&during) <= worst(&healthy) + Duration::from_millis(300)
-            && worst(&during) < Duration::from_secs(1),
+        worst(&during) <= worst(&healthy) + Duration::from_millis(300) && worst(&during) < Duration::from_secs(1),
         "B's latency with A failing {during:?} vs healthy {healthy:?}"
     );
     let state = app.integration(&a).await["status"]["state"].clone();
@@ -93,15 +81,8 @@ async fn a_big_backlog_is_served_in_turns_with_the_others(backend: Backend) {
     let small = app.workspace_with_segment("wk_small").await;
     env.segment.start_key_outage("wk_big", 503);
     for chunk in 0..10 {
-        let batch: Vec<Value> = (0..500)
-            .map(|i| tour_start(&format!("big-{chunk}-{i}")))
-            .collect();
-        assert_eq!(
-            app.ingest("/v1/batch", &big, &json!({"batch": batch}))
-                .await
-                .0,
-            202
-        );
+        let batch: Vec<Value> = (0..500).map(|i| tour_start(&format!("big-{chunk}-{i}"))).collect();
+        assert_eq!(app.ingest("/v1/batch", &big, &json!({"batch": batch})).await.0, 202);
     }
     // 5,000 events in batches of 50 at 50 requests/s take 2 s at best.
     env.segment.end_key_outage("wk_big");
@@ -134,8 +115,7 @@ async fn retry_after_is_honoured(backend: Backend) {
     let app = env.start_app().await;
     let workspace = app.workspace_with_segment("wk_limited").await;
     env.segment.fail_next(1, 429, &[("Retry-After", "2")]).await;
-    app.ingest("/v1/track", &workspace, &tour_start("limited"))
-        .await;
+    app.ingest("/v1/track", &workspace, &tour_start("limited")).await;
     common::eventually(WAIT, "the first attempt", || async {
         env.segment.request_count().await >= 1
     })
@@ -150,15 +130,13 @@ async fn retry_after_is_honoured(backend: Backend) {
     assert!(gap >= Duration::from_secs(2), "retried after {gap:?}");
 
     env.segment.fail_next(1, 503, &[("Retry-After", "1")]).await;
-    app.ingest("/v1/track", &workspace, &tour_start("unavailable"))
-        .await;
+    app.ingest("/v1/track", &workspace, &tour_start("unavailable")).await;
     env.segment.wait_for(2, WAIT).await;
     let attempts = env.segment.attempts();
     assert_eq!(attempts.len(), 4);
     assert!(attempts[3].at - attempts[2].at >= Duration::from_secs(1));
     assert_eq!(
-        app.metric("produktly_segment_responses_total{status=\"429\"}")
-            .await,
+        app.metric("produktly_segment_responses_total{status=\"429\"}").await,
         1.0
     );
     app.stop().await;
@@ -172,25 +150,18 @@ async fn the_workspace_request_rate_is_capped(backend: Backend) {
     let app = env
         .start_app_with(|f| {
             f.merge(Serialized::default("segment.max_batch_messages", 10))
-                .merge(Serialized::default(
-                    "delivery.workspace_max_requests_per_sec",
-                    10,
-                ))
+                .merge(Serialized::default("delivery.workspace_max_requests_per_sec", 10))
         })
         .await;
     let workspace = app.workspace_with_segment("wk_paced").await;
     let batch: Vec<Value> = (0..100).map(|i| tour_start(&format!("p-{i}"))).collect();
-    app.ingest("/v1/batch", &workspace, &json!({"batch": batch}))
-        .await;
+    app.ingest("/v1/batch", &workspace, &json!({"batch": batch})).await;
     env.segment.wait_for(100, WAIT).await;
     let attempts = env.segment.attempts();
     assert_eq!(attempts.len(), 10);
     for pair in attempts.windows(2) {
         let gap = pair[1].at - pair[0].at;
-        assert!(
-            gap >= Duration::from_millis(95),
-            "requests {gap:?} apart at 10/s"
-        );
+        assert!(gap >= Duration::from_millis(95), "requests {gap:?} apart at 10/s");
     }
     app.stop().await;
 }
@@ -209,13 +180,9 @@ async fn batches_stay_within_segments_limits(backend: Backend) {
     // Hold delivery until everything is queued, so that batches fill up.
     env.segment.start_outage(503);
     for chunk in 0..12 {
-        let batch: Vec<Value> = (0..500)
-            .map(|i| tour_start(&format!("many-{chunk}-{i}")))
-            .collect();
+        let batch: Vec<Value> = (0..500).map(|i| tour_start(&format!("many-{chunk}-{i}"))).collect();
         assert_eq!(
-            app.ingest("/v1/batch", &workspace, &json!({"batch": batch}))
-                .await
-                .0,
+            app.ingest("/v1/batch", &workspace, &json!({"batch": batch})).await.0,
             202
         );
     }
@@ -227,30 +194,20 @@ async fn batches_stay_within_segments_limits(backend: Backend) {
         .collect();
     for chunk in large.chunks(10) {
         assert_eq!(
-            app.ingest("/v1/batch", &workspace, &json!({"batch": chunk}))
-                .await
-                .0,
+            app.ingest("/v1/batch", &workspace, &json!({"batch": chunk})).await.0,
             202
         );
     }
     env.segment.end_outage();
     env.segment.wait_for(6060, WAIT).await;
-    assert!(
-        env.segment.violations().is_empty(),
-        "{:?}",
-        env.segment.violations()
-    );
+    assert!(env.segment.violations().is_empty(), "{:?}", env.segment.violations());
     let delivered = env
         .segment
         .attempts()
         .into_iter()
         .filter(|a| a.status == 200)
         .collect::<Vec<_>>();
-    assert!(
-        delivered
-            .iter()
-            .all(|a| a.messages <= 1000 && a.bytes <= 500_000)
-    );
+    assert!(delivered.iter().all(|a| a.messages <= 1000 && a.bytes <= 500_000));
     assert!(
         delivered.iter().any(|a| a.messages == 1000),
         "batches fill up to the message limit"

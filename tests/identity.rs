@@ -64,10 +64,8 @@ async fn anonymous_events_get_the_user_of_an_earlier_identify(backend: Backend) 
         &json!({"userId": "u-new", "anonymousId": "a2"}),
     )
     .await;
-    app.ingest("/v1/track", &workspace, &anonymous("a2", "t2"))
-        .await;
-    app.ingest("/v1/track", &workspace, &anonymous("stranger", "t3"))
-        .await;
+    app.ingest("/v1/track", &workspace, &anonymous("a2", "t2")).await;
+    app.ingest("/v1/track", &workspace, &anonymous("stranger", "t3")).await;
     let received = env.segment.wait_for(2, WAIT).await;
     let identified = delivered_with_tour(&received, "t2");
     assert_eq!(identified["userId"], "u-new", "the latest identify wins");
@@ -87,8 +85,7 @@ async fn an_event_with_both_ids_identifies_later_anonymous_ones(backend: Backend
     let both = json!({"event": "tour_start", "userId": "u4", "anonymousId": "a4", "properties": {"tour_id": "t4"}});
     app.ingest("/v1/track", &workspace, &both).await;
     env.segment.wait_for(1, WAIT).await;
-    app.ingest("/v1/track", &workspace, &anonymous("a4", "t5"))
-        .await;
+    app.ingest("/v1/track", &workspace, &anonymous("a4", "t5")).await;
     let received = env.segment.wait_for(2, WAIT).await;
     assert_eq!(delivered_with_tour(&received, "t5")["userId"], "u4");
     app.stop().await;
@@ -103,8 +100,7 @@ async fn an_identify_after_the_event_applies_while_it_is_queued(backend: Backend
     let app = env.start_app().await;
     let workspace = app.workspace_with_segment("wk_identity").await;
     env.segment.start_outage(500);
-    app.ingest("/v1/track", &workspace, &anonymous("a6", "t6"))
-        .await;
+    app.ingest("/v1/track", &workspace, &anonymous("a6", "t6")).await;
     common::eventually(WAIT, "a delivery attempt", || async {
         env.segment.request_count().await >= 1
     })

@@ -102,10 +102,7 @@ fn cases() -> Vec<Case> {
             "brotli",
             Send::Raw {
                 path: "/v1/track",
-                headers: vec![
-                    ("content-type", "application/json"),
-                    ("content-encoding", "br"),
-                ],
+                headers: vec![("content-type", "application/json"), ("content-encoding", "br")],
                 body: b"{}".to_vec(),
                 key: true,
             },
@@ -118,10 +115,7 @@ fn cases() -> Vec<Case> {
             "broken gzip",
             Send::Raw {
                 path: "/v1/track",
-                headers: vec![
-                    ("content-type", "application/json"),
-                    ("content-encoding", "gzip"),
-                ],
+                headers: vec![("content-type", "application/json"), ("content-encoding", "gzip")],
                 body: b"definitely not gzip".to_vec(),
                 key: true,
             },
@@ -147,10 +141,7 @@ fn cases() -> Vec<Case> {
             "gzip bomb",
             Send::Raw {
                 path: "/v1/batch",
-                headers: vec![
-                    ("content-type", "application/json"),
-                    ("content-encoding", "gzip"),
-                ],
+                headers: vec![("content-type", "application/json"), ("content-encoding", "gzip")],
                 body: gzip(&vec![b' '; 20_000_000]),
                 key: true,
             },
@@ -227,10 +218,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "batch sentAt",
-            Send::Json(
-                "/v1/batch",
-                json!({"batch": [tour_start("u")], "sentAt": "later"}),
-            ),
+            Send::Json("/v1/batch", json!({"batch": [tour_start("u")], "sentAt": "later"})),
             400,
             "invalid_field",
             "ISO-8601",
@@ -262,9 +250,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "missing property",
-            event(
-                json!({"event": "tour_step", "userId": "u", "properties": {"tour_id": "t", "step_index": 1}}),
-            ),
+            event(json!({"event": "tour_step", "userId": "u", "properties": {"tour_id": "t", "step_index": 1}})),
             400,
             "missing_property",
             "`tour_step` requires the property `step_id`",
@@ -272,9 +258,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "property of the wrong type",
-            event(
-                json!({"event": "nps_submitted", "userId": "u", "properties": {"nps_widget_id": "n", "score": 11}}),
-            ),
+            event(json!({"event": "nps_submitted", "userId": "u", "properties": {"nps_widget_id": "n", "score": 11}})),
             400,
             "invalid_property",
             "`score` of `nps_submitted` must be an integer from 0 to 10",
@@ -330,9 +314,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "context not an object",
-            event(
-                json!({"event": "tour_start", "userId": "u", "context": "x", "properties": {"tour_id": "t"}}),
-            ),
+            event(json!({"event": "tour_start", "userId": "u", "context": "x", "properties": {"tour_id": "t"}})),
             400,
             "invalid_field",
             "object",
@@ -379,11 +361,7 @@ fn cases() -> Vec<Case> {
 async fn send(app: &TestApp, workspace: &TestWorkspace, send: Send) -> reqwest::Response {
     let key = workspace.ingest_key.as_str();
     let request = match send {
-        Send::Json(path, body) => app
-            .http
-            .post(app.url(path))
-            .header("x-produktly-key", key)
-            .json(&body),
+        Send::Json(path, body) => app.http.post(app.url(path)).header("x-produktly-key", key).json(&body),
         Send::Raw {
             path,
             headers,
@@ -407,10 +385,7 @@ async fn send(app: &TestApp, workspace: &TestWorkspace, send: Send) -> reqwest::
                 None => request,
             }
         }
-        Send::Method(method, path) => app
-            .http
-            .request(method, app.url(path))
-            .header("x-produktly-key", key),
+        Send::Method(method, path) => app.http.request(method, app.url(path)).header("x-produktly-key", key),
     };
     request.send().await.unwrap()
 }
@@ -437,12 +412,7 @@ async fn every_rejection_has_its_status_code_and_message(backend: Backend) {
             case.name,
             case.message
         );
-        assert_eq!(
-            body["error"]["field"].as_str(),
-            case.field,
-            "{}: {body}",
-            case.name
-        );
+        assert_eq!(body["error"]["field"].as_str(), case.field, "{}: {body}", case.name);
         if case.code == "no_valid_events" {
             let rejected = body["rejected"].as_array().unwrap();
             assert_eq!(rejected[0]["index"], 0);
@@ -452,9 +422,7 @@ async fn every_rejection_has_its_status_code_and_message(backend: Backend) {
     }
 
     // Nothing of the above was stored: the one valid event is all Segment gets.
-    let (status, _) = app
-        .ingest("/v1/track", &workspace, &tour_start("the-only-one"))
-        .await;
+    let (status, _) = app.ingest("/v1/track", &workspace, &tour_start("the-only-one")).await;
     assert_eq!(status, 202);
     let received = env.segment.wait_for(1, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -482,18 +450,13 @@ async fn events_of_a_workspace_without_segment_are_discarded(backend: Backend) {
         json!({"accepted": 0, "discarded": 2, "reason": "segment_not_configured"})
     );
     let (status, body) = app
-        .ingest(
-            "/v1/identify",
-            &workspace,
-            &json!({"userId": "u", "anonymousId": "a"}),
-        )
+        .ingest("/v1/identify", &workspace, &json!({"userId": "u", "anonymousId": "a"}))
         .await;
     assert_eq!((status, body["discarded"].clone()), (202, json!(1)));
     assert_eq!(app.integration(&workspace).await["configured"], false);
 
     // Configuring Segment afterwards delivers nothing from before: nothing was stored.
-    app.put_integration(&workspace, json!({"write_key": "wk_later"}))
-        .await;
+    app.put_integration(&workspace, json!({"write_key": "wk_later"})).await;
     let status = app.integration(&workspace).await["status"].clone();
     assert_eq!(status["queued"], 0);
     assert_eq!(

@@ -42,9 +42,7 @@ async fn two_instances_on_one_postgres_deliver_each_event_exactly_once() {
         let ids: Vec<String> = (0..500).map(|i| format!("r{request}-e{i}")).collect();
         let batch: Vec<Value> = ids.iter().map(|id| event(id)).collect();
         let instance = if request % 2 == 0 { &first } else { &second };
-        let (status, body) = instance
-            .ingest("/v1/batch", workspace, &json!({"batch": batch}))
-            .await;
+        let (status, body) = instance.ingest("/v1/batch", workspace, &json!({"batch": batch})).await;
         assert_eq!((status, body["accepted"].clone()), (202, json!(500)));
         expected.extend(ids);
     }
@@ -71,17 +69,13 @@ async fn sigterm_lets_deliveries_in_flight_finish(backend: Backend) {
         return;
     };
     env.segment.set_delay(Some(Duration::from_millis(700)));
-    let service =
-        ServiceProcess::start(&env, &[("PRODUKTLY_SEGMENT_MAX_BATCH_MESSAGES", "100")]).await;
+    let service = ServiceProcess::start(&env, &[("PRODUKTLY_SEGMENT_MAX_BATCH_MESSAGES", "100")]).await;
     let client = service.client();
     let workspace = client.workspace_with_segment("wk_sigterm").await;
     let ids: Vec<String> = (0..300).map(|i| format!("term-{i}")).collect();
     let batch: Vec<Value> = ids.iter().map(|id| event(id)).collect();
     assert_eq!(
-        client
-            .ingest("/v1/batch", &workspace, &json!({"batch": batch}))
-            .await
-            .0,
+        client.ingest("/v1/batch", &workspace, &json!({"batch": batch})).await.0,
         202
     );
     common::eventually(WAIT, "a batch in flight", || async {
@@ -122,9 +116,7 @@ async fn sigterm_with_a_stuck_request_exits_within_the_timeout(backend: Backend)
     let workspace = client.workspace_with_segment("wk_stuck").await;
     let ids: Vec<String> = (0..50).map(|i| format!("stuck-{i}")).collect();
     let batch: Vec<Value> = ids.iter().map(|id| event(id)).collect();
-    client
-        .ingest("/v1/batch", &workspace, &json!({"batch": batch}))
-        .await;
+    client.ingest("/v1/batch", &workspace, &json!({"batch": batch})).await;
     common::eventually(WAIT, "a batch in flight", || async {
         env.segment.request_count().await >= 1
     })
@@ -140,10 +132,7 @@ async fn sigterm_with_a_stuck_request_exits_within_the_timeout(backend: Backend)
         started.elapsed()
     );
     let log = std::fs::read_to_string(log).unwrap();
-    assert!(
-        log.contains("at the shutdown deadline; releasing it"),
-        "{log}"
-    );
+    assert!(log.contains("at the shutdown deadline; releasing it"), "{log}");
 
     env.segment.set_delay(None);
     let again = ServiceProcess::start(&env, &[]).await;

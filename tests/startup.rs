@@ -21,10 +21,7 @@ async fn sqlite_generates_its_secrets_once_and_keeps_them() {
     };
     let app = TestApp::start(without_secrets()).await;
     let token_file = env.db.dir.path().join("admin-token");
-    let token = std::fs::read_to_string(&token_file)
-        .unwrap()
-        .trim()
-        .to_owned();
+    let token = std::fs::read_to_string(&token_file).unwrap().trim().to_owned();
     assert!(token.len() >= 32);
     #[cfg(unix)]
     {
@@ -96,15 +93,9 @@ async fn the_migrate_command_applies_the_schema(backend: Backend) {
         .env("PRODUKTLY_LOG_FORMAT", "json")
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(String::from_utf8_lossy(&output.stdout).contains("migrations applied"));
-    let store = produktly_segment::store::connect(&env.settings(|f| f))
-        .await
-        .unwrap();
+    let store = produktly_segment::store::connect(&env.settings(|f| f)).await.unwrap();
     store.check_ready().await.expect("the schema is current");
 }
 

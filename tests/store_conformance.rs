@@ -8,8 +8,7 @@ use std::time::Duration;
 use common::{Backend, Env};
 use produktly_segment::segment::Region;
 use produktly_segment::store::{
-    self, IdentityLink, IntegrationConfig, LastError, NewEvent, Rejection, RoundEnd, Store,
-    Workspace, WorkspaceLease,
+    self, IdentityLink, IntegrationConfig, LastError, NewEvent, Rejection, RoundEnd, Store, Workspace, WorkspaceLease,
 };
 
 const NOW: i64 = 1_800_000_000_000;
@@ -17,9 +16,7 @@ const LEASE: i64 = 60_000;
 
 async fn open(backend: Backend) -> Option<(Env, Arc<dyn Store>)> {
     let env = Env::new(backend).await?;
-    let store = store::connect(&env.settings(|f| f))
-        .await
-        .expect("the store opens");
+    let store = store::connect(&env.settings(|f| f)).await.expect("the store opens");
     Some((env, store))
 }
 
@@ -86,58 +83,22 @@ async fn workspaces_and_ingest_targets(backend: Backend) {
     };
     let (stored, created) = store.upsert_workspace(&renamed).await.unwrap();
     assert!(!created);
-    assert_eq!(
-        (stored.name.as_str(), stored.ingest_key.as_str()),
-        ("renamed", "pk_a")
-    );
+    assert_eq!((stored.name.as_str(), stored.ingest_key.as_str()), ("renamed", "pk_a"));
     let (stored, created) = store.upsert_workspace(&workspace("b")).await.unwrap();
     assert!(created);
     assert_eq!(stored, workspace("b"));
 
     let target = store.ingest_target("pk_a").await.unwrap().unwrap();
-    assert_eq!(
-        (target.workspace_id.as_str(), target.segment_enabled),
-        ("a", false)
-    );
-    store
-        .put_integration("a", &config(true), NOW)
-        .await
-        .unwrap();
-    assert!(
-        store
-            .ingest_target("pk_a")
-            .await
-            .unwrap()
-            .unwrap()
-            .segment_enabled
-    );
-    store
-        .put_integration("a", &config(false), NOW)
-        .await
-        .unwrap();
-    assert!(
-        !store
-            .ingest_target("pk_a")
-            .await
-            .unwrap()
-            .unwrap()
-            .segment_enabled
-    );
+    assert_eq!((target.workspace_id.as_str(), target.segment_enabled), ("a", false));
+    store.put_integration("a", &config(true), NOW).await.unwrap();
+    assert!(store.ingest_target("pk_a").await.unwrap().unwrap().segment_enabled);
+    store.put_integration("a", &config(false), NOW).await.unwrap();
+    assert!(!store.ingest_target("pk_a").await.unwrap().unwrap().segment_enabled);
 
-    let rotated = store
-        .rotate_ingest_key("a", "pk_new")
-        .await
-        .unwrap()
-        .unwrap();
+    let rotated = store.rotate_ingest_key("a", "pk_new").await.unwrap().unwrap();
     assert_eq!(rotated.ingest_key, "pk_new");
     assert_eq!(store.ingest_target("pk_a").await.unwrap(), None);
-    assert!(
-        store
-            .rotate_ingest_key("nobody", "pk_x")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(store.rotate_ingest_key("nobody", "pk_x").await.unwrap().is_none());
 }
 
 async fn claims_resolve_user_ids_and_follow_arrival_order(backend: Backend) {
@@ -153,16 +114,10 @@ async fn claims_resolve_user_ids_and_follow_arrival_order(backend: Backend) {
     };
     // In one commit the latest link wins; across commits an older link does not overwrite.
     store
-        .enqueue(
-            &[],
-            &[link("a1", "early", NOW), link("a1", "late", NOW + 5)],
-        )
+        .enqueue(&[], &[link("a1", "early", NOW), link("a1", "late", NOW + 5)])
         .await
         .unwrap();
-    store
-        .enqueue(&[], &[link("a1", "stale", NOW + 1)])
-        .await
-        .unwrap();
+    store.enqueue(&[], &[link("a1", "stale", NOW + 1)]).await.unwrap();
     let events = [
         event("w", 0, Some("own"), Some("a1")),
         event("w", 1, None, Some("a1")),
@@ -218,13 +173,7 @@ async fn a_stale_lease_changes_nothing(backend: Backend) {
         status: Some(400),
         detail: "x".into(),
     };
-    assert_eq!(
-        store
-            .dead_letter(&stale, &[rejection], later)
-            .await
-            .unwrap(),
-        0
-    );
+    assert_eq!(store.dead_letter(&stale, &[rejection], later).await.unwrap(), 0);
     let delivered = RoundEnd::Delivered {
         delivered_at: Some(later),
         next_attempt_at: later,
@@ -232,15 +181,7 @@ async fn a_stale_lease_changes_nothing(backend: Backend) {
     store.end_round(&stale, &delivered).await.unwrap();
     store.release_lease(&stale).await.unwrap();
     assert_eq!(store.queue_depth().await.unwrap(), 3);
-    assert_eq!(
-        store
-            .integration("w")
-            .await
-            .unwrap()
-            .unwrap()
-            .last_delivery_at,
-        None
-    );
+    assert_eq!(store.integration("w").await.unwrap().unwrap().last_delivery_at, None);
     assert!(
         store
             .lease_workspaces(later + 1, later + LEASE, 5)
@@ -264,10 +205,7 @@ async fn failed_events_stay_queued_for_the_next_round(backend: Backend) {
     let lease = lease_one(store.as_ref(), NOW).await;
     let oldest = store.queued_events(&lease, 2).await.unwrap();
     assert_eq!(
-        oldest
-            .iter()
-            .map(|e| e.message_id.as_str())
-            .collect::<Vec<_>>(),
+        oldest.iter().map(|e| e.message_id.as_str()).collect::<Vec<_>>(),
         ["m0", "m1"]
     );
     let ids: Vec<i64> = oldest.iter().map(|e| e.id).collect();
@@ -277,10 +215,7 @@ async fn failed_events_stay_queued_for_the_next_round(backend: Backend) {
     let next = lease_one(store.as_ref(), NOW + 1).await;
     let again = store.queued_events(&next, 10).await.unwrap();
     assert_eq!(
-        again
-            .iter()
-            .map(|e| e.message_id.as_str())
-            .collect::<Vec<_>>(),
+        again.iter().map(|e| e.message_id.as_str()).collect::<Vec<_>>(),
         ["m0", "m1", "m2", "m3"]
     );
     let rejection = Rejection {
@@ -306,30 +241,16 @@ async fn dead_letters_are_kept_listed_and_replayed(backend: Backend) {
         status: Some(400),
         detail: "bad".into(),
     };
-    assert_eq!(
-        store
-            .dead_letter(&lease, &[rejection], NOW + 7)
-            .await
-            .unwrap(),
-        1
-    );
+    assert_eq!(store.dead_letter(&lease, &[rejection], NOW + 7).await.unwrap(), 1);
     let letters = store.dead_letters("w", 10).await.unwrap();
     assert_eq!(letters.len(), 1);
     let letter = &letters[0];
     assert_eq!(
-        (
-            letter.message_id.as_str(),
-            letter.reason.as_str(),
-            letter.status
-        ),
+        (letter.message_id.as_str(), letter.reason.as_str(), letter.status),
         ("m1", "rejected", Some(400))
     );
     assert_eq!(
-        (
-            letter.detail.as_str(),
-            letter.failed_at,
-            letter.user_id.as_deref()
-        ),
+        (letter.detail.as_str(), letter.failed_at, letter.user_id.as_deref()),
         ("bad", NOW + 7, Some("u"))
     );
     assert_eq!(
@@ -373,20 +294,14 @@ async fn old_events_expire_into_dead_letters(backend: Backend) {
         2,
         "a limited sweep"
     );
-    assert_eq!(
-        store.expire_events(NOW + 3, NOW + 10, 100).await.unwrap(),
-        1
-    );
+    assert_eq!(store.expire_events(NOW + 3, NOW + 10, 100).await.unwrap(), 1);
     let letters = store.dead_letters("w", 10).await.unwrap();
     let mut expired: Vec<_> = letters.iter().map(|l| l.message_id.as_str()).collect();
     expired.sort_unstable();
     assert_eq!(expired, ["m0", "m1", "m2"]);
     assert!(letters.iter().all(|l| l.reason == "expired"));
     assert_eq!(store.queue_depth().await.unwrap(), 2);
-    assert_eq!(
-        store.expire_events(NOW + 3, NOW + 10, 100).await.unwrap(),
-        0
-    );
+    assert_eq!(store.expire_events(NOW + 3, NOW + 10, 100).await.unwrap(), 0);
 }
 
 /// Only enabled, due workspaces with unleased events are leased, the
@@ -398,10 +313,7 @@ async fn workspaces_are_leased_when_due_longest_waiting_first(backend: Backend) 
     seeded(store.as_ref(), "busy", 2).await;
     seeded(store.as_ref(), "idle", 0).await;
     seeded(store.as_ref(), "off", 1).await;
-    store
-        .put_integration("off", &config(false), NOW)
-        .await
-        .unwrap();
+    store.put_integration("off", &config(false), NOW).await.unwrap();
     seeded(store.as_ref(), "other", 1).await;
 
     let leases = store.lease_workspaces(NOW, NOW + LEASE, 10).await.unwrap();
@@ -411,11 +323,7 @@ async fn workspaces_are_leased_when_due_longest_waiting_first(backend: Backend) 
     let busy = leases.iter().find(|l| l.workspace_id == "busy").unwrap();
     let other = leases.iter().find(|l| l.workspace_id == "other").unwrap();
     assert_eq!(
-        (
-            busy.sealed_write_key.as_str(),
-            busy.region,
-            busy.consecutive_failures
-        ),
+        (busy.sealed_write_key.as_str(), busy.region, busy.consecutive_failures),
         ("sealed", Region::Us, 0)
     );
 
@@ -448,10 +356,7 @@ async fn workspaces_are_leased_when_due_longest_waiting_first(backend: Backend) 
             .is_empty(),
         "neither is due yet"
     );
-    let next = store
-        .lease_workspaces(NOW + 2000, NOW + LEASE, 1)
-        .await
-        .unwrap();
+    let next = store.lease_workspaces(NOW + 2000, NOW + LEASE, 1).await.unwrap();
     assert_eq!(
         next[0].workspace_id, "other",
         "the longest-waiting workspace comes first"
@@ -461,10 +366,7 @@ async fn workspaces_are_leased_when_due_longest_waiting_first(backend: Backend) 
 
     let integration = store.integration("busy").await.unwrap().unwrap();
     assert_eq!(
-        (
-            integration.consecutive_failures,
-            integration.next_attempt_at
-        ),
+        (integration.consecutive_failures, integration.next_attempt_at),
         (1, NOW + 1000)
     );
     assert_eq!(integration.last_error, Some(error));
@@ -479,19 +381,11 @@ async fn workspaces_are_leased_when_due_longest_waiting_first(backend: Backend) 
     };
     store.end_round(&busy, &rate_limited).await.unwrap();
     assert_eq!(
-        store
-            .integration("busy")
-            .await
-            .unwrap()
-            .unwrap()
-            .consecutive_failures,
+        store.integration("busy").await.unwrap().unwrap().consecutive_failures,
         1,
         "429 is not a failure"
     );
-    store
-        .put_integration("busy", &config(true), NOW + 2500)
-        .await
-        .unwrap();
+    store.put_integration("busy", &config(true), NOW + 2500).await.unwrap();
     let reset = store.integration("busy").await.unwrap().unwrap();
     assert_eq!(
         (reset.consecutive_failures, reset.next_attempt_at),
@@ -509,10 +403,7 @@ async fn deleting_an_integration_drops_its_events(backend: Backend) {
     assert!(store.delete_integration("gone").await.unwrap());
     assert!(!store.delete_integration("gone").await.unwrap());
     assert_eq!(store.integration("gone").await.unwrap(), None);
-    assert_eq!(
-        store.queue_counts("gone").await.unwrap(),
-        store::QueueCounts::default()
-    );
+    assert_eq!(store.queue_counts("gone").await.unwrap(), store::QueueCounts::default());
     assert_eq!(store.queue_depth().await.unwrap(), 2);
 }
 
@@ -540,23 +431,14 @@ async fn retention_deletes_only_old_dead_letters_and_identities(backend: Backend
             status: None,
             detail: "x".into(),
         };
-        store
-            .dead_letter(&lease, &[rejection], failed_at)
-            .await
-            .unwrap();
+        store.dead_letter(&lease, &[rejection], failed_at).await.unwrap();
     }
     assert_eq!(store.purge(NOW, NOW, 100).await.unwrap(), (1, 1));
     let letters = store.dead_letters("w", 10).await.unwrap();
-    assert_eq!(
-        letters.iter().map(|l| l.failed_at).collect::<Vec<_>>(),
-        [NOW + 10]
-    );
+    assert_eq!(letters.iter().map(|l| l.failed_at).collect::<Vec<_>>(), [NOW + 10]);
     store
         .enqueue(
-            &[
-                event("w", 9, None, Some("old")),
-                event("w", 10, None, Some("new")),
-            ],
+            &[event("w", 9, None, Some("old")), event("w", 10, None, Some("new"))],
             &[],
         )
         .await
@@ -572,10 +454,7 @@ async fn retention_deletes_only_old_dead_letters_and_identities(backend: Backend
         .collect();
     assert_eq!(
         users,
-        [
-            ("old".to_owned(), None),
-            ("new".to_owned(), Some("u".to_owned()))
-        ]
+        [("old".to_owned(), None), ("new".to_owned(), Some("u".to_owned()))]
     );
 }
 
@@ -603,10 +482,7 @@ async fn commits_wake_listeners(backend: Backend) {
     // The listener needs a moment to subscribe; keep committing until it hears one.
     let heard = async {
         for n in 0.. {
-            store
-                .enqueue(&[event("w", n, Some("u"), None)], &[])
-                .await
-                .unwrap();
+            store.enqueue(&[event("w", n, Some("u"), None)], &[]).await.unwrap();
             if tokio::time::timeout(Duration::from_millis(200), wake.notified())
                 .await
                 .is_ok()

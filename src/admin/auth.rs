@@ -9,11 +9,7 @@ use crate::app::AppState;
 use crate::error::ApiError;
 
 /// Lets the request through only with `Authorization: Bearer <admin token>`.
-pub async fn require_admin(
-    State(app): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
+pub async fn require_admin(State(app): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
     let token = request
         .headers()
         .get(AUTHORIZATION)

@@ -18,13 +18,12 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for AdminJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes =
-            Bytes::from_request(request, state)
-                .await
-                .map_err(|_| ApiError::InvalidRequest {
-                    field: None,
-                    message: "the request body could not be read".into(),
-                })?;
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|_| ApiError::InvalidRequest {
+                field: None,
+                message: "the request body could not be read".into(),
+            })?;
         serde_json::from_slice(&bytes)
             .map(AdminJson)
             .map_err(|e| ApiError::InvalidRequest {
@@ -51,9 +50,7 @@ impl WorkspaceId {
         } else {
             Err(ApiError::InvalidRequest {
                 field: Some("id"),
-                message: format!(
-                    "a workspace id is 1 to {MAX_ID_LEN} letters, digits, '-', '_' or '.'"
-                ),
+                message: format!("a workspace id is 1 to {MAX_ID_LEN} letters, digits, '-', '_' or '.'"),
             })
         }
     }

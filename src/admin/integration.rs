@@ -65,17 +65,13 @@ impl IntegrationView {
         } else {
             "ok"
         };
-        let last_error = integration.last_error.map(
-            |LastError {
-                 at,
-                 status,
-                 message,
-             }| ErrorView {
+        let last_error = integration
+            .last_error
+            .map(|LastError { at, status, message }| ErrorView {
                 at: millis_to_iso8601(at),
                 status,
                 message,
-            },
-        );
+            });
         IntegrationView {
             configured: true,
             write_key_hint: Some(integration.write_key_hint),
@@ -135,12 +131,8 @@ impl IntegrationBody {
             Some(_) => return Err(invalid(Some("enabled"), "enabled must be true or false")),
         };
         if let Some(unknown) = fields.keys().next() {
-            let message =
-                format!("unknown field {unknown:?}; expected write_key, region or enabled");
-            return Err(ApiError::InvalidRequest {
-                field: None,
-                message,
-            });
+            let message = format!("unknown field {unknown:?}; expected write_key, region or enabled");
+            return Err(ApiError::InvalidRequest { field: None, message });
         }
         Ok(IntegrationBody {
             write_key,
@@ -180,17 +172,11 @@ pub async fn put(
     AdminJson(body): AdminJson<Value>,
 ) -> Result<Json<IntegrationView>, ApiError> {
     let body = IntegrationBody::parse(body)?;
-    app.store
-        .workspace(&id)
-        .await?
-        .ok_or_else(no_such_workspace)?;
+    app.store.workspace(&id).await?.ok_or_else(no_such_workspace)?;
     let existing = app.store.integration(&id).await?;
     let (sealed_write_key, write_key_hint) = match (&body.write_key, &existing) {
         (Some(key), _) => (app.secrets.sealer.seal(&id, key), key.hint()),
-        (None, Some(existing)) => (
-            existing.sealed_write_key.clone(),
-            existing.write_key_hint.clone(),
-        ),
+        (None, Some(existing)) => (existing.sealed_write_key.clone(), existing.write_key_hint.clone()),
         (None, None) => {
             return Err(invalid(
                 Some("write_key"),
@@ -201,33 +187,18 @@ pub async fn put(
     let config = IntegrationConfig {
         sealed_write_key,
         write_key_hint,
-        region: body
-            .region
-            .or(existing.as_ref().map(|e| e.region))
-            .unwrap_or_default(),
-        enabled: body
-            .enabled
-            .or(existing.as_ref().map(|e| e.enabled))
-            .unwrap_or(true),
+        region: body.region.or(existing.as_ref().map(|e| e.region)).unwrap_or_default(),
+        enabled: body.enabled.or(existing.as_ref().map(|e| e.enabled)).unwrap_or(true),
     };
-    let integration = app
-        .store
-        .put_integration(&id, &config, now_millis())
-        .await?;
+    let integration = app.store.put_integration(&id, &config, now_millis()).await?;
     app.ingest_keys.invalidate();
     app.wake.notify_one();
     let counts = app.store.queue_counts(&id).await?;
     Ok(Json(IntegrationView::new(integration, counts)))
 }
 
-pub async fn get(
-    State(app): State<AppState>,
-    WorkspaceId(id): WorkspaceId,
-) -> Result<Json<IntegrationView>, ApiError> {
-    app.store
-        .workspace(&id)
-        .await?
-        .ok_or_else(no_such_workspace)?;
+pub async fn get(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> Result<Json<IntegrationView>, ApiError> {
+    app.store.workspace(&id).await?.ok_or_else(no_such_workspace)?;
     let Some(integration) = app.store.integration(&id).await? else {
         return Ok(Json(IntegrationView::not_configured()));
     };
@@ -236,14 +207,9 @@ pub async fn get(
 }
 
 /// Removes the integration and drops the workspace's queued and dead events.
-pub async fn delete(
-    State(app): State<AppState>,
-    WorkspaceId(id): WorkspaceId,
-) -> Result<StatusCode, ApiError> {
+pub async fn delete(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> Result<StatusCode, ApiError> {
     if !app.store.delete_integration(&id).await? {
-        return Err(ApiError::NotFound(
-            "the workspace has no Segment integration".into(),
-        ));
+        return Err(ApiError::NotFound("the workspace has no Segment integration".into()));
     }
     app.ingest_keys.invalidate();
     Ok(StatusCode::NO_CONTENT)
@@ -261,10 +227,7 @@ pub struct TestView {
 /// Sends one `produktly_test_event` with the stored key and answers with what
 /// Segment answered. Segment accepts any write key, so success here means the
 /// call went through; the event shows in the source's Debugger if the key is right.
-pub async fn test(
-    State(app): State<AppState>,
-    WorkspaceId(id): WorkspaceId,
-) -> Result<Json<TestView>, ApiError> {
+pub async fn test(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> Result<Json<TestView>, ApiError> {
     let integration = app
         .store
         .integration(&id)
@@ -293,21 +256,11 @@ pub async fn test(
         max_bytes: segment::MAX_MESSAGE_BYTES * 2,
     };
     let batch = segment::pack([(0, message)], limits).batches.remove(0);
-    let outcome = app
-        .segment
-        .send(integration.region, &write_key, batch.body(&now))
-        .await;
+    let outcome = app.segment.send(integration.region, &write_key, batch.body(&now)).await;
     let (outcome, status, message) = match outcome {
-        Outcome::Delivered { status } => (
-            "delivered",
-            Some(status),
-            "Segment accepted the test event".to_owned(),
-        ),
+        Outcome::Delivered { status } => ("delivered", Some(status), "Segment accepted the test event".to_owned()),
         Outcome::Rejected { status, body } => ("rejected", Some(status), body),
-        Outcome::RateLimited {
-            status,
-            retry_after,
-        } => (
+        Outcome::RateLimited { status, retry_after } => (
             "rate_limited",
             Some(status),
             format!("Segment asked to retry after {} s", retry_after.as_secs()),
@@ -341,7 +294,7 @@ pub struct DeadLetterView {
 
 impl DeadLetterView {
     fn new(dead: DeadLetter) -> Result<DeadLetterView, ApiError> {
-        let message = segment::with_user_id(&dead.payload, dead.user_id.as_deref());
+        let message = segment::with_user_id(dead.payload, dead.user_id.as_deref());
         let message = RawValue::from_string(message)
             .map_err(|e| ApiError::Internal(format!("stored message is not JSON: {e}")))?;
         Ok(DeadLetterView {
@@ -361,19 +314,12 @@ pub async fn dead_letters(
     WorkspaceId(id): WorkspaceId,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(query) =
-        query.map_err(|_| invalid(Some("limit"), "limit must be a number from 1 to 1000"))?;
+    let Query(query) = query.map_err(|_| invalid(Some("limit"), "limit must be a number from 1 to 1000"))?;
     let limit = query.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
-        return Err(invalid(
-            Some("limit"),
-            "limit must be a number from 1 to 1000",
-        ));
+        return Err(invalid(Some("limit"), "limit must be a number from 1 to 1000"));
     }
-    app.store
-        .workspace(&id)
-        .await?
-        .ok_or_else(no_such_workspace)?;
+    app.store.workspace(&id).await?.ok_or_else(no_such_workspace)?;
     let letters: Vec<DeadLetterView> = app
         .store
         .dead_letters(&id, limit)
@@ -385,14 +331,8 @@ pub async fn dead_letters(
 }
 
 /// Puts every dead letter of the workspace back in the queue, with a fresh age.
-pub async fn replay(
-    State(app): State<AppState>,
-    WorkspaceId(id): WorkspaceId,
-) -> Result<Json<Value>, ApiError> {
-    app.store
-        .workspace(&id)
-        .await?
-        .ok_or_else(no_such_workspace)?;
+pub async fn replay(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> Result<Json<Value>, ApiError> {
+    app.store.workspace(&id).await?.ok_or_else(no_such_workspace)?;
     let replayed = app.store.replay_dead_letters(&id, now_millis()).await?;
     app.metrics.queue_depth.inc_by(replayed as i64);
     app.wake.notify_one();

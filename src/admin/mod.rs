@@ -24,18 +24,10 @@ pub fn router(state: AppState) -> Router<AppState> {
         )
         .route(
             segment,
-            put(integration::put)
-                .get(integration::get)
-                .delete(integration::delete),
+            put(integration::put).get(integration::get).delete(integration::delete),
         )
         .route(&format!("{segment}/test"), post(integration::test))
-        .route(
-            &format!("{workspace}/dead-letters"),
-            get(integration::dead_letters),
-        )
-        .route(
-            &format!("{workspace}/dead-letters/replay"),
-            post(integration::replay),
-        )
+        .route(&format!("{workspace}/dead-letters"), get(integration::dead_letters))
+        .route(&format!("{workspace}/dead-letters/replay"), post(integration::replay))
         .route_layer(middleware::from_fn_with_state(state, auth::require_admin))
 }

@@ -67,27 +67,13 @@ pub async fn upsert(
             message: "the id in the body differs from the path".into(),
         });
     }
-    let (workspace, created) = app
-        .store
-        .upsert_workspace(&new_workspace(id, body.name)?)
-        .await?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    let (workspace, created) = app.store.upsert_workspace(&new_workspace(id, body.name)?).await?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(workspace.into())))
 }
 
-pub async fn get(
-    State(app): State<AppState>,
-    WorkspaceId(id): WorkspaceId,
-) -> Result<Json<WorkspaceView>, ApiError> {
-    let workspace = app
-        .store
-        .workspace(&id)
-        .await?
-        .ok_or_else(no_such_workspace)?;
+pub async fn get(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> Result<Json<WorkspaceView>, ApiError> {
+    let workspace = app.store.workspace(&id).await?.ok_or_else(no_such_workspace)?;
     Ok(Json(workspace.into()))
 }
 

@@ -2,19 +2,22 @@
 //! request when the last is answered) for throughput, open loop (requests on a
 //! fixed schedule) for latency at a given rate.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
 use hdrhistogram::Histogram;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::BenchError;
+
+/// Threads the load runs on (as `wrk -t2`).
+const LOAD_THREADS: usize = 2;
 
 /// Where requests go, with the ingest key.
 #[derive(Clone, Debug)]
@@ -45,9 +48,7 @@ impl Report {
     fn merge(&mut self, other: Report) {
         self.events += other.events;
         self.failures += other.failures;
-        self.latency
-            .add(other.latency)
-            .expect("histograms of the same bounds");
+        self.latency.add(other.latency).expect("histograms of the same bounds");
     }
 
     pub fn events_per_sec(&self) -> f64 {
@@ -82,11 +83,12 @@ pub async fn closed_loop(
     until: Until,
 ) -> Result<Report, BenchError> {
     let started = Instant::now();
-    let mut workers = JoinSet::new();
-    for connection in 0..connections {
-        let (target, body) = (targets[connection % targets.len()].clone(), body.clone());
-        workers.spawn(async move {
-            let mut sender = connect(target.addr).await?;
+    let requests: Vec<(SocketAddr, Vec<u8>)> =
+        targets.iter().map(|target| (target.addr, request(target, &body))).collect();
+    let mut report = on_load_threads(connections, move |connection| {
+        let (addr, request) = requests[connection % requests.len()].clone();
+        async move {
+            let mut connection = connect(addr).await?;
             let mut report = Report::new();
             let mut sent_requests = 0;
             while match until {
@@ -95,13 +97,13 @@ pub async fn closed_loop(
             } {
                 sent_requests += 1;
                 let sent = Instant::now();
-                let accepted = post(&mut sender, &target, body.clone()).await?;
+                let accepted = post(&mut connection, &request).await?;
                 record(&mut report, accepted, events, sent);
             }
-            Ok::<_, BenchError>(report)
-        });
-    }
-    let mut report = gather(workers).await?;
+            Ok(report)
+        }
+    })
+    .await?;
     report.elapsed = started.elapsed();
     Ok(report)
 }
@@ -117,30 +119,66 @@ pub async fn open_loop<F>(
     body: F,
 ) -> Result<Report, BenchError>
 where
-    F: Fn() -> Bytes + Clone + Send + 'static,
+    F: Fn() -> Bytes + Send + Sync + 'static,
 {
     let started = Instant::now();
+    let body = Arc::new(body);
     let interval = Duration::from_secs(connections as u64) / rate;
     let total = (rate as u64 * duration.as_millis() as u64 / 1000) / connections as u64;
-    let mut workers = JoinSet::new();
-    for worker in 0..connections {
-        let (target, body) = (target.clone(), body.clone());
+    let target = target.clone();
+    let mut report = on_load_threads(connections, move |worker| {
         let offset = interval * worker as u32 / connections as u32;
-        workers.spawn(async move {
-            let mut sender = connect(target.addr).await?;
+        let (target, body) = (target.clone(), body.clone());
+        async move {
+            let mut connection = connect(target.addr).await?;
             let mut report = Report::new();
             for n in 0..total {
                 let scheduled = started + offset + interval * n as u32;
                 tokio::time::sleep_until(scheduled).await;
-                let accepted = post(&mut sender, &target, body()).await?;
+                let accepted = post(&mut connection, &request(&target, &body())).await?;
                 record(&mut report, accepted, 1, scheduled);
             }
-            Ok::<_, BenchError>(report)
-        });
-    }
-    let mut report = gather(workers).await?;
+            Ok(report)
+        }
+    })
+    .await?;
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// Runs `worker(i)` for each connection `i`, spread over `LOAD_THREADS`
+/// threads that each drive theirs on a single-threaded runtime, as `wrk`
+/// does: no hand-over between threads on the load side.
+async fn on_load_threads<W, F>(connections: usize, worker: W) -> Result<Report, BenchError>
+where
+    W: Fn(usize) -> F + Send + Sync + 'static,
+    F: Future<Output = Result<Report, BenchError>> + 'static,
+{
+    let worker = Arc::new(worker);
+    let threads: Vec<_> = (0..LOAD_THREADS)
+        .map(|thread| {
+            let worker = worker.clone();
+            std::thread::spawn(move || -> Result<Report, BenchError> {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                let local = tokio::task::LocalSet::new();
+                local.block_on(&runtime, async {
+                    let mut workers = JoinSet::new();
+                    for connection in (thread..connections).step_by(LOAD_THREADS) {
+                        workers.spawn_local(worker(connection));
+                    }
+                    gather(workers).await
+                })
+            })
+        })
+        .collect();
+    let joined = tokio::task::spawn_blocking(move || threads.into_iter().map(|t| t.join()).collect::<Vec<_>>())
+        .await
+        .map_err(|e| BenchError(format!("the load threads failed: {e}")))?;
+    let mut total = Report::new();
+    for thread in joined {
+        total.merge(thread.map_err(|_| BenchError("a load thread panicked".into()))??);
+    }
+    Ok(total)
 }
 
 fn record(report: &mut Report, accepted: bool, events: u64, since: Instant) {
@@ -150,10 +188,7 @@ fn record(report: &mut Report, accepted: bool, events: u64, since: Instant) {
         report.failures += 1;
     }
     let micros = since.elapsed().as_micros().clamp(1, 120_000_000) as u64;
-    report
-        .latency
-        .record(micros)
-        .expect("within the histogram's bounds");
+    report.latency.record(micros).expect("within the histogram's bounds");
 }
 
 async fn gather(mut workers: JoinSet<Result<Report, BenchError>>) -> Result<Report, BenchError> {
@@ -164,41 +199,64 @@ async fn gather(mut workers: JoinSet<Result<Report, BenchError>>) -> Result<Repo
     Ok(total)
 }
 
-async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, BenchError> {
-    let stream = TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| BenchError(format!("HTTP handshake: {e}")))?;
-    tokio::spawn(connection);
-    Ok(sender)
+/// One keep-alive HTTP/1.1 connection that writes whole pre-built requests
+/// and reads just enough of each answer: the load generator should cost the
+/// machine as little as `wrk` does, so that the service gets the rest.
+struct Connection {
+    stream: TcpStream,
+    buffer: Vec<u8>,
 }
 
-/// Posts one body; `true` when the service answered `202`.
-async fn post(
-    sender: &mut SendRequest<Full<Bytes>>,
-    target: &Target,
-    body: Bytes,
-) -> Result<bool, BenchError> {
-    let request = hyper::Request::post(target.path)
-        .header("host", "bench")
-        .header("content-type", "application/json")
-        .header("x-produktly-key", &target.key)
-        .body(Full::new(body))
-        .map_err(|e| BenchError(e.to_string()))?;
-    sender
-        .ready()
-        .await
-        .map_err(|e| BenchError(format!("connection lost: {e}")))?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| BenchError(format!("request failed: {e}")))?;
-    let status = response.status();
-    response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| BenchError(format!("reading the answer: {e}")))?;
-    Ok(status == hyper::StatusCode::ACCEPTED)
+async fn connect(addr: SocketAddr) -> Result<Connection, BenchError> {
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    Ok(Connection { stream, buffer: Vec::with_capacity(4096) })
+}
+
+/// The bytes of a `POST` of `body` to the target.
+fn request(target: &Target, body: &[u8]) -> Vec<u8> {
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nX-Produktly-Key: {}\r\n\
+         Content-Length: {}\r\n\r\n",
+        target.path,
+        target.key,
+        body.len()
+    );
+    [head.as_bytes(), body].concat()
+}
+
+/// Sends one request; `true` when the service answered `202`.
+async fn post(connection: &mut Connection, request: &[u8]) -> Result<bool, BenchError> {
+    connection.stream.write_all(request).await?;
+    let buffer = &mut connection.buffer;
+    buffer.clear();
+    let head_end = loop {
+        if let Some(end) = memchr::memmem::find(buffer, b"\r\n\r\n") {
+            break end + 4;
+        }
+        read_more(&mut connection.stream, buffer).await?;
+    };
+    let head = std::str::from_utf8(&buffer[..head_end]).map_err(|_| BenchError("a non-UTF-8 answer".into()))?;
+    let accepted = head.split(' ').nth(1).ok_or_else(|| BenchError("no status line".into()))? == "202";
+    let length: usize = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse().ok())?
+        })
+        .ok_or_else(|| BenchError("an answer without Content-Length".into()))?;
+    while buffer.len() < head_end + length {
+        read_more(&mut connection.stream, buffer).await?;
+    }
+    Ok(accepted)
+}
+
+async fn read_more(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Result<(), BenchError> {
+    let mut chunk = [0u8; 4096];
+    let read = stream.read(&mut chunk).await?;
+    if read == 0 {
+        return Err(BenchError("the service closed the connection".into()));
+    }
+    buffer.extend_from_slice(&chunk[..read]);
+    Ok(())
 }

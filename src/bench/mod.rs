@@ -159,9 +159,9 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
             end_to_end.len()
         ),
     });
-    let peak = service.peak_rss().map_or("unknown".into(), |bytes| {
-        format!("{} MB", bytes / 1_000_000)
-    });
+    let peak = service
+        .peak_rss()
+        .map_or("unknown".into(), |bytes| format!("{} MB", bytes / 1_000_000));
     rows.push(Row {
         figure: "peak RSS of the service".into(),
         result: peak,
@@ -191,7 +191,8 @@ fn body(events: u64) -> Bytes {
 /// One event marked with the time it is sent, for the end-to-end latency.
 fn marked_body(epoch: Instant) -> Bytes {
     let sent = epoch.elapsed().as_micros() as u64;
-    let value = json!({"event": "tour_start", "userId": "user-e2e", "properties": {"tour_id": "t", SENT_PROPERTY: sent}});
+    let value =
+        json!({"event": "tour_start", "userId": "user-e2e", "properties": {"tour_id": "t", SENT_PROPERTY: sent}});
     Bytes::from(value.to_string())
 }
 
@@ -260,11 +261,7 @@ fn print_table(args: &BenchArgs, rows: &[Row]) {
         args.seconds,
         std::thread::available_parallelism().map_or(0, usize::from)
     );
-    let width = rows
-        .iter()
-        .map(|r| r.figure.chars().count())
-        .max()
-        .unwrap_or(0);
+    let width = rows.iter().map(|r| r.figure.chars().count()).max().unwrap_or(0);
     println!("| {:width$} | result |", "figure");
     println!("|{}|--------|", "-".repeat(width + 2));
     for row in rows {

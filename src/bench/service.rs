@@ -20,11 +20,7 @@ pub struct Service {
 }
 
 impl Service {
-    pub async fn start(
-        database_url: &str,
-        data_dir: &Path,
-        segment_url: &str,
-    ) -> Result<Service, BenchError> {
+    pub async fn start(database_url: &str, data_dir: &Path, segment_url: &str) -> Result<Service, BenchError> {
         let addr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let log = data_dir.join("service.log");
         let child = Command::new(std::env::current_exe()?)
@@ -36,10 +32,7 @@ impl Service {
             .env("PRODUKTLY_SECRET_KEY", crate::secrets::random_base64(32))
             .env("PRODUKTLY_SEGMENT_US_URL", segment_url)
             .env("PRODUKTLY_LOG_FORMAT", "json")
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or("warn".into()),
-            )
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or("warn".into()))
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log)?)
             .stderr(Stdio::inherit())
@@ -56,11 +49,7 @@ impl Service {
 
     async fn wait_until_healthy(&self) -> Result<(), BenchError> {
         for _ in 0..400 {
-            if let Ok(response) = self
-                .http
-                .get(format!("http://{}/healthz", self.addr))
-                .send()
-                .await
+            if let Ok(response) = self.http.get(format!("http://{}/healthz", self.addr)).send().await
                 && response.status().is_success()
             {
                 return Ok(());
@@ -76,11 +65,7 @@ impl Service {
     /// A workspace with a Segment integration; returns its ingest key.
     pub async fn workspace(&self, name: &str) -> Result<String, BenchError> {
         let workspace = self
-            .admin(
-                reqwest::Method::POST,
-                "/admin/v1/workspaces",
-                json!({"name": name}),
-            )
+            .admin(reqwest::Method::POST, "/admin/v1/workspaces", json!({"name": name}))
             .await?;
         let id = workspace["id"]
             .as_str()
@@ -92,18 +77,10 @@ impl Service {
             json!({"write_key": format!("bench-{name}")}),
         )
         .await?;
-        Ok(workspace["ingest_key"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned())
+        Ok(workspace["ingest_key"].as_str().unwrap_or_default().to_owned())
     }
 
-    async fn admin(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Value,
-    ) -> Result<Value, BenchError> {
+    async fn admin(&self, method: reqwest::Method, path: &str, body: Value) -> Result<Value, BenchError> {
         let response = self
             .http
             .request(method, format!("http://{}{path}", self.addr))

@@ -41,10 +41,7 @@ impl Janitor {
     async fn sweep(&self) -> Result<(), StoreError> {
         let now = now_millis();
         loop {
-            let expired = self
-                .store
-                .expire_events(now - millis(self.max_age), now, BATCH)
-                .await?;
+            let expired = self.store.expire_events(now - millis(self.max_age), now, BATCH).await?;
             if expired > 0 {
                 tracing::warn!(
                     expired,
@@ -62,10 +59,7 @@ impl Janitor {
         loop {
             let dead_before = now - millis(self.dead_letter_retention);
             let identities_before = now - millis(self.identity_retention);
-            let (dead, identities) = self
-                .store
-                .purge(dead_before, identities_before, BATCH)
-                .await?;
+            let (dead, identities) = self.store.purge(dead_before, identities_before, BATCH).await?;
             if dead > 0 || identities > 0 {
                 tracing::info!(
                     dead,
@@ -78,9 +72,7 @@ impl Janitor {
             }
         }
         let depth = self.store.queue_depth().await?;
-        self.metrics
-            .queue_depth
-            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+        self.metrics.queue_depth.set(i64::try_from(depth).unwrap_or(i64::MAX));
         Ok(())
     }
 }

@@ -28,6 +28,10 @@ use crate::time::{millis, now_millis};
 
 pub use janitor::Janitor;
 
+/// After a wake-up, the time given to the commits that follow before leasing,
+/// so that a stream of commits does not become a stream of lease queries.
+const WAKE_COALESCE: Duration = Duration::from_millis(10);
+
 pub struct Delivery {
     pub store: Arc<dyn Store>,
     pub client: SegmentClient,
@@ -60,18 +64,36 @@ impl Delivery {
             if found_work {
                 continue;
             }
+            let idle = self.idle_time(slots.available_permits() > 0).await;
             tokio::select! {
                 _ = stop.cancelled() => {}
-                _ = self.wake.notified() => tokio::time::sleep(self.settings.linger()).await,
+                // New events: let a few more commits land, then look again.
+                _ = self.wake.notified() => tokio::time::sleep(WAKE_COALESCE).await,
                 Some(()) = rounds.next_finished(), if !rounds.is_empty() => {}
-                _ = tokio::time::sleep(self.settings.poll_interval()) => {}
+                _ = tokio::time::sleep(idle) => {}
             }
         }
-        if tokio::time::timeout(drain_timeout, rounds.finish_all())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(drain_timeout, rounds.finish_all()).await.is_err() {
             rounds.abandon(self.store.as_ref()).await;
+        }
+    }
+
+    /// How long to wait for the next workspace to fall due, when nothing is due
+    /// now: until the earliest one may be leased, at most the poll interval.
+    /// With no free slot, only a finishing round (or new events) matters.
+    async fn idle_time(&self, slot_free: bool) -> Duration {
+        let poll = self.settings.poll_interval();
+        if !slot_free {
+            return poll;
+        }
+        let now = now_millis();
+        match self.store.next_due(now).await {
+            Ok(Some(due)) => Duration::from_millis((due - now).max(0) as u64).clamp(WAKE_COALESCE, poll),
+            Ok(None) => poll,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read when delivery is next due; polling");
+                poll
+            }
         }
     }
 
@@ -100,12 +122,7 @@ struct Rounds {
 }
 
 impl Rounds {
-    fn spawn(
-        &mut self,
-        delivery: Arc<Delivery>,
-        lease: WorkspaceLease,
-        slot: OwnedSemaphorePermit,
-    ) {
+    fn spawn(&mut self, delivery: Arc<Delivery>, lease: WorkspaceLease, slot: OwnedSemaphorePermit) {
         let held = lease.clone();
         let task = self.tasks.spawn(async move {
             delivery.round(lease).await;

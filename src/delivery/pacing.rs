@@ -64,10 +64,7 @@ mod tests {
             }
         }
         let late: Vec<_> = (0..200).map(|_| backoff(30, base, max)).collect();
-        assert!(
-            late.iter().any(|d| *d > Duration::from_secs(5)),
-            "the cap is reached"
-        );
+        assert!(late.iter().any(|d| *d > Duration::from_secs(5)), "the cap is reached");
     }
 
     #[tokio::test(start_paused = true)]

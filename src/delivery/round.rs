@@ -35,10 +35,7 @@ impl Delivery {
     }
 
     async fn deliver(&self, lease: &WorkspaceLease) -> Result<RoundEnd, StoreError> {
-        let write_key = match self
-            .sealer
-            .unseal(&lease.workspace_id, &lease.sealed_write_key)
-        {
+        let write_key = match self.sealer.unseal(&lease.workspace_id, &lease.sealed_write_key) {
             Ok(key) => key,
             Err(e) => {
                 tracing::error!(workspace = %lease.workspace_id, error = %e, "cannot unseal the write key");
@@ -46,19 +43,13 @@ impl Delivery {
             }
         };
         let started = Instant::now();
-        let events = self
-            .store
-            .queued_events(lease, self.limits.max_messages)
-            .await?;
+        let events = self.store.queued_events(lease, self.limits.max_messages).await?;
         self.metrics.store_op("read", started.elapsed());
-        let received_at: HashMap<i64, Millis> =
-            events.iter().map(|e| (e.id, e.received_at)).collect();
-        let messages = events.into_iter().map(|e| {
-            (
-                e.id,
-                segment::with_user_id(&e.payload, e.user_id.as_deref()),
-            )
-        });
+        let read = events.len();
+        let received_at: HashMap<i64, Millis> = events.iter().map(|e| (e.id, e.received_at)).collect();
+        let messages = events
+            .into_iter()
+            .map(|e| (e.id, segment::with_user_id(e.payload, e.user_id.as_deref())));
         let packed = segment::pack(messages, self.limits);
         if !packed.oversized.is_empty() {
             let detail = format!(
@@ -85,10 +76,7 @@ impl Delivery {
                 | Outcome::RateLimited { status, .. } => *status,
                 Outcome::Failed { status, .. } => status.unwrap_or(0),
             };
-            self.metrics
-                .segment_responses
-                .get_or_create(&Status { status })
-                .inc();
+            self.metrics.segment_responses.get_or_create(&Status { status }).inc();
             match outcome {
                 Outcome::Delivered { .. } => {
                     self.ack(lease, &batch, &received_at).await?;
@@ -105,25 +93,23 @@ impl Delivery {
                             .await?;
                     }
                 },
-                Outcome::RateLimited {
-                    status,
-                    retry_after,
-                } => {
-                    self.retry_later(lease, std::iter::once(batch).chain(pending))
-                        .await?;
+                Outcome::RateLimited { status, retry_after } => {
+                    self.retry_later(lease, std::iter::once(batch).chain(pending)).await?;
                     return Ok(self.rate_limited(status, retry_after, pace.next_allowed()));
                 }
                 Outcome::Failed { status, message } => {
-                    self.retry_later(lease, std::iter::once(batch).chain(pending))
-                        .await?;
+                    self.retry_later(lease, std::iter::once(batch).chain(pending)).await?;
                     return Ok(self.failure(lease, status, message, pace.next_allowed()));
                 }
             }
         }
-        Ok(RoundEnd::Delivered {
-            delivered_at: delivered_any.then(now_millis),
-            next_attempt_at: pace.next_allowed(),
-        })
+        // A partial batch means the workspace is caught up: let the next one fill.
+        let next_attempt_at = if read < self.limits.max_messages {
+            pace.next_allowed().max(now_millis() + millis(self.settings.linger()))
+        } else {
+            pace.next_allowed()
+        };
+        Ok(RoundEnd::Delivered { delivered_at: delivered_any.then(now_millis), next_attempt_at })
     }
 
     async fn ack(
@@ -183,10 +169,7 @@ impl Delivery {
                 detail: detail.to_owned(),
             })
             .collect();
-        let moved = self
-            .store
-            .dead_letter(lease, &rejections, now_millis())
-            .await?;
+        let moved = self.store.dead_letter(lease, &rejections, now_millis()).await?;
         tracing::warn!(workspace = %lease.workspace_id, reason, status, detail, moved, "events dead-lettered");
         self.metrics
             .events_dead_lettered
@@ -198,19 +181,9 @@ impl Delivery {
 
     /// A 5xx, timeout or connection error: the workspace backs off, alone,
     /// and not before `earliest`.
-    fn failure(
-        &self,
-        lease: &WorkspaceLease,
-        status: Option<u16>,
-        message: String,
-        earliest: Millis,
-    ) -> RoundEnd {
+    fn failure(&self, lease: &WorkspaceLease, status: Option<u16>, message: String, earliest: Millis) -> RoundEnd {
         let failures = lease.consecutive_failures.saturating_add(1);
-        let wait = backoff(
-            failures,
-            self.settings.backoff_base(),
-            self.settings.backoff_max(),
-        );
+        let wait = backoff(failures, self.settings.backoff_base(), self.settings.backoff_max());
         tracing::warn!(workspace = %lease.workspace_id, status, failures, wait_ms = millis(wait), %message, "delivery failed; retrying later");
         let now = now_millis();
         RoundEnd::Failed {
@@ -231,10 +204,7 @@ impl Delivery {
             error: LastError {
                 at: now,
                 status: Some(status),
-                message: format!(
-                    "rate limited; retrying after {} ms",
-                    retry_after.as_millis()
-                ),
+                message: format!("rate limited; retrying after {} ms", retry_after.as_millis()),
             },
             next_attempt_at: (now + millis(retry_after)).max(earliest),
             counts_as_failure: false,

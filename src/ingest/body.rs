@@ -4,29 +4,35 @@
 
 use std::io::Read;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, header};
 use flate2::read::MultiGzDecoder;
 use http_body_util::LengthLimitError;
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::app::AppState;
 use crate::config::IngestSettings;
 use crate::error::ApiError;
 
-/// A request body decoded to JSON.
+/// A request body, read and inflated within the limits, not yet parsed.
 #[derive(Debug)]
-pub struct JsonBody(pub Value);
+pub struct JsonBody(Bytes);
+
+impl JsonBody {
+    /// The body as one JSON value: its syntax checked, its content left as
+    /// text, so that a batch's events can be parsed one at a time.
+    pub fn json(&self) -> Result<&RawValue, ApiError> {
+        serde_json::from_slice(&self.0).map_err(|e| ApiError::InvalidJson(e.to_string()))
+    }
+}
 
 impl FromRequest<AppState> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
         let (parts, body) = request.into_parts();
-        decode(&parts.headers, body, &state.settings.ingest)
-            .await
-            .map(JsonBody)
+        read(&parts.headers, body, &state.settings.ingest).await.map(JsonBody)
     }
 }
 
@@ -36,11 +42,7 @@ enum Encoding {
     Gzip,
 }
 
-async fn decode(
-    headers: &HeaderMap,
-    body: Body,
-    limits: &IngestSettings,
-) -> Result<Value, ApiError> {
+async fn read(headers: &HeaderMap, body: Body, limits: &IngestSettings) -> Result<Bytes, ApiError> {
     check_content_type(headers)?;
     let encoding = content_encoding(headers)?;
     let declared = headers
@@ -50,22 +52,18 @@ async fn decode(
     if declared.is_some_and(|len| len > limits.max_body_bytes) {
         return Err(ApiError::BodyTooLarge(limits.max_body_bytes));
     }
-    let raw = axum::body::to_bytes(body, limits.max_body_bytes)
-        .await
-        .map_err(|e| {
-            let over_limit =
-                std::error::Error::source(&e).is_some_and(|s| s.is::<LengthLimitError>());
-            if over_limit {
-                ApiError::BodyTooLarge(limits.max_body_bytes)
-            } else {
-                ApiError::InvalidBody("the request body could not be read".to_owned())
-            }
-        })?;
-    let json = match encoding {
-        Encoding::Identity => serde_json::from_slice(&raw),
-        Encoding::Gzip => serde_json::from_slice(&inflate(&raw, limits.max_decompressed_bytes)?),
-    };
-    json.map_err(|e| ApiError::InvalidJson(e.to_string()))
+    let raw = axum::body::to_bytes(body, limits.max_body_bytes).await.map_err(|e| {
+        let over_limit = std::error::Error::source(&e).is_some_and(|s| s.is::<LengthLimitError>());
+        if over_limit {
+            ApiError::BodyTooLarge(limits.max_body_bytes)
+        } else {
+            ApiError::InvalidBody("the request body could not be read".to_owned())
+        }
+    })?;
+    match encoding {
+        Encoding::Identity => Ok(raw),
+        Encoding::Gzip => inflate(&raw, limits.max_decompressed_bytes).map(Bytes::from),
+    }
 }
 
 fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
@@ -74,9 +72,7 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
         .ok_or(ApiError::UnsupportedMediaType)?;
     let value = value.to_str().map_err(|_| ApiError::UnsupportedMediaType)?;
     let essence = value.split(';').next().unwrap_or_default().trim();
-    if essence.eq_ignore_ascii_case("application/json")
-        || essence.eq_ignore_ascii_case("text/plain")
-    {
+    if essence.eq_ignore_ascii_case("application/json") || essence.eq_ignore_ascii_case("text/plain") {
         Ok(())
     } else {
         Err(ApiError::UnsupportedMediaType)
@@ -93,9 +89,7 @@ fn content_encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
     } else if value.is_empty() || value.eq_ignore_ascii_case("identity") {
         Ok(Encoding::Identity)
     } else {
-        Err(ApiError::UnsupportedEncoding(
-            value.chars().take(40).collect(),
-        ))
+        Err(ApiError::UnsupportedEncoding(value.chars().take(40).collect()))
     }
 }
 
@@ -136,20 +130,14 @@ mod tests {
             Err(ApiError::BodyTooLarge(1_000_000))
         ));
         assert_eq!(inflate(&gzip(b"{}"), 10).unwrap(), b"{}");
-        assert!(matches!(
-            inflate(b"not gzip", 10),
-            Err(ApiError::InvalidGzip)
-        ));
+        assert!(matches!(inflate(b"not gzip", 10), Err(ApiError::InvalidGzip)));
     }
 
     #[test]
     fn content_types_and_encodings() {
         let mut headers = HeaderMap::new();
         assert!(check_content_type(&headers).is_err());
-        headers.insert(
-            header::CONTENT_TYPE,
-            "text/plain;charset=UTF-8".parse().unwrap(),
-        );
+        headers.insert(header::CONTENT_TYPE, "text/plain;charset=UTF-8".parse().unwrap());
         assert!(check_content_type(&headers).is_ok());
         headers.insert(
             header::CONTENT_TYPE,

@@ -46,18 +46,12 @@ impl Committer {
     ) -> (Committer, JoinHandle<()>) {
         let (jobs, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(run(rx, store, metrics, wake, settings.commit_max_rows));
-        let pending = Arc::new(Semaphore::new(
-            settings.max_pending_events.min(Semaphore::MAX_PERMITS),
-        ));
+        let pending = Arc::new(Semaphore::new(settings.max_pending_events.min(Semaphore::MAX_PERMITS)));
         (Committer { jobs, pending }, task)
     }
 
     /// Commits the events and identity links; returns once they are durable.
-    pub async fn commit(
-        &self,
-        events: Vec<NewEvent>,
-        identities: Vec<IdentityLink>,
-    ) -> Result<(), ApiError> {
+    pub async fn commit(&self, events: Vec<NewEvent>, identities: Vec<IdentityLink>) -> Result<(), ApiError> {
         let weight = u32::try_from(events.len().max(identities.len()).max(1)).unwrap_or(u32::MAX);
         let permit = self
             .pending

@@ -83,7 +83,7 @@ pub fn parse_event(value: Value, envelope: &Envelope) -> Result<Accepted, EventE
         &context,
     )
     .to_json();
-    let size = segment::with_user_id(&payload, identity.user_id.as_deref()).len();
+    let size = segment::sent_len(&payload, identity.user_id.as_deref());
     if size > segment::MAX_MESSAGE_BYTES {
         return Err(EventError::new(
             Code::MessageTooLarge,
@@ -112,11 +112,7 @@ pub fn parse_event(value: Value, envelope: &Envelope) -> Result<Accepted, EventE
 }
 
 /// The body of `/v1/identify`: both ids are required.
-pub fn parse_identify(
-    value: &Value,
-    workspace_id: &str,
-    at: DateTime<Utc>,
-) -> Result<IdentityLink, EventError> {
+pub fn parse_identify(value: &Value, workspace_id: &str, at: DateTime<Utc>) -> Result<IdentityLink, EventError> {
     let Value::Object(fields) = value else {
         return Err(EventError::new(
             Code::InvalidEvent,
@@ -182,16 +178,10 @@ fn parse_identity(fields: &Map<String, Value>) -> Result<Identity, EventError> {
             "an event needs a userId or an anonymousId".into(),
         ));
     }
-    Ok(Identity {
-        user_id,
-        anonymous_id,
-    })
+    Ok(Identity { user_id, anonymous_id })
 }
 
-fn optional_id(
-    fields: &Map<String, Value>,
-    field: &'static str,
-) -> Result<Option<String>, EventError> {
+fn optional_id(fields: &Map<String, Value>, field: &'static str) -> Result<Option<String>, EventError> {
     let id = match fields.get(field) {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::Number(n)) => n.to_string(),
@@ -237,10 +227,7 @@ fn check_length(field: &'static str, value: &str, max_chars: usize) -> Result<()
 }
 
 /// An RFC 3339 / ISO-8601 time such as `2026-11-29T10:00:00.000Z`.
-pub fn optional_time(
-    fields: &Map<String, Value>,
-    field: &'static str,
-) -> Result<Option<DateTime<Utc>>, EventError> {
+pub fn optional_time(fields: &Map<String, Value>, field: &'static str) -> Result<Option<DateTime<Utc>>, EventError> {
     let invalid = || {
         EventError::new(
             Code::InvalidField,
@@ -274,10 +261,7 @@ pub fn corrected_timestamp(
     corrected.min(received_at)
 }
 
-fn take_object(
-    fields: &mut Map<String, Value>,
-    field: &'static str,
-) -> Result<Map<String, Value>, EventError> {
+fn take_object(fields: &mut Map<String, Value>, field: &'static str) -> Result<Map<String, Value>, EventError> {
     match fields.remove(field) {
         None | Some(Value::Null) => Ok(Map::new()),
         Some(Value::Object(map)) => Ok(map),
@@ -425,20 +409,11 @@ mod tests {
         assert_eq!(message["context"]["ip"], "203.0.113.9");
         assert_eq!(message["context"]["userAgent"], "Mozilla/5.0");
         assert_eq!(message["context"]["locale"], "en-US");
-        assert_eq!(
-            message["context"]["page"]["url"],
-            "https://app.example.com/x"
-        );
-        assert!(
-            message.get("userId").is_none(),
-            "userId is added at delivery"
-        );
+        assert_eq!(message["context"]["page"]["url"], "https://app.example.com/x");
+        assert!(message.get("userId").is_none(), "userId is added at delivery");
         assert_eq!(accepted.event.user_id.as_deref(), Some("42"));
         let link = accepted.identity.unwrap();
-        assert_eq!(
-            (link.anonymous_id.as_str(), link.user_id.as_str()),
-            ("a1", "42")
-        );
+        assert_eq!((link.anonymous_id.as_str(), link.user_id.as_str()), ("a1", "42"));
     }
 
     #[test]
@@ -446,11 +421,7 @@ mod tests {
         let cases = [
             (json!([]), Code::InvalidEvent, None),
             (json!({"userId": "u"}), Code::MissingField, Some("event")),
-            (
-                json!({"event": 1, "userId": "u"}),
-                Code::InvalidField,
-                Some("event"),
-            ),
+            (json!({"event": 1, "userId": "u"}), Code::InvalidField, Some("event")),
             (
                 json!({"event": "nope", "userId": "u"}),
                 Code::UnknownEvent,
@@ -504,18 +475,13 @@ mod tests {
         ];
         for (value, code, field) in cases {
             let error = parse_event(value.clone(), &envelope()).unwrap_err();
-            assert_eq!(
-                (error.code, error.field.as_deref()),
-                (code, field),
-                "{value}"
-            );
+            assert_eq!((error.code, error.field.as_deref()), (code, field), "{value}");
         }
     }
 
     #[test]
     fn a_message_id_is_generated_when_missing() {
-        let value =
-            json!({"event": "tour_start", "anonymousId": "a", "properties": {"tour_id": "t"}});
+        let value = json!({"event": "tour_start", "anonymousId": "a", "properties": {"tour_id": "t"}});
         let accepted = parse_event(value, &envelope()).unwrap();
         assert_eq!(accepted.event.message_id.len(), 36);
         assert!(accepted.identity.is_none());

@@ -22,10 +22,7 @@ pub struct IngestKeys {
 
 impl IngestKeys {
     pub fn new(store: Arc<dyn Store>, ttl: Duration) -> IngestKeys {
-        let cache = Cache::builder()
-            .max_capacity(MAX_CACHED_KEYS)
-            .time_to_live(ttl)
-            .build();
+        let cache = Cache::builder().max_capacity(MAX_CACHED_KEYS).time_to_live(ttl).build();
         IngestKeys { store, cache }
     }
 

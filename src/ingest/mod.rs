@@ -17,12 +17,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use serde::Serialize;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::app::AppState;
-use crate::error::{self, ApiError, IndexedEventError};
+use crate::error::{self, ApiError, EventError, EventErrorCode, IndexedEventError};
 use crate::metrics::{Reason, Status};
 use crate::store::IngestTarget;
 use body::JsonBody;
@@ -85,34 +86,32 @@ struct Answer {
 async fn track(
     State(app): State<AppState>,
     request: IngestRequest,
-    JsonBody(body): JsonBody,
+    body: JsonBody,
 ) -> Result<Response, ApiError> {
-    accept(&app, &request, vec![body], None, Shape::Single).await
+    accept(&app, &request, vec![body.json()?], None, Shape::Single).await
 }
 
 async fn batch(
     State(app): State<AppState>,
     request: IngestRequest,
-    JsonBody(body): JsonBody,
+    body: JsonBody,
 ) -> Result<Response, ApiError> {
-    let (events, sent_at) = split_batch(body, app.settings.ingest.max_batch_events)?;
+    let (events, sent_at) = split_batch(body.json()?, app.settings.ingest.max_batch_events)?;
     accept(&app, &request, events, sent_at, Shape::Batch).await
 }
 
 async fn identify(
     State(app): State<AppState>,
     request: IngestRequest,
-    JsonBody(body): JsonBody,
+    body: JsonBody,
 ) -> Result<Response, ApiError> {
+    let body = parse_value(body.json()?)?;
     let link = parse_identify(&body, &request.target.workspace_id, request.received_at)?;
     if !request.target.segment_enabled {
         return Ok(not_configured(1, Vec::new()));
     }
     app.committer.commit(Vec::new(), vec![link]).await?;
-    Ok(answer(Answer {
-        accepted: 1,
-        ..Answer::default()
-    }))
+    Ok(answer(Answer { accepted: 1, ..Answer::default() }))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -124,7 +123,7 @@ enum Shape {
 async fn accept(
     app: &AppState,
     request: &IngestRequest,
-    events: Vec<Value>,
+    events: Vec<&RawValue>,
     sent_at: Option<DateTime<Utc>>,
     shape: Shape,
 ) -> Result<Response, ApiError> {
@@ -133,8 +132,9 @@ async fn accept(
     let mut accepted = Vec::with_capacity(events.len());
     let mut identities = Vec::new();
     let mut rejected = Vec::new();
-    for (index, value) in events.into_iter().enumerate() {
-        match parse_event(value, &envelope) {
+    // One event's tree at a time: a batch is never held parsed as a whole.
+    for (index, raw) in events.into_iter().enumerate() {
+        match parse_value(raw).map_err(|_| invalid_event()).and_then(|value| parse_event(value, &envelope)) {
             Ok(event) => {
                 identities.extend(event.identity);
                 accepted.push(event.event);
@@ -155,15 +155,11 @@ async fn accept(
         let discarded = accepted.len();
         app.metrics
             .events_discarded
-            .get_or_create(&Reason {
-                reason: NOT_CONFIGURED,
-            })
+            .get_or_create(&Reason { reason: NOT_CONFIGURED })
             .inc_by(discarded as u64);
         return Ok(not_configured(discarded, rejected));
     }
-    if app.metrics.queue_depth.get()
-        >= i64::try_from(app.settings.ingest.max_queue_depth).unwrap_or(i64::MAX)
-    {
+    if app.metrics.queue_depth.get() >= i64::try_from(app.settings.ingest.max_queue_depth).unwrap_or(i64::MAX) {
         return Err(ApiError::QueueFull);
     }
     let count = accepted.len();
@@ -190,40 +186,41 @@ fn answer(answer: Answer) -> Response {
     (StatusCode::ACCEPTED, Json(answer)).into_response()
 }
 
-/// `{"batch": [...], "sentAt"?: "..."}` → the events and the batch's `sentAt`.
-fn split_batch(
-    body: Value,
-    max_events: usize,
-) -> Result<(Vec<Value>, Option<DateTime<Utc>>), ApiError> {
-    let Value::Object(mut fields) = body else {
-        return Err(ApiError::InvalidBody(
-            "the body must be an object with a `batch` array".into(),
-        ));
+/// `{"batch": [...], "sentAt"?: "..."}` → the events (unparsed) and the
+/// batch's `sentAt`.
+fn split_batch(body: &RawValue, max_events: usize) -> Result<(Vec<&RawValue>, Option<DateTime<Utc>>), ApiError> {
+    #[derive(Deserialize)]
+    struct Envelope<'a> {
+        #[serde(borrow)]
+        batch: Option<&'a RawValue>,
+        #[serde(rename = "sentAt")]
+        sent_at: Option<Value>,
+    }
+    let not_an_object = || ApiError::InvalidBody("the body must be an object with a `batch` array".into());
+    let envelope: Envelope = serde_json::from_str(body.get()).map_err(|_| not_an_object())?;
+    let sent_at = match envelope.sent_at {
+        Some(value) => event::optional_time(&Map::from_iter([("sentAt".to_owned(), value)]), "sentAt")?,
+        None => None,
     };
-    let sent_at = event::optional_time(&fields, "sentAt")?;
-    let events = match fields.remove("batch") {
-        Some(Value::Array(events)) => events,
-        Some(_) => {
-            return Err(ApiError::InvalidBody(
-                "`batch` must be an array of events".into(),
-            ));
-        }
-        None => {
-            return Err(ApiError::InvalidBody(
-                "the body must be an object with a `batch` array".into(),
-            ));
-        }
-    };
+    let batch = envelope.batch.ok_or_else(not_an_object)?;
+    let events: Vec<&RawValue> = serde_json::from_str(batch.get())
+        .map_err(|_| ApiError::InvalidBody("`batch` must be an array of events".into()))?;
     if events.is_empty() {
         return Err(ApiError::InvalidBody("`batch` holds no events".into()));
     }
     if events.len() > max_events {
-        return Err(ApiError::TooManyEvents {
-            count: events.len(),
-            max: max_events,
-        });
+        return Err(ApiError::TooManyEvents { count: events.len(), max: max_events });
     }
     Ok((events, sent_at))
+}
+
+/// Parses text already known to be valid JSON.
+fn parse_value(raw: &RawValue) -> Result<Value, ApiError> {
+    serde_json::from_str(raw.get()).map_err(|e| ApiError::InvalidJson(e.to_string()))
+}
+
+fn invalid_event() -> EventError {
+    EventError::new(EventErrorCode::InvalidEvent, None, "the event is not valid JSON".into())
 }
 
 /// The authenticated workspace of an ingest request and what the request
@@ -256,11 +253,7 @@ impl FromRequestParts<AppState> for IngestRequest {
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
         let received_at = Utc::now();
         let key = ingest_key(parts).ok_or(ApiError::MissingIngestKey)?;
-        let target = app
-            .ingest_keys
-            .resolve(&key)
-            .await?
-            .ok_or(ApiError::InvalidIngestKey)?;
+        let target = app.ingest_keys.resolve(&key).await?.ok_or(ApiError::InvalidIngestKey)?;
         let ip = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
@@ -311,45 +304,29 @@ fn preferred_language(headers: &HeaderMap) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::{EventError, EventErrorCode};
     use serde_json::json;
 
     #[test]
     fn batch_shape_is_checked() {
-        assert!(matches!(
-            split_batch(json!([]), 10),
-            Err(ApiError::InvalidBody(_))
-        ));
-        assert!(matches!(
-            split_batch(json!({"batch": {}}), 10),
-            Err(ApiError::InvalidBody(_))
-        ));
-        assert!(matches!(
-            split_batch(json!({"batch": []}), 10),
-            Err(ApiError::InvalidBody(_))
-        ));
-        assert!(matches!(
-            split_batch(json!({"batch": [1, 2, 3]}), 2),
-            Err(ApiError::TooManyEvents { .. })
-        ));
-        let error = split_batch(json!({"batch": [{}], "sentAt": 5}), 2).unwrap_err();
-        assert!(matches!(
-            error,
-            ApiError::Validation(EventError {
-                code: EventErrorCode::InvalidField,
-                ..
-            })
-        ));
-        assert_eq!(split_batch(json!({"batch": [{}]}), 2).unwrap().0.len(), 1);
+        let split = |body: Value, max| {
+            let raw = serde_json::value::to_raw_value(&body).unwrap();
+            split_batch(&raw, max).map(|(events, sent_at)| (events.len(), sent_at))
+        };
+        assert!(matches!(split(json!([]), 10), Err(ApiError::InvalidBody(_))));
+        assert!(matches!(split(json!({"batch": {}}), 10), Err(ApiError::InvalidBody(_))));
+        assert!(matches!(split(json!({"batch": []}), 10), Err(ApiError::InvalidBody(_))));
+        assert!(matches!(split(json!({"batch": [1, 2, 3]}), 2), Err(ApiError::TooManyEvents { .. })));
+        let error = split(json!({"batch": [{}], "sentAt": 5}), 2).unwrap_err();
+        assert!(matches!(error, ApiError::Validation(EventError { code: EventErrorCode::InvalidField, .. })));
+        assert_eq!(split(json!({"batch": [{}], "other": 1}), 2).unwrap(), (1, None));
+        let (count, sent_at) = split(json!({"batch": [{}, {}], "sentAt": "2026-11-29T10:00:00Z"}), 2).unwrap();
+        assert_eq!((count, sent_at.map(|t| t.timestamp())), (2, Some(1_795_946_400)));
     }
 
     #[test]
     fn preferred_language_takes_the_first_plausible_tag() {
         let mut headers = HeaderMap::new();
-        headers.insert(
-            header::ACCEPT_LANGUAGE,
-            "fi-FI,fi;q=0.9,en;q=0.8".parse().unwrap(),
-        );
+        headers.insert(header::ACCEPT_LANGUAGE, "fi-FI,fi;q=0.9,en;q=0.8".parse().unwrap());
         assert_eq!(preferred_language(&headers).as_deref(), Some("fi-FI"));
         headers.insert(header::ACCEPT_LANGUAGE, "*".parse().unwrap());
         assert_eq!(preferred_language(&headers), None);
@@ -359,11 +336,6 @@ mod tests {
     fn long_headers_are_cut() {
         let mut headers = HeaderMap::new();
         headers.insert(header::USER_AGENT, "a".repeat(600).parse().unwrap());
-        assert_eq!(
-            header_text(&headers, header::USER_AGENT, 512)
-                .unwrap()
-                .len(),
-            512
-        );
+        assert_eq!(header_text(&headers, header::USER_AGENT, 512).unwrap().len(), 512);
     }
 }

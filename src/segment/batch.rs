@@ -37,11 +37,7 @@ impl Batch {
 
     /// The request body: `{"batch":[...],"sentAt":"..."}`.
     pub fn body(&self, sent_at: &str) -> Vec<u8> {
-        debug_assert_eq!(
-            sent_at.len(),
-            24,
-            "sentAt is written with milliseconds and Z"
-        );
+        debug_assert_eq!(sent_at.len(), 24, "sentAt is written with milliseconds and Z");
         let mut body = Vec::with_capacity(PREFIX.len() + self.content_bytes + SUFFIX_BYTES);
         body.extend_from_slice(PREFIX.as_bytes());
         for (i, message) in self.messages.iter().enumerate() {
@@ -64,12 +60,7 @@ impl Batch {
         }
         let half = self.len() / 2;
         let mut second = Batch::default();
-        for (id, message) in self
-            .ids
-            .split_off(half)
-            .into_iter()
-            .zip(self.messages.split_off(half))
-        {
+        for (id, message) in self.ids.split_off(half).into_iter().zip(self.messages.split_off(half)) {
             second.push(id, message);
         }
         self.content_bytes = self.messages.iter().map(String::len).sum::<usize>() + self.len() - 1;
@@ -140,10 +131,7 @@ mod tests {
         for batch in &packed.batches {
             let body = batch.body(SENT_AT);
             assert!(body.len() <= 500_000, "{}", body.len());
-            assert_eq!(
-                body.len(),
-                PREFIX.len() + batch.content_bytes + SUFFIX_BYTES
-            );
+            assert_eq!(body.len(), PREFIX.len() + batch.content_bytes + SUFFIX_BYTES);
             let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap();
             assert_eq!(parsed["batch"].as_array().unwrap().len(), batch.len());
         }
@@ -176,10 +164,7 @@ mod tests {
         let (a, b) = batch.split().unwrap();
         assert_eq!(a.event_ids(), [0, 1]);
         assert_eq!(b.event_ids(), [2, 3, 4]);
-        assert_eq!(
-            a.body(SENT_AT).len(),
-            PREFIX.len() + a.content_bytes + SUFFIX_BYTES
-        );
+        assert_eq!(a.body(SENT_AT).len(), PREFIX.len() + a.content_bytes + SUFFIX_BYTES);
         serde_json::from_slice::<serde_json::Value>(&a.body(SENT_AT)).unwrap();
         let single = b.split().unwrap().0;
         assert!(single.split().is_err());

@@ -26,10 +26,7 @@ pub enum Outcome {
     /// 429, or 503 with `Retry-After`: try again after the wait, which is not a failure.
     RateLimited { status: u16, retry_after: Duration },
     /// Any other answer, a timeout or a connection error: retry with backoff.
-    Failed {
-        status: Option<u16>,
-        message: String,
-    },
+    Failed { status: Option<u16>, message: String },
 }
 
 #[derive(Clone, Debug)]
@@ -42,11 +39,7 @@ pub struct SegmentClient {
 impl SegmentClient {
     pub fn new(settings: &SegmentSettings) -> Result<SegmentClient, reqwest::Error> {
         let http = reqwest::Client::builder()
-            .user_agent(concat!(
-                env!("CARGO_PKG_NAME"),
-                "/",
-                env!("CARGO_PKG_VERSION")
-            ))
+            .user_agent(concat!(env!("CARGO_PKG_NAME"), "/", env!("CARGO_PKG_VERSION")))
             .timeout(settings.request_timeout())
             .connect_timeout(settings.request_timeout().min(Duration::from_secs(5)))
             .pool_idle_timeout(Duration::from_secs(60))
@@ -145,22 +138,13 @@ fn describe_send_error(e: &reqwest::Error) -> String {
 /// The wait asked for by `Retry-After` (seconds or an HTTP date) or, failing
 /// that, `X-RateLimit-Reset` (seconds), capped.
 pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let header = |name| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-    };
+    let header = |name| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
     let wait = header(RETRY_AFTER.as_str())
         .and_then(|value| {
-            value
-                .parse::<u64>()
-                .ok()
-                .map(Duration::from_secs)
-                .or_else(|| {
-                    let at = httpdate::parse_http_date(value).ok()?;
-                    Some(at.duration_since(now).unwrap_or_default())
-                })
+            value.parse::<u64>().ok().map(Duration::from_secs).or_else(|| {
+                let at = httpdate::parse_http_date(value).ok()?;
+                Some(at.duration_since(now).unwrap_or_default())
+            })
         })
         .or_else(|| {
             header("x-ratelimit-reset")?
@@ -195,10 +179,7 @@ mod tests {
             Some(Duration::from_secs(30))
         );
         let past = httpdate::fmt_http_date(now - Duration::from_secs(30));
-        assert_eq!(
-            retry_after(&headers("retry-after", &past), now),
-            Some(Duration::ZERO)
-        );
+        assert_eq!(retry_after(&headers("retry-after", &past), now), Some(Duration::ZERO));
         assert_eq!(
             retry_after(&headers("x-ratelimit-reset", "5"), now),
             Some(Duration::from_secs(5))

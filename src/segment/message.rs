@@ -85,20 +85,35 @@ impl Context {
 }
 
 /// The message as sent: the queued JSON with `userId` in front when known.
-pub fn with_user_id(payload: &str, user_id: Option<&str>) -> String {
+/// Takes the payload by value: without a user id it is sent as it is.
+pub fn with_user_id(payload: String, user_id: Option<&str>) -> String {
     let Some(user_id) = user_id else {
-        return payload.to_owned();
+        return payload;
     };
     let user_id = serde_json::to_string(user_id).expect("a string always serializes");
     // A queued payload is always a non-empty JSON object (`{"type":...`).
-    let rest = payload.strip_prefix('{').unwrap_or(payload);
-    let mut message = String::with_capacity(payload.len() + user_id.len() + 12);
+    let rest = payload.strip_prefix('{').unwrap_or(&payload);
+    let mut message = String::with_capacity(payload.len() + user_id.len() + USER_ID_FRAME.len());
     message.push_str("{\"userId\":");
     message.push_str(&user_id);
     message.push(',');
     message.push_str(rest);
     message
 }
+
+/// The length of `with_user_id(payload, user_id)`, without building it.
+pub fn sent_len(payload: &str, user_id: Option<&str>) -> usize {
+    match user_id {
+        None => payload.len(),
+        Some(user_id) => {
+            let quoted = serde_json::to_string(user_id).expect("a string always serializes");
+            payload.len() + quoted.len() + USER_ID_FRAME.len()
+        }
+    }
+}
+
+/// What `with_user_id` adds besides the quoted id: `"userId":` and a comma.
+const USER_ID_FRAME: &str = "\"userId\":,";
 
 #[cfg(test)]
 mod tests {
@@ -117,12 +132,15 @@ mod tests {
             &context,
         )
         .to_json();
-        let sent: Value = serde_json::from_str(&with_user_id(&payload, Some("u\"1"))).unwrap();
+        let sent = with_user_id(payload.clone(), Some("u\"1"));
+        assert_eq!(sent.len(), sent_len(&payload, Some("u\"1")));
+        let sent: Value = serde_json::from_str(&sent).unwrap();
         assert_eq!(sent["userId"], "u\"1");
         assert_eq!(sent["type"], "track");
         assert_eq!(sent["anonymousId"], "a1");
         assert_eq!(sent["context"]["integration"]["name"], "produktly");
-        assert_eq!(with_user_id(&payload, None), payload);
+        assert_eq!(with_user_id(payload.clone(), None), payload);
+        assert_eq!(sent_len(&payload, None), payload.len());
     }
 
     #[test]

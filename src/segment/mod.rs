@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 pub use batch::{Batch, BatchLimits, Packed, pack};
 pub use client::{Outcome, SegmentClient};
-pub use message::{Context, TrackMessage, with_user_id};
+pub use message::{Context, TrackMessage, sent_len, with_user_id};
 
 /// Segment's limit for one message.
 pub const MAX_MESSAGE_BYTES: usize = 32_000;

@@ -181,16 +181,9 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_workspace(&self, workspace: &Workspace) -> Result<bool, StoreError>;
     /// Inserts a workspace or renames the existing one (keeping its ingest key);
     /// returns it and whether it was created.
-    async fn upsert_workspace(
-        &self,
-        workspace: &Workspace,
-    ) -> Result<(Workspace, bool), StoreError>;
+    async fn upsert_workspace(&self, workspace: &Workspace) -> Result<(Workspace, bool), StoreError>;
     async fn workspace(&self, id: &str) -> Result<Option<Workspace>, StoreError>;
-    async fn rotate_ingest_key(
-        &self,
-        id: &str,
-        new_key: &str,
-    ) -> Result<Option<Workspace>, StoreError>;
+    async fn rotate_ingest_key(&self, id: &str, new_key: &str) -> Result<Option<Workspace>, StoreError>;
     async fn ingest_target(&self, ingest_key: &str) -> Result<Option<IngestTarget>, StoreError>;
 
     /// Sets a workspace's integration; delivery resumes at once (backoff reset).
@@ -206,11 +199,7 @@ pub trait Store: Send + Sync + 'static {
     async fn queue_counts(&self, workspace_id: &str) -> Result<QueueCounts, StoreError>;
 
     /// Commits events and identity links in one transaction.
-    async fn enqueue(
-        &self,
-        events: &[NewEvent],
-        identities: &[IdentityLink],
-    ) -> Result<(), StoreError>;
+    async fn enqueue(&self, events: &[NewEvent], identities: &[IdentityLink]) -> Result<(), StoreError>;
 
     /// Leases up to `limit` workspaces that are due, unleased and have queued
     /// events, longest-waiting first.
@@ -220,21 +209,16 @@ pub trait Store: Send + Sync + 'static {
         lease_until: Millis,
         limit: usize,
     ) -> Result<Vec<WorkspaceLease>, StoreError>;
+    /// The earliest time a workspace with queued events may be leased (its
+    /// next attempt, or the end of its current lease), if any has events.
+    async fn next_due(&self, now: Millis) -> Result<Option<Millis>, StoreError>;
     /// The leased workspace's `limit` oldest queued events. Reading takes no
     /// lock and writes nothing: the workspace lease makes them this worker's.
-    async fn queued_events(
-        &self,
-        lease: &WorkspaceLease,
-        limit: usize,
-    ) -> Result<Vec<QueuedEvent>, StoreError>;
+    async fn queued_events(&self, lease: &WorkspaceLease, limit: usize) -> Result<Vec<QueuedEvent>, StoreError>;
     /// Deletes delivered events, if the lease is still held.
     async fn ack(&self, lease: &WorkspaceLease, event_ids: &[i64]) -> Result<u64, StoreError>;
     /// Counts a failed attempt on events that stay queued, if the lease is still held.
-    async fn count_attempt(
-        &self,
-        lease: &WorkspaceLease,
-        event_ids: &[i64],
-    ) -> Result<u64, StoreError>;
+    async fn count_attempt(&self, lease: &WorkspaceLease, event_ids: &[i64]) -> Result<u64, StoreError>;
     /// Moves events to the dead letters, if the lease is still held.
     async fn dead_letter(
         &self,
@@ -265,22 +249,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Moves up to `limit` events received before `cutoff`, of workspaces not
     /// leased at `now`, to the dead letters as `expired`.
-    async fn expire_events(
-        &self,
-        cutoff: Millis,
-        now: Millis,
-        limit: usize,
-    ) -> Result<u64, StoreError>;
+    async fn expire_events(&self, cutoff: Millis, now: Millis, limit: usize) -> Result<u64, StoreError>;
     /// Undelivered events of all workspaces.
     async fn queue_depth(&self) -> Result<u64, StoreError>;
-    async fn dead_letters(
-        &self,
-        workspace_id: &str,
-        limit: usize,
-    ) -> Result<Vec<DeadLetter>, StoreError>;
+    async fn dead_letters(&self, workspace_id: &str, limit: usize) -> Result<Vec<DeadLetter>, StoreError>;
     /// Requeues every dead letter of the workspace, with a fresh age.
-    async fn replay_dead_letters(&self, workspace_id: &str, now: Millis)
-    -> Result<u64, StoreError>;
+    async fn replay_dead_letters(&self, workspace_id: &str, now: Millis) -> Result<u64, StoreError>;
 }
 
 /// Opens the configured database and brings its schema up to date.
@@ -298,10 +272,7 @@ pub async fn connect(settings: &Settings) -> Result<Arc<dyn Store>, StoreError> 
 const EXPIRED: (&str, &str) = ("expired", "not delivered before the maximum age");
 
 /// Whether the database's newest applied migration is the newest this build has.
-fn schema_is_current(
-    migrator: &sqlx::migrate::Migrator,
-    applied: Option<i64>,
-) -> Result<(), StoreError> {
+fn schema_is_current(migrator: &sqlx::migrate::Migrator, applied: Option<i64>) -> Result<(), StoreError> {
     let latest = migrator.iter().map(|m| m.version).max();
     if applied == latest {
         Ok(())
@@ -312,8 +283,7 @@ fn schema_is_current(
 
 /// Identity links with one per anonymous id, the latest, as one upsert takes them.
 fn latest_links(links: &[IdentityLink]) -> Vec<&IdentityLink> {
-    let mut latest: std::collections::HashMap<(&str, &str), &IdentityLink> =
-        std::collections::HashMap::new();
+    let mut latest: std::collections::HashMap<(&str, &str), &IdentityLink> = std::collections::HashMap::new();
     for link in links {
         let key = (link.workspace_id.as_str(), link.anonymous_id.as_str());
         match latest.get(&key) {

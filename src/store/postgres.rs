@@ -12,15 +12,12 @@ use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::rows::{
-    DEAD_LETTER_COLUMNS, DeadLetterRow, INTEGRATION_COLUMNS, IntegrationRow, LeaseRow, convert,
-};
+use super::rows::{DEAD_LETTER_COLUMNS, DeadLetterRow, INTEGRATION_COLUMNS, IntegrationRow, LeaseRow, convert};
 use crate::time::now_millis;
 
 use super::{
-    DeadLetter, EXPIRED, IdentityLink, IngestTarget, Integration, IntegrationConfig, Millis,
-    NewEvent, QueueCounts, QueuedEvent, Rejection, RoundEnd, Store, StoreError, Workspace,
-    WorkspaceLease, latest_links, schema_is_current,
+    DeadLetter, EXPIRED, IdentityLink, IngestTarget, Integration, IntegrationConfig, Millis, NewEvent, QueueCounts,
+    QueuedEvent, Rejection, RoundEnd, Store, StoreError, Workspace, WorkspaceLease, latest_links, schema_is_current,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -90,11 +87,7 @@ pub async fn create_database(url: &str, name: &str) -> Result<(), sqlx::Error> {
 
 /// Drops database `name`, disconnecting its sessions.
 pub async fn drop_database(url: &str, name: &str) -> Result<(), sqlx::Error> {
-    run_admin(
-        url,
-        &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
-    )
-    .await
+    run_admin(url, &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await
 }
 
 async fn run_admin(url: &str, statement: &str) -> Result<(), sqlx::Error> {
@@ -109,9 +102,7 @@ async fn run_admin(url: &str, statement: &str) -> Result<(), sqlx::Error> {
 
 /// `url` with its database replaced by `name`.
 pub fn url_with_database(url: &str, name: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
     let server = base.rsplit_once('/').map_or(base, |(server, _)| server);
     match query {
         Some(query) => format!("{server}/{name}?{query}"),
@@ -131,10 +122,9 @@ async fn notify_events(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> Result
 #[async_trait]
 impl Store for PostgresStore {
     async fn check_ready(&self) -> Result<(), StoreError> {
-        let applied: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
-                .fetch_one(&self.pool)
-                .await?;
+        let applied: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&self.pool)
+            .await?;
         schema_is_current(&MIGRATOR, applied)
     }
 
@@ -152,10 +142,7 @@ impl Store for PostgresStore {
         Ok(result.rows_affected() == 1)
     }
 
-    async fn upsert_workspace(
-        &self,
-        workspace: &Workspace,
-    ) -> Result<(Workspace, bool), StoreError> {
+    async fn upsert_workspace(&self, workspace: &Workspace) -> Result<(Workspace, bool), StoreError> {
         let stored: Workspace = sqlx::query_as(
             "INSERT INTO workspaces (id, name, ingest_key, created_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (id) DO UPDATE SET name = excluded.name \
@@ -172,19 +159,14 @@ impl Store for PostgresStore {
     }
 
     async fn workspace(&self, id: &str) -> Result<Option<Workspace>, StoreError> {
-        let workspace =
-            sqlx::query_as("SELECT id, name, ingest_key, created_at FROM workspaces WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
+        let workspace = sqlx::query_as("SELECT id, name, ingest_key, created_at FROM workspaces WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(workspace)
     }
 
-    async fn rotate_ingest_key(
-        &self,
-        id: &str,
-        new_key: &str,
-    ) -> Result<Option<Workspace>, StoreError> {
+    async fn rotate_ingest_key(&self, id: &str, new_key: &str) -> Result<Option<Workspace>, StoreError> {
         let workspace = sqlx::query_as(
             "UPDATE workspaces SET ingest_key = $1 WHERE id = $2 RETURNING id, name, ingest_key, created_at",
         )
@@ -273,17 +255,12 @@ impl Store for PostgresStore {
         })
     }
 
-    async fn enqueue(
-        &self,
-        events: &[NewEvent],
-        identities: &[IdentityLink],
-    ) -> Result<(), StoreError> {
+    async fn enqueue(&self, events: &[NewEvent], identities: &[IdentityLink]) -> Result<(), StoreError> {
         // One statement, so one round trip and an implicit transaction: the
         // events, the identity links and the notification commit together.
         let column = |f: fn(&NewEvent) -> Option<&str>| events.iter().map(f).collect::<Vec<_>>();
         let links = latest_links(identities);
-        let link_column =
-            |f: fn(&IdentityLink) -> &str| links.iter().map(|l| f(l)).collect::<Vec<_>>();
+        let link_column = |f: fn(&IdentityLink) -> &str| links.iter().map(|l| f(l)).collect::<Vec<_>>();
         sqlx::query(
             "WITH new_events AS ( \
                INSERT INTO events (workspace_id, message_id, user_id, anonymous_id, payload, received_at) \
@@ -335,11 +312,19 @@ impl Store for PostgresStore {
         convert(rows)
     }
 
-    async fn queued_events(
-        &self,
-        lease: &WorkspaceLease,
-        limit: usize,
-    ) -> Result<Vec<QueuedEvent>, StoreError> {
+    async fn next_due(&self, now: Millis) -> Result<Option<Millis>, StoreError> {
+        let due = sqlx::query_scalar(
+            "SELECT MIN(CASE WHEN leased_until >= $1 THEN leased_until ELSE next_attempt_at END) \
+             FROM integrations i \
+             WHERE enabled AND EXISTS (SELECT 1 FROM events e WHERE e.workspace_id = i.workspace_id)",
+        )
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(due)
+    }
+
+    async fn queued_events(&self, lease: &WorkspaceLease, limit: usize) -> Result<Vec<QueuedEvent>, StoreError> {
         let events = sqlx::query_as(
             "SELECT e.id, e.message_id, COALESCE(e.user_id, i.user_id) AS user_id, e.anonymous_id, e.payload, \
                     e.received_at \
@@ -355,22 +340,16 @@ impl Store for PostgresStore {
     }
 
     async fn ack(&self, lease: &WorkspaceLease, event_ids: &[i64]) -> Result<u64, StoreError> {
-        let result = sqlx::query(&format!(
-            "DELETE FROM events WHERE id = ANY($1) AND {LEASE_HELD}"
-        ))
-        .bind(event_ids)
-        .bind(&lease.workspace_id)
-        .bind(&lease.lease_id)
-        .execute(&self.pool)
-        .await?;
+        let result = sqlx::query(&format!("DELETE FROM events WHERE id = ANY($1) AND {LEASE_HELD}"))
+            .bind(event_ids)
+            .bind(&lease.workspace_id)
+            .bind(&lease.lease_id)
+            .execute(&self.pool)
+            .await?;
         Ok(result.rows_affected())
     }
 
-    async fn count_attempt(
-        &self,
-        lease: &WorkspaceLease,
-        event_ids: &[i64],
-    ) -> Result<u64, StoreError> {
+    async fn count_attempt(&self, lease: &WorkspaceLease, event_ids: &[i64]) -> Result<u64, StoreError> {
         let result = sqlx::query(&format!(
             "UPDATE events SET attempts = attempts + 1 WHERE id = ANY($1) AND {LEASE_HELD}"
         ))
@@ -424,14 +403,21 @@ impl Store for PostgresStore {
 
     async fn end_round(&self, lease: &WorkspaceLease, end: &RoundEnd) -> Result<(), StoreError> {
         let query = match end {
-            RoundEnd::Delivered { delivered_at, next_attempt_at } => sqlx::query(
+            RoundEnd::Delivered {
+                delivered_at,
+                next_attempt_at,
+            } => sqlx::query(
                 "UPDATE integrations SET lease_id = NULL, leased_until = NULL, consecutive_failures = 0, \
                    next_attempt_at = $1, last_delivery_at = COALESCE($2, last_delivery_at) \
                  WHERE workspace_id = $3 AND lease_id = $4",
             )
             .bind(next_attempt_at)
             .bind(delivered_at),
-            RoundEnd::Failed { error, next_attempt_at, counts_as_failure } => sqlx::query(
+            RoundEnd::Failed {
+                error,
+                next_attempt_at,
+                counts_as_failure,
+            } => sqlx::query(
                 "UPDATE integrations SET lease_id = NULL, leased_until = NULL, \
                    consecutive_failures = consecutive_failures + $1, next_attempt_at = $2, \
                    last_error_at = $3, last_error_status = $4, last_error_message = $5 \
@@ -451,12 +437,7 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn expire_events(
-        &self,
-        cutoff: Millis,
-        now: Millis,
-        limit: usize,
-    ) -> Result<u64, StoreError> {
+    async fn expire_events(&self, cutoff: Millis, now: Millis, limit: usize) -> Result<u64, StoreError> {
         let (reason, detail) = EXPIRED;
         let result = sqlx::query(
             "WITH moved AS ( \
@@ -528,11 +509,7 @@ impl Store for PostgresStore {
         Ok(depth as u64)
     }
 
-    async fn dead_letters(
-        &self,
-        workspace_id: &str,
-        limit: usize,
-    ) -> Result<Vec<DeadLetter>, StoreError> {
+    async fn dead_letters(&self, workspace_id: &str, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
         let rows: Vec<DeadLetterRow> = sqlx::query_as(&format!(
             "SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters WHERE workspace_id = $1 ORDER BY id LIMIT $2"
         ))
@@ -543,11 +520,7 @@ impl Store for PostgresStore {
         Ok(rows.into_iter().map(DeadLetter::from).collect())
     }
 
-    async fn replay_dead_letters(
-        &self,
-        workspace_id: &str,
-        now: Millis,
-    ) -> Result<u64, StoreError> {
+    async fn replay_dead_letters(&self, workspace_id: &str, now: Millis) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
         let result = sqlx::query(
             "WITH moved AS (DELETE FROM dead_letters WHERE workspace_id = $1 \

@@ -102,9 +102,7 @@ impl From<DeadLetterRow> for DeadLetter {
 }
 
 /// Converts each row, failing on the first that does not convert.
-pub(super) fn convert<R, T: TryFrom<R, Error = StoreError>>(
-    rows: Vec<R>,
-) -> Result<Vec<T>, StoreError> {
+pub(super) fn convert<R, T: TryFrom<R, Error = StoreError>>(rows: Vec<R>) -> Result<Vec<T>, StoreError> {
     rows.into_iter().map(T::try_from).collect()
 }
 

@@ -10,20 +10,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Sqlite};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::rows::{
-    DEAD_LETTER_COLUMNS, DeadLetterRow, INTEGRATION_COLUMNS, IntegrationRow, LeaseRow, convert,
-};
+use super::rows::{DEAD_LETTER_COLUMNS, DeadLetterRow, INTEGRATION_COLUMNS, IntegrationRow, LeaseRow, convert};
 use super::{
-    DeadLetter, EXPIRED, IdentityLink, IngestTarget, Integration, IntegrationConfig, Millis,
-    NewEvent, QueueCounts, QueuedEvent, Rejection, RoundEnd, Store, StoreError, Workspace,
-    WorkspaceLease, latest_links, schema_is_current,
+    DeadLetter, EXPIRED, IdentityLink, IngestTarget, Integration, IntegrationConfig, Millis, NewEvent, QueueCounts,
+    QueuedEvent, Rejection, RoundEnd, Store, StoreError, Workspace, WorkspaceLease, latest_links, schema_is_current,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -45,13 +40,8 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
-        if let Some(folder) = options
-            .get_filename()
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-        {
-            std::fs::create_dir_all(folder)
-                .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+        if let Some(folder) = options.get_filename().parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(folder).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
         }
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
@@ -81,10 +71,9 @@ fn json_ids(ids: &[i64]) -> String {
 #[async_trait]
 impl Store for SqliteStore {
     async fn check_ready(&self) -> Result<(), StoreError> {
-        let applied: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
-                .fetch_one(&self.reader)
-                .await?;
+        let applied: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&self.reader)
+            .await?;
         schema_is_current(&MIGRATOR, applied)
     }
 
@@ -101,10 +90,7 @@ impl Store for SqliteStore {
         Ok(result.rows_affected() == 1)
     }
 
-    async fn upsert_workspace(
-        &self,
-        workspace: &Workspace,
-    ) -> Result<(Workspace, bool), StoreError> {
+    async fn upsert_workspace(&self, workspace: &Workspace) -> Result<(Workspace, bool), StoreError> {
         let stored: Workspace = sqlx::query_as(
             "INSERT INTO workspaces (id, name, ingest_key, created_at) VALUES (?, ?, ?, ?) \
              ON CONFLICT (id) DO UPDATE SET name = excluded.name \
@@ -121,19 +107,14 @@ impl Store for SqliteStore {
     }
 
     async fn workspace(&self, id: &str) -> Result<Option<Workspace>, StoreError> {
-        let workspace =
-            sqlx::query_as("SELECT id, name, ingest_key, created_at FROM workspaces WHERE id = ?")
-                .bind(id)
-                .fetch_optional(&self.reader)
-                .await?;
+        let workspace = sqlx::query_as("SELECT id, name, ingest_key, created_at FROM workspaces WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?;
         Ok(workspace)
     }
 
-    async fn rotate_ingest_key(
-        &self,
-        id: &str,
-        new_key: &str,
-    ) -> Result<Option<Workspace>, StoreError> {
+    async fn rotate_ingest_key(&self, id: &str, new_key: &str) -> Result<Option<Workspace>, StoreError> {
         let workspace = sqlx::query_as(
             "UPDATE workspaces SET ingest_key = ? WHERE id = ? RETURNING id, name, ingest_key, created_at",
         )
@@ -222,17 +203,13 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn enqueue(
-        &self,
-        events: &[NewEvent],
-        identities: &[IdentityLink],
-    ) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await?;
+    async fn enqueue(&self, events: &[NewEvent], identities: &[IdentityLink]) -> Result<(), StoreError> {
+        // The whole transaction is one multi-statement query, so it costs one
+        // hand-over to the connection's thread instead of one per statement.
+        let mut sql = QueryBuilder::<Sqlite>::new("BEGIN IMMEDIATE; ");
         for chunk in events.chunks(ROWS_PER_INSERT) {
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO events (workspace_id, message_id, user_id, anonymous_id, payload, received_at) ",
-            );
-            insert.push_values(chunk, |mut row, event| {
+            sql.push("INSERT INTO events (workspace_id, message_id, user_id, anonymous_id, payload, received_at) ");
+            sql.push_values(chunk, |mut row, event| {
                 row.push_bind(&event.workspace_id)
                     .push_bind(&event.message_id)
                     .push_bind(&event.user_id)
@@ -240,26 +217,28 @@ impl Store for SqliteStore {
                     .push_bind(&event.payload)
                     .push_bind(event.received_at);
             });
-            insert.build().execute(&mut *tx).await?;
+            sql.push("; ");
         }
         let links = latest_links(identities);
         for chunk in links.chunks(ROWS_PER_INSERT) {
-            let mut upsert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO identities (workspace_id, anonymous_id, user_id, updated_at) ",
-            );
-            upsert.push_values(chunk, |mut row, link| {
-                row.push_bind(&link.workspace_id)
-                    .push_bind(&link.anonymous_id)
-                    .push_bind(&link.user_id)
-                    .push_bind(link.at);
+            sql.push("INSERT INTO identities (workspace_id, anonymous_id, user_id, updated_at) ");
+            sql.push_values(chunk, |mut row, link| {
+                row.push_bind(&link.workspace_id).push_bind(&link.anonymous_id).push_bind(&link.user_id).push_bind(link.at);
             });
-            upsert.push(
+            sql.push(
                 " ON CONFLICT (workspace_id, anonymous_id) DO UPDATE SET user_id = excluded.user_id, \
-                 updated_at = excluded.updated_at WHERE excluded.updated_at >= identities.updated_at",
+                 updated_at = excluded.updated_at WHERE excluded.updated_at >= identities.updated_at; ",
             );
-            upsert.build().execute(&mut *tx).await?;
         }
-        tx.commit().await?;
+        sql.push("COMMIT;");
+        let mut connection = self.writer.acquire().await?;
+        if let Err(e) = sql.build().execute(&mut *connection).await {
+            // A statement failed inside the transaction: undo it, so that the
+            // connection is clean for the next commit. (Fails harmlessly when
+            // the transaction never began.)
+            let _ = sqlx::query("ROLLBACK").execute(&mut *connection).await;
+            return Err(e.into());
+        }
         Ok(())
     }
 
@@ -286,11 +265,19 @@ impl Store for SqliteStore {
         convert(rows)
     }
 
-    async fn queued_events(
-        &self,
-        lease: &WorkspaceLease,
-        limit: usize,
-    ) -> Result<Vec<QueuedEvent>, StoreError> {
+    async fn next_due(&self, now: Millis) -> Result<Option<Millis>, StoreError> {
+        let due = sqlx::query_scalar(
+            "SELECT MIN(CASE WHEN leased_until >= ? THEN leased_until ELSE next_attempt_at END) \
+             FROM integrations i \
+             WHERE enabled AND EXISTS (SELECT 1 FROM events e WHERE e.workspace_id = i.workspace_id)",
+        )
+        .bind(now)
+        .fetch_one(&self.reader)
+        .await?;
+        Ok(due)
+    }
+
+    async fn queued_events(&self, lease: &WorkspaceLease, limit: usize) -> Result<Vec<QueuedEvent>, StoreError> {
         // A read: on the reader pool, so it never holds up the writer (ingest).
         let events = sqlx::query_as(
             "SELECT e.id, e.message_id, COALESCE(e.user_id, i.user_id) AS user_id, e.anonymous_id, e.payload, \
@@ -318,11 +305,7 @@ impl Store for SqliteStore {
         Ok(result.rows_affected())
     }
 
-    async fn count_attempt(
-        &self,
-        lease: &WorkspaceLease,
-        event_ids: &[i64],
-    ) -> Result<u64, StoreError> {
+    async fn count_attempt(&self, lease: &WorkspaceLease, event_ids: &[i64]) -> Result<u64, StoreError> {
         let result = sqlx::query(&format!(
             "UPDATE events SET attempts = attempts + 1 WHERE id IN (SELECT value FROM json_each(?1)) AND {LEASE_HELD}"
         ))
@@ -360,38 +343,45 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-            sqlx::query(&format!(
-                "DELETE FROM events WHERE id = ?1 AND {LEASE_HELD}"
-            ))
-            .bind(rejection.event_id)
-            .bind(&lease.workspace_id)
-            .bind(&lease.lease_id)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(&format!("DELETE FROM events WHERE id = ?1 AND {LEASE_HELD}"))
+                .bind(rejection.event_id)
+                .bind(&lease.workspace_id)
+                .bind(&lease.lease_id)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(moved)
     }
 
     async fn release_lease(&self, lease: &WorkspaceLease) -> Result<(), StoreError> {
-        sqlx::query("UPDATE integrations SET lease_id = NULL, leased_until = NULL WHERE workspace_id = ? AND lease_id = ?")
-            .bind(&lease.workspace_id)
-            .bind(&lease.lease_id)
-            .execute(&self.writer)
-            .await?;
+        sqlx::query(
+            "UPDATE integrations SET lease_id = NULL, leased_until = NULL WHERE workspace_id = ? AND lease_id = ?",
+        )
+        .bind(&lease.workspace_id)
+        .bind(&lease.lease_id)
+        .execute(&self.writer)
+        .await?;
         Ok(())
     }
 
     async fn end_round(&self, lease: &WorkspaceLease, end: &RoundEnd) -> Result<(), StoreError> {
         let query = match end {
-            RoundEnd::Delivered { delivered_at, next_attempt_at } => sqlx::query(
+            RoundEnd::Delivered {
+                delivered_at,
+                next_attempt_at,
+            } => sqlx::query(
                 "UPDATE integrations SET lease_id = NULL, leased_until = NULL, consecutive_failures = 0, \
                    next_attempt_at = ?, last_delivery_at = COALESCE(?, last_delivery_at) \
                  WHERE workspace_id = ? AND lease_id = ?",
             )
             .bind(next_attempt_at)
             .bind(delivered_at),
-            RoundEnd::Failed { error, next_attempt_at, counts_as_failure } => sqlx::query(
+            RoundEnd::Failed {
+                error,
+                next_attempt_at,
+                counts_as_failure,
+            } => sqlx::query(
                 "UPDATE integrations SET lease_id = NULL, leased_until = NULL, \
                    consecutive_failures = consecutive_failures + ?, next_attempt_at = ?, \
                    last_error_at = ?, last_error_status = ?, last_error_message = ? \
@@ -411,12 +401,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn expire_events(
-        &self,
-        cutoff: Millis,
-        now: Millis,
-        limit: usize,
-    ) -> Result<u64, StoreError> {
+    async fn expire_events(&self, cutoff: Millis, now: Millis, limit: usize) -> Result<u64, StoreError> {
         let mut tx = self.writer.begin().await?;
         let ids: Vec<i64> = sqlx::query_scalar(
             "SELECT id FROM events WHERE received_at < ?1 \
@@ -488,11 +473,7 @@ impl Store for SqliteStore {
         Ok(depth as u64)
     }
 
-    async fn dead_letters(
-        &self,
-        workspace_id: &str,
-        limit: usize,
-    ) -> Result<Vec<DeadLetter>, StoreError> {
+    async fn dead_letters(&self, workspace_id: &str, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
         let rows: Vec<DeadLetterRow> = sqlx::query_as(&format!(
             "SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters WHERE workspace_id = ? ORDER BY id LIMIT ?"
         ))
@@ -503,11 +484,7 @@ impl Store for SqliteStore {
         Ok(rows.into_iter().map(DeadLetter::from).collect())
     }
 
-    async fn replay_dead_letters(
-        &self,
-        workspace_id: &str,
-        now: Millis,
-    ) -> Result<u64, StoreError> {
+    async fn replay_dead_letters(&self, workspace_id: &str, now: Millis) -> Result<u64, StoreError> {
         let mut tx = self.writer.begin().await?;
         let replayed = sqlx::query(
             "INSERT INTO events (workspace_id, message_id, user_id, anonymous_id, payload, received_at) \

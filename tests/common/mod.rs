@@ -75,8 +75,7 @@ impl TestDb {
                 })
             }
             Backend::Postgres => {
-                let admin_url =
-                    std::env::var("PRODUKTLY_TEST_POSTGRES_URL").unwrap_or(DEFAULT_POSTGRES.into());
+                let admin_url = std::env::var("PRODUKTLY_TEST_POSTGRES_URL").unwrap_or(DEFAULT_POSTGRES.into());
                 let name = format!("produktly_test_{}", uuid::Uuid::new_v4().simple());
                 if let Err(e) = postgres::create_database(&admin_url, &name).await {
                     if std::env::var("CI").is_ok_and(|ci| ci == "true") {
@@ -186,9 +185,7 @@ impl TestApp {
     pub async fn stop(mut self) {
         self.stop.cancel();
         if let Some(task) = self.task.take() {
-            task.await
-                .expect("the app task")
-                .expect("the app stops cleanly");
+            task.await.expect("the app task").expect("the app stops cleanly");
         }
     }
 }
@@ -225,9 +222,7 @@ impl ServiceClient {
     }
 
     pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http
-            .request(method, self.url(path))
-            .bearer_auth(ADMIN_TOKEN)
+        self.http.request(method, self.url(path)).bearer_auth(ADMIN_TOKEN)
     }
 
     pub async fn create_workspace(&self) -> TestWorkspace {
@@ -245,11 +240,7 @@ impl ServiceClient {
         }
     }
 
-    pub async fn put_integration(
-        &self,
-        workspace: &TestWorkspace,
-        body: Value,
-    ) -> reqwest::Response {
+    pub async fn put_integration(&self, workspace: &TestWorkspace, body: Value) -> reqwest::Response {
         self.admin(
             reqwest::Method::PUT,
             &format!("/admin/v1/workspaces/{}/integrations/segment", workspace.id),
@@ -263,9 +254,7 @@ impl ServiceClient {
     /// A workspace with an enabled Segment integration (US) using `write_key`.
     pub async fn workspace_with_segment(&self, write_key: &str) -> TestWorkspace {
         let workspace = self.create_workspace().await;
-        let response = self
-            .put_integration(&workspace, json!({"write_key": write_key}))
-            .await;
+        let response = self.put_integration(&workspace, json!({"write_key": write_key})).await;
         assert_eq!(response.status(), 200);
         workspace
     }
@@ -284,12 +273,7 @@ impl ServiceClient {
     }
 
     /// POSTs a JSON body to an ingest endpoint with the key in the header.
-    pub async fn ingest(
-        &self,
-        path: &str,
-        workspace: &TestWorkspace,
-        body: &Value,
-    ) -> (u16, Value) {
+    pub async fn ingest(&self, path: &str, workspace: &TestWorkspace, body: &Value) -> (u16, Value) {
         let response = self
             .http
             .post(self.url(path))
@@ -317,10 +301,7 @@ impl ServiceClient {
     pub async fn metric(&self, series: &str) -> f64 {
         let text = self.metrics().await;
         text.lines()
-            .find_map(|line| {
-                line.strip_prefix(series)
-                    .and_then(|rest| rest.strip_prefix(' '))
-            })
+            .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
             .map_or(0.0, |value| value.trim().parse().unwrap())
     }
 }

@@ -17,11 +17,7 @@ impl ServiceProcess {
     /// Starts the service on `env`'s database and mock Segment, with extra
     /// environment variables, and waits until it answers.
     pub async fn start(env: &Env, extra: &[(&str, &str)]) -> ServiceProcess {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let log = env.db.dir.path().join(format!("service-{port}.log"));
         let mut command = Command::new(env!("CARGO_BIN_EXE_produktly-segment"));
         command

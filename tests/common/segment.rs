@@ -66,9 +66,7 @@ impl MockSegment {
         let state = Arc::new(Mutex::new(State::default()));
         Mock::given(method("POST"))
             .and(path("/v1/batch"))
-            .respond_with(Strict {
-                state: state.clone(),
-            })
+            .respond_with(Strict { state: state.clone() })
             .mount(&server)
             .await;
         MockSegment { server, state }
@@ -99,21 +97,16 @@ impl MockSegment {
 
     /// Waits until at least `count` messages were accepted.
     pub async fn wait_for(&self, count: usize, timeout: Duration) -> Vec<Received> {
-        super::eventually(
-            timeout,
-            &format!("{count} messages at the mock Segment"),
-            || async { self.state.lock().unwrap().accepted.len() >= count },
-        )
+        super::eventually(timeout, &format!("{count} messages at the mock Segment"), || async {
+            self.state.lock().unwrap().accepted.len() >= count
+        })
         .await;
         self.accepted()
     }
 
     /// The next `times` requests get `status` (with the headers), whatever they hold.
     pub async fn fail_next(&self, times: usize, status: u16, headers: &[(&str, &str)]) {
-        let headers: Vec<_> = headers
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect();
+        let headers: Vec<_> = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
         let mut state = self.state.lock().unwrap();
         state.script.extend((0..times).map(|_| Answer {
             status,
@@ -163,10 +156,7 @@ impl Respond for Strict {
         let at = Instant::now();
         let mut state = self.state.lock().unwrap();
         let checked = check(request);
-        let write_key = checked
-            .as_ref()
-            .map(|c| c.write_key.clone())
-            .unwrap_or_default();
+        let write_key = checked.as_ref().map(|c| c.write_key.clone()).unwrap_or_default();
         let messages = checked.as_ref().map_or(0, |c| c.messages.len());
         let injected = state
             .script
@@ -280,13 +270,9 @@ fn check(request: &Request) -> Result<Checked, String> {
         return Err("empty write key".into());
     }
     if request.body.len() > 500_000 {
-        return Err(format!(
-            "batch of {} bytes is over 500 KB",
-            request.body.len()
-        ));
+        return Err(format!("batch of {} bytes is over 500 KB", request.body.len()));
     }
-    let body: Value =
-        serde_json::from_slice(&request.body).map_err(|e| format!("invalid JSON: {e}"))?;
+    let body: Value = serde_json::from_slice(&request.body).map_err(|e| format!("invalid JSON: {e}"))?;
     let sent_at = body["sentAt"].as_str().ok_or("sentAt missing")?;
     chrono::DateTime::parse_from_rfc3339(sent_at).map_err(|_| "sentAt is not ISO-8601")?;
     let messages = body["batch"].as_array().ok_or("batch missing")?;
