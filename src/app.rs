@@ -9,18 +9,17 @@ use std::time::Duration;
 
 use axum::Router;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
-use crate::delivery::{Delivery, Janitor};
+use crate::delivery::{Backlog, Delivery, Janitor};
 use crate::ingest::{Committer, IngestKeys};
 use crate::metrics::Metrics;
 use crate::secrets::{Secrets, SecretsError};
 use crate::segment::{BatchLimits, SegmentClient};
-use crate::store::{self, Store, StoreError};
+use crate::store::{self, OnEvents, Store, StoreError};
 use crate::{admin, error, ingest, ops};
 
 /// What every request handler may use. Handlers get a clone per request, so
@@ -43,8 +42,8 @@ pub struct Shared {
     pub committer: Committer,
     pub ingest_keys: IngestKeys,
     pub segment: SegmentClient,
-    /// Wakes delivery when there is new work.
-    pub wake: Arc<Notify>,
+    /// What is waiting for delivery; marking it wakes delivery.
+    pub backlog: Arc<Backlog>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,10 +53,7 @@ pub enum StartError {
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
     #[error("cannot listen on {address}: {source}")]
-    Bind {
-        address: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { address: SocketAddr, source: std::io::Error },
     #[error("cannot set up the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
 }
@@ -75,16 +71,13 @@ impl App {
         let secrets = Secrets::resolve(&settings)?;
         let store = store::connect(&settings).await?;
         let metrics = Arc::new(Metrics::new());
-        let wake = Arc::new(Notify::new());
+        let backlog = Arc::new(Backlog::default());
         let (committer, committer_task) =
-            Committer::spawn(store.clone(), metrics.clone(), wake.clone(), &settings.ingest);
+            Committer::spawn(store.clone(), metrics.clone(), backlog.clone(), &settings.ingest);
         let segment = SegmentClient::new(&settings.segment)?;
         let listener = TcpListener::bind(settings.listen)
             .await
-            .map_err(|source| StartError::Bind {
-                address: settings.listen,
-                source,
-            })?;
+            .map_err(|source| StartError::Bind { address: settings.listen, source })?;
         let delivery = Arc::new(Delivery {
             store: store.clone(),
             client: segment.clone(),
@@ -95,9 +88,10 @@ impl App {
                 max_messages: settings.segment.max_batch_messages,
                 max_bytes: settings.segment.max_batch_bytes,
             },
-            wake: wake.clone(),
+            backlog: backlog.clone(),
         });
         let janitor = Janitor {
+            compacted_at: 0,
             store: store.clone(),
             metrics: metrics.clone(),
             interval: settings.delivery.janitor_interval(),
@@ -113,15 +107,9 @@ impl App {
             secrets,
             committer,
             segment,
-            wake,
+            backlog,
         }));
-        Ok(App {
-            listener,
-            state,
-            delivery,
-            janitor,
-            committer: committer_task,
-        })
+        Ok(App { listener, state, delivery, janitor, committer: committer_task })
     }
 
     /// The address the server listens on (the real port when configured as 0).
@@ -139,19 +127,14 @@ impl App {
     /// and lets deliveries in flight finish; whatever still runs after the
     /// shutdown timeout is cut off, its events left in or given back to the queue.
     pub async fn run(self, stop: CancellationToken) -> std::io::Result<()> {
-        let App {
-            listener,
-            state,
-            delivery,
-            janitor,
-            committer,
-        } = self;
+        let App { listener, state, delivery, janitor, committer } = self;
         let timeout = state.settings.shutdown_timeout();
         let delivery = tokio::spawn(delivery.run(stop.clone(), timeout));
         let janitor = tokio::spawn(janitor.run(stop.clone()));
         let listener_task = {
-            let (store, wake, stop) = (state.store.clone(), state.wake.clone(), stop.clone());
-            tokio::spawn(async move { store.listen_for_events(wake, stop).await })
+            let (store, backlog, stop) = (state.store.clone(), state.backlog.clone(), stop.clone());
+            let on_events: OnEvents = Arc::new(move |workspaces| backlog.mark(workspaces.iter().map(String::as_str)));
+            tokio::spawn(async move { store.listen_for_events(on_events, stop).await })
         };
         let service = router(state).into_make_service_with_connect_info::<SocketAddr>();
         let server = axum::serve(listener, service).with_graceful_shutdown(stop.clone().cancelled_owned());

@@ -74,9 +74,7 @@ impl Event {
     pub fn properties(&self) -> impl Iterator<Item = (&'static Property, bool)> {
         let required = self.required.iter().map(|name| (name, true));
         let optional = self.optional.iter().map(|name| (name, false));
-        required
-            .chain(optional)
-            .map(|(name, is_required)| (property(name).expect("catalog property"), is_required))
+        required.chain(optional).map(|(name, is_required)| (property(name).expect("catalog property"), is_required))
     }
 }
 
@@ -94,49 +92,21 @@ pub const PROPERTIES: &[Property] = &[
     prop("smart_tip_name", PropertyType::Text, "Name of the smart tip"),
     prop("announcement_id", PropertyType::Id, "ID of the announcement"),
     prop("announcement_name", PropertyType::Text, "Name of the announcement"),
-    prop(
-        "action_label",
-        PropertyType::Text,
-        "Label of the announcement action clicked",
-    ),
+    prop("action_label", PropertyType::Text, "Label of the announcement action clicked"),
     prop("link", PropertyType::Url, "URL of the link clicked"),
     prop("nps_widget_id", PropertyType::Id, "ID of the NPS widget"),
     prop("nps_widget_name", PropertyType::Text, "Name of the NPS widget"),
     prop("score", PropertyType::Score, "NPS score the user gave, from 0 to 10"),
-    prop(
-        "feedback",
-        PropertyType::Text,
-        "Feedback the user wrote with the NPS score",
-    ),
+    prop("feedback", PropertyType::Text, "Feedback the user wrote with the NPS score"),
 ];
 
 /// Every event of the catalog.
 pub const EVENTS: &[Event] = &[
-    event(
-        "tour_available",
-        "Tour was available for user",
-        &["tour_id"],
-        &["tour_name"],
-    ),
+    event("tour_available", "Tour was available for user", &["tour_id"], &["tour_name"]),
     event("tour_start", "Tour was started by user", &["tour_id"], &["tour_name"]),
-    event(
-        "tour_auto_start",
-        "Tour was automatically started",
-        &["tour_id"],
-        &["tour_name"],
-    ),
-    event(
-        "tour_continue",
-        "Tour was continued by user",
-        &["tour_id"],
-        &["tour_name", "step_index"],
-    ),
-    event(
-        "tour_finish",
-        "Tour was finished by user",
-        &["tour_id"],
-        &["tour_name", "step_count"],
-    ),
+    event("tour_auto_start", "Tour was automatically started", &["tour_id"], &["tour_name"]),
+    event("tour_continue", "Tour was continued by user", &["tour_id"], &["tour_name", "step_index"]),
+    event("tour_finish", "Tour was finished by user", &["tour_id"], &["tour_name", "step_count"]),
     event(
         "tour_step",
         "User saw a specific step of a tour",
@@ -149,48 +119,18 @@ pub const EVENTS: &[Event] = &[
         &["checklist_id", "step_id"],
         &["checklist_name", "step_title", "step_index"],
     ),
-    event(
-        "checklist_finished",
-        "User completed all the steps in a checklist",
-        &["checklist_id"],
-        &["checklist_name"],
-    ),
-    event(
-        "smart_tip_available",
-        "Smart tip was available for user",
-        &["smart_tip_id"],
-        &["smart_tip_name"],
-    ),
-    event(
-        "smart_tip_open",
-        "Smart tip was opened",
-        &["smart_tip_id"],
-        &["smart_tip_name"],
-    ),
-    event(
-        "announcement_shown",
-        "Announcement was shown to user",
-        &["announcement_id"],
-        &["announcement_name"],
-    ),
+    event("checklist_finished", "User completed all the steps in a checklist", &["checklist_id"], &["checklist_name"]),
+    event("smart_tip_available", "Smart tip was available for user", &["smart_tip_id"], &["smart_tip_name"]),
+    event("smart_tip_open", "Smart tip was opened", &["smart_tip_id"], &["smart_tip_name"]),
+    event("announcement_shown", "Announcement was shown to user", &["announcement_id"], &["announcement_name"]),
     event(
         "announcement_action_clicked",
         "User clicked on announcement action",
         &["announcement_id"],
         &["announcement_name", "action_label", "link"],
     ),
-    event(
-        "announcement_closed",
-        "Announcement was closed by user",
-        &["announcement_id"],
-        &["announcement_name"],
-    ),
-    event(
-        "nps_widget_shown",
-        "NPS widget was shown to user",
-        &["nps_widget_id"],
-        &["nps_widget_name"],
-    ),
+    event("announcement_closed", "Announcement was closed by user", &["announcement_id"], &["announcement_name"]),
+    event("nps_widget_shown", "NPS widget was shown to user", &["nps_widget_id"], &["nps_widget_name"]),
     event(
         "nps_submitted",
         "User submitted an NPS score",
@@ -200,11 +140,7 @@ pub const EVENTS: &[Event] = &[
 ];
 
 const fn prop(name: &'static str, kind: PropertyType, description: &'static str) -> Property {
-    Property {
-        name,
-        kind,
-        description,
-    }
+    Property { name, kind, description }
 }
 
 const fn event(
@@ -213,12 +149,7 @@ const fn event(
     required: &'static [&'static str],
     optional: &'static [&'static str],
 ) -> Event {
-    Event {
-        name,
-        description,
-        required,
-        optional,
-    }
+    Event { name, description, required, optional }
 }
 
 /// The catalog event of that name.
@@ -242,9 +173,7 @@ mod tests {
             assert_eq!(event.properties().count(), event.required.len() + event.optional.len());
         }
         for property in PROPERTIES {
-            let used = EVENTS
-                .iter()
-                .any(|e| e.properties().any(|(p, _)| p.name == property.name));
+            let used = EVENTS.iter().any(|e| e.properties().any(|(p, _)| p.name == property.name));
             assert!(used, "{} is not used by any event", property.name);
         }
     }

@@ -59,11 +59,7 @@ impl Serialize for EventErrorCode {
 
 impl EventError {
     pub fn new(code: EventErrorCode, field: Option<&str>, message: String) -> EventError {
-        EventError {
-            code,
-            message,
-            field: field.map(str::to_owned),
-        }
+        EventError { code, message, field: field.map(str::to_owned) }
     }
 }
 
@@ -114,10 +110,7 @@ pub enum ApiError {
     #[error("workspace {0:?} already exists; use PUT to update it")]
     WorkspaceExists(String),
     #[error("{message}")]
-    InvalidRequest {
-        field: Option<&'static str>,
-        message: String,
-    },
+    InvalidRequest { field: Option<&'static str>, message: String },
     #[error("an internal error occurred")]
     Internal(String),
 }
@@ -218,9 +211,7 @@ impl IntoResponse for ApiError {
         }
         let mut response = (status, Json(self.body())).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_UNAVAILABLE));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_UNAVAILABLE));
         }
         response
     }

@@ -51,30 +51,15 @@ impl Metrics {
         let r = &mut r;
         Metrics {
             events_received: registered(r, "events_received", "Events received by ingest", Counter::default()),
-            events_accepted: registered(
-                r,
-                "events_accepted",
-                "Events committed to the queue",
-                Counter::default(),
-            ),
-            events_rejected: registered(
-                r,
-                "events_rejected",
-                "Events refused at ingest, by reason",
-                Family::default(),
-            ),
+            events_accepted: registered(r, "events_accepted", "Events committed to the queue", Counter::default()),
+            events_rejected: registered(r, "events_rejected", "Events refused at ingest, by reason", Family::default()),
             events_discarded: registered(
                 r,
                 "events_discarded",
                 "Valid events not stored, by reason (no enabled Segment integration)",
                 Family::default(),
             ),
-            ingest_responses: registered(
-                r,
-                "ingest_responses",
-                "Ingest responses by HTTP status",
-                Family::default(),
-            ),
+            ingest_responses: registered(r, "ingest_responses", "Ingest responses by HTTP status", Family::default()),
             queue_depth: registered(r, "queue_depth", "Undelivered events in the store", Gauge::default()),
             events_delivered: registered(r, "events_delivered", "Events Segment accepted", Counter::default()),
             events_retried: registered(
@@ -122,9 +107,7 @@ impl Metrics {
     }
 
     pub fn store_op(&self, operation: &'static str, elapsed: Duration) {
-        self.store_latency
-            .get_or_create(&Operation { operation })
-            .observe(elapsed.as_secs_f64());
+        self.store_latency.get_or_create(&Operation { operation }).observe(elapsed.as_secs_f64());
     }
 
     /// The Prometheus text exposition.

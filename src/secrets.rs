@@ -61,14 +61,7 @@ impl WriteKey {
     /// What the admin app may show: an ellipsis and the last four characters.
     pub fn hint(&self) -> String {
         let key = self.expose();
-        let tail: String = key
-            .chars()
-            .rev()
-            .take(4)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
+        let tail: String = key.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
         format!("…{tail}")
     }
 }
@@ -87,19 +80,14 @@ pub struct AdminTokens {
 
 impl AdminTokens {
     pub fn new<S: AsRef<str>>(tokens: &[S]) -> AdminTokens {
-        AdminTokens {
-            digests: tokens.iter().map(|t| digest(t.as_ref())).collect(),
-        }
+        AdminTokens { digests: tokens.iter().map(|t| digest(t.as_ref())).collect() }
     }
 
     /// Whether `candidate` is one of the tokens. Every token is compared, so the
     /// time taken says nothing about which one nearly matched.
     pub fn verify(&self, candidate: &str) -> bool {
         let candidate = digest(candidate);
-        self.digests
-            .iter()
-            .fold(subtle::Choice::from(0), |found, d| found | d.ct_eq(&candidate))
-            .into()
+        self.digests.iter().fold(subtle::Choice::from(0), |found, d| found | d.ct_eq(&candidate)).into()
     }
 }
 
@@ -136,10 +124,7 @@ impl Sealer {
     pub fn seal(&self, workspace_id: &str, key: &WriteKey) -> String {
         let mut nonce = [0u8; NONCE_LEN];
         rand::rng().fill_bytes(&mut nonce);
-        let payload = Payload {
-            msg: key.expose().as_bytes(),
-            aad: workspace_id.as_bytes(),
-        };
+        let payload = Payload { msg: key.expose().as_bytes(), aad: workspace_id.as_bytes() };
         let ciphertext = self
             .cipher
             .encrypt(XNonce::from_slice(&nonce), payload)
@@ -161,14 +146,8 @@ impl Sealer {
             return Err(UnsealError::Malformed);
         }
         let (nonce, ciphertext) = bytes.split_at(NONCE_LEN);
-        let payload = Payload {
-            msg: ciphertext,
-            aad: workspace_id.as_bytes(),
-        };
-        let plain = self
-            .cipher
-            .decrypt(XNonce::from_slice(nonce), payload)
-            .map_err(|_| UnsealError::Corrupt)?;
+        let payload = Payload { msg: ciphertext, aad: workspace_id.as_bytes() };
+        let plain = self.cipher.decrypt(XNonce::from_slice(nonce), payload).map_err(|_| UnsealError::Corrupt)?;
         let key = String::from_utf8(plain).map_err(|_| UnsealError::Corrupt)?;
         Ok(WriteKey::new(&key))
     }
@@ -224,10 +203,7 @@ impl Secrets {
 /// The secret kept in the file, created (32 random bytes, base64, mode 0600)
 /// when missing. Only the file's path is logged, never its content.
 fn read_or_generate(path: &Path) -> Result<String, SecretsError> {
-    let file_error = |source| SecretsError::File {
-        path: path.display().to_string(),
-        source,
-    };
+    let file_error = |source| SecretsError::File { path: path.display().to_string(), source };
     match std::fs::read_to_string(path) {
         Ok(existing) => return Ok(existing.trim().to_owned()),
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(file_error(e)),
@@ -275,10 +251,7 @@ mod tests {
     #[test]
     fn a_key_sealed_under_another_key_is_named_not_opened() {
         let sealed = sealer().seal("ws", &WriteKey::new("k"));
-        assert!(matches!(
-            sealer().unseal("ws", &sealed),
-            Err(UnsealError::UnknownKey(_))
-        ));
+        assert!(matches!(sealer().unseal("ws", &sealed), Err(UnsealError::UnknownKey(_))));
     }
 
     #[test]

@@ -23,14 +23,8 @@ async fn every_admin_route_requires_the_token(backend: Backend) {
         (Method::POST, format!("/admin/v1/workspaces/{id}/ingest-key/rotate")),
         (Method::PUT, format!("/admin/v1/workspaces/{id}/integrations/segment")),
         (Method::GET, format!("/admin/v1/workspaces/{id}/integrations/segment")),
-        (
-            Method::DELETE,
-            format!("/admin/v1/workspaces/{id}/integrations/segment"),
-        ),
-        (
-            Method::POST,
-            format!("/admin/v1/workspaces/{id}/integrations/segment/test"),
-        ),
+        (Method::DELETE, format!("/admin/v1/workspaces/{id}/integrations/segment")),
+        (Method::POST, format!("/admin/v1/workspaces/{id}/integrations/segment/test")),
         (Method::GET, format!("/admin/v1/workspaces/{id}/dead-letters")),
         (Method::POST, format!("/admin/v1/workspaces/{id}/dead-letters/replay")),
     ];
@@ -66,10 +60,7 @@ async fn workspaces_are_created_upserted_read_and_rotated(backend: Backend) {
 
     let response = create(json!({"id": "acme-1", "name": "Again"})).await.unwrap();
     assert_eq!(response.status(), 409);
-    assert_eq!(
-        response.json::<Value>().await.unwrap()["error"]["code"],
-        "workspace_exists"
-    );
+    assert_eq!(response.json::<Value>().await.unwrap()["error"]["code"], "workspace_exists");
     for (body, field) in [
         (json!({"id": "bad id!", "name": "x"}), Some("id")),
         (json!({"name": "  "}), Some("name")),
@@ -82,66 +73,32 @@ async fn workspaces_are_created_upserted_read_and_rotated(backend: Backend) {
         assert_eq!(error["error"]["code"], "invalid_request", "{body}");
         assert_eq!(error["error"]["field"].as_str(), field, "{body}");
     }
-    let generated: Value = create(json!({"name": "Generated"}))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let generated: Value = create(json!({"name": "Generated"})).await.unwrap().json().await.unwrap();
     assert!(generated["id"].as_str().unwrap().starts_with("ws_"));
 
-    let upsert = |id: &str, body: Value| {
-        app.admin(Method::PUT, &format!("/admin/v1/workspaces/{id}"))
-            .json(&body)
-            .send()
-    };
+    let upsert =
+        |id: &str, body: Value| app.admin(Method::PUT, &format!("/admin/v1/workspaces/{id}")).json(&body).send();
     let response = upsert("acme-1", json!({"name": "Acme Inc"})).await.unwrap();
     assert_eq!(response.status(), 200);
     let renamed: Value = response.json().await.unwrap();
     assert_eq!(renamed["name"], "Acme Inc");
-    assert_eq!(
-        renamed["ingest_key"], created["ingest_key"],
-        "an upsert keeps the ingest key"
-    );
+    assert_eq!(renamed["ingest_key"], created["ingest_key"], "an upsert keeps the ingest key");
     assert_eq!(upsert("beta-2", json!({"name": "Beta"})).await.unwrap().status(), 201);
-    assert_eq!(
-        upsert("beta-2", json!({"id": "other", "name": "Beta"}))
-            .await
-            .unwrap()
-            .status(),
-        400
-    );
+    assert_eq!(upsert("beta-2", json!({"id": "other", "name": "Beta"})).await.unwrap().status(), 400);
 
-    let read: Value = app
-        .admin(Method::GET, "/admin/v1/workspaces/acme-1")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let read: Value = app.admin(Method::GET, "/admin/v1/workspaces/acme-1").send().await.unwrap().json().await.unwrap();
     assert_eq!(read, renamed);
-    let missing = app
-        .admin(Method::GET, "/admin/v1/workspaces/nobody")
-        .send()
-        .await
-        .unwrap();
+    let missing = app.admin(Method::GET, "/admin/v1/workspaces/nobody").send().await.unwrap();
     assert_eq!(missing.status(), 404);
     assert_eq!(missing.json::<Value>().await.unwrap()["error"]["code"], "not_found");
 
     // A rotated ingest key stops working at once; the new one works.
     app.put_integration(
-        &common::TestWorkspace {
-            id: "acme-1".into(),
-            ingest_key: String::new(),
-        },
+        &common::TestWorkspace { id: "acme-1".into(), ingest_key: String::new() },
         json!({"write_key": WRITE_KEY}),
     )
     .await;
-    let old = common::TestWorkspace {
-        id: "acme-1".into(),
-        ingest_key: created["ingest_key"].as_str().unwrap().into(),
-    };
+    let old = common::TestWorkspace { id: "acme-1".into(), ingest_key: created["ingest_key"].as_str().unwrap().into() };
     assert_eq!(app.ingest("/v1/track", &old, &tour_start("u")).await.0, 202);
     let rotated: Value = app
         .admin(Method::POST, "/admin/v1/workspaces/acme-1/ingest-key/rotate")
@@ -153,20 +110,10 @@ async fn workspaces_are_created_upserted_read_and_rotated(backend: Backend) {
         .unwrap();
     assert_ne!(rotated["ingest_key"], created["ingest_key"]);
     let (status, body) = app.ingest("/v1/track", &old, &tour_start("u")).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (401, Some("invalid_ingest_key"))
-    );
-    let new = common::TestWorkspace {
-        id: "acme-1".into(),
-        ingest_key: rotated["ingest_key"].as_str().unwrap().into(),
-    };
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("invalid_ingest_key")));
+    let new = common::TestWorkspace { id: "acme-1".into(), ingest_key: rotated["ingest_key"].as_str().unwrap().into() };
     assert_eq!(app.ingest("/v1/track", &new, &tour_start("u")).await.0, 202);
-    let rotate_missing = app
-        .admin(Method::POST, "/admin/v1/workspaces/nobody/ingest-key/rotate")
-        .send()
-        .await
-        .unwrap();
+    let rotate_missing = app.admin(Method::POST, "/admin/v1/workspaces/nobody/ingest-key/rotate").send().await.unwrap();
     assert_eq!(rotate_missing.status(), 404);
     app.stop().await;
 }
@@ -198,9 +145,7 @@ async fn the_integration_shows_only_a_hint_of_the_write_key(backend: Backend) {
         bodies.push(text);
     }
 
-    let response = app
-        .put_integration(&workspace, json!({"write_key": WRITE_KEY, "region": "eu"}))
-        .await;
+    let response = app.put_integration(&workspace, json!({"write_key": WRITE_KEY, "region": "eu"})).await;
     assert_eq!(response.status(), 200);
     let view: Value = response.json().await.unwrap();
     assert_eq!(view["configured"], true);
@@ -227,10 +172,7 @@ async fn the_integration_shows_only_a_hint_of_the_write_key(backend: Backend) {
     bodies.push(app.metrics().await);
 
     for body in bodies {
-        assert!(
-            !body.contains(WRITE_KEY) && !body.contains("wk_admin_secret"),
-            "the write key leaked: {body}"
-        );
+        assert!(!body.contains(WRITE_KEY) && !body.contains("wk_admin_secret"), "the write key leaked: {body}");
     }
     app.stop().await;
 }
@@ -248,8 +190,7 @@ async fn health_readiness_and_metrics(backend: Backend) {
 
     let workspace = app.workspace_with_segment(WRITE_KEY).await;
     app.ingest("/v1/track", &workspace, &tour_start("u")).await;
-    app.ingest("/v1/track", &workspace, &json!({"event": "nope", "userId": "u"}))
-        .await;
+    app.ingest("/v1/track", &workspace, &json!({"event": "nope", "userId": "u"})).await;
     env.segment.wait_for(1, std::time::Duration::from_secs(10)).await;
     common::eventually(std::time::Duration::from_secs(5), "the delivered count", || async {
         app.metric("produktly_events_delivered_total").await == 1.0

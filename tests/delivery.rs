@@ -20,19 +20,14 @@ fn event(tour: &str, message_id: &str) -> Value {
 fn count_by_message_id(received: &[common::segment::Received]) -> HashMap<String, usize> {
     let mut counts = HashMap::new();
     for r in received {
-        *counts
-            .entry(r.message["messageId"].as_str().unwrap().to_owned())
-            .or_insert(0) += 1;
+        *counts.entry(r.message["messageId"].as_str().unwrap().to_owned()).or_insert(0) += 1;
     }
     counts
 }
 
 async fn dead_letters(app: &TestApp, workspace: &TestWorkspace) -> Vec<Value> {
     let body: Value = app
-        .admin(
-            reqwest::Method::GET,
-            &format!("/admin/v1/workspaces/{}/dead-letters", workspace.id),
-        )
+        .admin(reqwest::Method::GET, &format!("/admin/v1/workspaces/{}/dead-letters", workspace.id))
         .send()
         .await
         .unwrap()
@@ -58,16 +53,9 @@ async fn two_failures_then_success_deliver_each_event_once_with_its_message_id(b
     let counts = count_by_message_id(&env.segment.accepted());
     let expected: HashMap<String, usize> = (0..5).map(|i| (format!("m-{i}"), 1)).collect();
     assert_eq!(counts, expected);
-    assert_eq!(
-        env.segment.request_count().await,
-        3,
-        "two refused attempts, then one delivery"
-    );
+    assert_eq!(env.segment.request_count().await, 3, "two refused attempts, then one delivery");
     assert_eq!(app.metric("produktly_events_retried_total").await, 10.0);
-    assert_eq!(
-        app.metric("produktly_segment_responses_total{status=\"500\"}").await,
-        2.0
-    );
+    assert_eq!(app.metric("produktly_segment_responses_total{status=\"500\"}").await, 2.0);
 
     let integration = app.integration(&workspace).await;
     assert_eq!(integration["status"]["state"], "ok");
@@ -83,17 +71,14 @@ async fn a_refused_message_is_dead_lettered_and_the_rest_delivered(backend: Back
     };
     let app = env.start_app().await;
     let workspace = app.workspace_with_segment("wk_refusals").await;
-    env.segment
-        .refuse_messages_where(|m| m["properties"]["tour_id"] == "poison");
+    env.segment.refuse_messages_where(|m| m["properties"]["tour_id"] == "poison");
     let mut batch: Vec<Value> = (0..10).map(|i| event("fine", &format!("ok-{i}"))).collect();
     batch[6] = event("poison", "bad-1");
     app.ingest("/v1/batch", &workspace, &json!({"batch": batch})).await;
 
     env.segment.wait_for(9, WAIT).await;
-    common::eventually(WAIT, "the dead letter", || async {
-        app.integration(&workspace).await["status"]["dead"] == 1
-    })
-    .await;
+    common::eventually(WAIT, "the dead letter", || async { app.integration(&workspace).await["status"]["dead"] == 1 })
+        .await;
     assert_eq!(env.segment.accepted().len(), 9);
     let letters = dead_letters(&app, &workspace).await;
     assert_eq!(letters.len(), 1);
@@ -102,19 +87,12 @@ async fn a_refused_message_is_dead_lettered_and_the_rest_delivered(backend: Back
     assert_eq!(letters[0]["status"], 400);
     assert!(letters[0]["detail"].as_str().unwrap().contains("refused message"));
     assert_eq!(letters[0]["message"]["properties"]["tour_id"], "poison");
-    assert_eq!(
-        app.metric("produktly_events_dead_lettered_total{reason=\"rejected\"}")
-            .await,
-        1.0
-    );
+    assert_eq!(app.metric("produktly_events_dead_lettered_total{reason=\"rejected\"}").await, 1.0);
 
     // Once Segment would take it, a replay delivers it with its messageId.
     env.segment.refuse_messages_where(|_| false);
     let replay: Value = app
-        .admin(
-            reqwest::Method::POST,
-            &format!("/admin/v1/workspaces/{}/dead-letters/replay", workspace.id),
-        )
+        .admin(reqwest::Method::POST, &format!("/admin/v1/workspaces/{}/dead-letters/replay", workspace.id))
         .send()
         .await
         .unwrap()
@@ -135,9 +113,7 @@ async fn an_eu_workspace_is_delivered_to_the_eu_url_only(backend: Backend) {
     };
     let app = env.start_app().await;
     let workspace = app.create_workspace().await;
-    let response = app
-        .put_integration(&workspace, json!({"write_key": "wk_eu", "region": "eu"}))
-        .await;
+    let response = app.put_integration(&workspace, json!({"write_key": "wk_eu", "region": "eu"})).await;
     assert_eq!(response.status(), 200);
     app.ingest("/v1/track", &workspace, &tour_start("eu-user")).await;
     let received = env.eu_segment.wait_for(1, WAIT).await;
@@ -156,13 +132,8 @@ async fn region_and_key_changes_apply_to_queued_events(backend: Backend) {
     let workspace = app.workspace_with_segment("wk_old").await;
     env.segment.start_outage(503);
     app.ingest("/v1/track", &workspace, &tour_start("waiting")).await;
-    common::eventually(WAIT, "a failed attempt", || async {
-        env.segment.request_count().await >= 1
-    })
-    .await;
-    let response = app
-        .put_integration(&workspace, json!({"write_key": "wk_new", "region": "eu"}))
-        .await;
+    common::eventually(WAIT, "a failed attempt", || async { env.segment.request_count().await >= 1 }).await;
+    let response = app.put_integration(&workspace, json!({"write_key": "wk_new", "region": "eu"})).await;
     assert_eq!(response.status(), 200);
     let received = env.eu_segment.wait_for(1, WAIT).await;
     assert_eq!(received[0].write_key, "wk_new");
@@ -179,12 +150,7 @@ async fn disabling_keeps_queued_events_and_deleting_drops_them(backend: Backend)
     let app = env.start_app().await;
     let workspace = app.workspace_with_segment("wk_toggle").await;
     env.segment.start_outage(500);
-    app.ingest(
-        "/v1/batch",
-        &workspace,
-        &json!({"batch": [tour_start("a"), tour_start("b")]}),
-    )
-    .await;
+    app.ingest("/v1/batch", &workspace, &json!({"batch": [tour_start("a"), tour_start("b")]})).await;
     let response = app.put_integration(&workspace, json!({"enabled": false})).await;
     let view: Value = response.json().await.unwrap();
     assert_eq!(view["enabled"], false);
@@ -202,10 +168,7 @@ async fn disabling_keeps_queued_events_and_deleting_drops_them(backend: Backend)
     env.segment.start_outage(500);
     app.ingest("/v1/track", &workspace, &tour_start("d")).await;
     let delete = app
-        .admin(
-            reqwest::Method::DELETE,
-            &format!("/admin/v1/workspaces/{}/integrations/segment", workspace.id),
-        )
+        .admin(reqwest::Method::DELETE, &format!("/admin/v1/workspaces/{}/integrations/segment", workspace.id))
         .send()
         .await
         .unwrap();
@@ -219,9 +182,7 @@ async fn events_past_the_maximum_age_become_dead_letters(backend: Backend) {
     let Some(env) = Env::new(backend).await else {
         return;
     };
-    let app = env
-        .start_app_with(|f| f.merge(Serialized::default("delivery.max_age_secs", 1)))
-        .await;
+    let app = env.start_app_with(|f| f.merge(Serialized::default("delivery.max_age_secs", 1))).await;
     let workspace = app.workspace_with_segment("wk_expiry").await;
     env.segment.start_outage(500);
     app.ingest("/v1/track", &workspace, &event("t", "too-old")).await;
@@ -243,14 +204,7 @@ async fn the_test_call_sends_one_event_and_reports_segments_answer(backend: Back
     let app = env.start_app().await;
     let workspace = app.workspace_with_segment("wk_test_call").await;
     let path = format!("/admin/v1/workspaces/{}/integrations/segment/test", workspace.id);
-    let body: Value = app
-        .admin(reqwest::Method::POST, &path)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value = app.admin(reqwest::Method::POST, &path).send().await.unwrap().json().await.unwrap();
     assert_eq!(body["outcome"], "delivered");
     assert_eq!(body["status"], 200);
     let received = env.segment.wait_for(1, WAIT).await;
@@ -259,14 +213,7 @@ async fn the_test_call_sends_one_event_and_reports_segments_answer(backend: Back
     assert_eq!(received[0].write_key, "wk_test_call");
 
     env.segment.start_outage(500);
-    let body: Value = app
-        .admin(reqwest::Method::POST, &path)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value = app.admin(reqwest::Method::POST, &path).send().await.unwrap().json().await.unwrap();
     assert_eq!(body["outcome"], "failed");
     assert_eq!(body["status"], 500);
     app.stop().await;

@@ -49,10 +49,8 @@ async fn every_catalog_event_reaches_segment_as_a_track_call(backend: Backend) {
     let iso = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
 
     for (i, event) in catalog::EVENTS.iter().enumerate() {
-        let properties: Map<String, Value> = event
-            .properties()
-            .map(|(p, _)| (p.name.to_owned(), sample(p.kind)))
-            .collect();
+        let properties: Map<String, Value> =
+            event.properties().map(|(p, _)| (p.name.to_owned(), sample(p.kind))).collect();
         let body = json!({
             "event": event.name,
             "messageId": format!("msg-{}", event.name),
@@ -93,25 +91,17 @@ async fn every_catalog_event_reaches_segment_as_a_track_call(backend: Backend) {
         assert_eq!(message["messageId"], format!("msg-{}", event.name));
         assert_eq!(message["userId"], format!("user-{i}"));
         assert_eq!(message["anonymousId"], format!("anon-{i}"));
-        let expected: Map<String, Value> = event
-            .properties()
-            .map(|(p, _)| (p.name.to_owned(), forwarded(p.kind)))
-            .collect();
+        let expected: Map<String, Value> =
+            event.properties().map(|(p, _)| (p.name.to_owned(), forwarded(p.kind))).collect();
         assert_eq!(message["properties"], Value::Object(expected), "{}", event.name);
         // The timestamp is on the server's clock: 2 s before arrival, not an hour ahead.
         let timestamp = at(message["timestamp"].as_str().unwrap());
-        assert!(
-            timestamp >= started - chrono::TimeDelta::seconds(3),
-            "{timestamp} vs {started}"
-        );
+        assert!(timestamp >= started - chrono::TimeDelta::seconds(3), "{timestamp} vs {started}");
         assert!(timestamp <= Utc::now() - chrono::TimeDelta::seconds(1), "{timestamp}");
         assert!(at(&got.sent_at) >= timestamp);
         let context = &message["context"];
         assert_eq!(context["integration"], json!({"name": "produktly", "version": "1.0.0"}));
-        assert_eq!(
-            context["library"],
-            json!({"name": "produktly-segment", "version": env!("CARGO_PKG_VERSION")})
-        );
+        assert_eq!(context["library"], json!({"name": "produktly-segment", "version": env!("CARGO_PKG_VERSION")}));
         assert_eq!(context["userAgent"], "Mozilla/5.0 (X11; Linux x86_64) TestBrowser/1.0");
         assert_eq!(context["ip"], "127.0.0.1");
         assert_eq!(context["locale"], "fi-FI");
@@ -174,9 +164,7 @@ async fn beacon_and_gzip_bodies_are_accepted(backend: Backend) {
     assert_eq!(beacon.status(), 202);
 
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    encoder
-        .write_all(tour_start("gzip-user").to_string().as_bytes())
-        .unwrap();
+    encoder.write_all(tour_start("gzip-user").to_string().as_bytes()).unwrap();
     let gzipped = app
         .http
         .post(app.url("/v1/track"))
@@ -212,21 +200,9 @@ async fn cors_preflight_is_answered(backend: Backend) {
         .await
         .unwrap();
     assert!(response.status().is_success());
-    let allowed = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_ascii_lowercase())
-    };
-    assert_eq!(
-        allowed("access-control-allow-origin").as_deref(),
-        Some("https://app.customer.example")
-    );
-    assert!(
-        allowed("access-control-allow-headers")
-            .unwrap()
-            .contains("x-produktly-key")
-    );
+    let allowed = |name: &str| response.headers().get(name).map(|v| v.to_str().unwrap().to_ascii_lowercase());
+    assert_eq!(allowed("access-control-allow-origin").as_deref(), Some("https://app.customer.example"));
+    assert!(allowed("access-control-allow-headers").unwrap().contains("x-produktly-key"));
     app.stop().await;
 }
 

@@ -43,12 +43,7 @@ async fn a_failing_workspace_does_not_slow_the_others(backend: Backend) {
     for i in 0..10 {
         during.push(latency(&app, &env, &b, &format!("b-during-{i}")).await);
     }
-    let a_attempts = env
-        .segment
-        .attempts()
-        .iter()
-        .filter(|t| t.write_key == "wk_failing_a")
-        .count();
+    let a_attempts = env.segment.attempts().iter().filter(|t| t.write_key == "wk_failing_a").count();
     assert!(a_attempts >= 2, "A kept being retried ({a_attempts} attempts)");
     let worst = |latencies: &[Duration]| latencies.iter().max().copied().unwrap();
     assert!(
@@ -60,12 +55,7 @@ async fn a_failing_workspace_does_not_slow_the_others(backend: Backend) {
 
     env.segment.end_key_outage("wk_failing_a");
     env.segment.wait_for(220, WAIT).await;
-    let from_a = env
-        .segment
-        .accepted()
-        .iter()
-        .filter(|r| r.write_key == "wk_failing_a")
-        .count();
+    let from_a = env.segment.accepted().iter().filter(|r| r.write_key == "wk_failing_a").count();
     assert_eq!(from_a, 200, "all of A's events arrive after the recovery");
     app.stop().await;
 }
@@ -74,9 +64,7 @@ async fn a_big_backlog_is_served_in_turns_with_the_others(backend: Backend) {
     let Some(env) = Env::new(backend).await else {
         return;
     };
-    let app = env
-        .start_app_with(|f| f.merge(Serialized::default("segment.max_batch_messages", 50)))
-        .await;
+    let app = env.start_app_with(|f| f.merge(Serialized::default("segment.max_batch_messages", 50))).await;
     let big = app.workspace_with_segment("wk_big").await;
     let small = app.workspace_with_segment("wk_small").await;
     env.segment.start_key_outage("wk_big", 503);
@@ -88,20 +76,9 @@ async fn a_big_backlog_is_served_in_turns_with_the_others(backend: Backend) {
     env.segment.end_key_outage("wk_big");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let waited = latency(&app, &env, &small, "small-user").await;
-    let big_so_far = env
-        .segment
-        .accepted()
-        .iter()
-        .filter(|r| r.write_key == "wk_big")
-        .count();
-    assert!(
-        waited < Duration::from_millis(500),
-        "the small workspace waited {waited:?}"
-    );
-    assert!(
-        big_so_far < 4000,
-        "the small workspace was served during the backlog ({big_so_far} delivered)"
-    );
+    let big_so_far = env.segment.accepted().iter().filter(|r| r.write_key == "wk_big").count();
+    assert!(waited < Duration::from_millis(500), "the small workspace waited {waited:?}");
+    assert!(big_so_far < 4000, "the small workspace was served during the backlog ({big_so_far} delivered)");
     env.segment.wait_for(5001, WAIT).await;
     app.stop().await;
 }
@@ -116,10 +93,7 @@ async fn retry_after_is_honoured(backend: Backend) {
     let workspace = app.workspace_with_segment("wk_limited").await;
     env.segment.fail_next(1, 429, &[("Retry-After", "2")]).await;
     app.ingest("/v1/track", &workspace, &tour_start("limited")).await;
-    common::eventually(WAIT, "the first attempt", || async {
-        env.segment.request_count().await >= 1
-    })
-    .await;
+    common::eventually(WAIT, "the first attempt", || async { env.segment.request_count().await >= 1 }).await;
     let status = app.integration(&workspace).await["status"].clone();
     assert_eq!(status["state"], "retrying");
     assert_eq!(status["last_error"]["status"], 429);
@@ -135,10 +109,7 @@ async fn retry_after_is_honoured(backend: Backend) {
     let attempts = env.segment.attempts();
     assert_eq!(attempts.len(), 4);
     assert!(attempts[3].at - attempts[2].at >= Duration::from_secs(1));
-    assert_eq!(
-        app.metric("produktly_segment_responses_total{status=\"429\"}").await,
-        1.0
-    );
+    assert_eq!(app.metric("produktly_segment_responses_total{status=\"429\"}").await, 1.0);
     app.stop().await;
 }
 
@@ -173,18 +144,13 @@ async fn batches_stay_within_segments_limits(backend: Backend) {
     let Some(env) = Env::new(backend).await else {
         return;
     };
-    let app = env
-        .start_app_with(|f| f.merge(Serialized::default("segment.max_batch_messages", 1000)))
-        .await;
+    let app = env.start_app_with(|f| f.merge(Serialized::default("segment.max_batch_messages", 1000))).await;
     let workspace = app.workspace_with_segment("wk_limits").await;
     // Hold delivery until everything is queued, so that batches fill up.
     env.segment.start_outage(503);
     for chunk in 0..12 {
         let batch: Vec<Value> = (0..500).map(|i| tour_start(&format!("many-{chunk}-{i}"))).collect();
-        assert_eq!(
-            app.ingest("/v1/batch", &workspace, &json!({"batch": batch})).await.0,
-            202
-        );
+        assert_eq!(app.ingest("/v1/batch", &workspace, &json!({"batch": batch})).await.0, 202);
     }
     let large: Vec<Value> = (0..60)
         .map(|i| {
@@ -193,29 +159,15 @@ async fn batches_stay_within_segments_limits(backend: Backend) {
         })
         .collect();
     for chunk in large.chunks(10) {
-        assert_eq!(
-            app.ingest("/v1/batch", &workspace, &json!({"batch": chunk})).await.0,
-            202
-        );
+        assert_eq!(app.ingest("/v1/batch", &workspace, &json!({"batch": chunk})).await.0, 202);
     }
     env.segment.end_outage();
     env.segment.wait_for(6060, WAIT).await;
     assert!(env.segment.violations().is_empty(), "{:?}", env.segment.violations());
-    let delivered = env
-        .segment
-        .attempts()
-        .into_iter()
-        .filter(|a| a.status == 200)
-        .collect::<Vec<_>>();
+    let delivered = env.segment.attempts().into_iter().filter(|a| a.status == 200).collect::<Vec<_>>();
     assert!(delivered.iter().all(|a| a.messages <= 1000 && a.bytes <= 500_000));
-    assert!(
-        delivered.iter().any(|a| a.messages == 1000),
-        "batches fill up to the message limit"
-    );
-    assert!(
-        delivered.iter().any(|a| a.bytes > 450_000),
-        "large messages fill batches up to 500 KB"
-    );
+    assert!(delivered.iter().any(|a| a.messages == 1000), "batches fill up to the message limit");
+    assert!(delivered.iter().any(|a| a.bytes > 450_000), "large messages fill batches up to 500 KB");
     app.stop().await;
 }
 

@@ -16,11 +16,7 @@ fn anonymous(anonymous_id: &str, tour: &str) -> Value {
 }
 
 fn delivered_with_tour<'a>(received: &'a [common::segment::Received], tour: &str) -> &'a Value {
-    &received
-        .iter()
-        .find(|r| r.message["properties"]["tour_id"] == tour)
-        .expect("delivered")
-        .message
+    &received.iter().find(|r| r.message["properties"]["tour_id"] == tour).expect("delivered").message
 }
 
 async fn the_event_user_id_wins_over_a_recorded_one(backend: Backend) {
@@ -29,13 +25,7 @@ async fn the_event_user_id_wins_over_a_recorded_one(backend: Backend) {
     };
     let app = env.start_app().await;
     let workspace = app.workspace_with_segment("wk_identity").await;
-    let (status, _) = app
-        .ingest(
-            "/v1/identify",
-            &workspace,
-            &json!({"userId": "recorded", "anonymousId": "a1"}),
-        )
-        .await;
+    let (status, _) = app.ingest("/v1/identify", &workspace, &json!({"userId": "recorded", "anonymousId": "a1"})).await;
     assert_eq!(status, 202);
     let event = json!({"event": "tour_start", "userId": "own", "anonymousId": "a1", "properties": {"tour_id": "t1"}});
     app.ingest("/v1/track", &workspace, &event).await;
@@ -52,18 +42,8 @@ async fn anonymous_events_get_the_user_of_an_earlier_identify(backend: Backend) 
     };
     let app = env.start_app().await;
     let workspace = app.workspace_with_segment("wk_identity").await;
-    app.ingest(
-        "/v1/identify",
-        &workspace,
-        &json!({"userId": "u-old", "anonymousId": "a2"}),
-    )
-    .await;
-    app.ingest(
-        "/v1/identify",
-        &workspace,
-        &json!({"userId": "u-new", "anonymousId": "a2"}),
-    )
-    .await;
+    app.ingest("/v1/identify", &workspace, &json!({"userId": "u-old", "anonymousId": "a2"})).await;
+    app.ingest("/v1/identify", &workspace, &json!({"userId": "u-new", "anonymousId": "a2"})).await;
     app.ingest("/v1/track", &workspace, &anonymous("a2", "t2")).await;
     app.ingest("/v1/track", &workspace, &anonymous("stranger", "t3")).await;
     let received = env.segment.wait_for(2, WAIT).await;
@@ -101,16 +81,8 @@ async fn an_identify_after_the_event_applies_while_it_is_queued(backend: Backend
     let workspace = app.workspace_with_segment("wk_identity").await;
     env.segment.start_outage(500);
     app.ingest("/v1/track", &workspace, &anonymous("a6", "t6")).await;
-    common::eventually(WAIT, "a delivery attempt", || async {
-        env.segment.request_count().await >= 1
-    })
-    .await;
-    app.ingest(
-        "/v1/identify",
-        &workspace,
-        &json!({"userId": "u6", "anonymousId": "a6"}),
-    )
-    .await;
+    common::eventually(WAIT, "a delivery attempt", || async { env.segment.request_count().await >= 1 }).await;
+    app.ingest("/v1/identify", &workspace, &json!({"userId": "u6", "anonymousId": "a6"})).await;
     env.segment.end_outage();
     let received = env.segment.wait_for(1, WAIT).await;
     assert_eq!(received[0].message["userId"], "u6");

@@ -47,23 +47,9 @@ fn json_headers() -> Vec<(&'static str, &'static str)> {
 
 fn cases() -> Vec<Case> {
     let event = |value: Value| Send::Json("/v1/track", value);
-    let case = |name, send, status, code, message, field| Case {
-        name,
-        send,
-        status,
-        code,
-        message,
-        field,
-    };
+    let case = |name, send, status, code, message, field| Case { name, send, status, code, message, field };
     vec![
-        case(
-            "no key",
-            Send::WithKey(None, tour_start("u")),
-            401,
-            "missing_ingest_key",
-            "X-Produktly-Key",
-            None,
-        ),
+        case("no key", Send::WithKey(None, tour_start("u")), 401, "missing_ingest_key", "X-Produktly-Key", None),
         case(
             "unknown key",
             Send::WithKey(Some("pk_nope"), tour_start("u")),
@@ -87,12 +73,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "no content type",
-            Send::Raw {
-                path: "/v1/track",
-                headers: vec![],
-                body: b"{}".to_vec(),
-                key: true,
-            },
+            Send::Raw { path: "/v1/track", headers: vec![], body: b"{}".to_vec(), key: true },
             415,
             "unsupported_media_type",
             "Content-Type",
@@ -126,12 +107,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "body over the limit",
-            Send::Raw {
-                path: "/v1/batch",
-                headers: json_headers(),
-                body: vec![b' '; 600_000],
-                key: true,
-            },
+            Send::Raw { path: "/v1/batch", headers: json_headers(), body: vec![b' '; 600_000], key: true },
             413,
             "body_too_large",
             "524288 bytes",
@@ -152,12 +128,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "not JSON",
-            Send::Raw {
-                path: "/v1/track",
-                headers: json_headers(),
-                body: b"{\"event\":".to_vec(),
-                key: true,
-            },
+            Send::Raw { path: "/v1/track", headers: json_headers(), body: b"{\"event\":".to_vec(), key: true },
             400,
             "invalid_json",
             "not valid JSON",
@@ -165,49 +136,16 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "invalid UTF-8",
-            Send::Raw {
-                path: "/v1/track",
-                headers: json_headers(),
-                body: b"{\"event\":\"\xff\"}".to_vec(),
-                key: true,
-            },
+            Send::Raw { path: "/v1/track", headers: json_headers(), body: b"{\"event\":\"\xff\"}".to_vec(), key: true },
             400,
             "invalid_json",
             "not valid JSON",
             None,
         ),
-        case(
-            "event not an object",
-            event(json!([1])),
-            400,
-            "invalid_event",
-            "JSON object",
-            None,
-        ),
-        case(
-            "batch not an object",
-            Send::Json("/v1/batch", json!([])),
-            400,
-            "invalid_body",
-            "`batch` array",
-            None,
-        ),
-        case(
-            "batch not an array",
-            Send::Json("/v1/batch", json!({"batch": {}})),
-            400,
-            "invalid_body",
-            "array",
-            None,
-        ),
-        case(
-            "empty batch",
-            Send::Json("/v1/batch", json!({"batch": []})),
-            400,
-            "invalid_body",
-            "no events",
-            None,
-        ),
+        case("event not an object", event(json!([1])), 400, "invalid_event", "JSON object", None),
+        case("batch not an object", Send::Json("/v1/batch", json!([])), 400, "invalid_body", "`batch` array", None),
+        case("batch not an array", Send::Json("/v1/batch", json!({"batch": {}})), 400, "invalid_body", "array", None),
+        case("empty batch", Send::Json("/v1/batch", json!({"batch": []})), 400, "invalid_body", "no events", None),
         case(
             "too many events",
             Send::Json("/v1/batch", json!({"batch": vec![tour_start("u"); 501]})),
@@ -224,14 +162,7 @@ fn cases() -> Vec<Case> {
             "ISO-8601",
             Some("sentAt"),
         ),
-        case(
-            "no event name",
-            event(json!({"userId": "u"})),
-            400,
-            "missing_field",
-            "is missing",
-            Some("event"),
-        ),
+        case("no event name", event(json!({"userId": "u"})), 400, "missing_field", "is missing", Some("event")),
         case(
             "event name not a string",
             event(json!({"event": 5, "userId": "u"})),
@@ -322,10 +253,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "no valid event in the batch",
-            Send::Json(
-                "/v1/batch",
-                json!({"batch": [{"event": "nope", "userId": "u"}, {"event": "tour_start"}]}),
-            ),
+            Send::Json("/v1/batch", json!({"batch": [{"event": "nope", "userId": "u"}, {"event": "tour_start"}]})),
             400,
             "no_valid_events",
             "none of the 2 events",
@@ -362,21 +290,12 @@ async fn send(app: &TestApp, workspace: &TestWorkspace, send: Send) -> reqwest::
     let key = workspace.ingest_key.as_str();
     let request = match send {
         Send::Json(path, body) => app.http.post(app.url(path)).header("x-produktly-key", key).json(&body),
-        Send::Raw {
-            path,
-            headers,
-            body,
-            key: with_key,
-        } => {
+        Send::Raw { path, headers, body, key: with_key } => {
             let mut request = app.http.post(app.url(path)).body(body);
             for (name, value) in headers {
                 request = request.header(name, value);
             }
-            if with_key {
-                request.header("x-produktly-key", key)
-            } else {
-                request
-            }
+            if with_key { request.header("x-produktly-key", key) } else { request }
         }
         Send::WithKey(other, body) => {
             let request = app.http.post(app.url("/v1/track")).json(&body);
@@ -399,19 +318,11 @@ async fn every_rejection_has_its_status_code_and_message(backend: Backend) {
     for case in cases() {
         let response = send(&app, &workspace, case.send).await;
         let status = response.status().as_u16();
-        let body: Value = response
-            .json()
-            .await
-            .unwrap_or_else(|e| panic!("{}: body is not JSON: {e}", case.name));
+        let body: Value = response.json().await.unwrap_or_else(|e| panic!("{}: body is not JSON: {e}", case.name));
         assert_eq!(status, case.status, "{}: {body}", case.name);
         assert_eq!(body["error"]["code"], case.code, "{}: {body}", case.name);
         let message = body["error"]["message"].as_str().unwrap();
-        assert!(
-            message.contains(case.message),
-            "{}: {message:?} lacks {:?}",
-            case.name,
-            case.message
-        );
+        assert!(message.contains(case.message), "{}: {message:?} lacks {:?}", case.name, case.message);
         assert_eq!(body["error"]["field"].as_str(), case.field, "{}: {body}", case.name);
         if case.code == "no_valid_events" {
             let rejected = body["rejected"].as_array().unwrap();
@@ -437,21 +348,11 @@ async fn events_of_a_workspace_without_segment_are_discarded(backend: Backend) {
     };
     let app = env.start_app().await;
     let workspace = app.create_workspace().await;
-    let (status, body) = app
-        .ingest(
-            "/v1/batch",
-            &workspace,
-            &json!({"batch": [tour_start("a"), tour_start("b")]}),
-        )
-        .await;
+    let (status, body) =
+        app.ingest("/v1/batch", &workspace, &json!({"batch": [tour_start("a"), tour_start("b")]})).await;
     assert_eq!(status, 202);
-    assert_eq!(
-        body,
-        json!({"accepted": 0, "discarded": 2, "reason": "segment_not_configured"})
-    );
-    let (status, body) = app
-        .ingest("/v1/identify", &workspace, &json!({"userId": "u", "anonymousId": "a"}))
-        .await;
+    assert_eq!(body, json!({"accepted": 0, "discarded": 2, "reason": "segment_not_configured"}));
+    let (status, body) = app.ingest("/v1/identify", &workspace, &json!({"userId": "u", "anonymousId": "a"})).await;
     assert_eq!((status, body["discarded"].clone()), (202, json!(1)));
     assert_eq!(app.integration(&workspace).await["configured"], false);
 
@@ -459,11 +360,7 @@ async fn events_of_a_workspace_without_segment_are_discarded(backend: Backend) {
     app.put_integration(&workspace, json!({"write_key": "wk_later"})).await;
     let status = app.integration(&workspace).await["status"].clone();
     assert_eq!(status["queued"], 0);
-    assert_eq!(
-        app.metric("produktly_events_discarded_total{reason=\"segment_not_configured\"}")
-            .await,
-        2.0
-    );
+    assert_eq!(app.metric("produktly_events_discarded_total{reason=\"segment_not_configured\"}").await, 2.0);
     app.stop().await;
 }
 
@@ -471,9 +368,7 @@ async fn a_full_queue_answers_503_with_retry_after(backend: Backend) {
     let Some(env) = Env::new(backend).await else {
         return;
     };
-    let app = env
-        .start_app_with(|f| f.merge(Serialized::default("ingest.max_queue_depth", 0)))
-        .await;
+    let app = env.start_app_with(|f| f.merge(Serialized::default("ingest.max_queue_depth", 0))).await;
     let workspace = app.workspace_with_segment("wk_full").await;
     let response = app
         .http

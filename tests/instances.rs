@@ -18,9 +18,7 @@ fn event(message_id: &str) -> Value {
 fn deliveries_by_message_id(env: &Env) -> HashMap<String, usize> {
     let mut counts = HashMap::new();
     for received in env.segment.accepted() {
-        *counts
-            .entry(received.message["messageId"].as_str().unwrap().to_owned())
-            .or_insert(0) += 1;
+        *counts.entry(received.message["messageId"].as_str().unwrap().to_owned()).or_insert(0) += 1;
     }
     counts
 }
@@ -50,10 +48,7 @@ async fn two_instances_on_one_postgres_deliver_each_event_exactly_once() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let counts = deliveries_by_message_id(&env);
     assert_eq!(counts.len(), 20_000);
-    assert!(
-        expected.iter().all(|id| counts.get(id) == Some(&1)),
-        "every event exactly once"
-    );
+    assert!(expected.iter().all(|id| counts.get(id) == Some(&1)), "every event exactly once");
     let by_first = first.metric("produktly_events_delivered_total").await;
     let by_second = second.metric("produktly_events_delivered_total").await;
     assert_eq!(by_first + by_second, 20_000.0);
@@ -74,32 +69,20 @@ async fn sigterm_lets_deliveries_in_flight_finish(backend: Backend) {
     let workspace = client.workspace_with_segment("wk_sigterm").await;
     let ids: Vec<String> = (0..300).map(|i| format!("term-{i}")).collect();
     let batch: Vec<Value> = ids.iter().map(|id| event(id)).collect();
-    assert_eq!(
-        client.ingest("/v1/batch", &workspace, &json!({"batch": batch})).await.0,
-        202
-    );
-    common::eventually(WAIT, "a batch in flight", || async {
-        env.segment.request_count().await >= 1
-    })
-    .await;
+    assert_eq!(client.ingest("/v1/batch", &workspace, &json!({"batch": batch})).await.0, 202);
+    common::eventually(WAIT, "a batch in flight", || async { env.segment.request_count().await >= 1 }).await;
 
     let status = service.terminate(Duration::from_secs(10)).await;
     assert!(status.success(), "exit status {status}");
     let before_restart = env.segment.accepted().len();
-    assert!(
-        (100..300).contains(&before_restart),
-        "{before_restart} delivered before the stop"
-    );
+    assert!((100..300).contains(&before_restart), "{before_restart} delivered before the stop");
 
     env.segment.set_delay(None);
     let again = ServiceProcess::start(&env, &[]).await;
     env.segment.wait_for(ids.len(), WAIT).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let counts = deliveries_by_message_id(&env);
-    assert!(
-        ids.iter().all(|id| counts.get(id) == Some(&1)),
-        "each event exactly once: {counts:?}"
-    );
+    assert!(ids.iter().all(|id| counts.get(id) == Some(&1)), "each event exactly once: {counts:?}");
     assert!(again.terminate(Duration::from_secs(10)).await.success());
 }
 
@@ -117,20 +100,13 @@ async fn sigterm_with_a_stuck_request_exits_within_the_timeout(backend: Backend)
     let ids: Vec<String> = (0..50).map(|i| format!("stuck-{i}")).collect();
     let batch: Vec<Value> = ids.iter().map(|id| event(id)).collect();
     client.ingest("/v1/batch", &workspace, &json!({"batch": batch})).await;
-    common::eventually(WAIT, "a batch in flight", || async {
-        env.segment.request_count().await >= 1
-    })
-    .await;
+    common::eventually(WAIT, "a batch in flight", || async { env.segment.request_count().await >= 1 }).await;
 
     let log = service.log.clone();
     let started = Instant::now();
     let status = service.terminate(Duration::from_secs(4)).await;
     assert!(status.success(), "exit status {status}");
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "exited after {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(3), "exited after {:?}", started.elapsed());
     let log = std::fs::read_to_string(log).unwrap();
     assert!(log.contains("at the shutdown deadline; releasing it"), "{log}");
 
@@ -147,7 +123,4 @@ async fn sigterm_with_a_stuck_request_exits_within_the_timeout(backend: Backend)
     assert!(again.terminate(Duration::from_secs(10)).await.success());
 }
 
-on_both_backends!(
-    sigterm_lets_deliveries_in_flight_finish,
-    sigterm_with_a_stuck_request_exits_within_the_timeout
-);
+on_both_backends!(sigterm_lets_deliveries_in_flight_finish, sigterm_with_a_stuck_request_exits_within_the_timeout);

@@ -14,10 +14,7 @@ async fn sqlite_generates_its_secrets_once_and_keeps_them() {
         return;
     };
     let without_secrets = || {
-        env.settings(|f| {
-            f.merge(Serialized::default("admin_tokens", ""))
-                .merge(Serialized::default("secret_key", ""))
-        })
+        env.settings(|f| f.merge(Serialized::default("admin_tokens", "")).merge(Serialized::default("secret_key", "")))
     };
     let app = TestApp::start(without_secrets()).await;
     let token_file = env.db.dir.path().join("admin-token");
@@ -29,30 +26,15 @@ async fn sqlite_generates_its_secrets_once_and_keeps_them() {
         let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }
-    let authorized = |app: &TestApp| {
-        app.http
-            .get(app.url("/admin/v1/workspaces/none"))
-            .bearer_auth(token.clone())
-            .send()
-    };
-    assert_eq!(
-        authorized(&app).await.unwrap().status(),
-        404,
-        "the generated token is accepted"
-    );
+    let authorized =
+        |app: &TestApp| app.http.get(app.url("/admin/v1/workspaces/none")).bearer_auth(token.clone()).send();
+    assert_eq!(authorized(&app).await.unwrap().status(), 404, "the generated token is accepted");
     let key_before = std::fs::read_to_string(env.db.dir.path().join("secret-key")).unwrap();
     app.stop().await;
 
     let again = TestApp::start(without_secrets()).await;
-    assert_eq!(
-        authorized(&again).await.unwrap().status(),
-        404,
-        "the same token after a restart"
-    );
-    assert_eq!(
-        std::fs::read_to_string(env.db.dir.path().join("secret-key")).unwrap(),
-        key_before
-    );
+    assert_eq!(authorized(&again).await.unwrap().status(), 404, "the same token after a restart");
+    assert_eq!(std::fs::read_to_string(env.db.dir.path().join("secret-key")).unwrap(), key_before);
     again.stop().await;
 }
 
@@ -60,25 +42,12 @@ async fn postgres_refuses_to_start_without_configured_secrets() {
     let Some(env) = Env::new(Backend::Postgres).await else {
         return;
     };
-    for (key, variable) in [
-        ("admin_tokens", "PRODUKTLY_ADMIN_TOKENS"),
-        ("secret_key", "PRODUKTLY_SECRET_KEY"),
-    ] {
+    for (key, variable) in [("admin_tokens", "PRODUKTLY_ADMIN_TOKENS"), ("secret_key", "PRODUKTLY_SECRET_KEY")] {
         let settings = env.settings(|f| f.merge(Serialized::default(key, "")));
-        let error = App::build(settings)
-            .await
-            .err()
-            .expect("the start is refused")
-            .to_string();
-        assert!(
-            error.contains(&format!("{variable} is required with PostgreSQL")),
-            "{error}"
-        );
+        let error = App::build(settings).await.err().expect("the start is refused").to_string();
+        assert!(error.contains(&format!("{variable} is required with PostgreSQL")), "{error}");
     }
-    assert!(
-        !env.db.dir.path().join("admin-token").exists(),
-        "nothing is generated for PostgreSQL"
-    );
+    assert!(!env.db.dir.path().join("admin-token").exists(), "nothing is generated for PostgreSQL");
 }
 
 async fn the_migrate_command_applies_the_schema(backend: Backend) {

@@ -21,20 +21,12 @@ async fn open(backend: Backend) -> Option<(Env, Arc<dyn Store>)> {
 }
 
 fn workspace(id: &str) -> Workspace {
-    Workspace {
-        id: id.into(),
-        name: format!("{id} name"),
-        ingest_key: format!("pk_{id}"),
-        created_at: NOW,
-    }
+    Workspace { id: id.into(), name: format!("{id} name"), ingest_key: format!("pk_{id}"), created_at: NOW }
 }
 
 fn config(enabled: bool) -> IntegrationConfig {
     IntegrationConfig {
-        sealed_write_key: "sealed".into(),
-        write_key_hint: "…abcd".into(),
-        region: Region::Us,
-        enabled,
+        sealed_write_key: "sealed".into(), write_key_hint: "…abcd".into(), region: Region::Us, enabled
     }
 }
 
@@ -57,8 +49,19 @@ async fn seeded(store: &dyn Store, id: &str, count: u32) {
     store.enqueue(&events, &[]).await.unwrap();
 }
 
+/// Leases among the workspaces the store says have events.
+async fn lease_with_events(
+    store: &dyn Store,
+    now: i64,
+    until: i64,
+    limit: usize,
+) -> Result<Vec<WorkspaceLease>, store::StoreError> {
+    let candidates = store.workspaces_with_events().await?;
+    store.lease_workspaces(&candidates, now, until, limit).await
+}
+
 async fn lease_one(store: &dyn Store, now: i64) -> WorkspaceLease {
-    let mut leases = store.lease_workspaces(now, now + LEASE, 1).await.unwrap();
+    let mut leases = lease_with_events(store, now, now + LEASE, 1).await.unwrap();
     assert_eq!(leases.len(), 1);
     leases.remove(0)
 }
@@ -69,18 +72,11 @@ async fn workspaces_and_ingest_targets(backend: Backend) {
     };
     store.check_ready().await.unwrap();
     assert!(store.insert_workspace(&workspace("a")).await.unwrap());
-    assert!(
-        !store.insert_workspace(&workspace("a")).await.unwrap(),
-        "the id is taken"
-    );
+    assert!(!store.insert_workspace(&workspace("a")).await.unwrap(), "the id is taken");
     assert_eq!(store.workspace("a").await.unwrap(), Some(workspace("a")));
     assert_eq!(store.workspace("b").await.unwrap(), None);
 
-    let renamed = Workspace {
-        name: "renamed".into(),
-        ingest_key: "pk_other".into(),
-        ..workspace("a")
-    };
+    let renamed = Workspace { name: "renamed".into(), ingest_key: "pk_other".into(), ..workspace("a") };
     let (stored, created) = store.upsert_workspace(&renamed).await.unwrap();
     assert!(!created);
     assert_eq!((stored.name.as_str(), stored.ingest_key.as_str()), ("renamed", "pk_a"));
@@ -113,16 +109,10 @@ async fn claims_resolve_user_ids_and_follow_arrival_order(backend: Backend) {
         at,
     };
     // In one commit the latest link wins; across commits an older link does not overwrite.
-    store
-        .enqueue(&[], &[link("a1", "early", NOW), link("a1", "late", NOW + 5)])
-        .await
-        .unwrap();
+    store.enqueue(&[], &[link("a1", "early", NOW), link("a1", "late", NOW + 5)]).await.unwrap();
     store.enqueue(&[], &[link("a1", "stale", NOW + 1)]).await.unwrap();
-    let events = [
-        event("w", 0, Some("own"), Some("a1")),
-        event("w", 1, None, Some("a1")),
-        event("w", 2, None, Some("unknown")),
-    ];
+    let events =
+        [event("w", 0, Some("own"), Some("a1")), event("w", 1, None, Some("a1")), event("w", 2, None, Some("unknown"))];
     store.enqueue(&events, &[]).await.unwrap();
 
     let lease = lease_one(store.as_ref(), NOW).await;
@@ -135,7 +125,7 @@ async fn claims_resolve_user_ids_and_follow_arrival_order(backend: Backend) {
     assert_eq!(claimed[1].received_at, events[1].received_at);
 }
 
-/// Ack, attempt counts and dead letters take effect only under the current
+/// Acks and dead letters take effect only under the current
 /// lease: a worker whose lease ran out cannot undo another's work.
 async fn a_stale_lease_changes_nothing(backend: Backend) {
     let Some((_env, store)) = open(backend).await else {
@@ -146,11 +136,7 @@ async fn a_stale_lease_changes_nothing(backend: Backend) {
     let first = store.queued_events(&stale, 10).await.unwrap();
     assert_eq!(first.len(), 3);
     assert!(
-        store
-            .lease_workspaces(NOW + 1, NOW + LEASE, 5)
-            .await
-            .unwrap()
-            .is_empty(),
+        lease_with_events(store.as_ref(), NOW + 1, NOW + LEASE, 5).await.unwrap().is_empty(),
         "the workspace is leased"
     );
 
@@ -158,36 +144,19 @@ async fn a_stale_lease_changes_nothing(backend: Backend) {
     let later = NOW + LEASE + 1;
     let fresh = lease_one(store.as_ref(), later).await;
     assert_ne!(fresh.lease_id, stale.lease_id);
-    assert_eq!(
-        store.queued_events(&fresh, 10).await.unwrap(),
-        first,
-        "the new holder sees the same events"
-    );
+    assert_eq!(store.queued_events(&fresh, 10).await.unwrap(), first, "the new holder sees the same events");
 
     let ids: Vec<i64> = first.iter().map(|e| e.id).collect();
     assert_eq!(store.ack(&stale, &ids).await.unwrap(), 0);
-    assert_eq!(store.count_attempt(&stale, &ids).await.unwrap(), 0);
-    let rejection = Rejection {
-        event_id: ids[0],
-        reason: "rejected".into(),
-        status: Some(400),
-        detail: "x".into(),
-    };
+    let rejection = Rejection { event_id: ids[0], reason: "rejected".into(), status: Some(400), detail: "x".into() };
     assert_eq!(store.dead_letter(&stale, &[rejection], later).await.unwrap(), 0);
-    let delivered = RoundEnd::Delivered {
-        delivered_at: Some(later),
-        next_attempt_at: later,
-    };
+    let delivered = RoundEnd::Delivered { delivered_at: Some(later), next_attempt_at: later };
     store.end_round(&stale, &delivered).await.unwrap();
     store.release_lease(&stale).await.unwrap();
     assert_eq!(store.queue_depth().await.unwrap(), 3);
     assert_eq!(store.integration("w").await.unwrap().unwrap().last_delivery_at, None);
     assert!(
-        store
-            .lease_workspaces(later + 1, later + LEASE, 5)
-            .await
-            .unwrap()
-            .is_empty(),
+        lease_with_events(store.as_ref(), later + 1, later + LEASE, 5).await.unwrap().is_empty(),
         "still leased by the new holder"
     );
 
@@ -195,8 +164,9 @@ async fn a_stale_lease_changes_nothing(backend: Backend) {
     assert_eq!(store.queue_depth().await.unwrap(), 0);
 }
 
-/// Events stay queued until acked or dead-lettered: a failed attempt leaves
-/// them for the next round, oldest first; a released lease frees the workspace.
+/// Events stay queued until acked or dead-lettered: after a failed attempt
+/// the next round reads them again, oldest first; a released lease frees the
+/// workspace at once.
 async fn failed_events_stay_queued_for_the_next_round(backend: Backend) {
     let Some((_env, store)) = open(backend).await else {
         return;
@@ -204,26 +174,14 @@ async fn failed_events_stay_queued_for_the_next_round(backend: Backend) {
     seeded(store.as_ref(), "w", 4).await;
     let lease = lease_one(store.as_ref(), NOW).await;
     let oldest = store.queued_events(&lease, 2).await.unwrap();
-    assert_eq!(
-        oldest.iter().map(|e| e.message_id.as_str()).collect::<Vec<_>>(),
-        ["m0", "m1"]
-    );
+    assert_eq!(oldest.iter().map(|e| e.message_id.as_str()).collect::<Vec<_>>(), ["m0", "m1"]);
     let ids: Vec<i64> = oldest.iter().map(|e| e.id).collect();
-    assert_eq!(store.count_attempt(&lease, &ids).await.unwrap(), 2);
     store.release_lease(&lease).await.unwrap();
 
     let next = lease_one(store.as_ref(), NOW + 1).await;
     let again = store.queued_events(&next, 10).await.unwrap();
-    assert_eq!(
-        again.iter().map(|e| e.message_id.as_str()).collect::<Vec<_>>(),
-        ["m0", "m1", "m2", "m3"]
-    );
-    let rejection = Rejection {
-        event_id: ids[0],
-        reason: "rejected".into(),
-        status: None,
-        detail: "x".into(),
-    };
+    assert_eq!(again.iter().map(|e| e.message_id.as_str()).collect::<Vec<_>>(), ["m0", "m1", "m2", "m3"]);
+    let rejection = Rejection { event_id: ids[0], reason: "rejected".into(), status: None, detail: "x".into() };
     store.dead_letter(&next, &[rejection], NOW).await.unwrap();
     assert_eq!(store.queue_depth().await.unwrap(), 3);
 }
@@ -235,34 +193,18 @@ async fn dead_letters_are_kept_listed_and_replayed(backend: Backend) {
     seeded(store.as_ref(), "w", 3).await;
     let lease = lease_one(store.as_ref(), NOW).await;
     let claimed = store.queued_events(&lease, 10).await.unwrap();
-    let rejection = Rejection {
-        event_id: claimed[1].id,
-        reason: "rejected".into(),
-        status: Some(400),
-        detail: "bad".into(),
-    };
+    let rejection =
+        Rejection { event_id: claimed[1].id, reason: "rejected".into(), status: Some(400), detail: "bad".into() };
     assert_eq!(store.dead_letter(&lease, &[rejection], NOW + 7).await.unwrap(), 1);
     let letters = store.dead_letters("w", 10).await.unwrap();
     assert_eq!(letters.len(), 1);
     let letter = &letters[0];
-    assert_eq!(
-        (letter.message_id.as_str(), letter.reason.as_str(), letter.status),
-        ("m1", "rejected", Some(400))
-    );
-    assert_eq!(
-        (letter.detail.as_str(), letter.failed_at, letter.user_id.as_deref()),
-        ("bad", NOW + 7, Some("u"))
-    );
-    assert_eq!(
-        store.queue_counts("w").await.unwrap(),
-        store::QueueCounts { queued: 2, dead: 1 }
-    );
+    assert_eq!((letter.message_id.as_str(), letter.reason.as_str(), letter.status), ("m1", "rejected", Some(400)));
+    assert_eq!((letter.detail.as_str(), letter.failed_at, letter.user_id.as_deref()), ("bad", NOW + 7, Some("u")));
+    assert_eq!(store.queue_counts("w").await.unwrap(), store::QueueCounts { queued: 2, dead: 1 });
 
     assert_eq!(store.replay_dead_letters("w", NOW + 9).await.unwrap(), 1);
-    assert_eq!(
-        store.queue_counts("w").await.unwrap(),
-        store::QueueCounts { queued: 3, dead: 0 }
-    );
+    assert_eq!(store.queue_counts("w").await.unwrap(), store::QueueCounts { queued: 3, dead: 0 });
     let later = NOW + LEASE + 1;
     let lease = lease_one(store.as_ref(), later).await;
     let replayed = store.queued_events(&lease, 10).await.unwrap();
@@ -279,21 +221,10 @@ async fn old_events_expire_into_dead_letters(backend: Backend) {
     seeded(store.as_ref(), "w", 5).await;
     let lease = lease_one(store.as_ref(), NOW).await;
     // m0..m4 were received at NOW+0..4; cutoff NOW+3 makes m0..m2 old.
-    assert_eq!(
-        store.expire_events(NOW + 3, NOW + 10, 100).await.unwrap(),
-        0,
-        "the workspace is leased"
-    );
-    let delivered = RoundEnd::Delivered {
-        delivered_at: None,
-        next_attempt_at: NOW + 10,
-    };
+    assert_eq!(store.expire_events(NOW + 3, NOW + 10, 100).await.unwrap(), 0, "the workspace is leased");
+    let delivered = RoundEnd::Delivered { delivered_at: None, next_attempt_at: NOW + 10 };
     store.end_round(&lease, &delivered).await.unwrap();
-    assert_eq!(
-        store.expire_events(NOW + 3, NOW + 10, 2).await.unwrap(),
-        2,
-        "a limited sweep"
-    );
+    assert_eq!(store.expire_events(NOW + 3, NOW + 10, 2).await.unwrap(), 2, "a limited sweep");
     assert_eq!(store.expire_events(NOW + 3, NOW + 10, 100).await.unwrap(), 1);
     let letters = store.dead_letters("w", 10).await.unwrap();
     let mut expired: Vec<_> = letters.iter().map(|l| l.message_id.as_str()).collect();
@@ -315,76 +246,48 @@ async fn workspaces_are_leased_when_due_longest_waiting_first(backend: Backend) 
     seeded(store.as_ref(), "off", 1).await;
     store.put_integration("off", &config(false), NOW).await.unwrap();
     seeded(store.as_ref(), "other", 1).await;
+    let mut with_events = store.workspaces_with_events().await.unwrap();
+    with_events.sort_unstable();
+    assert_eq!(with_events, ["busy", "other"], "enabled workspaces with events");
+    let only_other = store.lease_workspaces(&["other".to_owned()], NOW, NOW, 10).await.unwrap();
+    assert_eq!(only_other.len(), 1, "only candidates are leased");
+    assert_eq!(only_other[0].workspace_id, "other");
+    store.release_lease(&only_other[0]).await.unwrap();
 
-    let leases = store.lease_workspaces(NOW, NOW + LEASE, 10).await.unwrap();
+    let leases = lease_with_events(store.as_ref(), NOW, NOW + LEASE, 10).await.unwrap();
     let mut ids: Vec<_> = leases.iter().map(|l| l.workspace_id.as_str()).collect();
     ids.sort_unstable();
     assert_eq!(ids, ["busy", "other"]);
     let busy = leases.iter().find(|l| l.workspace_id == "busy").unwrap();
     let other = leases.iter().find(|l| l.workspace_id == "other").unwrap();
-    assert_eq!(
-        (busy.sealed_write_key.as_str(), busy.region, busy.consecutive_failures),
-        ("sealed", Region::Us, 0)
-    );
+    assert_eq!((busy.sealed_write_key.as_str(), busy.region, busy.consecutive_failures), ("sealed", Region::Us, 0));
 
-    let error = LastError {
-        at: NOW,
-        status: Some(500),
-        message: "down".into(),
-    };
-    let failed = RoundEnd::Failed {
-        error: error.clone(),
-        next_attempt_at: NOW + 1000,
-        counts_as_failure: true,
-    };
+    let error = LastError { at: NOW, status: Some(500), message: "down".into() };
+    let failed = RoundEnd::Failed { error: error.clone(), next_attempt_at: NOW + 1000, counts_as_failure: true };
     store.end_round(busy, &failed).await.unwrap();
-    store
-        .end_round(
-            other,
-            &RoundEnd::Delivered {
-                delivered_at: None,
-                next_attempt_at: NOW + 10,
-            },
-        )
-        .await
-        .unwrap();
+    store.end_round(other, &RoundEnd::Delivered { delivered_at: None, next_attempt_at: NOW + 10 }).await.unwrap();
     assert!(
-        store
-            .lease_workspaces(NOW + 5, NOW + LEASE, 10)
-            .await
-            .unwrap()
-            .is_empty(),
+        lease_with_events(store.as_ref(), NOW + 5, NOW + LEASE, 10).await.unwrap().is_empty(),
         "neither is due yet"
     );
-    let next = store.lease_workspaces(NOW + 2000, NOW + LEASE, 1).await.unwrap();
-    assert_eq!(
-        next[0].workspace_id, "other",
-        "the longest-waiting workspace comes first"
-    );
+    let candidates = ["busy".to_owned(), "other".to_owned(), "off".to_owned()];
+    assert_eq!(store.next_due(&candidates, NOW + 5).await.unwrap(), Some(NOW + 10), "the earlier of the two");
+    assert_eq!(store.next_due(&["off".to_owned()], NOW).await.unwrap(), None, "disabled ones are never due");
+    let next = lease_with_events(store.as_ref(), NOW + 2000, NOW + LEASE, 1).await.unwrap();
+    assert_eq!(next[0].workspace_id, "other", "the longest-waiting workspace comes first");
     let busy = lease_one(store.as_ref(), NOW + 2000).await;
     assert_eq!(busy.consecutive_failures, 1);
 
     let integration = store.integration("busy").await.unwrap().unwrap();
-    assert_eq!(
-        (integration.consecutive_failures, integration.next_attempt_at),
-        (1, NOW + 1000)
-    );
+    assert_eq!((integration.consecutive_failures, integration.next_attempt_at), (1, NOW + 1000));
     assert_eq!(integration.last_error, Some(error));
     let rate_limited = RoundEnd::Failed {
-        error: LastError {
-            at: NOW,
-            status: Some(429),
-            message: "slow down".into(),
-        },
+        error: LastError { at: NOW, status: Some(429), message: "slow down".into() },
         next_attempt_at: NOW + 3000,
         counts_as_failure: false,
     };
     store.end_round(&busy, &rate_limited).await.unwrap();
-    assert_eq!(
-        store.integration("busy").await.unwrap().unwrap().consecutive_failures,
-        1,
-        "429 is not a failure"
-    );
+    assert_eq!(store.integration("busy").await.unwrap().unwrap().consecutive_failures, 1, "429 is not a failure");
     store.put_integration("busy", &config(true), NOW + 2500).await.unwrap();
     let reset = store.integration("busy").await.unwrap().unwrap();
     assert_eq!(
@@ -392,6 +295,16 @@ async fn workspaces_are_leased_when_due_longest_waiting_first(backend: Backend) 
         (0, NOW + 2500),
         "a new configuration resumes at once"
     );
+}
+
+async fn compacting_keeps_the_queue(backend: Backend) {
+    let Some((_env, store)) = open(backend).await else { return };
+    seeded(store.as_ref(), "w", 3).await;
+    let lease = lease_one(store.as_ref(), NOW).await;
+    let events = store.queued_events(&lease, 2).await.unwrap();
+    store.ack(&lease, &events.iter().map(|e| e.id).collect::<Vec<_>>()).await.unwrap();
+    store.compact().await.unwrap();
+    assert_eq!(store.queued_events(&lease, 10).await.unwrap().len(), 1);
 }
 
 async fn deleting_an_integration_drops_its_events(backend: Backend) {
@@ -418,31 +331,17 @@ async fn retention_deletes_only_old_dead_letters_and_identities(backend: Backend
         user_id: "u".into(),
         at,
     };
-    store
-        .enqueue(&[], &[link("old", NOW - 10), link("new", NOW + 10)])
-        .await
-        .unwrap();
+    store.enqueue(&[], &[link("old", NOW - 10), link("new", NOW + 10)]).await.unwrap();
     let lease = lease_one(store.as_ref(), NOW).await;
     let claimed = store.queued_events(&lease, 10).await.unwrap();
     for (event, failed_at) in claimed.iter().zip([NOW - 10, NOW + 10]) {
-        let rejection = Rejection {
-            event_id: event.id,
-            reason: "rejected".into(),
-            status: None,
-            detail: "x".into(),
-        };
+        let rejection = Rejection { event_id: event.id, reason: "rejected".into(), status: None, detail: "x".into() };
         store.dead_letter(&lease, &[rejection], failed_at).await.unwrap();
     }
     assert_eq!(store.purge(NOW, NOW, 100).await.unwrap(), (1, 1));
     let letters = store.dead_letters("w", 10).await.unwrap();
     assert_eq!(letters.iter().map(|l| l.failed_at).collect::<Vec<_>>(), [NOW + 10]);
-    store
-        .enqueue(
-            &[event("w", 9, None, Some("old")), event("w", 10, None, Some("new"))],
-            &[],
-        )
-        .await
-        .unwrap();
+    store.enqueue(&[event("w", 9, None, Some("old")), event("w", 10, None, Some("new"))], &[]).await.unwrap();
     let later = NOW + LEASE + 1;
     let lease = lease_one(store.as_ref(), later).await;
     let users: Vec<_> = store
@@ -452,10 +351,7 @@ async fn retention_deletes_only_old_dead_letters_and_identities(backend: Backend
         .into_iter()
         .map(|e| (e.anonymous_id.unwrap(), e.user_id))
         .collect();
-    assert_eq!(
-        users,
-        [("old".to_owned(), None), ("new".to_owned(), Some("u".to_owned()))]
-    );
+    assert_eq!(users, [("old".to_owned(), None), ("new".to_owned(), Some("u".to_owned()))]);
 }
 
 /// Commits on one connection wake listeners on others (PostgreSQL), so that
@@ -468,32 +364,34 @@ async fn commits_wake_listeners(backend: Backend) {
     seeded(store.as_ref(), "w", 0).await;
     let wake = Arc::new(tokio::sync::Notify::new());
     let stop = tokio_util::sync::CancellationToken::new();
+    let heard_workspaces = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let on_events: store::OnEvents = Arc::new({
+        let (wake, heard) = (wake.clone(), heard_workspaces.clone());
+        move |workspaces| {
+            heard.lock().unwrap().extend(workspaces);
+            wake.notify_one();
+        }
+    });
     let listening = tokio::spawn({
-        let (wake, stop) = (wake.clone(), stop.clone());
-        async move { other.listen_for_events(wake, stop).await }
+        let stop = stop.clone();
+        async move { other.listen_for_events(on_events, stop).await }
     });
     if backend == Backend::Sqlite {
-        tokio::time::timeout(Duration::from_secs(1), listening)
-            .await
-            .expect("returns at once")
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(1), listening).await.expect("returns at once").unwrap();
         return;
     }
     // The listener needs a moment to subscribe; keep committing until it hears one.
     let heard = async {
         for n in 0.. {
             store.enqueue(&[event("w", n, Some("u"), None)], &[]).await.unwrap();
-            if tokio::time::timeout(Duration::from_millis(200), wake.notified())
-                .await
-                .is_ok()
-            {
+            if tokio::time::timeout(Duration::from_millis(200), wake.notified()).await.is_ok() {
                 return;
             }
         }
     };
-    tokio::time::timeout(Duration::from_secs(10), heard)
-        .await
-        .expect("a commit is announced");
+    tokio::time::timeout(Duration::from_secs(10), heard).await.expect("a commit is announced");
+    let heard = heard_workspaces.lock().unwrap().clone();
+    assert!(!heard.is_empty() && heard.iter().all(|w| w == "w"), "announcements name the workspace: {heard:?}");
     stop.cancel();
     listening.await.unwrap();
 }
@@ -509,4 +407,5 @@ on_both_backends!(
     old_events_expire_into_dead_letters,
     workspaces_are_leased_when_due_longest_waiting_first,
     deleting_an_integration_drops_its_events,
+    compacting_keeps_the_queue,
 );

@@ -37,7 +37,6 @@ CREATE TABLE events (
     anonymous_id  TEXT,
     payload       TEXT NOT NULL,
     received_at   BIGINT NOT NULL,
-    attempts      INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (workspace_id, id)
 );
 CREATE INDEX events_by_age ON events (received_at);
@@ -50,7 +49,6 @@ CREATE TABLE dead_letters (
     anonymous_id  TEXT,
     payload       TEXT NOT NULL,
     received_at   BIGINT NOT NULL,
-    attempts      INTEGER NOT NULL,
     reason        TEXT NOT NULL,
     status        INTEGER,
     detail        TEXT NOT NULL,

@@ -33,8 +33,7 @@ CREATE TABLE events (
     user_id       TEXT,
     anonymous_id  TEXT,
     payload       TEXT NOT NULL,
-    received_at   INTEGER NOT NULL,
-    attempts      INTEGER NOT NULL DEFAULT 0
+    received_at   INTEGER NOT NULL
 );
 CREATE INDEX events_by_workspace ON events (workspace_id, id);
 CREATE INDEX events_by_age ON events (received_at);
@@ -47,7 +46,6 @@ CREATE TABLE dead_letters (
     anonymous_id  TEXT,
     payload       TEXT NOT NULL,
     received_at   INTEGER NOT NULL,
-    attempts      INTEGER NOT NULL,
     reason        TEXT NOT NULL,
     status        INTEGER,
     detail        TEXT NOT NULL,

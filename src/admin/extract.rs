@@ -18,18 +18,13 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for AdminJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|_| ApiError::InvalidRequest {
-                field: None,
-                message: "the request body could not be read".into(),
-            })?;
+        let bytes = Bytes::from_request(request, state).await.map_err(|_| ApiError::InvalidRequest {
+            field: None,
+            message: "the request body could not be read".into(),
+        })?;
         serde_json::from_slice(&bytes)
             .map(AdminJson)
-            .map_err(|e| ApiError::InvalidRequest {
-                field: None,
-                message: format!("invalid JSON body: {e}"),
-            })
+            .map_err(|e| ApiError::InvalidRequest { field: None, message: format!("invalid JSON body: {e}") })
     }
 }
 
@@ -42,9 +37,7 @@ impl WorkspaceId {
     pub fn parse(id: String) -> Result<WorkspaceId, ApiError> {
         let valid = !id.is_empty()
             && id.len() <= MAX_ID_LEN
-            && id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
         if valid {
             Ok(WorkspaceId(id))
         } else {

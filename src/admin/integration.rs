@@ -65,13 +65,11 @@ impl IntegrationView {
         } else {
             "ok"
         };
-        let last_error = integration
-            .last_error
-            .map(|LastError { at, status, message }| ErrorView {
-                at: millis_to_iso8601(at),
-                status,
-                message,
-            });
+        let last_error = integration.last_error.map(|LastError { at, status, message }| ErrorView {
+            at: millis_to_iso8601(at),
+            status,
+            message,
+        });
         IntegrationView {
             configured: true,
             write_key_hint: Some(integration.write_key_hint),
@@ -88,13 +86,7 @@ impl IntegrationView {
     }
 
     fn not_configured() -> IntegrationView {
-        IntegrationView {
-            configured: false,
-            write_key_hint: None,
-            region: None,
-            enabled: None,
-            status: None,
-        }
+        IntegrationView { configured: false, write_key_hint: None, region: None, enabled: None, status: None }
     }
 }
 
@@ -118,11 +110,9 @@ impl IntegrationBody {
         };
         let region = match fields.remove("region") {
             None | Some(Value::Null) => None,
-            Some(Value::String(region)) => Some(
-                region
-                    .parse()
-                    .map_err(|()| invalid(Some("region"), "region must be \"us\" or \"eu\""))?,
-            ),
+            Some(Value::String(region)) => {
+                Some(region.parse().map_err(|()| invalid(Some("region"), "region must be \"us\" or \"eu\""))?)
+            }
             Some(_) => return Err(invalid(Some("region"), "region must be \"us\" or \"eu\"")),
         };
         let enabled = match fields.remove("enabled") {
@@ -134,11 +124,7 @@ impl IntegrationBody {
             let message = format!("unknown field {unknown:?}; expected write_key, region or enabled");
             return Err(ApiError::InvalidRequest { field: None, message });
         }
-        Ok(IntegrationBody {
-            write_key,
-            region,
-            enabled,
-        })
+        Ok(IntegrationBody { write_key, region, enabled })
     }
 }
 
@@ -157,10 +143,7 @@ fn parse_write_key(key: &str) -> Result<WriteKey, ApiError> {
 }
 
 fn invalid(field: Option<&'static str>, message: &str) -> ApiError {
-    ApiError::InvalidRequest {
-        field,
-        message: message.to_owned(),
-    }
+    ApiError::InvalidRequest { field, message: message.to_owned() }
 }
 
 /// Sets the write key, region and enabled flag. Omitted fields keep their
@@ -178,10 +161,7 @@ pub async fn put(
         (Some(key), _) => (app.secrets.sealer.seal(&id, key), key.hint()),
         (None, Some(existing)) => (existing.sealed_write_key.clone(), existing.write_key_hint.clone()),
         (None, None) => {
-            return Err(invalid(
-                Some("write_key"),
-                "write_key is required to set up the integration",
-            ));
+            return Err(invalid(Some("write_key"), "write_key is required to set up the integration"));
         }
     };
     let config = IntegrationConfig {
@@ -192,7 +172,8 @@ pub async fn put(
     };
     let integration = app.store.put_integration(&id, &config, now_millis()).await?;
     app.ingest_keys.invalidate();
-    app.wake.notify_one();
+    // Events may be waiting for this integration (disabled before, or failing).
+    app.backlog.mark([id.as_str()]);
     let counts = app.store.queue_counts(&id).await?;
     Ok(Json(IntegrationView::new(integration, counts)))
 }
@@ -242,29 +223,17 @@ pub async fn test(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> 
     let now = iso8601(chrono::Utc::now());
     let properties = Map::from_iter([("workspace_id".to_owned(), json!(id))]);
     let context = Context::new(Map::new());
-    let message = TrackMessage::new(
-        TEST_EVENT,
-        &message_id,
-        Some("produktly-test"),
-        &now,
-        &properties,
-        &context,
-    )
-    .to_json();
-    let limits = BatchLimits {
-        max_messages: 1,
-        max_bytes: segment::MAX_MESSAGE_BYTES * 2,
-    };
+    let message =
+        TrackMessage::new(TEST_EVENT, &message_id, Some("produktly-test"), &now, &properties, &context).to_json();
+    let limits = BatchLimits { max_messages: 1, max_bytes: segment::MAX_MESSAGE_BYTES * 2 };
     let batch = segment::pack([(0, message)], limits).batches.remove(0);
     let outcome = app.segment.send(integration.region, &write_key, batch.body(&now)).await;
     let (outcome, status, message) = match outcome {
         Outcome::Delivered { status } => ("delivered", Some(status), "Segment accepted the test event".to_owned()),
         Outcome::Rejected { status, body } => ("rejected", Some(status), body),
-        Outcome::RateLimited { status, retry_after } => (
-            "rate_limited",
-            Some(status),
-            format!("Segment asked to retry after {} s", retry_after.as_secs()),
-        ),
+        Outcome::RateLimited { status, retry_after } => {
+            ("rate_limited", Some(status), format!("Segment asked to retry after {} s", retry_after.as_secs()))
+        }
         Outcome::Failed { status, message } => ("failed", status, message),
     };
     Ok(Json(TestView {
@@ -320,13 +289,8 @@ pub async fn dead_letters(
         return Err(invalid(Some("limit"), "limit must be a number from 1 to 1000"));
     }
     app.store.workspace(&id).await?.ok_or_else(no_such_workspace)?;
-    let letters: Vec<DeadLetterView> = app
-        .store
-        .dead_letters(&id, limit)
-        .await?
-        .into_iter()
-        .map(DeadLetterView::new)
-        .collect::<Result<_, _>>()?;
+    let letters: Vec<DeadLetterView> =
+        app.store.dead_letters(&id, limit).await?.into_iter().map(DeadLetterView::new).collect::<Result<_, _>>()?;
     Ok(Json(json!({"dead_letters": letters})))
 }
 
@@ -335,6 +299,6 @@ pub async fn replay(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -
     app.store.workspace(&id).await?.ok_or_else(no_such_workspace)?;
     let replayed = app.store.replay_dead_letters(&id, now_millis()).await?;
     app.metrics.queue_depth.inc_by(replayed as i64);
-    app.wake.notify_one();
+    app.backlog.mark([id.as_str()]);
     Ok(Json(json!({"replayed": replayed})))
 }

@@ -18,14 +18,8 @@ pub fn router(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/admin/v1/workspaces", post(workspaces::create))
         .route(workspace, put(workspaces::upsert).get(workspaces::get))
-        .route(
-            &format!("{workspace}/ingest-key/rotate"),
-            post(workspaces::rotate_ingest_key),
-        )
-        .route(
-            segment,
-            put(integration::put).get(integration::get).delete(integration::delete),
-        )
+        .route(&format!("{workspace}/ingest-key/rotate"), post(workspaces::rotate_ingest_key))
+        .route(segment, put(integration::put).get(integration::get).delete(integration::delete))
         .route(&format!("{segment}/test"), post(integration::test))
         .route(&format!("{workspace}/dead-letters"), get(integration::dead_letters))
         .route(&format!("{workspace}/dead-letters/replay"), post(integration::replay))

@@ -31,12 +31,7 @@ pub struct WorkspaceView {
 
 impl From<Workspace> for WorkspaceView {
     fn from(w: Workspace) -> WorkspaceView {
-        WorkspaceView {
-            id: w.id,
-            name: w.name,
-            ingest_key: w.ingest_key,
-            created_at: millis_to_iso8601(w.created_at),
-        }
+        WorkspaceView { id: w.id, name: w.name, ingest_key: w.ingest_key, created_at: millis_to_iso8601(w.created_at) }
     }
 }
 
@@ -83,11 +78,7 @@ pub async fn rotate_ingest_key(
     State(app): State<AppState>,
     WorkspaceId(id): WorkspaceId,
 ) -> Result<Json<WorkspaceView>, ApiError> {
-    let workspace = app
-        .store
-        .rotate_ingest_key(&id, &new_ingest_key())
-        .await?
-        .ok_or_else(no_such_workspace)?;
+    let workspace = app.store.rotate_ingest_key(&id, &new_ingest_key()).await?.ok_or_else(no_such_workspace)?;
     app.ingest_keys.invalidate();
     Ok(Json(workspace.into()))
 }
@@ -104,12 +95,7 @@ fn new_workspace(WorkspaceId(id): WorkspaceId, name: String) -> Result<Workspace
             message: format!("name must be 1 to {MAX_NAME_CHARS} characters"),
         });
     }
-    Ok(Workspace {
-        id,
-        name,
-        ingest_key: new_ingest_key(),
-        created_at: now_millis(),
-    })
+    Ok(Workspace { id, name, ingest_key: new_ingest_key(), created_at: now_millis() })
 }
 
 /// A public ingest key: `pk_` and 128 random bits.

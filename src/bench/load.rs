@@ -37,12 +37,7 @@ pub struct Report {
 
 impl Report {
     fn new() -> Report {
-        Report {
-            events: 0,
-            failures: 0,
-            elapsed: Duration::ZERO,
-            latency: new_histogram(),
-        }
+        Report { events: 0, failures: 0, elapsed: Duration::ZERO, latency: new_histogram() }
     }
 
     fn merge(&mut self, other: Report) {

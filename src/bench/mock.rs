@@ -91,10 +91,7 @@ impl MockSegment {
 
     /// Microseconds from the first to the last accepted batch since `reset_span`.
     pub fn span_micros(&self) -> u64 {
-        self.state
-            .last_at
-            .load(Ordering::SeqCst)
-            .saturating_sub(self.state.first_at.load(Ordering::SeqCst))
+        self.state.last_at.load(Ordering::SeqCst).saturating_sub(self.state.first_at.load(Ordering::SeqCst))
     }
 
     /// The end-to-end latencies recorded so far, taken (the record starts afresh).

@@ -74,31 +74,17 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
         keys.push(service.workspace(&format!("bench-{i}")).await?);
     }
     let targets = |path: &'static str| -> Vec<Target> {
-        keys.iter()
-            .map(|key| Target {
-                addr: service.addr,
-                path,
-                key: key.clone(),
-            })
-            .collect()
+        keys.iter().map(|key| Target { addr: service.addr, path, key: key.clone() }).collect()
     };
     let phase = Duration::from_secs(args.seconds);
     let mut rows = Vec::new();
     let mut sent = 0;
 
-    for (figure, path, events) in [
-        ("/v1/track", "/v1/track", 1),
-        ("/v1/batch of 10", "/v1/batch", 10),
-        ("/v1/batch of 100", "/v1/batch", 100),
-    ] {
-        let report = load::closed_loop(
-            &targets(path),
-            body(events),
-            events,
-            args.connections,
-            Until::Elapsed(phase),
-        )
-        .await?;
+    for (figure, path, events) in
+        [("/v1/track", "/v1/track", 1), ("/v1/batch of 10", "/v1/batch", 10), ("/v1/batch of 100", "/v1/batch", 100)]
+    {
+        let report =
+            load::closed_loop(&targets(path), body(events), events, args.connections, Until::Elapsed(phase)).await?;
         rows.push(Row {
             figure: format!("{figure}, {} connections, durable", args.connections),
             result: throughput(&report),
@@ -108,34 +94,20 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     }
 
     let report = load::open_loop(&targets("/v1/track")[0], 10_000, 32, phase, || body(1)).await?;
-    rows.push(Row {
-        figure: "ingest latency at 10,000 events/s".into(),
-        result: latency(&report),
-    });
+    rows.push(Row { figure: "ingest latency at 10,000 events/s".into(), result: latency(&report) });
     sent += report.events;
     wait_for_delivery(&mock, sent).await?;
 
     mock.set_rate_limiting(true);
     let per_connection = args.backlog / 100 / 16;
-    let backlog = load::closed_loop(
-        &targets("/v1/batch"),
-        body(100),
-        100,
-        16,
-        Until::Requests(per_connection),
-    )
-    .await?;
+    let backlog = load::closed_loop(&targets("/v1/batch"), body(100), 100, 16, Until::Requests(per_connection)).await?;
     mock.reset_span();
     mock.set_rate_limiting(false);
     sent += backlog.events;
     wait_for_delivery(&mock, sent).await?;
     let drain = Duration::from_micros(mock.span_micros());
     rows.push(Row {
-        figure: format!(
-            "drain a backlog of {} events ({} workspaces)",
-            thousands(backlog.events),
-            keys.len()
-        ),
+        figure: format!("drain a backlog of {} events ({} workspaces)", thousands(backlog.events), keys.len()),
         result: format!(
             "{:.1} s, {} events/s (loaded at {} events/s)",
             drain.as_secs_f64(),
@@ -159,13 +131,8 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
             end_to_end.len()
         ),
     });
-    let peak = service
-        .peak_rss()
-        .map_or("unknown".into(), |bytes| format!("{} MB", bytes / 1_000_000));
-    rows.push(Row {
-        figure: "peak RSS of the service".into(),
-        result: peak,
-    });
+    let peak = service.peak_rss().map_or("unknown".into(), |bytes| format!("{} MB", bytes / 1_000_000));
+    rows.push(Row { figure: "peak RSS of the service".into(), result: peak });
 
     service.stop()?;
     database.remove().await;
@@ -180,11 +147,7 @@ fn body(events: u64) -> Bytes {
                "properties": {"tour_id": "welcome", "step_id": "s-2", "step_index": 2, "tour_name": "Welcome"},
                "context": {"page": {"url": "https://app.example.com/dashboard", "path": "/dashboard"}, "locale": "en-US"}})
     };
-    let value = if events == 1 {
-        event(0)
-    } else {
-        json!({"batch": (0..events).map(event).collect::<Vec<Value>>()})
-    };
+    let value = if events == 1 { event(0) } else { json!({"batch": (0..events).map(event).collect::<Vec<Value>>()}) };
     Bytes::from(value.to_string())
 }
 
@@ -201,10 +164,7 @@ async fn wait_for_delivery(mock: &MockSegment, sent: u64) -> Result<(), BenchErr
     let deadline = Instant::now() + Duration::from_secs(600);
     while mock.accepted() < sent {
         if Instant::now() > deadline {
-            return Err(BenchError(format!(
-                "only {} of {sent} events reached the mock",
-                mock.accepted()
-            )));
+            return Err(BenchError(format!("only {} of {sent} events reached the mock", mock.accepted())));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -234,18 +194,14 @@ fn latency(report: &Report) -> String {
 }
 
 fn failures(report: &Report) -> String {
-    if report.failures == 0 {
-        String::new()
-    } else {
-        format!("; {} requests not accepted", report.failures)
-    }
+    if report.failures == 0 { String::new() } else { format!("; {} requests not accepted", report.failures) }
 }
 
 fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -284,22 +240,14 @@ impl Database {
         match args.backend {
             BenchBackend::Sqlite => {
                 let url = format!("sqlite://{}?mode=rwc", dir.join("bench.db").display());
-                Ok(Database {
-                    url,
-                    dir,
-                    postgres: None,
-                })
+                Ok(Database { url, dir, postgres: None })
             }
             BenchBackend::Postgres => {
                 postgres::create_database(&args.postgres_url, &name)
                     .await
                     .map_err(|e| BenchError(format!("cannot create the database: {e}")))?;
                 let url = postgres::url_with_database(&args.postgres_url, &name);
-                Ok(Database {
-                    url,
-                    dir,
-                    postgres: Some((args.postgres_url.clone(), name)),
-                })
+                Ok(Database { url, dir, postgres: Some((args.postgres_url.clone(), name)) })
             }
         }
     }

@@ -37,12 +37,7 @@ impl Service {
             .stdout(std::fs::File::create(&log)?)
             .stderr(Stdio::inherit())
             .spawn()?;
-        let service = Service {
-            child,
-            addr,
-            log,
-            http: reqwest::Client::new(),
-        };
+        let service = Service { child, addr, log, http: reqwest::Client::new() };
         service.wait_until_healthy().await?;
         Ok(service)
     }
@@ -56,27 +51,15 @@ impl Service {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Err(BenchError(format!(
-            "the service did not start; see {}",
-            self.log.display()
-        )))
+        Err(BenchError(format!("the service did not start; see {}", self.log.display())))
     }
 
     /// A workspace with a Segment integration; returns its ingest key.
     pub async fn workspace(&self, name: &str) -> Result<String, BenchError> {
-        let workspace = self
-            .admin(reqwest::Method::POST, "/admin/v1/workspaces", json!({"name": name}))
-            .await?;
-        let id = workspace["id"]
-            .as_str()
-            .ok_or_else(|| BenchError("no workspace id".into()))?;
+        let workspace = self.admin(reqwest::Method::POST, "/admin/v1/workspaces", json!({"name": name})).await?;
+        let id = workspace["id"].as_str().ok_or_else(|| BenchError("no workspace id".into()))?;
         let path = format!("/admin/v1/workspaces/{id}/integrations/segment");
-        self.admin(
-            reqwest::Method::PUT,
-            &path,
-            json!({"write_key": format!("bench-{name}")}),
-        )
-        .await?;
+        self.admin(reqwest::Method::PUT, &path, json!({"write_key": format!("bench-{name}")})).await?;
         Ok(workspace["ingest_key"].as_str().unwrap_or_default().to_owned())
     }
 
@@ -105,16 +88,9 @@ impl Service {
 
     /// SIGTERM, then waits for the exit.
     pub fn stop(mut self) -> Result<(), BenchError> {
-        Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()?;
+        Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status()?;
         let status = self.child.wait()?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(BenchError(format!("the service exited with {status}")))
-        }
+        if status.success() { Ok(()) } else { Err(BenchError(format!("the service exited with {status}"))) }
     }
 }
 

@@ -13,8 +13,12 @@ use crate::time::{millis, now_millis};
 
 /// Rows moved or deleted per statement, to keep transactions short.
 const BATCH: usize = 10_000;
+/// Delivered events after which the queue is compacted.
+const COMPACT_AFTER: u64 = 10_000;
 
 pub struct Janitor {
+    /// Events delivered when the queue was last compacted.
+    pub compacted_at: u64,
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
     pub interval: Duration,
@@ -24,7 +28,7 @@ pub struct Janitor {
 }
 
 impl Janitor {
-    pub async fn run(self, stop: CancellationToken) {
+    pub async fn run(mut self, stop: CancellationToken) {
         let mut ticks = tokio::time::interval(self.interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -38,19 +42,13 @@ impl Janitor {
         }
     }
 
-    async fn sweep(&self) -> Result<(), StoreError> {
+    async fn sweep(&mut self) -> Result<(), StoreError> {
         let now = now_millis();
         loop {
             let expired = self.store.expire_events(now - millis(self.max_age), now, BATCH).await?;
             if expired > 0 {
-                tracing::warn!(
-                    expired,
-                    "undelivered events passed the maximum age and became dead letters"
-                );
-                self.metrics
-                    .events_dead_lettered
-                    .get_or_create(&Reason { reason: "expired" })
-                    .inc_by(expired);
+                tracing::warn!(expired, "undelivered events passed the maximum age and became dead letters");
+                self.metrics.events_dead_lettered.get_or_create(&Reason { reason: "expired" }).inc_by(expired);
             }
             if expired < BATCH as u64 {
                 break;
@@ -61,15 +59,16 @@ impl Janitor {
             let identities_before = now - millis(self.identity_retention);
             let (dead, identities) = self.store.purge(dead_before, identities_before, BATCH).await?;
             if dead > 0 || identities > 0 {
-                tracing::info!(
-                    dead,
-                    identities,
-                    "deleted dead letters and identity links past their retention"
-                );
+                tracing::info!(dead, identities, "deleted dead letters and identity links past their retention");
             }
             if dead < BATCH as u64 && identities < BATCH as u64 {
                 break;
             }
+        }
+        let delivered = self.metrics.events_delivered.get();
+        if delivered - self.compacted_at >= COMPACT_AFTER {
+            self.store.compact().await?;
+            self.compacted_at = delivered;
         }
         let depth = self.store.queue_depth().await?;
         self.metrics.queue_depth.set(i64::try_from(depth).unwrap_or(i64::MAX));

@@ -1,12 +1,14 @@
 //! Delivery: leases workspaces that have queued events, sends their events to
 //! Segment in batches and records each outcome.
 //!
-//! The scheduler leases due workspaces (longest-waiting first, so a big
-//! backlog is served in turns with the others) and runs one round per leased
-//! workspace, up to the limit of concurrent requests. A round claims a batch's
-//! worth of events under the lease, sends them, and acks, dead-letters or
-//! releases each one. No transaction is open while Segment is called.
+//! The scheduler leases due workspaces among those known to have events (the
+//! backlog), longest-waiting first, so a big backlog is served in turns with
+//! the others, and runs one round per leased workspace, up to the limit of
+//! concurrent requests. A round reads a batch's worth of the workspace's
+//! oldest events, sends them, and acks, dead-letters or keeps each one. No
+//! transaction is open while Segment is called.
 
+mod backlog;
 mod janitor;
 mod pacing;
 mod round;
@@ -15,8 +17,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::{self, JoinSet};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::DeliverySettings;
@@ -26,6 +29,7 @@ use crate::segment::{BatchLimits, SegmentClient};
 use crate::store::{Store, WorkspaceLease};
 use crate::time::{millis, now_millis};
 
+pub use backlog::Backlog;
 pub use janitor::Janitor;
 
 /// After a wake-up, the time given to the commits that follow before leasing,
@@ -39,8 +43,7 @@ pub struct Delivery {
     pub metrics: Arc<Metrics>,
     pub settings: DeliverySettings,
     pub limits: BatchLimits,
-    /// Signalled when new events are committed.
-    pub wake: Arc<Notify>,
+    pub backlog: Arc<Backlog>,
 }
 
 impl Delivery {
@@ -50,9 +53,15 @@ impl Delivery {
     pub async fn run(self: Arc<Self>, stop: CancellationToken, drain_timeout: Duration) {
         let slots = Arc::new(Semaphore::new(self.settings.max_concurrent_requests));
         let mut rounds = Rounds::default();
+        let mut next_poll = Instant::now();
         while !stop.is_cancelled() {
+            if Instant::now() >= next_poll {
+                self.poll().await;
+                next_poll = Instant::now() + self.settings.poll_interval();
+            }
             rounds.reap();
-            let leased = self.lease(slots.available_permits()).await;
+            let candidates = self.backlog.workspaces();
+            let leased = self.lease(&candidates, slots.available_permits()).await;
             let found_work = !leased.is_empty();
             for lease in leased {
                 // Never waits: no more workspaces were leased than slots were free.
@@ -64,11 +73,12 @@ impl Delivery {
             if found_work {
                 continue;
             }
-            let idle = self.idle_time(slots.available_permits() > 0).await;
+            let idle = self.idle_time(&candidates, slots.available_permits() > 0).await;
+            let idle = idle.min(next_poll.saturating_duration_since(Instant::now()));
             tokio::select! {
                 _ = stop.cancelled() => {}
                 // New events: let a few more commits land, then look again.
-                _ = self.wake.notified() => tokio::time::sleep(WAKE_COALESCE).await,
+                _ = self.backlog.woken() => tokio::time::sleep(WAKE_COALESCE).await,
                 Some(()) = rounds.next_finished(), if !rounds.is_empty() => {}
                 _ = tokio::time::sleep(idle) => {}
             }
@@ -78,16 +88,26 @@ impl Delivery {
         }
     }
 
+    /// Asks the database which workspaces have events: what this instance
+    /// cannot know (events of instances that stopped, missed announcements).
+    async fn poll(&self) {
+        let version = self.backlog.version();
+        match self.store.workspaces_with_events().await {
+            Ok(found) => self.backlog.refresh(found, version),
+            Err(e) => tracing::warn!(error = %e, "could not poll for queued events; retrying at the next poll"),
+        }
+    }
+
     /// How long to wait for the next workspace to fall due, when nothing is due
     /// now: until the earliest one may be leased, at most the poll interval.
     /// With no free slot, only a finishing round (or new events) matters.
-    async fn idle_time(&self, slot_free: bool) -> Duration {
+    async fn idle_time(&self, candidates: &[String], slot_free: bool) -> Duration {
         let poll = self.settings.poll_interval();
-        if !slot_free {
+        if !slot_free || candidates.is_empty() {
             return poll;
         }
         let now = now_millis();
-        match self.store.next_due(now).await {
+        match self.store.next_due(candidates, now).await {
             Ok(Some(due)) => Duration::from_millis((due - now).max(0) as u64).clamp(WAKE_COALESCE, poll),
             Ok(None) => poll,
             Err(e) => {
@@ -97,14 +117,14 @@ impl Delivery {
         }
     }
 
-    /// Up to `free` due workspaces, leased for one round each.
-    async fn lease(&self, free: usize) -> Vec<WorkspaceLease> {
-        if free == 0 {
+    /// Up to `free` due workspaces among the candidates, leased for one round each.
+    async fn lease(&self, candidates: &[String], free: usize) -> Vec<WorkspaceLease> {
+        if free == 0 || candidates.is_empty() {
             return Vec::new();
         }
         let now = now_millis();
         let until = now + millis(self.settings.lease());
-        match self.store.lease_workspaces(now, until, free).await {
+        match self.store.lease_workspaces(candidates, now, until, free).await {
             Ok(leases) => leases,
             Err(e) => {
                 tracing::warn!(error = %e, "could not lease workspaces for delivery; retrying at the next poll");

@@ -30,10 +30,7 @@ pub struct Pace {
 
 impl Pace {
     pub fn new(interval: Duration) -> Pace {
-        Pace {
-            interval,
-            next: Instant::now(),
-        }
+        Pace { interval, next: Instant::now() }
     }
 
     /// Waits until the next request may go, and books the one after it.
@@ -74,11 +71,7 @@ mod tests {
         for _ in 0..5 {
             pace.wait().await;
         }
-        assert_eq!(
-            start.elapsed(),
-            Duration::from_millis(80),
-            "the first request goes at once"
-        );
+        assert_eq!(start.elapsed(), Duration::from_millis(80), "the first request goes at once");
         assert!(pace.next_allowed() >= now_millis() + 19);
     }
 }

@@ -1,6 +1,6 @@
 //! One delivery round for one leased workspace: read its oldest events, pack,
-//! send, and settle each one as delivered, dead-lettered, or left queued for
-//! the next attempt.
+//! send, and settle each one as delivered or dead-lettered; what is not
+//! settled stays queued for the workspace's next round.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -42,22 +42,17 @@ impl Delivery {
                 return Ok(self.failure(lease, None, e.to_string(), now_millis()));
             }
         };
+        let version = self.backlog.version();
         let started = Instant::now();
         let events = self.store.queued_events(lease, self.limits.max_messages).await?;
         self.metrics.store_op("read", started.elapsed());
         let read = events.len();
         let received_at: HashMap<i64, Millis> = events.iter().map(|e| (e.id, e.received_at)).collect();
-        let messages = events
-            .into_iter()
-            .map(|e| (e.id, segment::with_user_id(e.payload, e.user_id.as_deref())));
+        let messages = events.into_iter().map(|e| (e.id, segment::with_user_id(e.payload, e.user_id.as_deref())));
         let packed = segment::pack(messages, self.limits);
         if !packed.oversized.is_empty() {
-            let detail = format!(
-                "the message is over Segment's limit of {} bytes",
-                segment::MAX_MESSAGE_BYTES
-            );
-            self.dead_letter(lease, &packed.oversized, TOO_LARGE, None, &detail)
-                .await?;
+            let detail = format!("the message is over Segment's limit of {} bytes", segment::MAX_MESSAGE_BYTES);
+            self.dead_letter(lease, &packed.oversized, TOO_LARGE, None, &detail).await?;
         }
 
         let mut pending: VecDeque<Batch> = packed.batches.into();
@@ -66,10 +61,7 @@ impl Delivery {
         while let Some(batch) = pending.pop_front() {
             pace.wait().await;
             self.metrics.batch_size.observe(batch.len() as f64);
-            let outcome = self
-                .client
-                .send(lease.region, &write_key, batch.body(&iso8601(Utc::now())))
-                .await;
+            let outcome = self.client.send(lease.region, &write_key, batch.body(&iso8601(Utc::now()))).await;
             let status = match &outcome {
                 Outcome::Delivered { status }
                 | Outcome::Rejected { status, .. }
@@ -89,22 +81,24 @@ impl Delivery {
                         pending.push_front(first);
                     }
                     Err(single) => {
-                        self.dead_letter(lease, single.event_ids(), REJECTED, Some(status), &body)
-                            .await?;
+                        self.dead_letter(lease, single.event_ids(), REJECTED, Some(status), &body).await?;
                     }
                 },
+                // What was not delivered stays queued for the workspace's next round.
                 Outcome::RateLimited { status, retry_after } => {
-                    self.retry_later(lease, std::iter::once(batch).chain(pending)).await?;
+                    self.count_retried(std::iter::once(&batch).chain(&pending));
                     return Ok(self.rate_limited(status, retry_after, pace.next_allowed()));
                 }
                 Outcome::Failed { status, message } => {
-                    self.retry_later(lease, std::iter::once(batch).chain(pending)).await?;
+                    self.count_retried(std::iter::once(&batch).chain(&pending));
                     return Ok(self.failure(lease, status, message, pace.next_allowed()));
                 }
             }
         }
-        // A partial batch means the workspace is caught up: let the next one fill.
+        // A partial batch means the workspace is caught up: it leaves the
+        // backlog until new events come, and the next batch gets time to fill.
         let next_attempt_at = if read < self.limits.max_messages {
+            self.backlog.settle(&lease.workspace_id, version);
             pace.next_allowed().max(now_millis() + millis(self.settings.linger()))
         } else {
             pace.next_allowed()
@@ -131,25 +125,14 @@ impl Delivery {
         let now = now_millis();
         for id in batch.event_ids() {
             if let Some(received) = received_at.get(id) {
-                self.metrics
-                    .delivery_latency
-                    .observe((now - received).max(0) as f64 / 1000.0);
+                self.metrics.delivery_latency.observe((now - received).max(0) as f64 / 1000.0);
             }
         }
         Ok(())
     }
 
-    /// The events stay queued for the workspace's next round; their failed
-    /// attempt is counted.
-    async fn retry_later(
-        &self,
-        lease: &WorkspaceLease,
-        batches: impl Iterator<Item = Batch>,
-    ) -> Result<(), StoreError> {
-        let ids: Vec<i64> = batches.flat_map(|b| b.event_ids().to_vec()).collect();
-        let counted = self.store.count_attempt(lease, &ids).await?;
-        self.metrics.events_retried.inc_by(counted);
-        Ok(())
+    fn count_retried<'b>(&self, batches: impl Iterator<Item = &'b Batch>) {
+        self.metrics.events_retried.inc_by(batches.map(|b| b.len() as u64).sum());
     }
 
     async fn dead_letter(
@@ -162,19 +145,11 @@ impl Delivery {
     ) -> Result<(), StoreError> {
         let rejections: Vec<Rejection> = ids
             .iter()
-            .map(|&event_id| Rejection {
-                event_id,
-                reason: reason.to_owned(),
-                status,
-                detail: detail.to_owned(),
-            })
+            .map(|&event_id| Rejection { event_id, reason: reason.to_owned(), status, detail: detail.to_owned() })
             .collect();
         let moved = self.store.dead_letter(lease, &rejections, now_millis()).await?;
         tracing::warn!(workspace = %lease.workspace_id, reason, status, detail, moved, "events dead-lettered");
-        self.metrics
-            .events_dead_lettered
-            .get_or_create(&Reason { reason })
-            .inc_by(moved);
+        self.metrics.events_dead_lettered.get_or_create(&Reason { reason }).inc_by(moved);
         self.metrics.queue_depth.dec_by(moved as i64);
         Ok(())
     }
@@ -187,11 +162,7 @@ impl Delivery {
         tracing::warn!(workspace = %lease.workspace_id, status, failures, wait_ms = millis(wait), %message, "delivery failed; retrying later");
         let now = now_millis();
         RoundEnd::Failed {
-            error: LastError {
-                at: now,
-                status,
-                message,
-            },
+            error: LastError { at: now, status, message },
             next_attempt_at: (now + millis(wait)).max(earliest),
             counts_as_failure: true,
         }

@@ -8,7 +8,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, header};
 use flate2::read::MultiGzDecoder;
-use http_body_util::LengthLimitError;
+use http_body_util::BodyExt;
 use serde_json::value::RawValue;
 
 use crate::app::AppState;
@@ -36,6 +36,9 @@ impl FromRequest<AppState> for JsonBody {
     }
 }
 
+/// How much of a refused body is still read (and dropped) before answering.
+const DRAIN_LIMIT: usize = 4 * 1024 * 1024;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Encoding {
     Identity,
@@ -43,33 +46,43 @@ enum Encoding {
 }
 
 async fn read(headers: &HeaderMap, body: Body, limits: &IngestSettings) -> Result<Bytes, ApiError> {
-    check_content_type(headers)?;
-    let encoding = content_encoding(headers)?;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|len| len > limits.max_body_bytes) {
+    let encoding = check_content_type(headers).and_then(|()| content_encoding(headers));
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limits.max_body_bytes + DRAIN_LIMIT) {
         return Err(ApiError::BodyTooLarge(limits.max_body_bytes));
     }
-    let raw = axum::body::to_bytes(body, limits.max_body_bytes).await.map_err(|e| {
-        let over_limit = std::error::Error::source(&e).is_some_and(|s| s.is::<LengthLimitError>());
-        if over_limit {
-            ApiError::BodyTooLarge(limits.max_body_bytes)
-        } else {
-            ApiError::InvalidBody("the request body could not be read".to_owned())
-        }
-    })?;
+    // The body is read even when the request is refused, so that a client
+    // still sending gets the answer instead of a reset connection.
+    let raw = collect(body, limits.max_body_bytes).await?;
+    let encoding = encoding?;
+    let raw = raw.ok_or(ApiError::BodyTooLarge(limits.max_body_bytes))?;
     match encoding {
         Encoding::Identity => Ok(raw),
         Encoding::Gzip => inflate(&raw, limits.max_decompressed_bytes).map(Bytes::from),
     }
 }
 
+/// The body if it is at most `limit` bytes, else `None`. Past the limit it is
+/// read on and dropped, up to `DRAIN_LIMIT` more bytes.
+async fn collect(mut body: Body, limit: usize) -> Result<Option<Bytes>, ApiError> {
+    let mut data = Vec::new();
+    let mut seen = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| ApiError::InvalidBody("the request body could not be read".to_owned()))?;
+        let Ok(chunk) = frame.into_data() else { continue };
+        seen += chunk.len();
+        if seen <= limit {
+            data.extend_from_slice(&chunk);
+        } else if seen > limit + DRAIN_LIMIT {
+            break;
+        }
+    }
+    Ok((seen <= limit).then(|| Bytes::from(data)))
+}
+
 fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
-    let value = headers
-        .get(header::CONTENT_TYPE)
-        .ok_or(ApiError::UnsupportedMediaType)?;
+    let value = headers.get(header::CONTENT_TYPE).ok_or(ApiError::UnsupportedMediaType)?;
     let value = value.to_str().map_err(|_| ApiError::UnsupportedMediaType)?;
     let essence = value.split(';').next().unwrap_or_default().trim();
     if essence.eq_ignore_ascii_case("application/json") || essence.eq_ignore_ascii_case("text/plain") {
@@ -98,10 +111,7 @@ fn content_encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
 fn inflate(compressed: &[u8], limit: usize) -> Result<Vec<u8>, ApiError> {
     let mut inflated = Vec::new();
     let read_limit = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
-    MultiGzDecoder::new(compressed)
-        .take(read_limit)
-        .read_to_end(&mut inflated)
-        .map_err(|_| ApiError::InvalidGzip)?;
+    MultiGzDecoder::new(compressed).take(read_limit).read_to_end(&mut inflated).map_err(|_| ApiError::InvalidGzip)?;
     if inflated.len() > limit {
         return Err(ApiError::BodyTooLarge(limit));
     }
@@ -125,10 +135,7 @@ mod tests {
     fn a_gzip_bomb_is_cut_off_at_the_limit() {
         let bomb = gzip(&vec![b' '; 50_000_000]);
         assert!(bomb.len() < 100_000);
-        assert!(matches!(
-            inflate(&bomb, 1_000_000),
-            Err(ApiError::BodyTooLarge(1_000_000))
-        ));
+        assert!(matches!(inflate(&bomb, 1_000_000), Err(ApiError::BodyTooLarge(1_000_000))));
         assert_eq!(inflate(&gzip(b"{}"), 10).unwrap(), b"{}");
         assert!(matches!(inflate(b"not gzip", 10), Err(ApiError::InvalidGzip)));
     }
@@ -139,16 +146,10 @@ mod tests {
         assert!(check_content_type(&headers).is_err());
         headers.insert(header::CONTENT_TYPE, "text/plain;charset=UTF-8".parse().unwrap());
         assert!(check_content_type(&headers).is_ok());
-        headers.insert(
-            header::CONTENT_TYPE,
-            "application/x-www-form-urlencoded".parse().unwrap(),
-        );
+        headers.insert(header::CONTENT_TYPE, "application/x-www-form-urlencoded".parse().unwrap());
         assert!(check_content_type(&headers).is_err());
         headers.insert(header::CONTENT_ENCODING, "br".parse().unwrap());
-        assert!(matches!(
-            content_encoding(&headers),
-            Err(ApiError::UnsupportedEncoding(_))
-        ));
+        assert!(matches!(content_encoding(&headers), Err(ApiError::UnsupportedEncoding(_))));
         headers.insert(header::CONTENT_ENCODING, "GZIP".parse().unwrap());
         assert_eq!(content_encoding(&headers).unwrap(), Encoding::Gzip);
     }

@@ -6,10 +6,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::config::IngestSettings;
+use crate::delivery::Backlog;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::store::{IdentityLink, NewEvent, Store, StoreError};
@@ -41,11 +42,11 @@ impl Committer {
     pub fn spawn(
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
-        wake: Arc<Notify>,
+        backlog: Arc<Backlog>,
         settings: &IngestSettings,
     ) -> (Committer, JoinHandle<()>) {
         let (jobs, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(rx, store, metrics, wake, settings.commit_max_rows));
+        let task = tokio::spawn(run(rx, store, metrics, backlog, settings.commit_max_rows));
         let pending = Arc::new(Semaphore::new(settings.max_pending_events.min(Semaphore::MAX_PERMITS)));
         (Committer { jobs, pending }, task)
     }
@@ -53,18 +54,9 @@ impl Committer {
     /// Commits the events and identity links; returns once they are durable.
     pub async fn commit(&self, events: Vec<NewEvent>, identities: Vec<IdentityLink>) -> Result<(), ApiError> {
         let weight = u32::try_from(events.len().max(identities.len()).max(1)).unwrap_or(u32::MAX);
-        let permit = self
-            .pending
-            .clone()
-            .try_acquire_many_owned(weight)
-            .map_err(|_| ApiError::QueueFull)?;
+        let permit = self.pending.clone().try_acquire_many_owned(weight).map_err(|_| ApiError::QueueFull)?;
         let (done, answer) = oneshot::channel();
-        let job = Job {
-            events,
-            identities,
-            done,
-            _permit: permit,
-        };
+        let job = Job { events, identities, done, _permit: permit };
         self.jobs.send(job).map_err(|_| ApiError::QueueFull)?;
         match answer.await {
             Ok(Ok(())) => Ok(()),
@@ -78,7 +70,7 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<Job>,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
-    wake: Arc<Notify>,
+    backlog: Arc<Backlog>,
     max_rows: usize,
 ) {
     while let Some(first) = rx.recv().await {
@@ -89,9 +81,13 @@ async fn run(
             rows += job.events.len();
             jobs.push(job);
         }
+        let mut workspaces: Vec<String> =
+            jobs.iter().flat_map(|job| job.events.iter().map(|e| e.workspace_id.clone())).collect();
+        workspaces.sort_unstable();
+        workspaces.dedup();
         let result = commit_jobs(&mut jobs, store.as_ref(), &metrics).await;
         if result.is_ok() && rows > 0 {
-            wake.notify_one();
+            backlog.mark(workspaces.iter().map(String::as_str));
         }
         for job in jobs {
             // A request that gave up waiting has nobody to answer.
@@ -101,14 +97,8 @@ async fn run(
 }
 
 async fn commit_jobs(jobs: &mut [Job], store: &dyn Store, metrics: &Metrics) -> CommitResult {
-    let events: Vec<NewEvent> = jobs
-        .iter_mut()
-        .flat_map(|job| std::mem::take(&mut job.events))
-        .collect();
-    let identities: Vec<IdentityLink> = jobs
-        .iter_mut()
-        .flat_map(|job| std::mem::take(&mut job.identities))
-        .collect();
+    let events: Vec<NewEvent> = jobs.iter_mut().flat_map(|job| std::mem::take(&mut job.events)).collect();
+    let identities: Vec<IdentityLink> = jobs.iter_mut().flat_map(|job| std::mem::take(&mut job.identities)).collect();
     let started = Instant::now();
     let result = store.enqueue(&events, &identities).await;
     metrics.store_op("enqueue", started.elapsed());

@@ -47,19 +47,11 @@ pub struct Identity {
 
 pub fn parse_event(value: Value, envelope: &Envelope) -> Result<Accepted, EventError> {
     let Value::Object(mut fields) = value else {
-        return Err(EventError::new(
-            Code::InvalidEvent,
-            None,
-            "an event must be a JSON object".into(),
-        ));
+        return Err(EventError::new(Code::InvalidEvent, None, "an event must be a JSON object".into()));
     };
     let name = event_name(&fields)?;
     let definition = catalog::find_event(name).ok_or_else(|| {
-        EventError::new(
-            Code::UnknownEvent,
-            Some("event"),
-            format!("{name:?} is not an event of the catalog"),
-        )
+        EventError::new(Code::UnknownEvent, Some("event"), format!("{name:?} is not an event of the catalog"))
     })?;
     let identity = parse_identity(&fields)?;
     let message_id = match optional_string(&fields, "messageId", segment::MAX_MESSAGE_ID_CHARS)? {
@@ -74,24 +66,14 @@ pub fn parse_event(value: Value, envelope: &Envelope) -> Result<Accepted, EventE
 
     let timestamp = timestamp.to_rfc3339_opts(SecondsFormat::Millis, true);
     let anonymous_id = identity.anonymous_id.as_deref();
-    let payload = TrackMessage::new(
-        definition.name,
-        &message_id,
-        anonymous_id,
-        &timestamp,
-        &properties,
-        &context,
-    )
-    .to_json();
+    let payload =
+        TrackMessage::new(definition.name, &message_id, anonymous_id, &timestamp, &properties, &context).to_json();
     let size = segment::sent_len(&payload, identity.user_id.as_deref());
     if size > segment::MAX_MESSAGE_BYTES {
         return Err(EventError::new(
             Code::MessageTooLarge,
             None,
-            format!(
-                "the event is {size} bytes as a Segment message; the limit is {}",
-                segment::MAX_MESSAGE_BYTES
-            ),
+            format!("the event is {size} bytes as a Segment message; the limit is {}", segment::MAX_MESSAGE_BYTES),
         ));
     }
 
@@ -105,36 +87,20 @@ pub fn parse_event(value: Value, envelope: &Envelope) -> Result<Accepted, EventE
         payload,
         received_at,
     };
-    Ok(Accepted {
-        event,
-        identity: identity_link,
-    })
+    Ok(Accepted { event, identity: identity_link })
 }
 
 /// The body of `/v1/identify`: both ids are required.
 pub fn parse_identify(value: &Value, workspace_id: &str, at: DateTime<Utc>) -> Result<IdentityLink, EventError> {
     let Value::Object(fields) = value else {
-        return Err(EventError::new(
-            Code::InvalidEvent,
-            None,
-            "the body must be a JSON object".into(),
-        ));
+        return Err(EventError::new(Code::InvalidEvent, None, "the body must be a JSON object".into()));
     };
     let identity = parse_identity(fields)?;
     optional_time(fields, "sentAt")?;
     let (Some(user_id), Some(anonymous_id)) = (identity.user_id, identity.anonymous_id) else {
-        return Err(EventError::new(
-            Code::MissingIdentity,
-            None,
-            "identify needs both userId and anonymousId".into(),
-        ));
+        return Err(EventError::new(Code::MissingIdentity, None, "identify needs both userId and anonymousId".into()));
     };
-    Ok(IdentityLink {
-        workspace_id: workspace_id.to_owned(),
-        anonymous_id,
-        user_id,
-        at: at.timestamp_millis(),
-    })
+    Ok(IdentityLink { workspace_id: workspace_id.to_owned(), anonymous_id, user_id, at: at.timestamp_millis() })
 }
 
 /// An event with both ids tells which user the anonymous id belongs to.
@@ -153,16 +119,10 @@ fn identity_link(workspace_id: &str, identity: &Identity, at: i64) -> Option<Ide
 fn event_name(fields: &Map<String, Value>) -> Result<&str, EventError> {
     match fields.get("event") {
         Some(Value::String(name)) => Ok(name),
-        None | Some(Value::Null) => Err(EventError::new(
-            Code::MissingField,
-            Some("event"),
-            "the event name (`event`) is missing".into(),
-        )),
-        Some(_) => Err(EventError::new(
-            Code::InvalidField,
-            Some("event"),
-            "`event` must be a string".into(),
-        )),
+        None | Some(Value::Null) => {
+            Err(EventError::new(Code::MissingField, Some("event"), "the event name (`event`) is missing".into()))
+        }
+        Some(_) => Err(EventError::new(Code::InvalidField, Some("event"), "`event` must be a string".into())),
     }
 }
 
@@ -172,11 +132,7 @@ fn parse_identity(fields: &Map<String, Value>) -> Result<Identity, EventError> {
     let user_id = optional_id(fields, "userId")?;
     let anonymous_id = optional_id(fields, "anonymousId")?;
     if user_id.is_none() && anonymous_id.is_none() {
-        return Err(EventError::new(
-            Code::MissingIdentity,
-            None,
-            "an event needs a userId or an anonymousId".into(),
-        ));
+        return Err(EventError::new(Code::MissingIdentity, None, "an event needs a userId or an anonymousId".into()));
     }
     Ok(Identity { user_id, anonymous_id })
 }
@@ -187,11 +143,7 @@ fn optional_id(fields: &Map<String, Value>, field: &'static str) -> Result<Optio
         Some(Value::Number(n)) => n.to_string(),
         Some(Value::String(s)) => s.clone(),
         Some(_) => {
-            return Err(EventError::new(
-                Code::InvalidField,
-                Some(field),
-                format!("`{field}` must be a string"),
-            ));
+            return Err(EventError::new(Code::InvalidField, Some(field), format!("`{field}` must be a string")));
         }
     };
     check_length(field, &id, MAX_ID_CHARS)?;
@@ -207,11 +159,7 @@ fn optional_string(
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
         Some(Value::String(s)) => check_length(field, s, max_chars).map(|()| Some(s.clone())),
-        Some(_) => Err(EventError::new(
-            Code::InvalidField,
-            Some(field),
-            format!("`{field}` must be a string"),
-        )),
+        Some(_) => Err(EventError::new(Code::InvalidField, Some(field), format!("`{field}` must be a string"))),
     }
 }
 
@@ -228,18 +176,13 @@ fn check_length(field: &'static str, value: &str, max_chars: usize) -> Result<()
 
 /// An RFC 3339 / ISO-8601 time such as `2026-11-29T10:00:00.000Z`.
 pub fn optional_time(fields: &Map<String, Value>, field: &'static str) -> Result<Option<DateTime<Utc>>, EventError> {
-    let invalid = || {
-        EventError::new(
-            Code::InvalidField,
-            Some(field),
-            format!("`{field}` must be an ISO-8601 timestamp"),
-        )
-    };
+    let invalid =
+        || EventError::new(Code::InvalidField, Some(field), format!("`{field}` must be an ISO-8601 timestamp"));
     match fields.get(field) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => DateTime::parse_from_rfc3339(s)
-            .map(|t| Some(t.with_timezone(&Utc)))
-            .map_err(|_| invalid()),
+        Some(Value::String(s)) => {
+            DateTime::parse_from_rfc3339(s).map(|t| Some(t.with_timezone(&Utc))).map_err(|_| invalid())
+        }
         Some(_) => Err(invalid()),
     }
 }
@@ -265,11 +208,7 @@ fn take_object(fields: &mut Map<String, Value>, field: &'static str) -> Result<M
     match fields.remove(field) {
         None | Some(Value::Null) => Ok(Map::new()),
         Some(Value::Object(map)) => Ok(map),
-        Some(_) => Err(EventError::new(
-            Code::InvalidField,
-            Some(field),
-            format!("`{field}` must be an object"),
-        )),
+        Some(_) => Err(EventError::new(Code::InvalidField, Some(field), format!("`{field}` must be an object"))),
     }
 }
 
@@ -295,12 +234,7 @@ fn catalog_properties(
                     EventError::new(
                         Code::InvalidProperty,
                         Some(&field),
-                        format!(
-                            "`{}` of `{}` must be {}",
-                            property.name,
-                            event.name,
-                            property.kind.describe()
-                        ),
+                        format!("`{}` of `{}` must be {}", property.name, event.name, property.kind.describe()),
                     )
                 })?;
                 properties.insert(property.name.to_owned(), normalized);
@@ -313,20 +247,14 @@ fn catalog_properties(
 /// The browser's context (`page`, `locale`, anything else it sent) with the
 /// fields this source owns: `userAgent` and `ip` from the request.
 fn context(fields: Map<String, Value>, envelope: &Envelope) -> Result<Context, EventError> {
-    if fields
-        .get("page")
-        .is_some_and(|page| !page.is_object() && !page.is_null())
-    {
+    if fields.get("page").is_some_and(|page| !page.is_object() && !page.is_null()) {
         return Err(EventError::new(
             Code::InvalidField,
             Some("context.page"),
             "`context.page` must be an object".into(),
         ));
     }
-    if fields
-        .get("locale")
-        .is_some_and(|locale| !locale.is_string() && !locale.is_null())
-    {
+    if fields.get("locale").is_some_and(|locale| !locale.is_string() && !locale.is_null()) {
         return Err(EventError::new(
             Code::InvalidField,
             Some("context.locale"),
@@ -376,16 +304,9 @@ mod tests {
         let received = at("2026-11-29T10:00:05Z");
         let ts = at("2026-11-29T11:00:01Z");
         let sent = at("2026-11-29T11:00:03Z");
-        assert_eq!(
-            corrected_timestamp(received, Some(ts), Some(sent)),
-            received - TimeDelta::seconds(2)
-        );
+        assert_eq!(corrected_timestamp(received, Some(ts), Some(sent)), received - TimeDelta::seconds(2));
         assert_eq!(corrected_timestamp(received, None, Some(sent)), received);
-        assert_eq!(
-            corrected_timestamp(received, Some(ts), None),
-            received,
-            "never in the future"
-        );
+        assert_eq!(corrected_timestamp(received, Some(ts), None), received, "never in the future");
         let past = at("2026-11-29T09:00:00Z");
         assert_eq!(corrected_timestamp(received, Some(past), None), past);
     }
@@ -422,36 +343,16 @@ mod tests {
             (json!([]), Code::InvalidEvent, None),
             (json!({"userId": "u"}), Code::MissingField, Some("event")),
             (json!({"event": 1, "userId": "u"}), Code::InvalidField, Some("event")),
-            (
-                json!({"event": "nope", "userId": "u"}),
-                Code::UnknownEvent,
-                Some("event"),
-            ),
-            (
-                json!({"event": "tour_start", "properties": {"tour_id": "t"}}),
-                Code::MissingIdentity,
-                None,
-            ),
-            (
-                json!({"event": "tour_start", "userId": "", "properties": {"tour_id": "t"}}),
-                Code::MissingIdentity,
-                None,
-            ),
-            (
-                json!({"event": "tour_start", "userId": "u"}),
-                Code::MissingProperty,
-                Some("properties.tour_id"),
-            ),
+            (json!({"event": "nope", "userId": "u"}), Code::UnknownEvent, Some("event")),
+            (json!({"event": "tour_start", "properties": {"tour_id": "t"}}), Code::MissingIdentity, None),
+            (json!({"event": "tour_start", "userId": "", "properties": {"tour_id": "t"}}), Code::MissingIdentity, None),
+            (json!({"event": "tour_start", "userId": "u"}), Code::MissingProperty, Some("properties.tour_id")),
             (
                 json!({"event": "tour_step", "userId": "u", "properties": {"tour_id": "t", "step_id": "s", "step_index": "2"}}),
                 Code::InvalidProperty,
                 Some("properties.step_index"),
             ),
-            (
-                json!({"event": "tour_start", "userId": "u", "properties": 3}),
-                Code::InvalidField,
-                Some("properties"),
-            ),
+            (json!({"event": "tour_start", "userId": "u", "properties": 3}), Code::InvalidField, Some("properties")),
             (
                 json!({"event": "tour_start", "userId": "u", "timestamp": "yesterday", "properties": {"tour_id": "t"}}),
                 Code::InvalidField,

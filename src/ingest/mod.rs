@@ -52,22 +52,13 @@ fn cors() -> CorsLayer {
     CorsLayer::new()
         .allow_origin(AllowOrigin::mirror_request())
         .allow_methods([Method::POST])
-        .allow_headers([
-            header::CONTENT_TYPE,
-            header::CONTENT_ENCODING,
-            HeaderName::from_static(KEY_HEADER),
-        ])
+        .allow_headers([header::CONTENT_TYPE, header::CONTENT_ENCODING, HeaderName::from_static(KEY_HEADER)])
         .max_age(std::time::Duration::from_secs(86_400))
 }
 
 async fn count_responses(State(app): State<AppState>, request: Request, next: Next) -> Response {
     let response = next.run(request).await;
-    app.metrics
-        .ingest_responses
-        .get_or_create(&Status {
-            status: response.status().as_u16(),
-        })
-        .inc();
+    app.metrics.ingest_responses.get_or_create(&Status { status: response.status().as_u16() }).inc();
     response
 }
 
@@ -83,28 +74,16 @@ struct Answer {
     rejected: Vec<IndexedEventError>,
 }
 
-async fn track(
-    State(app): State<AppState>,
-    request: IngestRequest,
-    body: JsonBody,
-) -> Result<Response, ApiError> {
+async fn track(State(app): State<AppState>, request: IngestRequest, body: JsonBody) -> Result<Response, ApiError> {
     accept(&app, &request, vec![body.json()?], None, Shape::Single).await
 }
 
-async fn batch(
-    State(app): State<AppState>,
-    request: IngestRequest,
-    body: JsonBody,
-) -> Result<Response, ApiError> {
+async fn batch(State(app): State<AppState>, request: IngestRequest, body: JsonBody) -> Result<Response, ApiError> {
     let (events, sent_at) = split_batch(body.json()?, app.settings.ingest.max_batch_events)?;
     accept(&app, &request, events, sent_at, Shape::Batch).await
 }
 
-async fn identify(
-    State(app): State<AppState>,
-    request: IngestRequest,
-    body: JsonBody,
-) -> Result<Response, ApiError> {
+async fn identify(State(app): State<AppState>, request: IngestRequest, body: JsonBody) -> Result<Response, ApiError> {
     let body = parse_value(body.json()?)?;
     let link = parse_identify(&body, &request.target.workspace_id, request.received_at)?;
     if !request.target.segment_enabled {
@@ -153,10 +132,7 @@ async fn accept(
     }
     if !request.target.segment_enabled {
         let discarded = accepted.len();
-        app.metrics
-            .events_discarded
-            .get_or_create(&Reason { reason: NOT_CONFIGURED })
-            .inc_by(discarded as u64);
+        app.metrics.events_discarded.get_or_create(&Reason { reason: NOT_CONFIGURED }).inc_by(discarded as u64);
         return Ok(not_configured(discarded, rejected));
     }
     if app.metrics.queue_depth.get() >= i64::try_from(app.settings.ingest.max_queue_depth).unwrap_or(i64::MAX) {
@@ -164,22 +140,13 @@ async fn accept(
     }
     let count = accepted.len();
     app.committer.commit(accepted, identities).await?;
-    Ok(answer(Answer {
-        accepted: count,
-        rejected,
-        ..Answer::default()
-    }))
+    Ok(answer(Answer { accepted: count, rejected, ..Answer::default() }))
 }
 
 /// Valid events of a workspace without an enabled Segment integration are
 /// answered but not stored: there is nowhere to deliver them.
 fn not_configured(count: usize, rejected: Vec<IndexedEventError>) -> Response {
-    answer(Answer {
-        accepted: 0,
-        discarded: Some(count),
-        reason: Some(NOT_CONFIGURED),
-        rejected,
-    })
+    answer(Answer { accepted: 0, discarded: Some(count), reason: Some(NOT_CONFIGURED), rejected })
 }
 
 fn answer(answer: Answer) -> Response {
@@ -254,10 +221,7 @@ impl FromRequestParts<AppState> for IngestRequest {
         let received_at = Utc::now();
         let key = ingest_key(parts).ok_or(ApiError::MissingIngestKey)?;
         let target = app.ingest_keys.resolve(&key).await?.ok_or(ApiError::InvalidIngestKey)?;
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|info| info.0.ip());
+        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
         Ok(IngestRequest {
             target,
             received_at,
@@ -271,11 +235,7 @@ impl FromRequestParts<AppState> for IngestRequest {
 /// The key from `X-Produktly-Key`, or from `?key=` (sendBeacon cannot set headers).
 fn ingest_key(parts: &Parts) -> Option<String> {
     if let Some(value) = parts.headers.get(KEY_HEADER) {
-        return value
-            .to_str()
-            .ok()
-            .map(|k| k.trim().to_owned())
-            .filter(|k| !k.is_empty());
+        return value.to_str().ok().map(|k| k.trim().to_owned()).filter(|k| !k.is_empty());
     }
     let query = parts.uri.query()?;
     url::form_urlencoded::parse(query.as_bytes())

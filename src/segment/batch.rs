@@ -115,17 +115,12 @@ mod tests {
     const SENT_AT: &str = "2026-11-29T10:00:00.000Z";
 
     fn messages(count: usize, size: usize) -> Vec<(i64, String)> {
-        (0..count)
-            .map(|i| (i as i64, format!("{{\"p\":\"{}\"}}", "x".repeat(size - 8))))
-            .collect()
+        (0..count).map(|i| (i as i64, format!("{{\"p\":\"{}\"}}", "x".repeat(size - 8)))).collect()
     }
 
     #[test]
     fn body_size_is_exactly_accounted_for() {
-        let limits = BatchLimits {
-            max_messages: 2500,
-            max_bytes: 500_000,
-        };
+        let limits = BatchLimits { max_messages: 2500, max_bytes: 500_000 };
         let packed = pack(messages(3000, 1000), limits);
         assert!(packed.oversized.is_empty());
         for batch in &packed.batches {
@@ -142,10 +137,7 @@ mod tests {
 
     #[test]
     fn message_count_limit_and_oversized_messages() {
-        let limits = BatchLimits {
-            max_messages: 10,
-            max_bytes: 500_000,
-        };
+        let limits = BatchLimits { max_messages: 10, max_bytes: 500_000 };
         let mut input = messages(25, 100);
         input.push((99, "x".repeat(MAX_MESSAGE_BYTES + 1)));
         let packed = pack(input, limits);
@@ -156,10 +148,7 @@ mod tests {
 
     #[test]
     fn split_halves_keep_every_message_once() {
-        let limits = BatchLimits {
-            max_messages: 10,
-            max_bytes: 500_000,
-        };
+        let limits = BatchLimits { max_messages: 10, max_bytes: 500_000 };
         let batch = pack(messages(5, 100), limits).batches.remove(0);
         let (a, b) = batch.split().unwrap();
         assert_eq!(a.event_ids(), [0, 1]);

@@ -44,11 +44,7 @@ impl SegmentClient {
             .connect_timeout(settings.request_timeout().min(Duration::from_secs(5)))
             .pool_idle_timeout(Duration::from_secs(60))
             .build()?;
-        Ok(SegmentClient {
-            http,
-            us_batch_url: batch_url(&settings.us_url),
-            eu_batch_url: batch_url(&settings.eu_url),
-        })
+        Ok(SegmentClient { http, us_batch_url: batch_url(&settings.us_url), eu_batch_url: batch_url(&settings.eu_url) })
     }
 
     pub fn batch_url(&self, region: Region) -> &str {
@@ -68,10 +64,7 @@ impl SegmentClient {
             .body(body);
         match request.send().await {
             Ok(response) => classify(response).await,
-            Err(e) => Outcome::Failed {
-                status: None,
-                message: describe_send_error(&e),
-            },
+            Err(e) => Outcome::Failed { status: None, message: describe_send_error(&e) },
         }
     }
 }
@@ -88,22 +81,16 @@ async fn classify(response: reqwest::Response) -> Outcome {
     }
     let retry_after = retry_after(response.headers(), SystemTime::now());
     match status {
-        StatusCode::TOO_MANY_REQUESTS => Outcome::RateLimited {
-            status: code,
-            retry_after: retry_after.unwrap_or(DEFAULT_RETRY_AFTER),
-        },
-        StatusCode::SERVICE_UNAVAILABLE if retry_after.is_some() => Outcome::RateLimited {
-            status: code,
-            retry_after: retry_after.unwrap_or_default(),
-        },
-        StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => Outcome::Rejected {
-            status: code,
-            body: error_body(response).await,
-        },
-        _ => Outcome::Failed {
-            status: Some(code),
-            message: error_body(response).await,
-        },
+        StatusCode::TOO_MANY_REQUESTS => {
+            Outcome::RateLimited { status: code, retry_after: retry_after.unwrap_or(DEFAULT_RETRY_AFTER) }
+        }
+        StatusCode::SERVICE_UNAVAILABLE if retry_after.is_some() => {
+            Outcome::RateLimited { status: code, retry_after: retry_after.unwrap_or_default() }
+        }
+        StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => {
+            Outcome::Rejected { status: code, body: error_body(response).await }
+        }
+        _ => Outcome::Failed { status: Some(code), message: error_body(response).await },
     }
 }
 
@@ -118,11 +105,7 @@ async fn error_body(mut response: reqwest::Response) -> String {
     }
     body.truncate(MAX_ERROR_BODY);
     let text = String::from_utf8_lossy(&body).trim().to_owned();
-    if text.is_empty() {
-        format!("HTTP {}", response.status())
-    } else {
-        text
-    }
+    if text.is_empty() { format!("HTTP {}", response.status()) } else { text }
 }
 
 fn describe_send_error(e: &reqwest::Error) -> String {
@@ -146,12 +129,7 @@ pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Durati
                 Some(at.duration_since(now).unwrap_or_default())
             })
         })
-        .or_else(|| {
-            header("x-ratelimit-reset")?
-                .parse::<u64>()
-                .ok()
-                .map(Duration::from_secs)
-        })?;
+        .or_else(|| header("x-ratelimit-reset")?.parse::<u64>().ok().map(Duration::from_secs))?;
     Some(wait.min(MAX_RETRY_AFTER))
 }
 
@@ -169,25 +147,13 @@ mod tests {
     #[test]
     fn retry_after_reads_seconds_dates_and_the_rate_limit_reset() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        assert_eq!(
-            retry_after(&headers("retry-after", "2"), now),
-            Some(Duration::from_secs(2))
-        );
+        assert_eq!(retry_after(&headers("retry-after", "2"), now), Some(Duration::from_secs(2)));
         let date = httpdate::fmt_http_date(now + Duration::from_secs(30));
-        assert_eq!(
-            retry_after(&headers("retry-after", &date), now),
-            Some(Duration::from_secs(30))
-        );
+        assert_eq!(retry_after(&headers("retry-after", &date), now), Some(Duration::from_secs(30)));
         let past = httpdate::fmt_http_date(now - Duration::from_secs(30));
         assert_eq!(retry_after(&headers("retry-after", &past), now), Some(Duration::ZERO));
-        assert_eq!(
-            retry_after(&headers("x-ratelimit-reset", "5"), now),
-            Some(Duration::from_secs(5))
-        );
-        assert_eq!(
-            retry_after(&headers("retry-after", "99999999"), now),
-            Some(MAX_RETRY_AFTER)
-        );
+        assert_eq!(retry_after(&headers("x-ratelimit-reset", "5"), now), Some(Duration::from_secs(5)));
+        assert_eq!(retry_after(&headers("retry-after", "99999999"), now), Some(MAX_RETRY_AFTER));
         assert_eq!(retry_after(&headers("retry-after", "soon"), now), None);
         assert_eq!(retry_after(&HeaderMap::new(), now), None);
     }

@@ -31,15 +31,7 @@ impl<'a> TrackMessage<'a> {
         properties: &'a Map<String, Value>,
         context: &'a Context,
     ) -> Self {
-        TrackMessage {
-            kind: "track",
-            event,
-            message_id,
-            anonymous_id,
-            timestamp,
-            properties,
-            context,
-        }
+        TrackMessage { kind: "track", event, message_id, anonymous_id, timestamp, properties, context }
     }
 
     pub fn to_json(&self) -> String {
@@ -61,14 +53,8 @@ impl Context {
         for key in Self::OWNED {
             fields.remove(key);
         }
-        fields.insert(
-            "integration".into(),
-            json!({"name": INTEGRATION_NAME, "version": INTEGRATION_VERSION}),
-        );
-        fields.insert(
-            "library".into(),
-            json!({"name": env!("CARGO_PKG_NAME"), "version": env!("CARGO_PKG_VERSION")}),
-        );
+        fields.insert("integration".into(), json!({"name": INTEGRATION_NAME, "version": INTEGRATION_VERSION}));
+        fields.insert("library".into(), json!({"name": env!("CARGO_PKG_NAME"), "version": env!("CARGO_PKG_VERSION")}));
         Context(fields)
     }
 
@@ -123,15 +109,9 @@ mod tests {
     fn user_id_is_spliced_into_the_queued_json() {
         let context = Context::new(Map::new());
         let properties = Map::new();
-        let payload = TrackMessage::new(
-            "tour_start",
-            "m1",
-            Some("a1"),
-            "2026-01-01T00:00:00.000Z",
-            &properties,
-            &context,
-        )
-        .to_json();
+        let payload =
+            TrackMessage::new("tour_start", "m1", Some("a1"), "2026-01-01T00:00:00.000Z", &properties, &context)
+                .to_json();
         let sent = with_user_id(payload.clone(), Some("u\"1"));
         assert_eq!(sent.len(), sent_len(&payload, Some("u\"1")));
         let sent: Value = serde_json::from_str(&sent).unwrap();

@@ -10,7 +10,6 @@ mod sqlite;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Backend, Settings};
@@ -21,6 +20,9 @@ pub use sqlite::SqliteStore;
 
 /// Unix time in milliseconds, as stored.
 pub type Millis = i64;
+
+/// Told the workspace ids of events another instance committed.
+pub type OnEvents = Arc<dyn Fn(Vec<String>) + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -110,8 +112,8 @@ pub struct QueueCounts {
 
 /// A workspace this worker may deliver for until the lease ends. One worker
 /// (of all instances) holds a workspace at a time; the lease id is the fencing
-/// token: once the lease has passed to another worker, the old holder's acks,
-/// attempts and dead letters change nothing.
+/// token: once the lease has passed to another worker, the old holder's acks
+/// and dead letters change nothing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkspaceLease {
     pub workspace_id: String,
@@ -159,17 +161,10 @@ pub struct DeadLetter {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RoundEnd {
     /// Segment took what was sent, if anything was (`delivered_at`).
-    Delivered {
-        delivered_at: Option<Millis>,
-        next_attempt_at: Millis,
-    },
+    Delivered { delivered_at: Option<Millis>, next_attempt_at: Millis },
     /// Segment failed or asked to slow down; try again at `next_attempt_at`.
     /// Rate limiting does not count as a failure.
-    Failed {
-        error: LastError,
-        next_attempt_at: Millis,
-        counts_as_failure: bool,
-    },
+    Failed { error: LastError, next_attempt_at: Millis, counts_as_failure: bool },
 }
 
 #[async_trait]
@@ -201,24 +196,27 @@ pub trait Store: Send + Sync + 'static {
     /// Commits events and identity links in one transaction.
     async fn enqueue(&self, events: &[NewEvent], identities: &[IdentityLink]) -> Result<(), StoreError>;
 
-    /// Leases up to `limit` workspaces that are due, unleased and have queued
-    /// events, longest-waiting first.
+    /// The workspaces with an enabled integration and queued events. This
+    /// probes the queue per workspace: delivery polls it, it does not ask it
+    /// at every turn.
+    async fn workspaces_with_events(&self) -> Result<Vec<String>, StoreError>;
+    /// Leases up to `limit` of the `candidates` that are enabled, due and
+    /// unleased, longest-waiting first.
     async fn lease_workspaces(
         &self,
+        candidates: &[String],
         now: Millis,
         lease_until: Millis,
         limit: usize,
     ) -> Result<Vec<WorkspaceLease>, StoreError>;
-    /// The earliest time a workspace with queued events may be leased (its
-    /// next attempt, or the end of its current lease), if any has events.
-    async fn next_due(&self, now: Millis) -> Result<Option<Millis>, StoreError>;
+    /// The earliest time one of the enabled `candidates` may be leased (its
+    /// next attempt, or the end of its current lease).
+    async fn next_due(&self, candidates: &[String], now: Millis) -> Result<Option<Millis>, StoreError>;
     /// The leased workspace's `limit` oldest queued events. Reading takes no
     /// lock and writes nothing: the workspace lease makes them this worker's.
     async fn queued_events(&self, lease: &WorkspaceLease, limit: usize) -> Result<Vec<QueuedEvent>, StoreError>;
     /// Deletes delivered events, if the lease is still held.
     async fn ack(&self, lease: &WorkspaceLease, event_ids: &[i64]) -> Result<u64, StoreError>;
-    /// Counts a failed attempt on events that stay queued, if the lease is still held.
-    async fn count_attempt(&self, lease: &WorkspaceLease, event_ids: &[i64]) -> Result<u64, StoreError>;
     /// Moves events to the dead letters, if the lease is still held.
     async fn dead_letter(
         &self,
@@ -232,10 +230,15 @@ pub trait Store: Send + Sync + 'static {
     /// Records how the round went and gives the workspace lease back.
     async fn end_round(&self, lease: &WorkspaceLease, end: &RoundEnd) -> Result<(), StoreError>;
 
-    /// Wakes `wake` whenever any instance commits events, until `stop`: a hint
-    /// only, since delivery also polls. Without cross-instance notification
-    /// (SQLite serves one instance) it returns at once.
-    async fn listen_for_events(&self, wake: Arc<Notify>, stop: CancellationToken);
+    /// Calls `on_events` with the workspaces of events other instances commit,
+    /// until `stop`: a hint only, since delivery also polls. Without
+    /// cross-instance notification (SQLite serves one instance) it returns at once.
+    async fn listen_for_events(&self, on_events: OnEvents, stop: CancellationToken);
+
+    /// Reclaims the space of delivered events where the database needs telling
+    /// (PostgreSQL: a vacuum of the queue, so that reads do not wade through
+    /// deleted rows).
+    async fn compact(&self) -> Result<(), StoreError>;
 
     /// Deletes up to `limit` dead letters that failed before `dead_before` and
     /// up to `limit` identity links last renewed before `identities_before`;
@@ -274,11 +277,7 @@ const EXPIRED: (&str, &str) = ("expired", "not delivered before the maximum age"
 /// Whether the database's newest applied migration is the newest this build has.
 fn schema_is_current(migrator: &sqlx::migrate::Migrator, applied: Option<i64>) -> Result<(), StoreError> {
     let latest = migrator.iter().map(|m| m.version).max();
-    if applied == latest {
-        Ok(())
-    } else {
-        Err(StoreError::SchemaOutdated)
-    }
+    if applied == latest { Ok(()) } else { Err(StoreError::SchemaOutdated) }
 }
 
 /// Identity links with one per anonymous id, the latest, as one upsert takes them.

@@ -3,21 +3,20 @@
 //! Bulk writes bind column arrays and `UNNEST` them (one round trip per batch);
 //! claims use `FOR UPDATE SKIP LOCKED` so instances never wait on each other.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::rows::{DEAD_LETTER_COLUMNS, DeadLetterRow, INTEGRATION_COLUMNS, IntegrationRow, LeaseRow, convert};
 use crate::time::now_millis;
 
 use super::{
-    DeadLetter, EXPIRED, IdentityLink, IngestTarget, Integration, IntegrationConfig, Millis, NewEvent, QueueCounts,
-    QueuedEvent, Rejection, RoundEnd, Store, StoreError, Workspace, WorkspaceLease, latest_links, schema_is_current,
+    DeadLetter, EXPIRED, IdentityLink, IngestTarget, Integration, IntegrationConfig, Millis, NewEvent, OnEvents,
+    QueueCounts, QueuedEvent, Rejection, RoundEnd, Store, StoreError, Workspace, WorkspaceLease, latest_links,
+    schema_is_current,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -39,6 +38,7 @@ const LEASE_HELD: &str = "workspace_id = $2 \
 /// roughly doubles the cost of a commit, and it is only a hint: the instance
 /// that commits wakes its own delivery at once anyway.
 const ANNOUNCE_INTERVAL_MS: Millis = 100;
+const MAX_ANNOUNCEMENT: usize = 7_900;
 
 impl PostgresStore {
     /// Connects and applies the migrations (sqlx holds an advisory lock while
@@ -50,31 +50,45 @@ impl PostgresStore {
             .connect(url)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(PostgresStore {
-            pool,
-            last_announced: AtomicI64::new(0),
-        })
+        Ok(PostgresStore { pool, last_announced: AtomicI64::new(0) })
     }
 
-    /// Whether this commit should announce its events (at most one every
-    /// `ANNOUNCE_INTERVAL_MS`).
-    fn take_announcement(&self) -> bool {
+    /// What this commit announces to other instances: the workspaces of its
+    /// events, comma-separated (ids hold no comma), at most one announcement
+    /// every `ANNOUNCE_INTERVAL_MS`; empty for none.
+    fn announcement(&self, events: &[NewEvent]) -> String {
         let now = now_millis();
         let last = self.last_announced.load(Ordering::Relaxed);
-        now - last >= ANNOUNCE_INTERVAL_MS
-            && self
-                .last_announced
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
+        let due = !events.is_empty()
+            && now - last >= ANNOUNCE_INTERVAL_MS
+            && self.last_announced.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok();
+        if !due {
+            return String::new();
+        }
+        let mut ids: Vec<&str> = events.iter().map(|e| e.workspace_id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut payload = String::new();
+        for id in ids {
+            // NOTIFY payloads are limited to 8,000 bytes; the rest is found by polling.
+            if payload.len() + id.len() + 1 > MAX_ANNOUNCEMENT {
+                break;
+            }
+            if !payload.is_empty() {
+                payload.push(',');
+            }
+            payload.push_str(id);
+        }
+        payload
     }
 
-    /// Wakes `wake` on every notification until the connection fails.
-    async fn relay_notifications(&self, wake: &Notify) -> Result<(), sqlx::Error> {
+    /// Passes on every announcement until the connection fails.
+    async fn relay_notifications(&self, on_events: &OnEvents) -> Result<(), sqlx::Error> {
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(EVENTS_CHANNEL).await?;
         loop {
-            listener.recv().await?;
-            wake.notify_one();
+            let notification = listener.recv().await?;
+            on_events(notification.payload().split(',').filter(|id| !id.is_empty()).map(str::to_owned).collect());
         }
     }
 }
@@ -93,9 +107,8 @@ pub async fn drop_database(url: &str, name: &str) -> Result<(), sqlx::Error> {
 async fn run_admin(url: &str, statement: &str) -> Result<(), sqlx::Error> {
     use sqlx::Connection;
     let connect = sqlx::PgConnection::connect(url);
-    let mut connection = tokio::time::timeout(Duration::from_secs(5), connect)
-        .await
-        .map_err(|_| sqlx::Error::PoolTimedOut)??;
+    let mut connection =
+        tokio::time::timeout(Duration::from_secs(5), connect).await.map_err(|_| sqlx::Error::PoolTimedOut)??;
     sqlx::query(statement).execute(&mut connection).await?;
     connection.close().await
 }
@@ -112,19 +125,15 @@ pub fn url_with_database(url: &str, name: &str) -> String {
 
 /// Announces new events to every instance when the transaction commits.
 async fn notify_events(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(EVENTS_CHANNEL)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query("SELECT pg_notify($1, '')").bind(EVENTS_CHANNEL).execute(&mut **tx).await?;
     Ok(())
 }
 
 #[async_trait]
 impl Store for PostgresStore {
     async fn check_ready(&self) -> Result<(), StoreError> {
-        let applied: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
-            .fetch_one(&self.pool)
-            .await?;
+        let applied: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success").fetch_one(&self.pool).await?;
         schema_is_current(&MIGRATOR, applied)
     }
 
@@ -215,12 +224,11 @@ impl Store for PostgresStore {
     }
 
     async fn integration(&self, workspace_id: &str) -> Result<Option<Integration>, StoreError> {
-        let row: Option<IntegrationRow> = sqlx::query_as(&format!(
-            "SELECT {INTEGRATION_COLUMNS} FROM integrations WHERE workspace_id = $1"
-        ))
-        .bind(workspace_id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row: Option<IntegrationRow> =
+            sqlx::query_as(&format!("SELECT {INTEGRATION_COLUMNS} FROM integrations WHERE workspace_id = $1"))
+                .bind(workspace_id)
+                .fetch_optional(&self.pool)
+                .await?;
         row.map(Integration::try_from).transpose()
     }
 
@@ -249,10 +257,7 @@ impl Store for PostgresStore {
         .bind(workspace_id)
         .fetch_one(&self.pool)
         .await?;
-        Ok(QueueCounts {
-            queued: queued as u64,
-            dead: dead as u64,
-        })
+        Ok(QueueCounts { queued: queued as u64, dead: dead as u64 })
     }
 
     async fn enqueue(&self, events: &[NewEvent], identities: &[IdentityLink]) -> Result<(), StoreError> {
@@ -270,7 +275,7 @@ impl Store for PostgresStore {
                SELECT * FROM UNNEST($7::text[], $8::text[], $9::text[], $10::bigint[]) \
                ON CONFLICT (workspace_id, anonymous_id) DO UPDATE SET user_id = excluded.user_id, \
                  updated_at = excluded.updated_at WHERE excluded.updated_at >= identities.updated_at) \
-             SELECT pg_notify($11, '') WHERE $12",
+             SELECT pg_notify($11, $12) WHERE $12 <> ''",
         )
         .bind(column(|e| Some(&e.workspace_id)))
         .bind(column(|e| Some(&e.message_id)))
@@ -283,14 +288,25 @@ impl Store for PostgresStore {
         .bind(link_column(|l| &l.user_id))
         .bind(links.iter().map(|l| l.at).collect::<Vec<_>>())
         .bind(EVENTS_CHANNEL)
-        .bind(!events.is_empty() && self.take_announcement())
+        .bind(self.announcement(events))
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
+    async fn workspaces_with_events(&self) -> Result<Vec<String>, StoreError> {
+        let ids = sqlx::query_scalar(
+            "SELECT workspace_id FROM integrations i \
+             WHERE enabled AND EXISTS (SELECT 1 FROM events e WHERE e.workspace_id = i.workspace_id)",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids)
+    }
+
     async fn lease_workspaces(
         &self,
+        candidates: &[String],
         now: Millis,
         lease_until: Millis,
         limit: usize,
@@ -298,27 +314,28 @@ impl Store for PostgresStore {
         let rows: Vec<LeaseRow> = sqlx::query_as(
             "UPDATE integrations SET lease_id = gen_random_uuid()::text, leased_until = $1 \
              WHERE workspace_id IN ( \
-               SELECT i.workspace_id FROM integrations i \
-               WHERE i.enabled AND i.next_attempt_at <= $2 AND (i.leased_until IS NULL OR i.leased_until < $2) \
-                 AND EXISTS (SELECT 1 FROM events e WHERE e.workspace_id = i.workspace_id) \
-               ORDER BY i.next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
+               SELECT workspace_id FROM integrations \
+               WHERE workspace_id = ANY($4) AND enabled AND next_attempt_at <= $2 \
+                 AND (leased_until IS NULL OR leased_until < $2) \
+               ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
              RETURNING workspace_id, lease_id, sealed_write_key, region, consecutive_failures",
         )
         .bind(lease_until)
         .bind(now)
         .bind(limit as i64)
+        .bind(candidates)
         .fetch_all(&self.pool)
         .await?;
         convert(rows)
     }
 
-    async fn next_due(&self, now: Millis) -> Result<Option<Millis>, StoreError> {
+    async fn next_due(&self, candidates: &[String], now: Millis) -> Result<Option<Millis>, StoreError> {
         let due = sqlx::query_scalar(
             "SELECT MIN(CASE WHEN leased_until >= $1 THEN leased_until ELSE next_attempt_at END) \
-             FROM integrations i \
-             WHERE enabled AND EXISTS (SELECT 1 FROM events e WHERE e.workspace_id = i.workspace_id)",
+             FROM integrations WHERE enabled AND workspace_id = ANY($2)",
         )
         .bind(now)
+        .bind(candidates)
         .fetch_one(&self.pool)
         .await?;
         Ok(due)
@@ -349,18 +366,6 @@ impl Store for PostgresStore {
         Ok(result.rows_affected())
     }
 
-    async fn count_attempt(&self, lease: &WorkspaceLease, event_ids: &[i64]) -> Result<u64, StoreError> {
-        let result = sqlx::query(&format!(
-            "UPDATE events SET attempts = attempts + 1 WHERE id = ANY($1) AND {LEASE_HELD}"
-        ))
-        .bind(event_ids)
-        .bind(&lease.workspace_id)
-        .bind(&lease.lease_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(result.rows_affected())
-    }
-
     async fn dead_letter(
         &self,
         lease: &WorkspaceLease,
@@ -372,10 +377,10 @@ impl Store for PostgresStore {
                           AS r(id, reason, status, detail)), \
              moved AS (DELETE FROM events e USING r WHERE e.id = r.id AND {LEASE_HELD} \
                        RETURNING e.workspace_id, e.message_id, e.user_id, e.anonymous_id, e.payload, \
-                                 e.received_at, e.attempts, r.reason, r.status, r.detail) \
+                                 e.received_at, r.reason, r.status, r.detail) \
              INSERT INTO dead_letters (workspace_id, message_id, user_id, anonymous_id, payload, received_at, \
-                                       attempts, reason, status, detail, failed_at) \
-             SELECT workspace_id, message_id, user_id, anonymous_id, payload, received_at, attempts + 1, \
+                                       reason, status, detail, failed_at) \
+             SELECT workspace_id, message_id, user_id, anonymous_id, payload, received_at, \
                     reason, status, detail, $7 FROM moved"
         ))
         .bind(rejections.iter().map(|r| r.event_id).collect::<Vec<_>>())
@@ -403,21 +408,14 @@ impl Store for PostgresStore {
 
     async fn end_round(&self, lease: &WorkspaceLease, end: &RoundEnd) -> Result<(), StoreError> {
         let query = match end {
-            RoundEnd::Delivered {
-                delivered_at,
-                next_attempt_at,
-            } => sqlx::query(
+            RoundEnd::Delivered { delivered_at, next_attempt_at } => sqlx::query(
                 "UPDATE integrations SET lease_id = NULL, leased_until = NULL, consecutive_failures = 0, \
                    next_attempt_at = $1, last_delivery_at = COALESCE($2, last_delivery_at) \
                  WHERE workspace_id = $3 AND lease_id = $4",
             )
             .bind(next_attempt_at)
             .bind(delivered_at),
-            RoundEnd::Failed {
-                error,
-                next_attempt_at,
-                counts_as_failure,
-            } => sqlx::query(
+            RoundEnd::Failed { error, next_attempt_at, counts_as_failure } => sqlx::query(
                 "UPDATE integrations SET lease_id = NULL, leased_until = NULL, \
                    consecutive_failures = consecutive_failures + $1, next_attempt_at = $2, \
                    last_error_at = $3, last_error_status = $4, last_error_message = $5 \
@@ -429,11 +427,7 @@ impl Store for PostgresStore {
             .bind(error.status.map(i32::from))
             .bind(&error.message),
         };
-        query
-            .bind(&lease.workspace_id)
-            .bind(&lease.lease_id)
-            .execute(&self.pool)
-            .await?;
+        query.bind(&lease.workspace_id).bind(&lease.lease_id).execute(&self.pool).await?;
         Ok(())
     }
 
@@ -445,10 +439,10 @@ impl Store for PostgresStore {
                  SELECT workspace_id, id FROM events WHERE received_at < $1 \
                    AND workspace_id NOT IN (SELECT workspace_id FROM integrations WHERE leased_until >= $2) \
                  LIMIT $3 FOR UPDATE SKIP LOCKED) \
-               RETURNING workspace_id, message_id, user_id, anonymous_id, payload, received_at, attempts) \
+               RETURNING workspace_id, message_id, user_id, anonymous_id, payload, received_at) \
              INSERT INTO dead_letters (workspace_id, message_id, user_id, anonymous_id, payload, received_at, \
-                                       attempts, reason, status, detail, failed_at) \
-             SELECT workspace_id, message_id, user_id, anonymous_id, payload, received_at, attempts, \
+                                       reason, status, detail, failed_at) \
+             SELECT workspace_id, message_id, user_id, anonymous_id, payload, received_at, \
                     $4, NULL, $5, $2 FROM moved",
         )
         .bind(cutoff)
@@ -461,11 +455,11 @@ impl Store for PostgresStore {
         Ok(result.rows_affected())
     }
 
-    async fn listen_for_events(&self, wake: Arc<Notify>, stop: CancellationToken) {
+    async fn listen_for_events(&self, on_events: OnEvents, stop: CancellationToken) {
         loop {
             let listened = tokio::select! {
                 _ = stop.cancelled() => return,
-                listened = self.relay_notifications(&wake) => listened,
+                listened = self.relay_notifications(&on_events) => listened,
             };
             if let Err(e) = listened {
                 tracing::warn!(error = %e, "lost the event notifications; polling until they are back");
@@ -475,6 +469,14 @@ impl Store for PostgresStore {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
+    }
+
+    async fn compact(&self) -> Result<(), StoreError> {
+        // Autovacuum wakes once a minute by default; at thousands of events a
+        // second the deleted rows it leaves make every read of the queue
+        // slower. SKIP_LOCKED: when another instance is vacuuming, let it.
+        sqlx::query("VACUUM (SKIP_LOCKED) events").execute(&self.pool).await?;
+        Ok(())
     }
 
     async fn purge(
@@ -503,9 +505,7 @@ impl Store for PostgresStore {
     }
 
     async fn queue_depth(&self) -> Result<u64, StoreError> {
-        let depth: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
-            .fetch_one(&self.pool)
-            .await?;
+        let depth: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(&self.pool).await?;
         Ok(depth as u64)
     }
 

@@ -26,11 +26,7 @@ impl TryFrom<IntegrationRow> for Integration {
     type Error = StoreError;
     fn try_from(row: IntegrationRow) -> Result<Integration, StoreError> {
         let last_error = match (row.last_error_at, row.last_error_message) {
-            (Some(at), Some(message)) => Some(LastError {
-                at,
-                status: status(row.last_error_status),
-                message,
-            }),
+            (Some(at), Some(message)) => Some(LastError { at, status: status(row.last_error_status), message }),
             _ => None,
         };
         Ok(Integration {
@@ -107,8 +103,7 @@ pub(super) fn convert<R, T: TryFrom<R, Error = StoreError>>(rows: Vec<R>) -> Res
 }
 
 fn region(text: &str) -> Result<Region, StoreError> {
-    text.parse()
-        .map_err(|()| StoreError::Corrupt(format!("unknown region {text:?}")))
+    text.parse().map_err(|()| StoreError::Corrupt(format!("unknown region {text:?}")))
 }
 
 fn status(stored: Option<i32>) -> Option<u16> {

@@ -6,19 +6,18 @@
 //! array and expanded with `json_each`.
 
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Sqlite};
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::rows::{DEAD_LETTER_COLUMNS, DeadLetterRow, INTEGRATION_COLUMNS, IntegrationRow, LeaseRow, convert};
 use super::{
-    DeadLetter, EXPIRED, IdentityLink, IngestTarget, Integration, IntegrationConfig, Millis, NewEvent, QueueCounts,
-    QueuedEvent, Rejection, RoundEnd, Store, StoreError, Workspace, WorkspaceLease, latest_links, schema_is_current,
+    DeadLetter, EXPIRED, IdentityLink, IngestTarget, Integration, IntegrationConfig, Millis, NewEvent, OnEvents,
+    QueueCounts, QueuedEvent, Rejection, RoundEnd, Store, StoreError, Workspace, WorkspaceLease, latest_links,
+    schema_is_current,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -65,7 +64,12 @@ const LEASE_HELD: &str = "workspace_id = ?2 \
 
 /// A list of ids as a JSON array, for `IN (SELECT value FROM json_each(?))`.
 fn json_ids(ids: &[i64]) -> String {
-    serde_json::to_string(ids).expect("integers always serialize")
+    json_list(ids)
+}
+
+/// A list as a JSON array, for `IN (SELECT value FROM json_each(?))`.
+fn json_list<T: serde::Serialize>(items: &[T]) -> String {
+    serde_json::to_string(items).expect("ids and strings always serialize")
 }
 
 #[async_trait]
@@ -163,12 +167,11 @@ impl Store for SqliteStore {
     }
 
     async fn integration(&self, workspace_id: &str) -> Result<Option<Integration>, StoreError> {
-        let row: Option<IntegrationRow> = sqlx::query_as(&format!(
-            "SELECT {INTEGRATION_COLUMNS} FROM integrations WHERE workspace_id = ?"
-        ))
-        .bind(workspace_id)
-        .fetch_optional(&self.reader)
-        .await?;
+        let row: Option<IntegrationRow> =
+            sqlx::query_as(&format!("SELECT {INTEGRATION_COLUMNS} FROM integrations WHERE workspace_id = ?"))
+                .bind(workspace_id)
+                .fetch_optional(&self.reader)
+                .await?;
         row.map(Integration::try_from).transpose()
     }
 
@@ -197,10 +200,7 @@ impl Store for SqliteStore {
         .bind(workspace_id)
         .fetch_one(&self.reader)
         .await?;
-        Ok(QueueCounts {
-            queued: queued as u64,
-            dead: dead as u64,
-        })
+        Ok(QueueCounts { queued: queued as u64, dead: dead as u64 })
     }
 
     async fn enqueue(&self, events: &[NewEvent], identities: &[IdentityLink]) -> Result<(), StoreError> {
@@ -223,7 +223,10 @@ impl Store for SqliteStore {
         for chunk in links.chunks(ROWS_PER_INSERT) {
             sql.push("INSERT INTO identities (workspace_id, anonymous_id, user_id, updated_at) ");
             sql.push_values(chunk, |mut row, link| {
-                row.push_bind(&link.workspace_id).push_bind(&link.anonymous_id).push_bind(&link.user_id).push_bind(link.at);
+                row.push_bind(&link.workspace_id)
+                    .push_bind(&link.anonymous_id)
+                    .push_bind(&link.user_id)
+                    .push_bind(link.at);
             });
             sql.push(
                 " ON CONFLICT (workspace_id, anonymous_id) DO UPDATE SET user_id = excluded.user_id, \
@@ -242,8 +245,19 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn workspaces_with_events(&self) -> Result<Vec<String>, StoreError> {
+        let ids = sqlx::query_scalar(
+            "SELECT workspace_id FROM integrations i \
+             WHERE enabled AND EXISTS (SELECT 1 FROM events e WHERE e.workspace_id = i.workspace_id)",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(ids)
+    }
+
     async fn lease_workspaces(
         &self,
+        candidates: &[String],
         now: Millis,
         lease_until: Millis,
         limit: usize,
@@ -251,27 +265,28 @@ impl Store for SqliteStore {
         let rows: Vec<LeaseRow> = sqlx::query_as(
             "UPDATE integrations SET lease_id = lower(hex(randomblob(16))), leased_until = ?1 \
              WHERE workspace_id IN ( \
-               SELECT i.workspace_id FROM integrations i \
-               WHERE i.enabled AND i.next_attempt_at <= ?2 AND (i.leased_until IS NULL OR i.leased_until < ?2) \
-                 AND EXISTS (SELECT 1 FROM events e WHERE e.workspace_id = i.workspace_id) \
-               ORDER BY i.next_attempt_at LIMIT ?3) \
+               SELECT workspace_id FROM integrations \
+               WHERE workspace_id IN (SELECT value FROM json_each(?4)) AND enabled AND next_attempt_at <= ?2 \
+                 AND (leased_until IS NULL OR leased_until < ?2) \
+               ORDER BY next_attempt_at LIMIT ?3) \
              RETURNING workspace_id, lease_id, sealed_write_key, region, consecutive_failures",
         )
         .bind(lease_until)
         .bind(now)
         .bind(limit as i64)
+        .bind(json_list(candidates))
         .fetch_all(&self.writer)
         .await?;
         convert(rows)
     }
 
-    async fn next_due(&self, now: Millis) -> Result<Option<Millis>, StoreError> {
+    async fn next_due(&self, candidates: &[String], now: Millis) -> Result<Option<Millis>, StoreError> {
         let due = sqlx::query_scalar(
-            "SELECT MIN(CASE WHEN leased_until >= ? THEN leased_until ELSE next_attempt_at END) \
-             FROM integrations i \
-             WHERE enabled AND EXISTS (SELECT 1 FROM events e WHERE e.workspace_id = i.workspace_id)",
+            "SELECT MIN(CASE WHEN leased_until >= ?1 THEN leased_until ELSE next_attempt_at END) \
+             FROM integrations WHERE enabled AND workspace_id IN (SELECT value FROM json_each(?2))",
         )
         .bind(now)
+        .bind(json_list(candidates))
         .fetch_one(&self.reader)
         .await?;
         Ok(due)
@@ -294,26 +309,13 @@ impl Store for SqliteStore {
     }
 
     async fn ack(&self, lease: &WorkspaceLease, event_ids: &[i64]) -> Result<u64, StoreError> {
-        let result = sqlx::query(&format!(
-            "DELETE FROM events WHERE id IN (SELECT value FROM json_each(?1)) AND {LEASE_HELD}"
-        ))
-        .bind(json_ids(event_ids))
-        .bind(&lease.workspace_id)
-        .bind(&lease.lease_id)
-        .execute(&self.writer)
-        .await?;
-        Ok(result.rows_affected())
-    }
-
-    async fn count_attempt(&self, lease: &WorkspaceLease, event_ids: &[i64]) -> Result<u64, StoreError> {
-        let result = sqlx::query(&format!(
-            "UPDATE events SET attempts = attempts + 1 WHERE id IN (SELECT value FROM json_each(?1)) AND {LEASE_HELD}"
-        ))
-        .bind(json_ids(event_ids))
-        .bind(&lease.workspace_id)
-        .bind(&lease.lease_id)
-        .execute(&self.writer)
-        .await?;
+        let result =
+            sqlx::query(&format!("DELETE FROM events WHERE id IN (SELECT value FROM json_each(?1)) AND {LEASE_HELD}"))
+                .bind(json_ids(event_ids))
+                .bind(&lease.workspace_id)
+                .bind(&lease.lease_id)
+                .execute(&self.writer)
+                .await?;
         Ok(result.rows_affected())
     }
 
@@ -328,8 +330,8 @@ impl Store for SqliteStore {
         for rejection in rejections {
             moved += sqlx::query(&format!(
                 "INSERT INTO dead_letters (workspace_id, message_id, user_id, anonymous_id, payload, received_at, \
-                                           attempts, reason, status, detail, failed_at) \
-                 SELECT workspace_id, message_id, user_id, anonymous_id, payload, received_at, attempts + 1, \
+                                           reason, status, detail, failed_at) \
+                 SELECT workspace_id, message_id, user_id, anonymous_id, payload, received_at, \
                         ?4, ?5, ?6, ?7 \
                  FROM events WHERE id = ?1 AND {LEASE_HELD}"
             ))
@@ -367,21 +369,14 @@ impl Store for SqliteStore {
 
     async fn end_round(&self, lease: &WorkspaceLease, end: &RoundEnd) -> Result<(), StoreError> {
         let query = match end {
-            RoundEnd::Delivered {
-                delivered_at,
-                next_attempt_at,
-            } => sqlx::query(
+            RoundEnd::Delivered { delivered_at, next_attempt_at } => sqlx::query(
                 "UPDATE integrations SET lease_id = NULL, leased_until = NULL, consecutive_failures = 0, \
                    next_attempt_at = ?, last_delivery_at = COALESCE(?, last_delivery_at) \
                  WHERE workspace_id = ? AND lease_id = ?",
             )
             .bind(next_attempt_at)
             .bind(delivered_at),
-            RoundEnd::Failed {
-                error,
-                next_attempt_at,
-                counts_as_failure,
-            } => sqlx::query(
+            RoundEnd::Failed { error, next_attempt_at, counts_as_failure } => sqlx::query(
                 "UPDATE integrations SET lease_id = NULL, leased_until = NULL, \
                    consecutive_failures = consecutive_failures + ?, next_attempt_at = ?, \
                    last_error_at = ?, last_error_status = ?, last_error_message = ? \
@@ -393,11 +388,7 @@ impl Store for SqliteStore {
             .bind(error.status.map(i32::from))
             .bind(&error.message),
         };
-        query
-            .bind(&lease.workspace_id)
-            .bind(&lease.lease_id)
-            .execute(&self.writer)
-            .await?;
+        query.bind(&lease.workspace_id).bind(&lease.lease_id).execute(&self.writer).await?;
         Ok(())
     }
 
@@ -420,8 +411,8 @@ impl Store for SqliteStore {
         let (reason, detail) = EXPIRED;
         let moved = sqlx::query(
             "INSERT INTO dead_letters (workspace_id, message_id, user_id, anonymous_id, payload, received_at, \
-                                       attempts, reason, status, detail, failed_at) \
-             SELECT workspace_id, message_id, user_id, anonymous_id, payload, received_at, attempts, ?, NULL, ?, ? \
+                                       reason, status, detail, failed_at) \
+             SELECT workspace_id, message_id, user_id, anonymous_id, payload, received_at, ?, NULL, ?, ? \
              FROM events WHERE id IN (SELECT value FROM json_each(?))",
         )
         .bind(reason)
@@ -439,7 +430,12 @@ impl Store for SqliteStore {
         Ok(moved)
     }
 
-    async fn listen_for_events(&self, _wake: Arc<Notify>, _stop: CancellationToken) {}
+    async fn listen_for_events(&self, _on_events: OnEvents, _stop: CancellationToken) {}
+
+    async fn compact(&self) -> Result<(), StoreError> {
+        // SQLite frees a deleted row's space in the b-tree at once.
+        Ok(())
+    }
 
     async fn purge(
         &self,
@@ -467,9 +463,7 @@ impl Store for SqliteStore {
     }
 
     async fn queue_depth(&self) -> Result<u64, StoreError> {
-        let depth: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
-            .fetch_one(&self.reader)
-            .await?;
+        let depth: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(&self.reader).await?;
         Ok(depth as u64)
     }
 
@@ -496,10 +490,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        sqlx::query("DELETE FROM dead_letters WHERE workspace_id = ?")
-            .bind(workspace_id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query("DELETE FROM dead_letters WHERE workspace_id = ?").bind(workspace_id).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(replayed)
     }

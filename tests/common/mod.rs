@@ -68,11 +68,7 @@ impl TestDb {
         match backend {
             Backend::Sqlite => {
                 let url = format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display());
-                Some(TestDb {
-                    url,
-                    dir,
-                    postgres: None,
-                })
+                Some(TestDb { url, dir, postgres: None })
             }
             Backend::Postgres => {
                 let admin_url = std::env::var("PRODUKTLY_TEST_POSTGRES_URL").unwrap_or(DEFAULT_POSTGRES.into());
@@ -85,11 +81,7 @@ impl TestDb {
                     return None;
                 }
                 let url = postgres::url_with_database(&admin_url, &name);
-                Some(TestDb {
-                    url,
-                    dir,
-                    postgres: Some((admin_url, name)),
-                })
+                Some(TestDb { url, dir, postgres: Some((admin_url, name)) })
             }
         }
     }
@@ -102,10 +94,7 @@ impl Drop for TestDb {
         };
         // Drop runs outside any runtime's async context: use a runtime of its own.
         let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             let _ = runtime.block_on(postgres::drop_database(&admin_url, &name));
         })
         .join();
@@ -122,11 +111,7 @@ pub struct Env {
 impl Env {
     pub async fn new(backend: Backend) -> Option<Env> {
         let db = TestDb::new(backend).await?;
-        Some(Env {
-            db,
-            segment: MockSegment::start().await,
-            eu_segment: MockSegment::start().await,
-        })
+        Some(Env { db, segment: MockSegment::start().await, eu_segment: MockSegment::start().await })
     }
 
     /// Settings for an instance on this environment: fast polling and
@@ -174,11 +159,7 @@ impl TestApp {
         let client = ServiceClient::new(format!("http://{}", app.local_addr()));
         let stop = CancellationToken::new();
         let task = tokio::spawn(app.run(stop.clone()));
-        TestApp {
-            client,
-            stop,
-            task: Some(task),
-        }
+        TestApp { client, stop, task: Some(task) }
     }
 
     /// Stops as on SIGTERM and waits until it has drained.
@@ -212,10 +193,7 @@ pub struct ServiceClient {
 
 impl ServiceClient {
     pub fn new(base: String) -> ServiceClient {
-        ServiceClient {
-            base,
-            http: reqwest::Client::new(),
-        }
+        ServiceClient { base, http: reqwest::Client::new() }
     }
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
@@ -241,14 +219,11 @@ impl ServiceClient {
     }
 
     pub async fn put_integration(&self, workspace: &TestWorkspace, body: Value) -> reqwest::Response {
-        self.admin(
-            reqwest::Method::PUT,
-            &format!("/admin/v1/workspaces/{}/integrations/segment", workspace.id),
-        )
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
+        self.admin(reqwest::Method::PUT, &format!("/admin/v1/workspaces/{}/integrations/segment", workspace.id))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// A workspace with an enabled Segment integration (US) using `write_key`.
@@ -260,16 +235,13 @@ impl ServiceClient {
     }
 
     pub async fn integration(&self, workspace: &TestWorkspace) -> Value {
-        self.admin(
-            reqwest::Method::GET,
-            &format!("/admin/v1/workspaces/{}/integrations/segment", workspace.id),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+        self.admin(reqwest::Method::GET, &format!("/admin/v1/workspaces/{}/integrations/segment", workspace.id))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     /// POSTs a JSON body to an ingest endpoint with the key in the header.
@@ -287,14 +259,7 @@ impl ServiceClient {
     }
 
     pub async fn metrics(&self) -> String {
-        self.http
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        self.http.get(self.url("/metrics")).send().await.unwrap().text().await.unwrap()
     }
 
     /// The value of one metric line, e.g. `produktly_events_delivered_total`.
@@ -319,10 +284,7 @@ where
 {
     let deadline = Instant::now() + timeout;
     while !check().await {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -40,11 +40,7 @@ impl ServiceProcess {
             command.env(name, value);
         }
         let child = command.spawn().expect("the service binary starts");
-        let service = ServiceProcess {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            log,
-        };
+        let service = ServiceProcess { child, base: format!("http://127.0.0.1:{port}"), log };
         service.wait_until_healthy().await;
         service
     }
@@ -58,11 +54,7 @@ impl ServiceProcess {
             {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "the service did not come up; log:\n{}",
-                self.log_text()
-            );
+            assert!(Instant::now() < deadline, "the service did not come up; log:\n{}", self.log_text());
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -87,11 +79,7 @@ impl ServiceProcess {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(
-                Instant::now() < deadline,
-                "no exit within {within:?} of SIGTERM; log:\n{}",
-                self.log_text()
-            );
+            assert!(Instant::now() < deadline, "no exit within {within:?} of SIGTERM; log:\n{}", self.log_text());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -111,10 +99,6 @@ impl Drop for ServiceProcess {
 }
 
 fn signal(pid: u32, name: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
+    let status = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().unwrap();
     assert!(status.success());
 }

@@ -108,10 +108,7 @@ impl MockSegment {
     pub async fn fail_next(&self, times: usize, status: u16, headers: &[(&str, &str)]) {
         let headers: Vec<_> = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
         let mut state = self.state.lock().unwrap();
-        state.script.extend((0..times).map(|_| Answer {
-            status,
-            headers: headers.clone(),
-        }));
+        state.script.extend((0..times).map(|_| Answer { status, headers: headers.clone() }));
     }
 
     /// Answers every request with `status` until `end_outage`.
@@ -125,11 +122,7 @@ impl MockSegment {
 
     /// Answers the requests of one write key with `status` until `end_key_outage`.
     pub fn start_key_outage(&self, write_key: &str, status: u16) {
-        self.state
-            .lock()
-            .unwrap()
-            .key_outages
-            .insert(write_key.to_owned(), status);
+        self.state.lock().unwrap().key_outages.insert(write_key.to_owned(), status);
     }
 
     pub fn end_key_outage(&self, write_key: &str) {
@@ -161,60 +154,28 @@ impl Respond for Strict {
         let injected = state
             .script
             .pop_front()
-            .or_else(|| {
-                state.outage.map(|status| Answer {
-                    status,
-                    headers: vec![],
-                })
-            })
-            .or_else(|| {
-                state.key_outages.get(&write_key).map(|&status| Answer {
-                    status,
-                    headers: vec![],
-                })
-            });
+            .or_else(|| state.outage.map(|status| Answer { status, headers: vec![] }))
+            .or_else(|| state.key_outages.get(&write_key).map(|&status| Answer { status, headers: vec![] }));
         let answer = match (injected, checked) {
             (Some(answer), _) => answer,
             (None, Err(violation)) => {
                 state.violations.push(violation);
-                Answer {
-                    status: 400,
-                    headers: vec![],
-                }
+                Answer { status: 400, headers: vec![] }
             }
-            (None, Ok(_))
-                if state
-                    .refuse
-                    .as_ref()
-                    .is_some_and(|refuse| messages_of(request).iter().any(refuse)) =>
-            {
-                Answer {
-                    status: 400,
-                    headers: vec![],
-                }
+            (None, Ok(_)) if state.refuse.as_ref().is_some_and(|refuse| messages_of(request).iter().any(refuse)) => {
+                Answer { status: 400, headers: vec![] }
             }
             (None, Ok(checked)) => {
-                state
-                    .accepted
-                    .extend(checked.messages.into_iter().map(|message| Received {
-                        message,
-                        write_key: checked.write_key.clone(),
-                        sent_at: checked.sent_at.clone(),
-                        at,
-                    }));
-                Answer {
-                    status: 200,
-                    headers: vec![],
-                }
+                state.accepted.extend(checked.messages.into_iter().map(|message| Received {
+                    message,
+                    write_key: checked.write_key.clone(),
+                    sent_at: checked.sent_at.clone(),
+                    at,
+                }));
+                Answer { status: 200, headers: vec![] }
             }
         };
-        state.attempts.push(Attempt {
-            at,
-            write_key,
-            status: answer.status,
-            messages,
-            bytes: request.body.len(),
-        });
+        state.attempts.push(Attempt { at, write_key, status: answer.status, messages, bytes: request.body.len() });
         let body = match answer.status {
             200 => "{\"success\":true}",
             400 => "{\"success\":false,\"message\":\"refused message\"}",
@@ -246,26 +207,14 @@ struct Checked {
 
 /// Segment's rules for a batch request.
 fn check(request: &Request) -> Result<Checked, String> {
-    let header = |name: &str| {
-        request
-            .headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-    };
+    let header = |name: &str| request.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
     if !header("content-type").starts_with("application/json") {
         return Err(format!("content-type is {:?}", header("content-type")));
     }
-    let credentials = header("authorization")
-        .strip_prefix("Basic ")
-        .ok_or("no Basic authorization")?;
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(credentials)
-        .map_err(|e| e.to_string())?;
+    let credentials = header("authorization").strip_prefix("Basic ").ok_or("no Basic authorization")?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(credentials).map_err(|e| e.to_string())?;
     let decoded = String::from_utf8(decoded).map_err(|e| e.to_string())?;
-    let write_key = decoded
-        .strip_suffix(':')
-        .ok_or("Basic credentials must be `writeKey:`")?;
+    let write_key = decoded.strip_suffix(':').ok_or("Basic credentials must be `writeKey:`")?;
     if write_key.is_empty() {
         return Err("empty write key".into());
     }
@@ -282,11 +231,7 @@ fn check(request: &Request) -> Result<Checked, String> {
     for message in messages {
         check_message(message)?;
     }
-    Ok(Checked {
-        write_key: write_key.to_owned(),
-        sent_at: sent_at.to_owned(),
-        messages: messages.clone(),
-    })
+    Ok(Checked { write_key: write_key.to_owned(), sent_at: sent_at.to_owned(), messages: messages.clone() })
 }
 
 fn check_message(message: &Value) -> Result<(), String> {

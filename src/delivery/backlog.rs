@@ -1,0 +1,125 @@
+//! Which workspaces have events waiting, as this instance knows it, and the
+//! wake-up that tells delivery so.
+//!
+//! Asking the database which workspaces have events means probing the queue
+//! table per workspace, which gets slow under churn (deleted rows linger in
+//! the index until vacuumed). So delivery keeps this set instead: commits of
+//! this instance and announcements of other instances add to it, a periodic
+//! poll of the database corrects it, and a round that finds its workspace
+//! caught up takes the workspace out.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use tokio::sync::Notify;
+
+#[derive(Default)]
+pub struct Backlog {
+    state: Mutex<State>,
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct State {
+    /// Bumped at every mark; a workspace's entry is the value of its last mark.
+    clock: u64,
+    workspaces: HashMap<String, u64>,
+}
+
+impl Backlog {
+    /// New events for these workspaces: remember them and wake delivery.
+    pub fn mark<'a>(&self, workspace_ids: impl IntoIterator<Item = &'a str>) {
+        {
+            let mut state = self.lock();
+            state.clock += 1;
+            let clock = state.clock;
+            for id in workspace_ids {
+                match state.workspaces.get_mut(id) {
+                    Some(version) => *version = clock,
+                    None => {
+                        state.workspaces.insert(id.to_owned(), clock);
+                    }
+                }
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    /// The workspaces known to have events waiting.
+    pub fn workspaces(&self) -> Vec<String> {
+        self.lock().workspaces.keys().cloned().collect()
+    }
+
+    /// A version to hand back to [`Backlog::settle`]: marks after it count.
+    pub fn version(&self) -> u64 {
+        self.lock().clock
+    }
+
+    /// The workspace was found caught up: forget it, unless new events were
+    /// marked for it since `version`.
+    pub fn settle(&self, workspace_id: &str, version: u64) {
+        let mut state = self.lock();
+        if state.workspaces.get(workspace_id).is_some_and(|marked| *marked <= version) {
+            state.workspaces.remove(workspace_id);
+        }
+    }
+
+    /// What a poll of the database found (it started at `version`) replaces
+    /// what is known, except for workspaces marked since.
+    pub fn refresh(&self, found: Vec<String>, version: u64) {
+        let mut state = self.lock();
+        state.workspaces.retain(|_, marked| *marked > version);
+        for id in found {
+            state.workspaces.entry(id).or_insert(version);
+        }
+    }
+
+    /// Completes at the next mark (or at once if one came since the last wait).
+    pub async fn woken(&self) {
+        self.wake.notified().await;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the map inconsistent.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sorted(backlog: &Backlog) -> Vec<String> {
+        let mut ids = backlog.workspaces();
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn a_settled_workspace_is_forgotten_unless_marked_again() {
+        let backlog = Backlog::default();
+        backlog.mark(["a", "b"]);
+        let version = backlog.version();
+        backlog.mark(["b"]);
+        backlog.settle("a", version);
+        backlog.settle("b", version);
+        assert_eq!(sorted(&backlog), ["b"], "b got events during the round");
+    }
+
+    #[test]
+    fn a_poll_replaces_what_is_known_except_fresh_marks() {
+        let backlog = Backlog::default();
+        backlog.mark(["stale"]);
+        let version = backlog.version();
+        backlog.mark(["fresh"]);
+        backlog.refresh(vec!["found".to_owned()], version);
+        assert_eq!(sorted(&backlog), ["found", "fresh"]);
+    }
+
+    #[tokio::test]
+    async fn a_mark_wakes_the_waiter() {
+        let backlog = Backlog::default();
+        backlog.mark(["a"]);
+        tokio::time::timeout(std::time::Duration::from_secs(1), backlog.woken()).await.unwrap();
+    }
+}
