@@ -89,6 +89,7 @@ impl App {
                 max_bytes: settings.segment.max_batch_bytes,
             },
             backlog: backlog.clone(),
+            cursors: Default::default(),
         });
         let janitor = Janitor {
             compacted_at: 0,

@@ -116,7 +116,7 @@ async fn claims_resolve_user_ids_and_follow_arrival_order(backend: Backend) {
     store.enqueue(&events, &[]).await.unwrap();
 
     let lease = lease_one(store.as_ref(), NOW).await;
-    let claimed = store.queued_events(&lease, 10).await.unwrap();
+    let claimed = store.queued_events(&lease, 0, 10).await.unwrap();
     let ids: Vec<_> = claimed.iter().map(|e| e.message_id.as_str()).collect();
     assert_eq!(ids, ["m0", "m1", "m2"]);
     let users: Vec<_> = claimed.iter().map(|e| e.user_id.as_deref()).collect();
@@ -133,7 +133,7 @@ async fn a_stale_lease_changes_nothing(backend: Backend) {
     };
     seeded(store.as_ref(), "w", 3).await;
     let stale = lease_one(store.as_ref(), NOW).await;
-    let first = store.queued_events(&stale, 10).await.unwrap();
+    let first = store.queued_events(&stale, 0, 10).await.unwrap();
     assert_eq!(first.len(), 3);
     assert!(
         lease_with_events(store.as_ref(), NOW + 1, NOW + LEASE, 5).await.unwrap().is_empty(),
@@ -144,7 +144,7 @@ async fn a_stale_lease_changes_nothing(backend: Backend) {
     let later = NOW + LEASE + 1;
     let fresh = lease_one(store.as_ref(), later).await;
     assert_ne!(fresh.lease_id, stale.lease_id);
-    assert_eq!(store.queued_events(&fresh, 10).await.unwrap(), first, "the new holder sees the same events");
+    assert_eq!(store.queued_events(&fresh, 0, 10).await.unwrap(), first, "the new holder sees the same events");
 
     let ids: Vec<i64> = first.iter().map(|e| e.id).collect();
     assert_eq!(store.ack(&stale, &ids).await.unwrap(), 0);
@@ -173,14 +173,16 @@ async fn failed_events_stay_queued_for_the_next_round(backend: Backend) {
     };
     seeded(store.as_ref(), "w", 4).await;
     let lease = lease_one(store.as_ref(), NOW).await;
-    let oldest = store.queued_events(&lease, 2).await.unwrap();
+    let oldest = store.queued_events(&lease, 0, 2).await.unwrap();
     assert_eq!(oldest.iter().map(|e| e.message_id.as_str()).collect::<Vec<_>>(), ["m0", "m1"]);
     let ids: Vec<i64> = oldest.iter().map(|e| e.id).collect();
     store.release_lease(&lease).await.unwrap();
 
     let next = lease_one(store.as_ref(), NOW + 1).await;
-    let again = store.queued_events(&next, 10).await.unwrap();
+    let again = store.queued_events(&next, 0, 10).await.unwrap();
     assert_eq!(again.iter().map(|e| e.message_id.as_str()).collect::<Vec<_>>(), ["m0", "m1", "m2", "m3"]);
+    let after = store.queued_events(&next, ids[1], 10).await.unwrap();
+    assert_eq!(after.iter().map(|e| e.message_id.as_str()).collect::<Vec<_>>(), ["m2", "m3"], "a read after an id");
     let rejection = Rejection { event_id: ids[0], reason: "rejected".into(), status: None, detail: "x".into() };
     store.dead_letter(&next, &[rejection], NOW).await.unwrap();
     assert_eq!(store.queue_depth().await.unwrap(), 3);
@@ -192,7 +194,7 @@ async fn dead_letters_are_kept_listed_and_replayed(backend: Backend) {
     };
     seeded(store.as_ref(), "w", 3).await;
     let lease = lease_one(store.as_ref(), NOW).await;
-    let claimed = store.queued_events(&lease, 10).await.unwrap();
+    let claimed = store.queued_events(&lease, 0, 10).await.unwrap();
     let rejection =
         Rejection { event_id: claimed[1].id, reason: "rejected".into(), status: Some(400), detail: "bad".into() };
     assert_eq!(store.dead_letter(&lease, &[rejection], NOW + 7).await.unwrap(), 1);
@@ -207,7 +209,7 @@ async fn dead_letters_are_kept_listed_and_replayed(backend: Backend) {
     assert_eq!(store.queue_counts("w").await.unwrap(), store::QueueCounts { queued: 3, dead: 0 });
     let later = NOW + LEASE + 1;
     let lease = lease_one(store.as_ref(), later).await;
-    let replayed = store.queued_events(&lease, 10).await.unwrap();
+    let replayed = store.queued_events(&lease, 0, 10).await.unwrap();
     let m1 = replayed.iter().find(|e| e.message_id == "m1").unwrap();
     assert_eq!(m1.received_at, NOW + 9, "a replayed event has a fresh age");
 }
@@ -301,10 +303,10 @@ async fn compacting_keeps_the_queue(backend: Backend) {
     let Some((_env, store)) = open(backend).await else { return };
     seeded(store.as_ref(), "w", 3).await;
     let lease = lease_one(store.as_ref(), NOW).await;
-    let events = store.queued_events(&lease, 2).await.unwrap();
+    let events = store.queued_events(&lease, 0, 2).await.unwrap();
     store.ack(&lease, &events.iter().map(|e| e.id).collect::<Vec<_>>()).await.unwrap();
     store.compact().await.unwrap();
-    assert_eq!(store.queued_events(&lease, 10).await.unwrap().len(), 1);
+    assert_eq!(store.queued_events(&lease, 0, 10).await.unwrap().len(), 1);
 }
 
 async fn deleting_an_integration_drops_its_events(backend: Backend) {
@@ -333,7 +335,7 @@ async fn retention_deletes_only_old_dead_letters_and_identities(backend: Backend
     };
     store.enqueue(&[], &[link("old", NOW - 10), link("new", NOW + 10)]).await.unwrap();
     let lease = lease_one(store.as_ref(), NOW).await;
-    let claimed = store.queued_events(&lease, 10).await.unwrap();
+    let claimed = store.queued_events(&lease, 0, 10).await.unwrap();
     for (event, failed_at) in claimed.iter().zip([NOW - 10, NOW + 10]) {
         let rejection = Rejection { event_id: event.id, reason: "rejected".into(), status: None, detail: "x".into() };
         store.dead_letter(&lease, &[rejection], failed_at).await.unwrap();
@@ -345,7 +347,7 @@ async fn retention_deletes_only_old_dead_letters_and_identities(backend: Backend
     let later = NOW + LEASE + 1;
     let lease = lease_one(store.as_ref(), later).await;
     let users: Vec<_> = store
-        .queued_events(&lease, 10)
+        .queued_events(&lease, 0, 10)
         .await
         .unwrap()
         .into_iter()

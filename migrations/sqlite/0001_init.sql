@@ -26,8 +26,10 @@ CREATE TABLE integrations (
 );
 
 -- The delivery queue. `payload` is the Segment track message without userId.
+-- AUTOINCREMENT: ids are never reused, so a read may start after the last
+-- delivered id (see delivery's cursors).
 CREATE TABLE events (
-    id            INTEGER PRIMARY KEY,
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
     workspace_id  TEXT NOT NULL,
     message_id    TEXT NOT NULL,
     user_id       TEXT,

@@ -9,6 +9,7 @@
 //! transaction is open while Segment is called.
 
 mod backlog;
+mod cursors;
 mod janitor;
 mod pacing;
 mod round;
@@ -30,6 +31,7 @@ use crate::store::{Store, WorkspaceLease};
 use crate::time::{millis, now_millis};
 
 pub use backlog::Backlog;
+use cursors::Cursors;
 pub use janitor::Janitor;
 
 /// After a wake-up, the time given to the commits that follow before leasing,
@@ -44,6 +46,7 @@ pub struct Delivery {
     pub settings: DeliverySettings,
     pub limits: BatchLimits,
     pub backlog: Arc<Backlog>,
+    pub cursors: Cursors,
 }
 
 impl Delivery {

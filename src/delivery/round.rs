@@ -44,9 +44,11 @@ impl Delivery {
         };
         let version = self.backlog.version();
         let started = Instant::now();
-        let events = self.store.queued_events(lease, self.limits.max_messages).await?;
+        let after = self.cursors.start(&lease.workspace_id);
+        let events = self.store.queued_events(lease, after, self.limits.max_messages).await?;
         self.metrics.store_op("read", started.elapsed());
         let read = events.len();
+        let last_read = events.last().map(|e| e.id);
         let received_at: HashMap<i64, Millis> = events.iter().map(|e| (e.id, e.received_at)).collect();
         let messages = events.into_iter().map(|e| (e.id, segment::with_user_id(e.payload, e.user_id.as_deref())));
         let packed = segment::pack(messages, self.limits);
@@ -86,14 +88,19 @@ impl Delivery {
                 },
                 // What was not delivered stays queued for the workspace's next round.
                 Outcome::RateLimited { status, retry_after } => {
+                    self.cursors.reset(&lease.workspace_id);
                     self.count_retried(std::iter::once(&batch).chain(&pending));
                     return Ok(self.rate_limited(status, retry_after, pace.next_allowed()));
                 }
                 Outcome::Failed { status, message } => {
+                    self.cursors.reset(&lease.workspace_id);
                     self.count_retried(std::iter::once(&batch).chain(&pending));
                     return Ok(self.failure(lease, status, message, pace.next_allowed()));
                 }
             }
+        }
+        if let Some(last) = last_read {
+            self.cursors.advance(&lease.workspace_id, last);
         }
         // A partial batch means the workspace is caught up: it leaves the
         // backlog until new events come, and the next batch gets time to fill.

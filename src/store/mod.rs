@@ -212,9 +212,15 @@ pub trait Store: Send + Sync + 'static {
     /// The earliest time one of the enabled `candidates` may be leased (its
     /// next attempt, or the end of its current lease).
     async fn next_due(&self, candidates: &[String], now: Millis) -> Result<Option<Millis>, StoreError>;
-    /// The leased workspace's `limit` oldest queued events. Reading takes no
-    /// lock and writes nothing: the workspace lease makes them this worker's.
-    async fn queued_events(&self, lease: &WorkspaceLease, limit: usize) -> Result<Vec<QueuedEvent>, StoreError>;
+    /// The leased workspace's `limit` oldest queued events with an id above
+    /// `after` (0: from the front). Reading takes no lock and writes nothing:
+    /// the workspace lease makes them this worker's.
+    async fn queued_events(
+        &self,
+        lease: &WorkspaceLease,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<QueuedEvent>, StoreError>;
     /// Deletes delivered events, if the lease is still held.
     async fn ack(&self, lease: &WorkspaceLease, event_ids: &[i64]) -> Result<u64, StoreError>;
     /// Moves events to the dead letters, if the lease is still held.

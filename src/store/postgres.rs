@@ -341,15 +341,21 @@ impl Store for PostgresStore {
         Ok(due)
     }
 
-    async fn queued_events(&self, lease: &WorkspaceLease, limit: usize) -> Result<Vec<QueuedEvent>, StoreError> {
+    async fn queued_events(
+        &self,
+        lease: &WorkspaceLease,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<QueuedEvent>, StoreError> {
         let events = sqlx::query_as(
             "SELECT e.id, e.message_id, COALESCE(e.user_id, i.user_id) AS user_id, e.anonymous_id, e.payload, \
                     e.received_at \
              FROM events e LEFT JOIN identities i \
                ON e.user_id IS NULL AND i.workspace_id = e.workspace_id AND i.anonymous_id = e.anonymous_id \
-             WHERE e.workspace_id = $1 ORDER BY e.id LIMIT $2",
+             WHERE e.workspace_id = $1 AND e.id > $2 ORDER BY e.id LIMIT $3",
         )
         .bind(&lease.workspace_id)
+        .bind(after)
         .bind(limit as i64)
         .fetch_all(&self.pool)
         .await?;

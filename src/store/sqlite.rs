@@ -292,16 +292,22 @@ impl Store for SqliteStore {
         Ok(due)
     }
 
-    async fn queued_events(&self, lease: &WorkspaceLease, limit: usize) -> Result<Vec<QueuedEvent>, StoreError> {
+    async fn queued_events(
+        &self,
+        lease: &WorkspaceLease,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<QueuedEvent>, StoreError> {
         // A read: on the reader pool, so it never holds up the writer (ingest).
         let events = sqlx::query_as(
             "SELECT e.id, e.message_id, COALESCE(e.user_id, i.user_id) AS user_id, e.anonymous_id, e.payload, \
                     e.received_at \
              FROM events e LEFT JOIN identities i \
                ON e.user_id IS NULL AND i.workspace_id = e.workspace_id AND i.anonymous_id = e.anonymous_id \
-             WHERE e.workspace_id = ? ORDER BY e.id LIMIT ?",
+             WHERE e.workspace_id = ? AND e.id > ? ORDER BY e.id LIMIT ?",
         )
         .bind(&lease.workspace_id)
+        .bind(after)
         .bind(limit as i64)
         .fetch_all(&self.reader)
         .await?;
