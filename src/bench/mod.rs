@@ -56,18 +56,49 @@ pub struct BenchArgs {
     /// Workspaces the events are spread over.
     #[arg(long, default_value_t = 8)]
     workspaces: usize,
+    /// Whole runs (each on a fresh service and database); the table shows medians.
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
 }
 
-/// One line of the results table.
+/// One line of the results table: the figures measured, and how they read.
 struct Row {
     figure: String,
-    result: String,
+    values: Vec<f64>,
+    show: fn(&[f64]) -> String,
 }
 
+/// Runs the whole benchmark `runs` times, each on a fresh service and
+/// database, and prints the median of each figure.
 pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
+    let mut runs: Vec<Vec<Row>> = Vec::new();
+    for run in 1..=args.runs.max(1) {
+        eprintln!("run {run} of {}", args.runs.max(1));
+        runs.push(run_once(&args).await?);
+    }
+    let medians: Vec<Row> = (0..runs[0].len())
+        .map(|i| Row {
+            figure: runs[0][i].figure.clone(),
+            values: (0..runs[0][i].values.len())
+                .map(|j| median(runs.iter().map(|rows| rows[i].values[j]).collect()))
+                .collect(),
+            show: runs[0][i].show,
+        })
+        .collect();
+    print_table(&args, &medians);
+    Ok(())
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    if values.len() % 2 == 1 { values[middle] } else { (values[middle - 1] + values[middle]) / 2.0 }
+}
+
+async fn run_once(args: &BenchArgs) -> Result<Vec<Row>, BenchError> {
     let epoch = Instant::now();
     let mock = MockSegment::start(epoch).await?;
-    let database = Database::create(&args).await?;
+    let database = Database::create(args).await?;
     let service = Service::start(&database.url, &database.dir, &mock.url()).await?;
     let mut keys = Vec::new();
     for i in 0..args.workspaces.max(1) {
@@ -87,14 +118,37 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
             load::closed_loop(&targets(path), body(events), events, args.connections, Until::Elapsed(phase)).await?;
         rows.push(Row {
             figure: format!("{figure}, {} connections, durable", args.connections),
-            result: throughput(&report),
+            values: report_values(&report),
+            show: |v| {
+                format!(
+                    "{} events/s; p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms{}",
+                    thousands(v[0]),
+                    v[1],
+                    v[2],
+                    v[3],
+                    failures(v[4])
+                )
+            },
         });
         sent += report.events;
         wait_for_delivery(&mock, sent).await?;
     }
 
     let report = load::open_loop(&targets("/v1/track")[0], 10_000, 32, phase, || body(1)).await?;
-    rows.push(Row { figure: "ingest latency at 10,000 events/s".into(), result: latency(&report) });
+    rows.push(Row {
+        figure: "ingest latency at 10,000 events/s".into(),
+        values: report_values(&report),
+        show: |v| {
+            format!(
+                "p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms ({} events/s){}",
+                v[1],
+                v[2],
+                v[3],
+                thousands(v[0]),
+                failures(v[4])
+            )
+        },
+    });
     sent += report.events;
     wait_for_delivery(&mock, sent).await?;
 
@@ -105,15 +159,11 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     mock.set_rate_limiting(false);
     sent += backlog.events;
     wait_for_delivery(&mock, sent).await?;
-    let drain = Duration::from_micros(mock.span_micros());
+    let drain = Duration::from_micros(mock.span_micros()).as_secs_f64();
     rows.push(Row {
-        figure: format!("drain a backlog of {} events ({} workspaces)", thousands(backlog.events), keys.len()),
-        result: format!(
-            "{:.1} s, {} events/s (loaded at {} events/s)",
-            drain.as_secs_f64(),
-            thousands((backlog.events as f64 / drain.as_secs_f64()) as u64),
-            thousands(backlog.events_per_sec() as u64)
-        ),
+        figure: format!("drain a backlog of {} events ({} workspaces)", thousands(backlog.events as f64), keys.len()),
+        values: vec![drain, backlog.events as f64 / drain, backlog.events_per_sec()],
+        show: |v| format!("{:.1} s, {} events/s (loaded at {} events/s)", v[0], thousands(v[1]), thousands(v[2])),
     });
 
     mock.take_latency();
@@ -124,20 +174,34 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     let end_to_end = mock.take_latency();
     rows.push(Row {
         figure: "end to end (ingest → mock Segment) at 1,000 events/s".into(),
-        result: format!(
-            "p50 {:.1} ms, p99 {:.1} ms ({} events)",
+        values: vec![
             end_to_end.value_at_quantile(0.5) as f64 / 1000.0,
             end_to_end.value_at_quantile(0.99) as f64 / 1000.0,
-            end_to_end.len()
-        ),
+            end_to_end.len() as f64,
+        ],
+        show: |v| format!("p50 {:.1} ms, p99 {:.1} ms ({} events)", v[0], v[1], thousands(v[2])),
     });
-    let peak = service.peak_rss().map_or("unknown".into(), |bytes| format!("{} MB", bytes / 1_000_000));
-    rows.push(Row { figure: "peak RSS of the service".into(), result: peak });
+    let peak = service.peak_rss().ok_or_else(|| BenchError("cannot read the service's memory".into()))?;
+    rows.push(Row {
+        figure: "peak RSS of the service".into(),
+        values: vec![peak as f64 / 1_000_000.0],
+        show: |v| format!("{:.0} MB", v[0]),
+    });
 
     service.stop()?;
     database.remove().await;
-    print_table(&args, &rows);
-    Ok(())
+    Ok(rows)
+}
+
+/// events/s, p50, p95, p99 (ms), requests not accepted.
+fn report_values(report: &Report) -> Vec<f64> {
+    vec![
+        report.events_per_sec(),
+        report.millis_at(0.5),
+        report.millis_at(0.95),
+        report.millis_at(0.99),
+        report.failures as f64,
+    ]
 }
 
 /// A body of `events` valid events (one event, or a batch).
@@ -171,34 +235,12 @@ async fn wait_for_delivery(mock: &MockSegment, sent: u64) -> Result<(), BenchErr
     Ok(())
 }
 
-fn throughput(report: &Report) -> String {
-    format!(
-        "{} events/s; p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms{}",
-        thousands(report.events_per_sec() as u64),
-        report.millis_at(0.5),
-        report.millis_at(0.95),
-        report.millis_at(0.99),
-        failures(report)
-    )
+fn failures(count: f64) -> String {
+    if count == 0.0 { String::new() } else { format!("; {count:.0} requests not accepted") }
 }
 
-fn latency(report: &Report) -> String {
-    format!(
-        "p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms ({} events/s){}",
-        report.millis_at(0.5),
-        report.millis_at(0.95),
-        report.millis_at(0.99),
-        thousands(report.events_per_sec() as u64),
-        failures(report)
-    )
-}
-
-fn failures(report: &Report) -> String {
-    if report.failures == 0 { String::new() } else { format!("; {} requests not accepted", report.failures) }
-}
-
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
+fn thousands(n: f64) -> String {
+    let digits = format!("{:.0}", n.max(0.0));
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
         if i > 0 && (digits.len() - i).is_multiple_of(3) {
@@ -211,17 +253,18 @@ fn thousands(n: u64) -> String {
 
 fn print_table(args: &BenchArgs, rows: &[Row]) {
     println!(
-        "\nproduktly-segment {} bench: {:?} backend, {} s per phase, on {} CPUs\n",
+        "\nproduktly-segment {} bench: {:?} backend, {} s per phase, median of {} runs, on {} CPUs\n",
         env!("CARGO_PKG_VERSION"),
         args.backend,
         args.seconds,
+        args.runs.max(1),
         std::thread::available_parallelism().map_or(0, usize::from)
     );
     let width = rows.iter().map(|r| r.figure.chars().count()).max().unwrap_or(0);
     println!("| {:width$} | result |", "figure");
     println!("|{}|--------|", "-".repeat(width + 2));
     for row in rows {
-        println!("| {:width$} | {} |", row.figure, row.result);
+        println!("| {:width$} | {} |", row.figure, (row.show)(&row.values));
     }
 }
 

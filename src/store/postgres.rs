@@ -3,11 +3,12 @@
 //! Bulk writes bind column arrays and `UNNEST` them (one round trip per batch);
 //! claims use `FOR UPDATE SKIP LOCKED` so instances never wait on each other.
 
+use std::str::FromStr;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use tokio_util::sync::CancellationToken;
 
 use super::rows::{DEAD_LETTER_COLUMNS, DeadLetterRow, INTEGRATION_COLUMNS, IntegrationRow, LeaseRow, convert};
@@ -44,10 +45,14 @@ impl PostgresStore {
     /// Connects and applies the migrations (sqlx holds an advisory lock while
     /// migrating, so instances starting together do not race).
     pub async fn connect(url: &str, max_connections: u32) -> Result<PostgresStore, StoreError> {
+        // JIT compilation pays off for long analytical queries; for these short
+        // ones it costs milliseconds each time a cost estimate crosses its
+        // threshold (as a growing queue's estimates do), so it is off.
+        let options = PgConnectOptions::from_str(url)?.options([("jit", "off")]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(2))
             .acquire_timeout(Duration::from_secs(5))
-            .connect(url)
+            .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
         Ok(PostgresStore { pool, last_announced: AtomicI64::new(0) })
