@@ -92,7 +92,6 @@ impl App {
             cursors: Default::default(),
         });
         let janitor = Janitor {
-            compacted_at: 0,
             store: store.clone(),
             metrics: metrics.clone(),
             interval: settings.delivery.janitor_interval(),

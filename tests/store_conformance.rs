@@ -299,16 +299,6 @@ async fn workspaces_are_leased_when_due_longest_waiting_first(backend: Backend) 
     );
 }
 
-async fn compacting_keeps_the_queue(backend: Backend) {
-    let Some((_env, store)) = open(backend).await else { return };
-    seeded(store.as_ref(), "w", 3).await;
-    let lease = lease_one(store.as_ref(), NOW).await;
-    let events = store.queued_events(&lease, 0, 2).await.unwrap();
-    store.ack(&lease, &events.iter().map(|e| e.id).collect::<Vec<_>>()).await.unwrap();
-    store.compact().await.unwrap();
-    assert_eq!(store.queued_events(&lease, 0, 10).await.unwrap().len(), 1);
-}
-
 async fn deleting_an_integration_drops_its_events(backend: Backend) {
     let Some((_env, store)) = open(backend).await else {
         return;
@@ -409,5 +399,4 @@ on_both_backends!(
     old_events_expire_into_dead_letters,
     workspaces_are_leased_when_due_longest_waiting_first,
     deleting_an_integration_drops_its_events,
-    compacting_keeps_the_queue,
 );

@@ -13,12 +13,8 @@ use crate::time::{millis, now_millis};
 
 /// Rows moved or deleted per statement, to keep transactions short.
 const BATCH: usize = 10_000;
-/// Delivered events after which the queue is compacted.
-const COMPACT_AFTER: u64 = 10_000;
 
 pub struct Janitor {
-    /// Events delivered when the queue was last compacted.
-    pub compacted_at: u64,
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
     pub interval: Duration,
@@ -28,7 +24,7 @@ pub struct Janitor {
 }
 
 impl Janitor {
-    pub async fn run(mut self, stop: CancellationToken) {
+    pub async fn run(self, stop: CancellationToken) {
         let mut ticks = tokio::time::interval(self.interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -42,7 +38,7 @@ impl Janitor {
         }
     }
 
-    async fn sweep(&mut self) -> Result<(), StoreError> {
+    async fn sweep(&self) -> Result<(), StoreError> {
         let now = now_millis();
         loop {
             let expired = self.store.expire_events(now - millis(self.max_age), now, BATCH).await?;
@@ -64,11 +60,6 @@ impl Janitor {
             if dead < BATCH as u64 && identities < BATCH as u64 {
                 break;
             }
-        }
-        let delivered = self.metrics.events_delivered.get();
-        if delivered - self.compacted_at >= COMPACT_AFTER {
-            self.store.compact().await?;
-            self.compacted_at = delivered;
         }
         let depth = self.store.queue_depth().await?;
         self.metrics.queue_depth.set(i64::try_from(depth).unwrap_or(i64::MAX));

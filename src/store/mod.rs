@@ -241,11 +241,6 @@ pub trait Store: Send + Sync + 'static {
     /// cross-instance notification (SQLite serves one instance) it returns at once.
     async fn listen_for_events(&self, on_events: OnEvents, stop: CancellationToken);
 
-    /// Reclaims the space of delivered events where the database needs telling
-    /// (PostgreSQL: a vacuum of the queue, so that reads do not wade through
-    /// deleted rows).
-    async fn compact(&self) -> Result<(), StoreError>;
-
     /// Deletes up to `limit` dead letters that failed before `dead_before` and
     /// up to `limit` identity links last renewed before `identities_before`;
     /// returns how many of each.

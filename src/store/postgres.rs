@@ -482,14 +482,6 @@ impl Store for PostgresStore {
         }
     }
 
-    async fn compact(&self) -> Result<(), StoreError> {
-        // Autovacuum wakes once a minute by default; at thousands of events a
-        // second the deleted rows it leaves make every read of the queue
-        // slower. SKIP_LOCKED: when another instance is vacuuming, let it.
-        sqlx::query("VACUUM (SKIP_LOCKED) events").execute(&self.pool).await?;
-        Ok(())
-    }
-
     async fn purge(
         &self,
         dead_before: Millis,

@@ -438,11 +438,6 @@ impl Store for SqliteStore {
 
     async fn listen_for_events(&self, _on_events: OnEvents, _stop: CancellationToken) {}
 
-    async fn compact(&self) -> Result<(), StoreError> {
-        // SQLite frees a deleted row's space in the b-tree at once.
-        Ok(())
-    }
-
     async fn purge(
         &self,
         dead_before: Millis,
