@@ -7,16 +7,22 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::net::IpAddr;
+
 use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::http::request::Parts;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
+use crate::client_ip::ClientIps;
 use crate::config::Settings;
 use crate::delivery::{Backlog, Delivery, Janitor};
 use crate::ingest::{Committer, IngestKeys};
 use crate::metrics::Metrics;
+use crate::rate_limit::RateLimits;
 use crate::secrets::{Secrets, SecretsError};
 use crate::segment::{BatchLimits, SegmentClient};
 use crate::store::{self, OnEvents, Store, StoreError};
@@ -44,6 +50,16 @@ pub struct Shared {
     pub segment: SegmentClient,
     /// What is waiting for delivery; marking it wakes delivery.
     pub backlog: Arc<Backlog>,
+    pub client_ips: ClientIps,
+    pub rate_limits: RateLimits,
+}
+
+impl Shared {
+    /// The client's address (behind trusted proxies, the one they report).
+    pub fn client_ip(&self, parts: &Parts) -> Option<IpAddr> {
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>()?.0.ip();
+        Some(self.client_ips.client(peer, &parts.headers))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +117,8 @@ impl App {
         };
         let state = AppState(Arc::new(Shared {
             ingest_keys: IngestKeys::new(store.clone(), settings.ingest.key_cache_ttl()),
+            client_ips: ClientIps::new(settings.ingest.trusted_proxies.clone(), settings.ingest.ip_policy),
+            rate_limits: RateLimits::new(&settings),
             settings,
             store,
             metrics,
@@ -136,6 +154,7 @@ impl App {
             let on_events: OnEvents = Arc::new(move |workspaces| backlog.mark(workspaces.iter().map(String::as_str)));
             tokio::spawn(async move { store.listen_for_events(on_events, stop).await })
         };
+        let forgetting = tokio::spawn(forget_idle_rate_limits(state.clone(), stop.clone()));
         let service = router(state).into_make_service_with_connect_info::<SocketAddr>();
         let server = axum::serve(listener, service).with_graceful_shutdown(stop.clone().cancelled_owned());
         let served = tokio::select! {
@@ -151,7 +170,19 @@ impl App {
         let _ = delivery.await;
         let _ = janitor.await;
         let _ = listener_task.await;
+        let _ = forgetting.await;
         served
+    }
+}
+
+/// Keeps the rate limiters' memory to the clients seen lately.
+async fn forget_idle_rate_limits(state: AppState, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticks.tick() => state.rate_limits.forget_idle(),
+        }
     }
 }
 
@@ -168,6 +199,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ops::router())
         .fallback(error::no_such_endpoint)
         .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), ingest::read_first))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

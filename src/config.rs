@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
+use ipnet::IpNet;
+use secrecy::SecretString;
 use serde::{Deserialize, Deserializer};
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
@@ -29,9 +31,12 @@ pub struct Settings {
     pub database_url: String,
     pub database_max_connections: u32,
     pub data_dir: PathBuf,
-    #[serde(deserialize_with = "comma_separated")]
-    pub admin_tokens: Vec<String>,
-    pub secret_key: String,
+    #[serde(deserialize_with = "comma_separated_secrets")]
+    pub admin_tokens: Vec<SecretString>,
+    pub admin_requests_per_sec: u32,
+    pub secret_key: SecretString,
+    #[serde(deserialize_with = "comma_separated_secrets")]
+    pub previous_secret_keys: Vec<SecretString>,
     pub log_format: LogFormat,
     pub shutdown_timeout_ms: u64,
     pub segment: SegmentSettings,
@@ -67,6 +72,24 @@ pub struct IngestSettings {
     pub commit_max_rows: usize,
     pub max_queue_depth: u64,
     pub key_cache_ttl_ms: u64,
+    pub max_json_depth: usize,
+    pub max_string_bytes: usize,
+    pub max_object_keys: usize,
+    pub key_requests_per_sec: u32,
+    pub ip_requests_per_sec: u32,
+    #[serde(deserialize_with = "networks")]
+    pub trusted_proxies: Vec<IpNet>,
+    pub ip_policy: IpPolicy,
+    pub body_timeout_ms: u64,
+}
+
+/// What `context.ip` forwards of the client address.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum IpPolicy {
+    Forward,
+    Anonymize,
+    Omit,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -183,6 +206,9 @@ impl IngestSettings {
     pub fn key_cache_ttl(&self) -> Duration {
         Duration::from_millis(self.key_cache_ttl_ms)
     }
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_timeout_ms)
+    }
 }
 
 impl DeliverySettings {
@@ -233,6 +259,23 @@ fn nest_section(key: &str) -> String {
     key.to_owned()
 }
 
+/// Secrets given as a TOML array or one comma-separated string.
+fn comma_separated_secrets<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<SecretString>, D::Error> {
+    Ok(comma_separated(deserializer)?.into_iter().map(SecretString::from).collect())
+}
+
+/// Networks in CIDR notation (a single address counts as its own network).
+fn networks<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<IpNet>, D::Error> {
+    comma_separated(deserializer)?
+        .iter()
+        .map(|net| {
+            net.parse::<IpNet>()
+                .or_else(|_| net.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| serde::de::Error::custom(format!("{net:?} is not an address or CIDR network")))
+        })
+        .collect()
+}
+
 /// A list given either as a TOML array or as one comma-separated string.
 fn comma_separated<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
@@ -260,6 +303,7 @@ mod tests {
         assert_eq!(settings.backend().unwrap(), Backend::Sqlite);
         assert_eq!(settings.database_url(), "sqlite://data/produktly.db?mode=rwc");
         assert!(settings.admin_tokens.is_empty());
+        assert!(settings.ingest.trusted_proxies.is_empty());
         assert_eq!(settings.segment.us_url, "https://api.segment.io");
     }
 
@@ -272,10 +316,18 @@ mod tests {
     }
 
     #[test]
-    fn admin_tokens_split_on_commas() {
-        let figment = Settings::defaults().merge(Serialized::default("admin_tokens", " a, b ,,c"));
+    fn lists_split_on_commas_and_secrets_do_not_print() {
+        use secrecy::ExposeSecret;
+        let figment = Settings::defaults()
+            .merge(Serialized::default("admin_tokens", " a-token, b-token ,,c-token"))
+            .merge(Serialized::default("ingest.trusted_proxies", "10.0.0.0/8, 192.168.1.7"));
         let settings = Settings::extract(figment).unwrap();
-        assert_eq!(settings.admin_tokens, ["a", "b", "c"]);
+        let tokens: Vec<&str> = settings.admin_tokens.iter().map(|t| t.expose_secret()).collect();
+        assert_eq!(tokens, ["a-token", "b-token", "c-token"]);
+        assert!(!format!("{settings:?}").contains("a-token"));
+        assert_eq!(settings.ingest.trusted_proxies.len(), 2);
+        let bad = Settings::defaults().merge(Serialized::default("ingest.trusted_proxies", "not-a-net"));
+        assert!(Settings::extract(bad).is_err());
     }
 
     #[test]

@@ -34,6 +34,10 @@ pub enum EventErrorCode {
     InvalidProperty,
     MissingIdentity,
     MessageTooLarge,
+    TooDeep,
+    ValueTooLong,
+    DuplicateKey,
+    TooManyKeys,
 }
 
 impl EventErrorCode {
@@ -47,6 +51,10 @@ impl EventErrorCode {
             EventErrorCode::InvalidProperty => "invalid_property",
             EventErrorCode::MissingIdentity => "missing_identity",
             EventErrorCode::MessageTooLarge => "message_too_large",
+            EventErrorCode::TooDeep => "too_deep",
+            EventErrorCode::ValueTooLong => "value_too_long",
+            EventErrorCode::DuplicateKey => "duplicate_key",
+            EventErrorCode::TooManyKeys => "too_many_keys",
         }
     }
 }
@@ -89,6 +97,8 @@ pub enum ApiError {
     InvalidIngestKey,
     #[error("the body is larger than the limit of {0} bytes")]
     BodyTooLarge(usize),
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
     #[error("the Content-Type must be application/json or text/plain")]
     UnsupportedMediaType,
     #[error("the Content-Encoding {0:?} is not supported; use gzip or none")]
@@ -97,6 +107,10 @@ pub enum ApiError {
     InvalidGzip,
     #[error("too many events are waiting to be stored; retry shortly")]
     QueueFull,
+    #[error("too many requests; retry after {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("this workspace does not accept events from this origin")]
+    OriginNotAllowed,
     #[error("the event store is unavailable; retry shortly")]
     StoreUnavailable(#[source] Arc<StoreError>),
     #[error("the store is unavailable or its schema is not current")]
@@ -129,6 +143,9 @@ impl ApiError {
                 StatusCode::UNAUTHORIZED
             }
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::OriginNotAllowed => StatusCode::FORBIDDEN,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::WorkspaceExists(_) => StatusCode::CONFLICT,
             ApiError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -152,6 +169,9 @@ impl ApiError {
             ApiError::UnsupportedEncoding(_) => "unsupported_encoding",
             ApiError::InvalidGzip => "invalid_gzip",
             ApiError::QueueFull => "queue_full",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::OriginNotAllowed => "origin_not_allowed",
+            ApiError::BodyTimeout => "body_timeout",
             ApiError::StoreUnavailable(_) => "store_unavailable",
             ApiError::NotReady => "not_ready",
             ApiError::Unauthorized => "unauthorized",
@@ -209,9 +229,14 @@ impl IntoResponse for ApiError {
             // The cause goes to the log only; the client gets the opaque message.
             tracing::error!(code = self.code(), error = ?self, "request failed");
         }
+        let retry_after = match self {
+            ApiError::RateLimited { retry_after_secs } => Some(retry_after_secs),
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(RETRY_AFTER_UNAVAILABLE),
+            _ => None,
+        };
         let mut response = (status, Json(self.body())).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_UNAVAILABLE));
+        if let Some(seconds) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

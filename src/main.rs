@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use produktly_segment::{App, Settings, bench, store, telemetry};
+use produktly_segment::secrets::Secrets;
+use produktly_segment::{App, Settings, admin, bench, store, telemetry};
 use tokio_util::sync::CancellationToken;
 
 /// Produktly's Segment Event Cloud Source. Configuration: config/default.toml,
@@ -26,6 +27,9 @@ enum Command {
     Serve,
     /// Apply the database migrations and exit.
     Migrate,
+    /// Re-seal every stored write key with the current PRODUKTLY_SECRET_KEY
+    /// (give the old key in PRODUKTLY_PREVIOUS_SECRET_KEYS) and exit.
+    Reseal,
     /// Start the service with a mock Segment, load it, and print the figures.
     Bench(bench::BenchArgs),
 }
@@ -44,6 +48,7 @@ async fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(settings).await,
         Command::Migrate => migrate(settings).await,
+        Command::Reseal => reseal(settings).await,
         Command::Bench(args) => bench::run(args).await.map_err(Into::into),
     };
     match result {
@@ -72,6 +77,18 @@ async fn migrate(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     store::connect(&settings).await?;
     tracing::info!("migrations applied");
     Ok(())
+}
+
+async fn reseal(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
+    let secrets = Secrets::resolve(&settings)?;
+    let store = store::connect(&settings).await?;
+    let report = admin::reseal_write_keys(store.as_ref(), &secrets.sealer).await?;
+    tracing::info!(resealed = report.resealed, current = report.current, failed = report.failed.len(), "reseal done");
+    if report.failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{} write keys could not be opened: {:?}", report.failed.len(), report.failed).into())
+    }
 }
 
 /// Cancels on SIGTERM or Ctrl-C.

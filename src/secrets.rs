@@ -5,6 +5,7 @@
 //! sealed at rest with XChaCha20-Poly1305; the sealed form names the key that
 //! sealed it, so the sealing key can be rotated.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -31,6 +32,8 @@ pub enum SecretsError {
     MissingForPostgres(&'static str),
     #[error("PRODUKTLY_SECRET_KEY must be 32 random bytes in base64 (e.g. `openssl rand -base64 32`)")]
     BadSecretKey,
+    #[error("refusing a weak secret with PostgreSQL: {0}")]
+    Weak(String),
     #[error("could not read or write {path}: {source}")]
     File { path: String, source: std::io::Error },
 }
@@ -101,22 +104,41 @@ fn digest(s: &str) -> [u8; 32] {
     Sha256::digest(s.as_bytes()).into()
 }
 
-/// Seals and unseals write keys. The key id is derived from the key itself, so
-/// nothing but the key has to be configured.
+/// One sealing key and the id sealed values name it by. The id is derived from
+/// the key itself, so nothing but the key has to be configured.
 #[derive(Clone)]
-pub struct Sealer {
-    key_id: String,
+struct SealingKey {
+    id: String,
     cipher: XChaCha20Poly1305,
 }
 
-impl Sealer {
-    /// A sealer from the configured key: 32 bytes, base64.
-    pub fn from_base64(key: &str) -> Result<Sealer, SecretsError> {
+impl SealingKey {
+    /// 32 bytes, base64.
+    fn from_base64(key: &str) -> Result<SealingKey, SecretsError> {
         let bytes = STANDARD.decode(key.trim()).map_err(|_| SecretsError::BadSecretKey)?;
         let bytes: [u8; 32] = bytes.try_into().map_err(|_| SecretsError::BadSecretKey)?;
-        let key_id = hex::encode(&Sha256::digest([b"produktly-key-id:".as_slice(), &bytes].concat())[..4]);
-        let cipher = XChaCha20Poly1305::new(&bytes.into());
-        Ok(Sealer { key_id, cipher })
+        let id = hex::encode(&Sha256::digest([b"produktly-key-id:".as_slice(), &bytes].concat())[..4]);
+        Ok(SealingKey { id, cipher: XChaCha20Poly1305::new(&bytes.into()) })
+    }
+}
+
+/// Seals write keys with the current sealing key; unseals with whichever
+/// configured key (current or previous) sealed them, so that the sealing key
+/// can be rotated: configure the new key and the old one as previous, run
+/// `reseal`, then drop the old one.
+#[derive(Clone)]
+pub struct Sealer {
+    current: SealingKey,
+    previous: Vec<SealingKey>,
+}
+
+impl Sealer {
+    /// A sealer from the configured keys (base64, 32 bytes each).
+    pub fn new(current: &str, previous: &[&str]) -> Result<Sealer, SecretsError> {
+        Ok(Sealer {
+            current: SealingKey::from_base64(current)?,
+            previous: previous.iter().map(|key| SealingKey::from_base64(key)).collect::<Result<_, _>>()?,
+        })
     }
 
     /// `v1.<key id>.<base64url(nonce ‖ ciphertext)>`, bound to the workspace so
@@ -126,36 +148,49 @@ impl Sealer {
         rand::rng().fill_bytes(&mut nonce);
         let payload = Payload { msg: key.expose().as_bytes(), aad: workspace_id.as_bytes() };
         let ciphertext = self
+            .current
             .cipher
             .encrypt(XNonce::from_slice(&nonce), payload)
             .expect("XChaCha20-Poly1305 encryption has no failure case for in-memory input");
         let sealed = [nonce.as_slice(), &ciphertext].concat();
-        format!("{SEALED_PREFIX}.{}.{}", self.key_id, URL_SAFE_NO_PAD.encode(sealed))
+        format!("{SEALED_PREFIX}.{}.{}", self.current.id, URL_SAFE_NO_PAD.encode(sealed))
     }
 
     pub fn unseal(&self, workspace_id: &str, sealed: &str) -> Result<WriteKey, UnsealError> {
-        let mut parts = sealed.splitn(3, '.');
-        let (Some(SEALED_PREFIX), Some(key_id), Some(body)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(UnsealError::Malformed);
-        };
-        if key_id != self.key_id {
-            return Err(UnsealError::UnknownKey(key_id.to_owned()));
-        }
+        let (key_id, body) = parts(sealed)?;
+        let key = std::iter::once(&self.current)
+            .chain(&self.previous)
+            .find(|key| key.id == key_id)
+            .ok_or_else(|| UnsealError::UnknownKey(key_id.to_owned()))?;
         let bytes = URL_SAFE_NO_PAD.decode(body).map_err(|_| UnsealError::Malformed)?;
         if bytes.len() <= NONCE_LEN {
             return Err(UnsealError::Malformed);
         }
         let (nonce, ciphertext) = bytes.split_at(NONCE_LEN);
         let payload = Payload { msg: ciphertext, aad: workspace_id.as_bytes() };
-        let plain = self.cipher.decrypt(XNonce::from_slice(nonce), payload).map_err(|_| UnsealError::Corrupt)?;
+        let plain = key.cipher.decrypt(XNonce::from_slice(nonce), payload).map_err(|_| UnsealError::Corrupt)?;
         let key = String::from_utf8(plain).map_err(|_| UnsealError::Corrupt)?;
         Ok(WriteKey::new(&key))
+    }
+
+    /// Whether a sealed value was sealed with another key than the current one.
+    pub fn is_stale(&self, sealed: &str) -> bool {
+        parts(sealed).map_or(true, |(key_id, _)| key_id != self.current.id)
+    }
+}
+
+/// The key id and the sealed body of `v1.<key id>.<body>`.
+fn parts(sealed: &str) -> Result<(&str, &str), UnsealError> {
+    let mut parts = sealed.splitn(3, '.');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(SEALED_PREFIX), Some(key_id), Some(body)) => Ok((key_id, body)),
+        _ => Err(UnsealError::Malformed),
     }
 }
 
 impl fmt::Debug for Sealer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Sealer(key id {}, [REDACTED])", self.key_id)
+        write!(f, "Sealer(key id {}, {} previous, [REDACTED])", self.current.id, self.previous.len())
     }
 }
 
@@ -171,13 +206,14 @@ pub struct Secrets {
 impl Secrets {
     /// The configured secrets. On the embedded SQLite default, missing ones are
     /// generated into the data folder on first run and reused afterwards; with
-    /// PostgreSQL (several instances, production) they must be configured.
+    /// PostgreSQL (several instances, production) they must be configured,
+    /// strong, and not the ones generated for SQLite.
     pub fn resolve(settings: &Settings) -> Result<Secrets, SecretsError> {
-        let backend = settings.backend().unwrap_or(Backend::Sqlite);
+        let postgres = settings.backend().unwrap_or(Backend::Sqlite) == Backend::Postgres;
         let mut admin_token_file = None;
-        let tokens = if !settings.admin_tokens.is_empty() {
-            settings.admin_tokens.clone()
-        } else if backend == Backend::Postgres {
+        let tokens: Vec<String> = if !settings.admin_tokens.is_empty() {
+            settings.admin_tokens.iter().map(|t| t.expose_secret().to_owned()).collect()
+        } else if postgres {
             return Err(SecretsError::MissingForPostgres("PRODUKTLY_ADMIN_TOKENS"));
         } else {
             let path = settings.data_dir.join(ADMIN_TOKEN_FILE);
@@ -185,19 +221,50 @@ impl Secrets {
             admin_token_file = Some(path);
             vec![token]
         };
-        let secret_key = if !settings.secret_key.is_empty() {
-            settings.secret_key.clone()
-        } else if backend == Backend::Postgres {
+        let secret_key = if !settings.secret_key.expose_secret().is_empty() {
+            settings.secret_key.expose_secret().to_owned()
+        } else if postgres {
             return Err(SecretsError::MissingForPostgres("PRODUKTLY_SECRET_KEY"));
         } else {
             read_or_generate(&settings.data_dir.join(SECRET_KEY_FILE))?
         };
+        if postgres {
+            check_strength(settings, &tokens, &secret_key)?;
+        }
+        let previous: Vec<&str> = settings.previous_secret_keys.iter().map(|k| k.expose_secret()).collect();
         Ok(Secrets {
             admin_tokens: AdminTokens::new(&tokens),
-            sealer: Sealer::from_base64(&secret_key)?,
+            sealer: Sealer::new(&secret_key, &previous)?,
             admin_token_file,
         })
     }
+}
+
+/// Shortest admin token accepted with PostgreSQL.
+const MIN_TOKEN_CHARS: usize = 32;
+
+/// Secrets fit for production: long admin tokens, a sealing key that is not
+/// a pattern, and none of the secrets generated for the SQLite default.
+fn check_strength(settings: &Settings, tokens: &[String], secret_key: &str) -> Result<(), SecretsError> {
+    if tokens.iter().any(|t| t.chars().count() < MIN_TOKEN_CHARS) {
+        return Err(SecretsError::Weak(format!(
+            "each of PRODUKTLY_ADMIN_TOKENS must be at least {MIN_TOKEN_CHARS} characters"
+        )));
+    }
+    let distinct: HashSet<u8> = STANDARD.decode(secret_key.trim()).unwrap_or_default().into_iter().collect();
+    if distinct.len() < 16 {
+        return Err(SecretsError::Weak("PRODUKTLY_SECRET_KEY is not random (too few distinct bytes)".into()));
+    }
+    for (file, secret) in [(ADMIN_TOKEN_FILE, tokens.first().map(String::as_str)), (SECRET_KEY_FILE, Some(secret_key))]
+    {
+        let generated = std::fs::read_to_string(settings.data_dir.join(file)).ok();
+        if generated.is_some_and(|g| Some(g.trim()) == secret.map(str::trim)) {
+            return Err(SecretsError::Weak(format!(
+                "the {file} generated for the embedded SQLite default may not be used with PostgreSQL"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The secret kept in the file, created (32 random bytes, base64, mode 0600)
@@ -235,7 +302,7 @@ mod tests {
     use super::*;
 
     fn sealer() -> Sealer {
-        Sealer::from_base64(&random_base64(32)).unwrap()
+        Sealer::new(&random_base64(32), &[]).unwrap()
     }
 
     #[test]
@@ -267,7 +334,19 @@ mod tests {
 
     #[test]
     fn the_secret_key_must_be_32_bytes_of_base64() {
-        assert!(Sealer::from_base64("short").is_err());
-        assert!(Sealer::from_base64(&random_base64(16)).is_err());
+        assert!(Sealer::new("short", &[]).is_err());
+        assert!(Sealer::new(&random_base64(16), &[]).is_err());
+    }
+
+    #[test]
+    fn keys_sealed_under_a_previous_key_open_and_are_stale() {
+        let (old, new) = (random_base64(32), random_base64(32));
+        let sealed = Sealer::new(&old, &[]).unwrap().seal("ws", &WriteKey::new("wk"));
+        let rotated = Sealer::new(&new, &[old.as_str()]).unwrap();
+        assert_eq!(rotated.unseal("ws", &sealed).unwrap().expose(), "wk");
+        assert!(rotated.is_stale(&sealed));
+        let resealed = rotated.seal("ws", &WriteKey::new("wk"));
+        assert!(!rotated.is_stale(&resealed));
+        assert!(Sealer::new(&new, &[]).unwrap().unseal("ws", &sealed).is_err(), "without the old key it does not open");
     }
 }

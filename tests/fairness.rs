@@ -144,7 +144,12 @@ async fn batches_stay_within_segments_limits(backend: Backend) {
     let Some(env) = Env::new(backend).await else {
         return;
     };
-    let app = env.start_app_with(|f| f.merge(Serialized::default("segment.max_batch_messages", 1000))).await;
+    let app = env
+        .start_app_with(|f| {
+            f.merge(Serialized::default("segment.max_batch_messages", 1000))
+                .merge(Serialized::default("ingest.max_string_bytes", 32_000))
+        })
+        .await;
     let workspace = app.workspace_with_segment("wk_limits").await;
     // Hold delivery until everything is queued, so that batches fill up.
     env.segment.start_outage(503);

@@ -41,6 +41,17 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     encoder.finish().unwrap()
 }
 
+/// A value nested `levels` objects deep.
+fn nested(levels: usize) -> Value {
+    (0..levels).fold(json!(1), |inner, _| json!({"n": inner}))
+}
+
+fn many_properties(count: usize) -> Value {
+    let mut properties: serde_json::Map<String, Value> = (0..count).map(|i| (format!("p{i}"), json!(i))).collect();
+    properties.insert("tour_id".into(), json!("t"));
+    Value::Object(properties)
+}
+
 fn json_headers() -> Vec<(&'static str, &'static str)> {
     vec![("content-type", "application/json")]
 }
@@ -215,12 +226,67 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "message over 32 KB",
-            event(
-                json!({"event": "tour_start", "userId": "u", "properties": {"tour_id": "t", "notes": "x".repeat(33_000)}}),
-            ),
+            event(json!({"event": "tour_start", "userId": "u", "properties": {
+                "tour_id": "t", "a": "x".repeat(8000), "b": "x".repeat(8000), "c": "x".repeat(8000),
+                "d": "x".repeat(8000), "e": "x".repeat(8000)}})),
             400,
             "message_too_large",
             "the limit is 32000",
+            None,
+        ),
+        case(
+            "a string over the limit",
+            event(
+                json!({"event": "tour_start", "userId": "u", "properties": {"tour_id": "t", "notes": "x".repeat(8193)}}),
+            ),
+            400,
+            "value_too_long",
+            "longer than 8192 bytes",
+            Some("notes"),
+        ),
+        case(
+            "a key over the limit",
+            event(json!({"event": "tour_start", "userId": "u", "properties": {"tour_id": "t", "k".repeat(8193): 1}})),
+            400,
+            "value_too_long",
+            "a key is longer than 8192 bytes",
+            Some(concat!("kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk", "…")),
+        ),
+        case(
+            "nested too deep",
+            event(json!({"event": "tour_start", "userId": "u", "properties": {"tour_id": "t", "deep": nested(20)}})),
+            400,
+            "too_deep",
+            "deeper than 16 levels",
+            Some("n"),
+        ),
+        case(
+            "too many properties",
+            event(json!({"event": "tour_start", "userId": "u", "properties": many_properties(201)})),
+            400,
+            "too_many_keys",
+            "more than 200 keys",
+            Some("properties"),
+        ),
+        case(
+            "a duplicate property",
+            Send::Raw {
+                path: "/v1/track",
+                headers: json_headers(),
+                body: br#"{"event":"tour_start","userId":"u","properties":{"tour_id":"t","tour_id":"u"}}"#.to_vec(),
+                key: true,
+            },
+            400,
+            "duplicate_key",
+            "appears twice",
+            Some("tour_id"),
+        ),
+        case(
+            "a deep body for a batch",
+            Send::Raw { path: "/v1/batch", headers: json_headers(), body: "[".repeat(100_000).into_bytes(), key: true },
+            400,
+            "invalid_json",
+            "not valid JSON",
             None,
         ),
         case(

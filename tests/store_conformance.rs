@@ -21,7 +21,13 @@ async fn open(backend: Backend) -> Option<(Env, Arc<dyn Store>)> {
 }
 
 fn workspace(id: &str) -> Workspace {
-    Workspace { id: id.into(), name: format!("{id} name"), ingest_key: format!("pk_{id}"), created_at: NOW }
+    Workspace {
+        id: id.into(),
+        name: format!("{id} name"),
+        ingest_key: format!("pk_{id}"),
+        created_at: NOW,
+        allowed_origins: None,
+    }
 }
 
 fn config(enabled: bool) -> IntegrationConfig {

@@ -1,4 +1,4 @@
-//! Bearer-token authentication of the admin API.
+//! Bearer-token authentication of the admin API, and its rate limit.
 
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
@@ -20,4 +20,13 @@ pub async fn require_admin(State(app): State<AppState>, request: Request, next: 
         Some(token) if app.secrets.admin_tokens.verify(token) => Ok(next.run(request).await),
         _ => Err(ApiError::Unauthorized),
     }
+}
+
+/// Lets the request through unless its client is over the admin rate limit.
+pub async fn limit_rate(State(app): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    if let Some(client) = app.client_ip(&parts) {
+        app.rate_limits.admin_client(client)?;
+    }
+    Ok(next.run(Request::from_parts(parts, body)).await)
 }

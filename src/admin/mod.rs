@@ -4,6 +4,7 @@
 mod auth;
 mod extract;
 mod integration;
+mod reseal;
 mod workspaces;
 
 use axum::Router;
@@ -11,6 +12,7 @@ use axum::middleware;
 use axum::routing::{get, post, put};
 
 use crate::app::AppState;
+pub use reseal::{Resealed, reseal_write_keys};
 
 pub fn router(state: AppState) -> Router<AppState> {
     let workspace = "/admin/v1/workspaces/{id}";
@@ -23,5 +25,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route(&format!("{segment}/test"), post(integration::test))
         .route(&format!("{workspace}/dead-letters"), get(integration::dead_letters))
         .route(&format!("{workspace}/dead-letters/replay"), post(integration::replay))
-        .route_layer(middleware::from_fn_with_state(state, auth::require_admin))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_admin))
+        // Outside authentication, so that guessing tokens is slowed down too.
+        .route_layer(middleware::from_fn_with_state(state, auth::limit_rate))
 }

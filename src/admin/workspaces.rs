@@ -14,11 +14,16 @@ use crate::time::{millis_to_iso8601, now_millis};
 /// Longest workspace name, in characters.
 const MAX_NAME_CHARS: usize = 200;
 
+/// Most origins a workspace may list.
+const MAX_ORIGINS: usize = 100;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkspaceBody {
     id: Option<String>,
     name: String,
+    /// Browser origins allowed to send events; absent or null: any.
+    allowed_origins: Option<Vec<String>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -26,12 +31,19 @@ pub struct WorkspaceView {
     id: String,
     name: String,
     ingest_key: String,
+    allowed_origins: Option<Vec<String>>,
     created_at: String,
 }
 
 impl From<Workspace> for WorkspaceView {
     fn from(w: Workspace) -> WorkspaceView {
-        WorkspaceView { id: w.id, name: w.name, ingest_key: w.ingest_key, created_at: millis_to_iso8601(w.created_at) }
+        WorkspaceView {
+            id: w.id,
+            name: w.name,
+            ingest_key: w.ingest_key,
+            allowed_origins: w.allowed_origins.map(|origins| origins.split(' ').map(str::to_owned).collect()),
+            created_at: millis_to_iso8601(w.created_at),
+        }
     }
 }
 
@@ -43,7 +55,7 @@ pub async fn create(
         Some(id) => WorkspaceId::parse(id)?,
         None => WorkspaceId(format!("ws_{}", uuid::Uuid::new_v4().simple())),
     };
-    let workspace = new_workspace(id, body.name)?;
+    let workspace = new_workspace(id, body.name, body.allowed_origins)?;
     if !app.store.insert_workspace(&workspace).await? {
         return Err(ApiError::WorkspaceExists(workspace.id));
     }
@@ -62,7 +74,8 @@ pub async fn upsert(
             message: "the id in the body differs from the path".into(),
         });
     }
-    let (workspace, created) = app.store.upsert_workspace(&new_workspace(id, body.name)?).await?;
+    let (workspace, created) = app.store.upsert_workspace(&new_workspace(id, body.name, body.allowed_origins)?).await?;
+    app.ingest_keys.invalidate();
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(workspace.into())))
 }
@@ -87,7 +100,11 @@ pub fn no_such_workspace() -> ApiError {
     ApiError::NotFound("no such workspace".into())
 }
 
-fn new_workspace(WorkspaceId(id): WorkspaceId, name: String) -> Result<Workspace, ApiError> {
+fn new_workspace(
+    WorkspaceId(id): WorkspaceId,
+    name: String,
+    allowed_origins: Option<Vec<String>>,
+) -> Result<Workspace, ApiError> {
     let name = name.trim().to_owned();
     if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
         return Err(ApiError::InvalidRequest {
@@ -95,7 +112,36 @@ fn new_workspace(WorkspaceId(id): WorkspaceId, name: String) -> Result<Workspace
             message: format!("name must be 1 to {MAX_NAME_CHARS} characters"),
         });
     }
-    Ok(Workspace { id, name, ingest_key: new_ingest_key(), created_at: now_millis() })
+    let allowed_origins = allowed_origins.map(|origins| parse_origins(&origins)).transpose()?;
+    Ok(Workspace { id, name, ingest_key: new_ingest_key(), created_at: now_millis(), allowed_origins })
+}
+
+/// Origins as browsers send them (`https://app.example.com`, with a port when
+/// not the default), normalized and space-separated for storage.
+fn parse_origins(origins: &[String]) -> Result<String, ApiError> {
+    let invalid = |message: String| ApiError::InvalidRequest { field: Some("allowed_origins"), message };
+    if origins.len() > MAX_ORIGINS {
+        return Err(invalid(format!("at most {MAX_ORIGINS} origins may be listed")));
+    }
+    let mut parsed = Vec::with_capacity(origins.len());
+    for origin in origins {
+        let url = url::Url::parse(origin).ok().filter(|url| {
+            matches!(url.scheme(), "http" | "https")
+                && url.host_str().is_some()
+                && url.path() == "/"
+                && url.query().is_none()
+                && url.fragment().is_none()
+                && url.username().is_empty()
+        });
+        let Some(url) = url else {
+            return Err(invalid(format!(
+                "{:?} is not an origin such as https://app.example.com",
+                crate::ingest::shown(origin)
+            )));
+        };
+        parsed.push(url.origin().ascii_serialization());
+    }
+    Ok(parsed.join(" "))
 }
 
 /// A public ingest key: `pk_` and 128 random bits.

@@ -32,6 +32,9 @@ impl Service {
             .env("PRODUKTLY_SECRET_KEY", crate::secrets::random_base64(32))
             .env("PRODUKTLY_SEGMENT_US_URL", segment_url)
             .env("PRODUKTLY_LOG_FORMAT", "json")
+            // A load test sends from one address far faster than a browser.
+            .env("PRODUKTLY_INGEST_IP_REQUESTS_PER_SEC", "0")
+            .env("PRODUKTLY_INGEST_KEY_REQUESTS_PER_SEC", "0")
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or("warn".into()))
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log)?)

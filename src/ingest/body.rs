@@ -5,14 +5,15 @@
 use std::io::Read;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, header};
+use axum::middleware::Next;
+use axum::response::Response;
 use flate2::read::MultiGzDecoder;
 use http_body_util::BodyExt;
 use serde_json::value::RawValue;
 
 use crate::app::AppState;
-use crate::config::IngestSettings;
 use crate::error::ApiError;
 
 /// A request body, read and inflated within the limits, not yet parsed.
@@ -31,9 +32,37 @@ impl FromRequest<AppState> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
-        let (parts, body) = request.into_parts();
-        read(&parts.headers, body, &state.settings.ingest).await.map(JsonBody)
+        let limits = &state.settings.ingest;
+        check_content_type(request.headers())?;
+        let encoding = content_encoding(request.headers())?;
+        // Already read in full, within the limit, by `read_first`.
+        let raw = axum::body::to_bytes(request.into_body(), limits.max_body_bytes)
+            .await
+            .map_err(|_| ApiError::BodyTooLarge(limits.max_body_bytes))?;
+        match encoding {
+            Encoding::Identity => Ok(JsonBody(raw)),
+            Encoding::Gzip => inflate(&raw, limits.max_decompressed_bytes).map(|inflated| JsonBody(inflated.into())),
+        }
     }
+}
+
+/// Reads every request body in full, within the size limit and in time,
+/// before anything answers: a request refused early (unknown key, wrong
+/// method, bad content type) would otherwise leave its body unread, and a
+/// client still sending it would get a reset connection instead of the answer.
+pub async fn read_first(State(app): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
+    let limits = &app.settings.ingest;
+    let (parts, body) = request.into_parts();
+    let declared =
+        parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limits.max_body_bytes + DRAIN_LIMIT) {
+        return Err(ApiError::BodyTooLarge(limits.max_body_bytes));
+    }
+    let body = tokio::time::timeout(limits.body_timeout(), collect(body, limits.max_body_bytes))
+        .await
+        .map_err(|_| ApiError::BodyTimeout)??
+        .ok_or(ApiError::BodyTooLarge(limits.max_body_bytes))?;
+    Ok(next.run(Request::from_parts(parts, Body::from(body))).await)
 }
 
 /// How much of a refused body is still read (and dropped) before answering.
@@ -43,24 +72,6 @@ const DRAIN_LIMIT: usize = 4 * 1024 * 1024;
 enum Encoding {
     Identity,
     Gzip,
-}
-
-async fn read(headers: &HeaderMap, body: Body, limits: &IngestSettings) -> Result<Bytes, ApiError> {
-    let encoding = check_content_type(headers).and_then(|()| content_encoding(headers));
-    let declared =
-        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|len| len > limits.max_body_bytes + DRAIN_LIMIT) {
-        return Err(ApiError::BodyTooLarge(limits.max_body_bytes));
-    }
-    // The body is read even when the request is refused, so that a client
-    // still sending gets the answer instead of a reset connection.
-    let raw = collect(body, limits.max_body_bytes).await?;
-    let encoding = encoding?;
-    let raw = raw.ok_or(ApiError::BodyTooLarge(limits.max_body_bytes))?;
-    match encoding {
-        Encoding::Identity => Ok(raw),
-        Encoding::Gzip => inflate(&raw, limits.max_decompressed_bytes).map(Bytes::from),
-    }
 }
 
 /// The body if it is at most `limit` bytes, else `None`. Past the limit it is

@@ -9,6 +9,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
+use super::strict_json::shown;
 use crate::catalog;
 use crate::error::{EventError, EventErrorCode as Code};
 use crate::segment::{self, Context, TrackMessage};
@@ -51,7 +52,7 @@ pub fn parse_event(value: Value, envelope: &Envelope) -> Result<Accepted, EventE
     };
     let name = event_name(&fields)?;
     let definition = catalog::find_event(name).ok_or_else(|| {
-        EventError::new(Code::UnknownEvent, Some("event"), format!("{name:?} is not an event of the catalog"))
+        EventError::new(Code::UnknownEvent, Some("event"), format!("{:?} is not an event of the catalog", shown(name)))
     })?;
     let identity = parse_identity(&fields)?;
     let message_id = match optional_string(&fields, "messageId", segment::MAX_MESSAGE_ID_CHARS)? {

@@ -4,14 +4,16 @@
 
 mod body;
 mod committer;
+mod cors;
 pub mod event;
 mod keys;
+mod strict_json;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, Method, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -20,16 +22,18 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::app::AppState;
-use crate::error::{self, ApiError, EventError, EventErrorCode, IndexedEventError};
+use crate::error::{self, ApiError, IndexedEventError};
 use crate::metrics::{Reason, Status};
 use crate::store::IngestTarget;
 use body::JsonBody;
+pub use body::read_first;
 pub use committer::Committer;
 use event::{Envelope, parse_event, parse_identify};
 pub use keys::IngestKeys;
+use strict_json::JsonLimits;
+pub use strict_json::shown;
 
 const KEY_HEADER: &str = "x-produktly-key";
 const NOT_CONFIGURED: &str = "segment_not_configured";
@@ -41,19 +45,10 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/v1/track", post(track))
         .route("/v1/batch", post(batch))
         .route("/v1/identify", post(identify))
-        .layer(middleware::from_fn_with_state(state, count_responses))
+        .layer(middleware::from_fn_with_state(state.clone(), count_responses))
         // Set here, inside the CORS layer, so that preflight requests reach it.
         .method_not_allowed_fallback(error::method_not_allowed)
-        .layer(cors())
-}
-
-/// Browsers on customers' sites call ingest cross-origin; any origin may.
-fn cors() -> CorsLayer {
-    CorsLayer::new()
-        .allow_origin(AllowOrigin::mirror_request())
-        .allow_methods([Method::POST])
-        .allow_headers([header::CONTENT_TYPE, header::CONTENT_ENCODING, HeaderName::from_static(KEY_HEADER)])
-        .max_age(std::time::Duration::from_secs(86_400))
+        .layer(middleware::from_fn_with_state(state, cors::cors))
 }
 
 async fn count_responses(State(app): State<AppState>, request: Request, next: Next) -> Response {
@@ -84,7 +79,7 @@ async fn batch(State(app): State<AppState>, request: IngestRequest, body: JsonBo
 }
 
 async fn identify(State(app): State<AppState>, request: IngestRequest, body: JsonBody) -> Result<Response, ApiError> {
-    let body = parse_value(body.json()?)?;
+    let body = strict_json::parse(body.json()?.get(), &json_limits(&app))?;
     let link = parse_identify(&body, &request.target.workspace_id, request.received_at)?;
     if !request.target.segment_enabled {
         return Ok(not_configured(1, Vec::new()));
@@ -112,8 +107,9 @@ async fn accept(
     let mut identities = Vec::new();
     let mut rejected = Vec::new();
     // One event's tree at a time: a batch is never held parsed as a whole.
+    let limits = json_limits(app);
     for (index, raw) in events.into_iter().enumerate() {
-        match parse_value(raw).map_err(|_| invalid_event()).and_then(|value| parse_event(value, &envelope)) {
+        match strict_json::parse(raw.get(), &limits).and_then(|value| parse_event(value, &envelope)) {
             Ok(event) => {
                 identities.extend(event.identity);
                 accepted.push(event.event);
@@ -181,13 +177,13 @@ fn split_batch(body: &RawValue, max_events: usize) -> Result<(Vec<&RawValue>, Op
     Ok((events, sent_at))
 }
 
-/// Parses text already known to be valid JSON.
-fn parse_value(raw: &RawValue) -> Result<Value, ApiError> {
-    serde_json::from_str(raw.get()).map_err(|e| ApiError::InvalidJson(e.to_string()))
-}
-
-fn invalid_event() -> EventError {
-    EventError::new(EventErrorCode::InvalidEvent, None, "the event is not valid JSON".into())
+fn json_limits(app: &AppState) -> JsonLimits {
+    let ingest = &app.settings.ingest;
+    JsonLimits {
+        max_depth: ingest.max_json_depth,
+        max_string_bytes: ingest.max_string_bytes,
+        max_object_keys: ingest.max_object_keys,
+    }
 }
 
 /// The authenticated workspace of an ingest request and what the request
@@ -217,17 +213,28 @@ impl IngestRequest {
 impl FromRequestParts<AppState> for IngestRequest {
     type Rejection = ApiError;
 
+    /// Who is calling: the client address (rate limited), the workspace of the
+    /// key (rate limited, origin checked) and what the headers tell.
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
         let received_at = Utc::now();
+        let client = app.client_ip(parts);
+        if let Some(client) = client {
+            app.rate_limits.ingest_client(client)?;
+        }
         let key = ingest_key(parts).ok_or(ApiError::MissingIngestKey)?;
         let target = app.ingest_keys.resolve(&key).await?.ok_or(ApiError::InvalidIngestKey)?;
-        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
+        app.rate_limits.ingest_workspace(&target.workspace_id)?;
+        if let Some(origin) = parts.headers.get(header::ORIGIN)
+            && !target.allows(origin.to_str().unwrap_or_default())
+        {
+            return Err(ApiError::OriginNotAllowed);
+        }
         Ok(IngestRequest {
             target,
             received_at,
             user_agent: header_text(&parts.headers, header::USER_AGENT, MAX_USER_AGENT),
             locale: preferred_language(&parts.headers),
-            ip,
+            ip: client.and_then(|client| app.client_ips.forwarded(client)),
         })
     }
 }
@@ -237,7 +244,12 @@ fn ingest_key(parts: &Parts) -> Option<String> {
     if let Some(value) = parts.headers.get(KEY_HEADER) {
         return value.to_str().ok().map(|k| k.trim().to_owned()).filter(|k| !k.is_empty());
     }
-    let query = parts.uri.query()?;
+    query_key(&parts.uri)
+}
+
+/// The `key` query parameter.
+fn query_key(uri: &Uri) -> Option<String> {
+    let query = uri.query()?;
     url::form_urlencoded::parse(query.as_bytes())
         .find(|(name, _)| name == "key")
         .map(|(_, key)| key.into_owned())
@@ -264,6 +276,7 @@ fn preferred_language(headers: &HeaderMap) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::{EventError, EventErrorCode};
     use serde_json::json;
 
     #[test]

@@ -42,6 +42,8 @@ pub struct Workspace {
     pub name: String,
     pub ingest_key: String,
     pub created_at: Millis,
+    /// Browser origins allowed to send events, space-separated; `None`: any.
+    pub allowed_origins: Option<String>,
 }
 
 /// What ingest needs to know about the workspace an ingest key belongs to.
@@ -49,6 +51,15 @@ pub struct Workspace {
 pub struct IngestTarget {
     pub workspace_id: String,
     pub segment_enabled: bool,
+    /// As in [`Workspace::allowed_origins`].
+    pub allowed_origins: Option<String>,
+}
+
+impl IngestTarget {
+    /// Whether a browser on `origin` may send events for this workspace.
+    pub fn allows(&self, origin: &str) -> bool {
+        self.allowed_origins.as_deref().is_none_or(|allowed| allowed.split(' ').any(|o| o == origin))
+    }
 }
 
 /// An accepted event, ready to queue. `payload` is the Segment `track` message
@@ -192,6 +203,10 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes the integration and drops the workspace's queued and dead events.
     async fn delete_integration(&self, workspace_id: &str) -> Result<bool, StoreError>;
     async fn queue_counts(&self, workspace_id: &str) -> Result<QueueCounts, StoreError>;
+    /// Every integration's workspace and sealed write key.
+    async fn sealed_write_keys(&self) -> Result<Vec<(String, String)>, StoreError>;
+    /// Replaces a workspace's sealed write key if it is still `old`; whether it was.
+    async fn replace_sealed_write_key(&self, workspace_id: &str, old: &str, new: &str) -> Result<bool, StoreError>;
 
     /// Commits events and identity links in one transaction.
     async fn enqueue(&self, events: &[NewEvent], identities: &[IdentityLink]) -> Result<(), StoreError>;

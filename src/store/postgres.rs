@@ -11,7 +11,9 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use tokio_util::sync::CancellationToken;
 
-use super::rows::{DEAD_LETTER_COLUMNS, DeadLetterRow, INTEGRATION_COLUMNS, IntegrationRow, LeaseRow, convert};
+use super::rows::{
+    DEAD_LETTER_COLUMNS, DeadLetterRow, INTEGRATION_COLUMNS, IntegrationRow, LeaseRow, WORKSPACE_COLUMNS, convert,
+};
 use crate::time::now_millis;
 
 use super::{
@@ -144,28 +146,30 @@ impl Store for PostgresStore {
 
     async fn insert_workspace(&self, workspace: &Workspace) -> Result<bool, StoreError> {
         let result = sqlx::query(
-            "INSERT INTO workspaces (id, name, ingest_key, created_at) VALUES ($1, $2, $3, $4) \
+            "INSERT INTO workspaces (id, name, ingest_key, created_at, allowed_origins) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(&workspace.id)
         .bind(&workspace.name)
         .bind(&workspace.ingest_key)
         .bind(workspace.created_at)
+        .bind(&workspace.allowed_origins)
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected() == 1)
     }
 
     async fn upsert_workspace(&self, workspace: &Workspace) -> Result<(Workspace, bool), StoreError> {
-        let stored: Workspace = sqlx::query_as(
-            "INSERT INTO workspaces (id, name, ingest_key, created_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (id) DO UPDATE SET name = excluded.name \
-             RETURNING id, name, ingest_key, created_at",
-        )
+        let stored: Workspace = sqlx::query_as(&format!(
+            "INSERT INTO workspaces (id, name, ingest_key, created_at, allowed_origins) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name, allowed_origins = excluded.allowed_origins \
+             RETURNING {WORKSPACE_COLUMNS}"
+        ))
         .bind(&workspace.id)
         .bind(&workspace.name)
         .bind(&workspace.ingest_key)
         .bind(workspace.created_at)
+        .bind(&workspace.allowed_origins)
         .fetch_one(&self.pool)
         .await?;
         let created = stored.ingest_key == workspace.ingest_key;
@@ -173,7 +177,7 @@ impl Store for PostgresStore {
     }
 
     async fn workspace(&self, id: &str) -> Result<Option<Workspace>, StoreError> {
-        let workspace = sqlx::query_as("SELECT id, name, ingest_key, created_at FROM workspaces WHERE id = $1")
+        let workspace = sqlx::query_as(&format!("SELECT {WORKSPACE_COLUMNS} FROM workspaces WHERE id = $1"))
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
@@ -181,9 +185,9 @@ impl Store for PostgresStore {
     }
 
     async fn rotate_ingest_key(&self, id: &str, new_key: &str) -> Result<Option<Workspace>, StoreError> {
-        let workspace = sqlx::query_as(
-            "UPDATE workspaces SET ingest_key = $1 WHERE id = $2 RETURNING id, name, ingest_key, created_at",
-        )
+        let workspace = sqlx::query_as(&format!(
+            "UPDATE workspaces SET ingest_key = $1 WHERE id = $2 RETURNING {WORKSPACE_COLUMNS}"
+        ))
         .bind(new_key)
         .bind(id)
         .fetch_optional(&self.pool)
@@ -193,7 +197,7 @@ impl Store for PostgresStore {
 
     async fn ingest_target(&self, ingest_key: &str) -> Result<Option<IngestTarget>, StoreError> {
         let target = sqlx::query_as(
-            "SELECT w.id AS workspace_id, COALESCE(i.enabled, FALSE) AS segment_enabled \
+            "SELECT w.id AS workspace_id, COALESCE(i.enabled, FALSE) AS segment_enabled, w.allowed_origins \
              FROM workspaces w LEFT JOIN integrations i ON i.workspace_id = w.id WHERE w.ingest_key = $1",
         )
         .bind(ingest_key)
@@ -263,6 +267,25 @@ impl Store for PostgresStore {
         .fetch_one(&self.pool)
         .await?;
         Ok(QueueCounts { queued: queued as u64, dead: dead as u64 })
+    }
+
+    async fn sealed_write_keys(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let keys = sqlx::query_as("SELECT workspace_id, sealed_write_key FROM integrations ORDER BY workspace_id")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(keys)
+    }
+
+    async fn replace_sealed_write_key(&self, workspace_id: &str, old: &str, new: &str) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE integrations SET sealed_write_key = $1 WHERE workspace_id = $2 AND sealed_write_key = $3",
+        )
+        .bind(new)
+        .bind(workspace_id)
+        .bind(old)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
     }
 
     async fn enqueue(&self, events: &[NewEvent], identities: &[IdentityLink]) -> Result<(), StoreError> {

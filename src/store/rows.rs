@@ -3,6 +3,9 @@
 use super::{DeadLetter, Integration, LastError, StoreError, WorkspaceLease};
 use crate::segment::Region;
 
+/// The columns `Workspace` reads.
+pub(super) const WORKSPACE_COLUMNS: &str = "id, name, ingest_key, created_at, allowed_origins";
+
 #[derive(sqlx::FromRow)]
 pub(super) struct IntegrationRow {
     workspace_id: String,

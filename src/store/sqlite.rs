@@ -13,7 +13,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{QueryBuilder, Sqlite};
 use tokio_util::sync::CancellationToken;
 
-use super::rows::{DEAD_LETTER_COLUMNS, DeadLetterRow, INTEGRATION_COLUMNS, IntegrationRow, LeaseRow, convert};
+use super::rows::{
+    DEAD_LETTER_COLUMNS, DeadLetterRow, INTEGRATION_COLUMNS, IntegrationRow, LeaseRow, WORKSPACE_COLUMNS, convert,
+};
 use super::{
     DeadLetter, EXPIRED, IdentityLink, IngestTarget, Integration, IntegrationConfig, Millis, NewEvent, OnEvents,
     QueueCounts, QueuedEvent, Rejection, RoundEnd, Store, StoreError, Workspace, WorkspaceLease, latest_links,
@@ -83,27 +85,30 @@ impl Store for SqliteStore {
 
     async fn insert_workspace(&self, workspace: &Workspace) -> Result<bool, StoreError> {
         let result = sqlx::query(
-            "INSERT INTO workspaces (id, name, ingest_key, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO workspaces (id, name, ingest_key, created_at, allowed_origins) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (id) DO NOTHING",
         )
         .bind(&workspace.id)
         .bind(&workspace.name)
         .bind(&workspace.ingest_key)
         .bind(workspace.created_at)
+        .bind(&workspace.allowed_origins)
         .execute(&self.writer)
         .await?;
         Ok(result.rows_affected() == 1)
     }
 
     async fn upsert_workspace(&self, workspace: &Workspace) -> Result<(Workspace, bool), StoreError> {
-        let stored: Workspace = sqlx::query_as(
-            "INSERT INTO workspaces (id, name, ingest_key, created_at) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (id) DO UPDATE SET name = excluded.name \
-             RETURNING id, name, ingest_key, created_at",
-        )
+        let stored: Workspace = sqlx::query_as(&format!(
+            "INSERT INTO workspaces (id, name, ingest_key, created_at, allowed_origins) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name, allowed_origins = excluded.allowed_origins \
+             RETURNING {WORKSPACE_COLUMNS}"
+        ))
         .bind(&workspace.id)
         .bind(&workspace.name)
         .bind(&workspace.ingest_key)
         .bind(workspace.created_at)
+        .bind(&workspace.allowed_origins)
         .fetch_one(&self.writer)
         .await?;
         let created = stored.ingest_key == workspace.ingest_key;
@@ -111,7 +116,7 @@ impl Store for SqliteStore {
     }
 
     async fn workspace(&self, id: &str) -> Result<Option<Workspace>, StoreError> {
-        let workspace = sqlx::query_as("SELECT id, name, ingest_key, created_at FROM workspaces WHERE id = ?")
+        let workspace = sqlx::query_as(&format!("SELECT {WORKSPACE_COLUMNS} FROM workspaces WHERE id = ?"))
             .bind(id)
             .fetch_optional(&self.reader)
             .await?;
@@ -119,19 +124,18 @@ impl Store for SqliteStore {
     }
 
     async fn rotate_ingest_key(&self, id: &str, new_key: &str) -> Result<Option<Workspace>, StoreError> {
-        let workspace = sqlx::query_as(
-            "UPDATE workspaces SET ingest_key = ? WHERE id = ? RETURNING id, name, ingest_key, created_at",
-        )
-        .bind(new_key)
-        .bind(id)
-        .fetch_optional(&self.writer)
-        .await?;
+        let workspace =
+            sqlx::query_as(&format!("UPDATE workspaces SET ingest_key = ? WHERE id = ? RETURNING {WORKSPACE_COLUMNS}"))
+                .bind(new_key)
+                .bind(id)
+                .fetch_optional(&self.writer)
+                .await?;
         Ok(workspace)
     }
 
     async fn ingest_target(&self, ingest_key: &str) -> Result<Option<IngestTarget>, StoreError> {
         let target = sqlx::query_as(
-            "SELECT w.id AS workspace_id, COALESCE(i.enabled, 0) AS segment_enabled \
+            "SELECT w.id AS workspace_id, COALESCE(i.enabled, 0) AS segment_enabled, w.allowed_origins \
              FROM workspaces w LEFT JOIN integrations i ON i.workspace_id = w.id WHERE w.ingest_key = ?",
         )
         .bind(ingest_key)
@@ -201,6 +205,24 @@ impl Store for SqliteStore {
         .fetch_one(&self.reader)
         .await?;
         Ok(QueueCounts { queued: queued as u64, dead: dead as u64 })
+    }
+
+    async fn sealed_write_keys(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let keys = sqlx::query_as("SELECT workspace_id, sealed_write_key FROM integrations ORDER BY workspace_id")
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(keys)
+    }
+
+    async fn replace_sealed_write_key(&self, workspace_id: &str, old: &str, new: &str) -> Result<bool, StoreError> {
+        let result =
+            sqlx::query("UPDATE integrations SET sealed_write_key = ? WHERE workspace_id = ? AND sealed_write_key = ?")
+                .bind(new)
+                .bind(workspace_id)
+                .bind(old)
+                .execute(&self.writer)
+                .await?;
+        Ok(result.rows_affected() == 1)
     }
 
     async fn enqueue(&self, events: &[NewEvent], identities: &[IdentityLink]) -> Result<(), StoreError> {

@@ -124,7 +124,11 @@ impl Env {
             "data_dir": self.db.dir.path(),
             "admin_tokens": ADMIN_TOKEN,
             "secret_key": SECRET_KEY,
+            // Tests send from one address far faster than a browser: no rate
+            // limits unless a test sets them.
+            "admin_requests_per_sec": 0,
             "segment": {"us_url": self.segment.uri(), "eu_url": self.eu_segment.uri(), "request_timeout_ms": 2000},
+            "ingest": {"ip_requests_per_sec": 0, "key_requests_per_sec": 0},
             "delivery": {
                 "poll_interval_ms": 100,
                 "linger_ms": 5,

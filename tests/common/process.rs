@@ -33,6 +33,9 @@ impl ServiceProcess {
             .env("PRODUKTLY_DELIVERY_BACKOFF_BASE_MS", "50")
             .env("PRODUKTLY_DELIVERY_BACKOFF_MAX_MS", "200")
             .env("PRODUKTLY_LOG_FORMAT", "json")
+            .env("PRODUKTLY_INGEST_IP_REQUESTS_PER_SEC", "0")
+            .env("PRODUKTLY_INGEST_KEY_REQUESTS_PER_SEC", "0")
+            .env("PRODUKTLY_ADMIN_REQUESTS_PER_SEC", "0")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(Stdio::inherit());

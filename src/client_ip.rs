@@ -1,0 +1,114 @@
+//! The client's address: the socket's peer, or, when the peer is a trusted
+//! proxy, the address it reports in `X-Forwarded-For`; and what of it is
+//! forwarded to Segment as `context.ip`.
+
+use std::net::IpAddr;
+
+use axum::http::HeaderMap;
+use ipnet::IpNet;
+
+use crate::config::IpPolicy;
+
+const FORWARDED_FOR: &str = "x-forwarded-for";
+
+#[derive(Clone, Debug)]
+pub struct ClientIps {
+    trusted_proxies: Vec<IpNet>,
+    policy: IpPolicy,
+}
+
+impl ClientIps {
+    pub fn new(trusted_proxies: Vec<IpNet>, policy: IpPolicy) -> ClientIps {
+        ClientIps { trusted_proxies, policy }
+    }
+
+    /// The client's address. `X-Forwarded-For` is believed only as far as it
+    /// was written by trusted proxies: read from the right (the nearest hop),
+    /// the first address that is not a trusted proxy is the client.
+    pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        if !self.is_trusted(peer) {
+            return peer;
+        }
+        let hops: Vec<&str> = headers
+            .get_all(FORWARDED_FOR)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .map(str::trim)
+            .collect();
+        let mut client = peer;
+        for hop in hops.iter().rev() {
+            let Ok(address) = hop.parse::<IpAddr>() else { break };
+            client = address;
+            if !self.is_trusted(address) {
+                break;
+            }
+        }
+        client
+    }
+
+    /// What `context.ip` carries for this client, by the configured policy.
+    pub fn forwarded(&self, client: IpAddr) -> Option<IpAddr> {
+        match self.policy {
+            IpPolicy::Forward => Some(client),
+            IpPolicy::Anonymize => Some(anonymize(client)),
+            IpPolicy::Omit => None,
+        }
+    }
+
+    fn is_trusted(&self, address: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|net| net.contains(&address))
+    }
+}
+
+/// The address with its last octet (IPv4) or its last 80 bits (IPv6) zeroed.
+pub fn anonymize(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            IpAddr::from([a, b, c, 0])
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::from([s[0], s[1], s[2], 0, 0, 0, 0, 0])
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(forwarded: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in forwarded {
+            headers.append(FORWARDED_FOR, value.parse().unwrap());
+        }
+        headers
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let ips = ClientIps::new(vec!["10.0.0.0/8".parse().unwrap()], IpPolicy::Forward);
+        let spoofed = headers(&["1.1.1.1, 203.0.113.7"]);
+        assert_eq!(ips.client(ip("198.51.100.2"), &spoofed), ip("198.51.100.2"), "an untrusted peer");
+        assert_eq!(ips.client(ip("10.0.0.5"), &spoofed), ip("203.0.113.7"), "the nearest untrusted hop");
+        let chain = headers(&["1.1.1.1", "203.0.113.7, 10.0.0.9"]);
+        assert_eq!(ips.client(ip("10.0.0.5"), &chain), ip("203.0.113.7"));
+        assert_eq!(ips.client(ip("10.0.0.5"), &headers(&["garbage"])), ip("10.0.0.5"));
+        assert_eq!(ips.client(ip("10.0.0.5"), &headers(&["10.1.1.1"])), ip("10.1.1.1"), "all hops trusted");
+    }
+
+    #[test]
+    fn policies() {
+        let anonymizing = ClientIps::new(vec![], IpPolicy::Anonymize);
+        assert_eq!(anonymizing.forwarded(ip("203.0.113.77")), Some(ip("203.0.113.0")));
+        assert_eq!(anonymizing.forwarded(ip("2001:db8:85a3:1:2:3:4:5")), Some(ip("2001:db8:85a3::")));
+        assert_eq!(ClientIps::new(vec![], IpPolicy::Omit).forwarded(ip("203.0.113.77")), None);
+        assert_eq!(ClientIps::new(vec![], IpPolicy::Forward).forwarded(ip("203.0.113.77")), Some(ip("203.0.113.77")));
+    }
+}
