@@ -30,6 +30,7 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub database_url: String,
     pub database_max_connections: u32,
+    pub database_acquire_timeout_ms: u64,
     pub data_dir: PathBuf,
     #[serde(deserialize_with = "comma_separated_secrets")]
     pub admin_tokens: Vec<SecretString>,
@@ -178,6 +179,10 @@ impl Settings {
         } else {
             self.database_url.clone()
         }
+    }
+
+    pub fn database_acquire_timeout(&self) -> Duration {
+        Duration::from_millis(self.database_acquire_timeout_ms)
     }
 
     pub fn shutdown_timeout(&self) -> Duration {

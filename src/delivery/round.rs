@@ -14,6 +14,9 @@ use crate::segment::{self, Batch, Outcome};
 use crate::store::{LastError, Millis, Rejection, RoundEnd, StoreError, WorkspaceLease};
 use crate::time::{iso8601, millis, now_millis};
 
+/// How often a lease is offered back to a store that failed.
+const GIVE_BACK_RETRY: Duration = Duration::from_secs(1);
+
 /// Reason of a message Segment refused.
 const REJECTED: &str = "rejected";
 /// Reason of a message over Segment's per-message limit.
@@ -21,16 +24,27 @@ const TOO_LARGE: &str = "message_too_large";
 
 impl Delivery {
     pub(super) async fn round(&self, lease: WorkspaceLease) {
-        let end = match self.deliver(&lease).await {
-            Ok(end) => end,
-            Err(e) => {
-                // The leases run out and another round takes the events again.
-                tracing::warn!(workspace = %lease.workspace_id, error = %e, "delivery round failed on the store");
+        let recorded = match self.deliver(&lease).await {
+            Ok(end) => self.store.end_round(&lease, &end).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = recorded {
+            tracing::warn!(workspace = %lease.workspace_id, error = %e, "delivery round failed on the store");
+            self.cursors.reset(&lease.workspace_id);
+            self.give_back(&lease).await;
+        }
+    }
+
+    /// After a store failure: gives the workspace lease back as soon as the
+    /// store answers again, so that delivery resumes then rather than when the
+    /// lease runs out. Unsettled events are simply read again.
+    async fn give_back(&self, lease: &WorkspaceLease) {
+        let deadline = tokio::time::Instant::now() + self.settings.lease();
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(GIVE_BACK_RETRY).await;
+            if self.store.release_lease(lease).await.is_ok() {
                 return;
             }
-        };
-        if let Err(e) = self.store.end_round(&lease, &end).await {
-            tracing::warn!(workspace = %lease.workspace_id, error = %e, "could not record the delivery round");
         }
     }
 

@@ -4,7 +4,7 @@
 //! large transactions instead of one per request.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -16,6 +16,11 @@ use crate::metrics::Metrics;
 use crate::store::{IdentityLink, NewEvent, Store, StoreError};
 
 type CommitResult = Result<(), Arc<StoreError>>;
+
+/// After a failed commit, commits fail at once for this long before the next
+/// one is tried: with the database down, requests get their 503 at once
+/// instead of each waiting out a connection timeout.
+const FAIL_FAST_FOR: Duration = Duration::from_secs(1);
 
 struct Job {
     events: Vec<NewEvent>,
@@ -73,6 +78,7 @@ async fn run(
     backlog: Arc<Backlog>,
     max_rows: usize,
 ) {
+    let mut failing_since: Option<Instant> = None;
     while let Some(first) = rx.recv().await {
         let mut rows = first.events.len();
         let mut jobs = vec![first];
@@ -85,7 +91,15 @@ async fn run(
             jobs.iter().flat_map(|job| job.events.iter().map(|e| e.workspace_id.clone())).collect();
         workspaces.sort_unstable();
         workspaces.dedup();
-        let result = commit_jobs(&mut jobs, store.as_ref(), &metrics).await;
+        let result = match failing_since {
+            Some(since) if since.elapsed() < FAIL_FAST_FOR => Err(Arc::new(StoreError::RecentlyFailed)),
+            _ => commit_jobs(&mut jobs, store.as_ref(), &metrics).await,
+        };
+        match &result {
+            Ok(()) => failing_since = None,
+            Err(e) if !matches!(**e, StoreError::RecentlyFailed) => failing_since = Some(Instant::now()),
+            Err(_) => {}
+        }
         if result.is_ok() && rows > 0 {
             backlog.mark(workspaces.iter().map(String::as_str));
         }

@@ -32,6 +32,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("the database schema is not at the version this build expects")]
     SchemaOutdated,
+    #[error("the database failed a moment ago; not tried again yet")]
+    RecentlyFailed,
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
 }
@@ -279,10 +281,10 @@ pub trait Store: Send + Sync + 'static {
 /// Opens the configured database and brings its schema up to date.
 pub async fn connect(settings: &Settings) -> Result<Arc<dyn Store>, StoreError> {
     let url = settings.database_url();
-    let max_connections = settings.database_max_connections;
+    let (connections, wait) = (settings.database_max_connections, settings.database_acquire_timeout());
     let store: Arc<dyn Store> = match settings.backend().unwrap_or(Backend::Sqlite) {
-        Backend::Postgres => Arc::new(PostgresStore::connect(&url, max_connections).await?),
-        Backend::Sqlite => Arc::new(SqliteStore::connect(&url, max_connections).await?),
+        Backend::Postgres => Arc::new(PostgresStore::connect(&url, connections, wait).await?),
+        Backend::Sqlite => Arc::new(SqliteStore::connect(&url, connections, wait).await?),
     };
     Ok(store)
 }

@@ -46,14 +46,18 @@ const MAX_ANNOUNCEMENT: usize = 7_900;
 impl PostgresStore {
     /// Connects and applies the migrations (sqlx holds an advisory lock while
     /// migrating, so instances starting together do not race).
-    pub async fn connect(url: &str, max_connections: u32) -> Result<PostgresStore, StoreError> {
+    pub async fn connect(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> Result<PostgresStore, StoreError> {
         // JIT compilation pays off for long analytical queries; for these short
         // ones it costs milliseconds each time a cost estimate crosses its
         // threshold (as a growing queue's estimates do), so it is off.
         let options = PgConnectOptions::from_str(url)?.options([("jit", "off")]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(2))
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(acquire_timeout)
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;

@@ -34,7 +34,7 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and applies the migrations.
-    pub async fn connect(url: &str, max_readers: u32) -> Result<SqliteStore, StoreError> {
+    pub async fn connect(url: &str, max_readers: u32, acquire_timeout: Duration) -> Result<SqliteStore, StoreError> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -46,13 +46,13 @@ impl SqliteStore {
         }
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(acquire_timeout)
             .connect_with(options.clone())
             .await?;
         MIGRATOR.run(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(max_readers.clamp(1, 8))
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(acquire_timeout)
             .connect_with(options.read_only(true))
             .await?;
         Ok(SqliteStore { writer, reader })

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test crate uses its own part of the harness
 
 pub mod process;
+pub mod proxy;
 pub mod segment;
 
 use std::future::Future;

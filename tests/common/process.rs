@@ -18,6 +18,11 @@ impl ServiceProcess {
     /// environment variables, and waits until it answers.
     pub async fn start(env: &Env, extra: &[(&str, &str)]) -> ServiceProcess {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        ServiceProcess::start_on(env, port, extra).await
+    }
+
+    /// Starts on a given port (a restart keeps its address).
+    pub async fn start_on(env: &Env, port: u16, extra: &[(&str, &str)]) -> ServiceProcess {
         let log = env.db.dir.path().join(format!("service-{port}.log"));
         let mut command = Command::new(env!("CARGO_BIN_EXE_produktly-segment"));
         command

@@ -53,6 +53,8 @@ struct State {
     key_outages: HashMap<String, u16>,
     /// Time taken before answering.
     delay: Option<Duration>,
+    /// Time taken before answering requests of single write keys.
+    key_delays: HashMap<String, Duration>,
 }
 
 pub struct MockSegment {
@@ -134,6 +136,15 @@ impl MockSegment {
         self.state.lock().unwrap().delay = delay;
     }
 
+    /// Answers the requests of one write key only after `delay` (none: at once).
+    pub fn set_key_delay(&self, write_key: &str, delay: Option<Duration>) {
+        let mut state = self.state.lock().unwrap();
+        match delay {
+            Some(delay) => state.key_delays.insert(write_key.to_owned(), delay),
+            None => state.key_delays.remove(write_key),
+        };
+    }
+
     /// Batches holding a message for which `refuse` holds are answered `400`.
     pub fn refuse_messages_where(&self, refuse: impl Fn(&Value) -> bool + Send + Sync + 'static) {
         self.state.lock().unwrap().refuse = Some(Box::new(refuse));
@@ -175,6 +186,7 @@ impl Respond for Strict {
                 Answer { status: 200, headers: vec![] }
             }
         };
+        let delay = state.key_delays.get(&write_key).copied().or(state.delay);
         state.attempts.push(Attempt { at, write_key, status: answer.status, messages, bytes: request.body.len() });
         let body = match answer.status {
             200 => "{\"success\":true}",
@@ -185,7 +197,7 @@ impl Respond for Strict {
         for (name, value) in answer.headers {
             response = response.insert_header(name.as_str(), value.as_str());
         }
-        match state.delay {
+        match delay {
             Some(delay) => response.set_delay(delay),
             None => response,
         }
