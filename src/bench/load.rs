@@ -103,11 +103,12 @@ pub async fn closed_loop(
     Ok(report)
 }
 
-/// Sends `rate` requests per second for `duration`, spread over `connections`,
-/// each on its schedule. Latency counts from the scheduled time, so a stalled
-/// server cannot hide its stall by delaying the requests that would see it.
+/// Sends `rate` requests per second for `duration`, spread over `connections`
+/// (connection `i` to `targets[i % len]`), each on its schedule. Latency
+/// counts from the scheduled time, so a stalled server cannot hide its stall
+/// by delaying the requests that would see it.
 pub async fn open_loop<F>(
-    target: &Target,
+    targets: &[Target],
     rate: u32,
     connections: usize,
     duration: Duration,
@@ -120,10 +121,10 @@ where
     let body = Arc::new(body);
     let interval = Duration::from_secs(connections as u64) / rate;
     let total = (rate as u64 * duration.as_millis() as u64 / 1000) / connections as u64;
-    let target = target.clone();
+    let targets = targets.to_vec();
     let mut report = on_load_threads(connections, move |worker| {
         let offset = interval * worker as u32 / connections as u32;
-        let (target, body) = (target.clone(), body.clone());
+        let (target, body) = (targets[worker % targets.len()].clone(), body.clone());
         async move {
             let mut connection = connect(target.addr).await?;
             let mut report = Report::new();

@@ -8,6 +8,7 @@ mod mock;
 mod service;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -59,6 +60,13 @@ pub struct BenchArgs {
     /// Whole runs (each on a fresh service and database); the table shows medians.
     #[arg(long, default_value_t = 1)]
     runs: usize,
+    /// Instead of the figures: seconds of steady load, sampling memory and the
+    /// queue (a soak).
+    #[arg(long, default_value_t = 0)]
+    soak: u64,
+    /// Events per second of the soak (single-event `/v1/track` requests).
+    #[arg(long, default_value_t = 9_000)]
+    soak_rate: u32,
 }
 
 /// One line of the results table: the figures measured, and how they read.
@@ -71,6 +79,9 @@ struct Row {
 /// Runs the whole benchmark `runs` times, each on a fresh service and
 /// database, and prints the median of each figure.
 pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
+    if args.soak > 0 {
+        return soak(&args).await;
+    }
     let mut runs: Vec<Vec<Row>> = Vec::new();
     for run in 1..=args.runs.max(1) {
         eprintln!("run {run} of {}", args.runs.max(1));
@@ -134,7 +145,7 @@ async fn run_once(args: &BenchArgs) -> Result<Vec<Row>, BenchError> {
         wait_for_delivery(&mock, sent).await?;
     }
 
-    let report = load::open_loop(&targets("/v1/track")[0], 10_000, 32, phase, || body(1)).await?;
+    let report = load::open_loop(&targets("/v1/track")[..1], 10_000, 32, phase, || body(1)).await?;
     rows.push(Row {
         figure: "ingest latency at 10,000 events/s".into(),
         values: report_values(&report),
@@ -168,7 +179,7 @@ async fn run_once(args: &BenchArgs) -> Result<Vec<Row>, BenchError> {
 
     mock.take_latency();
     let marked = move || marked_body(epoch);
-    let report = load::open_loop(&targets("/v1/track")[0], 1_000, 8, phase, marked).await?;
+    let report = load::open_loop(&targets("/v1/track")[..1], 1_000, 8, phase, marked).await?;
     sent += report.events;
     wait_for_delivery(&mock, sent).await?;
     let end_to_end = mock.take_latency();
@@ -191,6 +202,57 @@ async fn run_once(args: &BenchArgs) -> Result<Vec<Row>, BenchError> {
     service.stop()?;
     database.remove().await;
     Ok(rows)
+}
+
+/// Steady load for `args.soak` seconds; every 30 s a sample of the service's
+/// memory, the queue depth and what reached the mock.
+async fn soak(args: &BenchArgs) -> Result<(), BenchError> {
+    let epoch = Instant::now();
+    let mock = MockSegment::start(epoch).await?;
+    let database = Database::create(args).await?;
+    let service = Arc::new(Service::start(&database.url, &database.dir, &mock.url()).await?);
+    let mut targets = Vec::new();
+    for i in 0..args.workspaces.max(1) {
+        let key = service.workspace(&format!("soak-{i}")).await?;
+        targets.push(Target { addr: service.addr, path: "/v1/track", key });
+    }
+    let (duration, rate) = (Duration::from_secs(args.soak), args.soak_rate.max(1));
+    let load = tokio::spawn(async move { load::open_loop(&targets, rate, 32, duration, || body(1)).await });
+    println!("| minute | RSS | queue depth | delivered |");
+    println!("|--------|-----|-------------|-----------|");
+    let mut rss = Vec::new();
+    while !load.is_finished() {
+        tokio::time::sleep(Duration::from_secs(30).min(duration)).await;
+        let current = service.current_rss().unwrap_or(0);
+        rss.push(current);
+        let depth = service.queue_depth().await.unwrap_or(-1);
+        println!(
+            "| {:.1} | {} MB | {} | {} |",
+            epoch.elapsed().as_secs_f64() / 60.0,
+            current / 1_000_000,
+            depth,
+            thousands(mock.accepted() as f64)
+        );
+    }
+    let report = load.await.map_err(|e| BenchError(e.to_string()))??;
+    wait_for_delivery(&mock, report.events).await?;
+    println!(
+        "\nsoak: {} s at {} events/s ({:?} backend): {} events accepted, {} requests not accepted; \
+         ingest p50 {:.1} ms, p99 {:.1} ms; RSS first {} MB, last {} MB, peak {} MB; all delivered",
+        args.soak,
+        args.soak_rate,
+        args.backend,
+        thousands(report.events as f64),
+        report.failures,
+        report.millis_at(0.5),
+        report.millis_at(0.99),
+        rss.first().copied().unwrap_or(0) / 1_000_000,
+        rss.last().copied().unwrap_or(0) / 1_000_000,
+        service.peak_rss().unwrap_or(0) / 1_000_000
+    );
+    Arc::try_unwrap(service).map_err(|_| BenchError("the service is still in use".into()))?.stop()?;
+    database.remove().await;
+    Ok(())
 }
 
 /// events/s, p50, p95, p99 (ms), requests not accepted.

@@ -83,10 +83,25 @@ impl Service {
 
     /// The most memory the process has held (VmHWM), in bytes.
     pub fn peak_rss(&self) -> Option<u64> {
+        self.memory("VmHWM:")
+    }
+
+    /// The memory the process holds now (VmRSS), in bytes.
+    pub fn current_rss(&self) -> Option<u64> {
+        self.memory("VmRSS:")
+    }
+
+    fn memory(&self, field: &str) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let line = status.lines().find(|l| l.starts_with(field))?;
         let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
         Some(kib * 1024)
+    }
+
+    /// The service's own count of undelivered events (its metrics).
+    pub async fn queue_depth(&self) -> Option<i64> {
+        let metrics = self.http.get(format!("http://{}/metrics", self.addr)).send().await.ok()?.text().await.ok()?;
+        metrics.lines().find_map(|line| line.strip_prefix("produktly_queue_depth ")?.trim().parse().ok())
     }
 
     /// SIGTERM, then waits for the exit.
