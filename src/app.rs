@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use std::net::IpAddr;
@@ -22,11 +22,13 @@ use crate::config::Settings;
 use crate::delivery::{Backlog, Delivery, Janitor};
 use crate::ingest::{Committer, IngestKeys};
 use crate::metrics::Metrics;
+use crate::openapi::ApiDoc;
 use crate::rate_limit::RateLimits;
 use crate::secrets::{Secrets, SecretsError};
 use crate::segment::{BatchLimits, SegmentClient};
 use crate::store::{self, OnEvents, Store, StoreError};
 use crate::{admin, error, ingest, ops};
+use utoipa::OpenApi;
 
 /// What every request handler may use. Handlers get a clone per request, so
 /// it is one `Arc`.
@@ -52,6 +54,8 @@ pub struct Shared {
     pub backlog: Arc<Backlog>,
     pub client_ips: ClientIps,
     pub rate_limits: RateLimits,
+    /// The OpenAPI document (JSON), set once the routes are built.
+    pub openapi: OnceLock<String>,
 }
 
 impl Shared {
@@ -77,6 +81,7 @@ pub enum StartError {
 pub struct App {
     listener: TcpListener,
     state: AppState,
+    router: Router,
     delivery: Arc<Delivery>,
     janitor: Janitor,
     committer: JoinHandle<()>,
@@ -119,6 +124,7 @@ impl App {
             ingest_keys: IngestKeys::new(store.clone(), settings.ingest.key_cache_ttl()),
             client_ips: ClientIps::new(settings.ingest.trusted_proxies.clone(), settings.ingest.ip_policy),
             rate_limits: RateLimits::new(&settings),
+            openapi: OnceLock::new(),
             settings,
             store,
             metrics,
@@ -127,7 +133,9 @@ impl App {
             segment,
             backlog,
         }));
-        Ok(App { listener, state, delivery, janitor, committer: committer_task })
+        let (router, document) = routes(state.clone());
+        let _ = state.openapi.set(document.to_json().expect("the OpenAPI document serializes"));
+        Ok(App { listener, state, router, delivery, janitor, committer: committer_task })
     }
 
     /// The address the server listens on (the real port when configured as 0).
@@ -145,7 +153,7 @@ impl App {
     /// and lets deliveries in flight finish; whatever still runs after the
     /// shutdown timeout is cut off, its events left in or given back to the queue.
     pub async fn run(self, stop: CancellationToken) -> std::io::Result<()> {
-        let App { listener, state, delivery, janitor, committer } = self;
+        let App { listener, state, router, delivery, janitor, committer } = self;
         let timeout = state.settings.shutdown_timeout();
         let delivery = tokio::spawn(delivery.run(stop.clone(), timeout));
         let janitor = tokio::spawn(janitor.run(stop.clone()));
@@ -154,8 +162,9 @@ impl App {
             let on_events: OnEvents = Arc::new(move |workspaces| backlog.mark(workspaces.iter().map(String::as_str)));
             tokio::spawn(async move { store.listen_for_events(on_events, stop).await })
         };
-        let forgetting = tokio::spawn(forget_idle_rate_limits(state.clone(), stop.clone()));
-        let service = router(state).into_make_service_with_connect_info::<SocketAddr>();
+        // The last handle here: the commit task ends once every handle is gone.
+        let forgetting = tokio::spawn(forget_idle_rate_limits(state, stop.clone()));
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
         let server = axum::serve(listener, service).with_graceful_shutdown(stop.clone().cancelled_owned());
         let served = tokio::select! {
             served = server.into_future() => served,
@@ -192,14 +201,22 @@ async fn after_stop(stop: &CancellationToken, timeout: Duration) {
     tokio::time::sleep(timeout).await;
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .merge(ingest::router(state.clone()))
-        .merge(admin::router(state.clone()))
-        .merge(ops::router())
+/// Every route, and the OpenAPI document of them all.
+fn routes(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    let (ingest, ingest_api) = ingest::router(state.clone());
+    let (admin, admin_api) = admin::router(state.clone());
+    let (ops, ops_api) = ops::router();
+    let mut document = ApiDoc::openapi();
+    for part in [ingest_api, admin_api, ops_api] {
+        document.merge(part);
+    }
+    let router = ingest
+        .merge(admin)
+        .merge(ops)
         .fallback(error::no_such_endpoint)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), ingest::read_first))
         .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        .with_state(state);
+    (router, document)
 }

@@ -7,7 +7,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::json;
+use utoipa::ToSchema;
 
 use crate::store::StoreError;
 
@@ -15,9 +15,11 @@ use crate::store::StoreError;
 const RETRY_AFTER_UNAVAILABLE: u64 = 1;
 
 /// Why one event was refused; in a batch, the others may still be accepted.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema, thiserror::Error)]
 #[error("{message}")]
 pub struct EventError {
+    /// e.g. `unknown_event`, `missing_property`, `invalid_property`, `missing_identity`.
+    #[schema(value_type = String)]
     pub code: EventErrorCode,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -72,7 +74,7 @@ impl EventError {
 }
 
 /// An event refused within a batch, located by its index.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
 pub struct IndexedEventError {
     pub index: usize,
     #[serde(flatten)]
@@ -183,21 +185,38 @@ impl ApiError {
         }
     }
 
-    fn body(&self) -> serde_json::Value {
-        let mut error = json!({"code": self.code(), "message": self.to_string()});
+    fn body(&self) -> ErrorBody {
         let field = match self {
-            ApiError::Validation(e) => e.field.as_deref(),
-            ApiError::InvalidRequest { field, .. } => *field,
+            ApiError::Validation(e) => e.field.clone(),
+            ApiError::InvalidRequest { field, .. } => field.map(str::to_owned),
             _ => None,
         };
-        if let Some(field) = field {
-            error["field"] = json!(field);
-        }
-        match self {
-            ApiError::NoValidEvents(rejected) => json!({"error": error, "rejected": rejected}),
-            _ => json!({"error": error}),
-        }
+        let rejected = match self {
+            ApiError::NoValidEvents(rejected) => rejected.clone(),
+            _ => Vec::new(),
+        };
+        ErrorBody { error: ErrorDetail { code: self.code(), message: self.to_string(), field }, rejected }
     }
+}
+
+/// The body of every error answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+    /// With `no_valid_events`: why each event of the batch was refused.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rejected: Vec<IndexedEventError>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, snake_case: what went wrong.
+    pub code: &'static str,
+    /// One human sentence.
+    pub message: String,
+    /// The field of the request at fault, where one is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }
 
 /// The answer to a path no route serves.

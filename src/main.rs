@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use produktly_segment::secrets::Secrets;
-use produktly_segment::{App, Settings, admin, bench, store, telemetry};
+use produktly_segment::{App, Settings, admin, bench, partner_docs, store, telemetry};
 use tokio_util::sync::CancellationToken;
 
 /// Produktly's Segment Event Cloud Source. Configuration: config/default.toml,
@@ -32,6 +32,12 @@ enum Command {
     Reseal,
     /// Start the service with a mock Segment, load it, and print the figures.
     Bench(bench::BenchArgs),
+    /// Write the event and property tables of the partner documentation from
+    /// the catalog (with --check: only tell whether they are up to date).
+    Docs {
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 #[tokio::main]
@@ -50,6 +56,7 @@ async fn main() -> ExitCode {
         Command::Migrate => migrate(settings).await,
         Command::Reseal => reseal(settings).await,
         Command::Bench(args) => bench::run(args).await.map_err(Into::into),
+        Command::Docs { check } => docs(check),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -89,6 +96,20 @@ async fn reseal(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         Err(format!("{} write keys could not be opened: {:?}", report.failed.len(), report.failed).into())
     }
+}
+
+fn docs(check: bool) -> Result<(), Box<dyn std::error::Error>> {
+    let document = std::fs::read_to_string(partner_docs::DOCUMENT)?;
+    let updated = partner_docs::with_tables(&document)?;
+    if updated == document {
+        println!("{} is up to date", partner_docs::DOCUMENT);
+    } else if check {
+        return Err(format!("{} is not up to date: run `produktly-segment docs`", partner_docs::DOCUMENT).into());
+    } else {
+        std::fs::write(partner_docs::DOCUMENT, updated)?;
+        println!("{} updated", partner_docs::DOCUMENT);
+    }
+    Ok(())
 }
 
 /// Cancels on SIGTERM or Ctrl-C.

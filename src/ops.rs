@@ -1,33 +1,53 @@
-//! What ops watch: liveness, readiness and Prometheus metrics.
+//! What ops watch: liveness, readiness, Prometheus metrics, and the OpenAPI
+//! document of the whole API.
 
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
-use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 
 /// A readiness probe answers within this time, even with the database hanging.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics))
+/// The ops routes and their part of the OpenAPI document.
+pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi))
+        .split_for_parts()
+}
+
+#[derive(Serialize, ToSchema)]
+struct Health {
+    /// `ok`, or `ready`.
+    status: &'static str,
 }
 
 /// `200` while the process runs.
-async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = Health)))]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
 }
 
 /// `200` when the store answers and its schema is current, else `503`.
-async fn readyz(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(
+    get, path = "/readyz", tag = "ops",
+    responses((status = 200, body = Health), (status = 503, description = "`not_ready`", body = ErrorBody)),
+)]
+async fn readyz(State(app): State<AppState>) -> Result<Json<Health>, ApiError> {
     match tokio::time::timeout(READY_TIMEOUT, app.store.check_ready()).await {
-        Ok(Ok(())) => Ok(Json(json!({"status": "ready"}))),
+        Ok(Ok(())) => Ok(Json(Health { status: "ready" })),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "not ready");
             Err(ApiError::NotReady)
@@ -39,6 +59,17 @@ async fn readyz(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
     }
 }
 
+/// Prometheus (OpenMetrics) text.
+#[utoipa::path(
+    get, path = "/metrics", tag = "ops",
+    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String)),
+)]
 async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], app.metrics.encode())
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200, description = "OpenAPI 3.1", body = Object)))]
+async fn openapi(State(app): State<AppState>) -> impl IntoResponse {
+    ([(CONTENT_TYPE, "application/json")], app.openapi.get().cloned().unwrap_or_default())
 }

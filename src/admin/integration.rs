@@ -8,7 +8,9 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
+use utoipa::{IntoParams, ToSchema};
 
+use super::AdminErrors;
 use super::extract::{AdminJson, WorkspaceId};
 use super::workspaces::no_such_workspace;
 use crate::app::AppState;
@@ -24,7 +26,7 @@ const MAX_WRITE_KEY_CHARS: usize = 256;
 const FAILING_AFTER: u32 = 5;
 const TEST_EVENT: &str = "produktly_test_event";
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct IntegrationView {
     configured: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -37,7 +39,7 @@ pub struct IntegrationView {
     status: Option<StatusView>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct StatusView {
     state: &'static str,
     queued: u64,
@@ -46,7 +48,7 @@ struct StatusView {
     last_error: Option<ErrorView>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct ErrorView {
     at: String,
     status: Option<u16>,
@@ -88,6 +90,19 @@ impl IntegrationView {
     fn not_configured() -> IntegrationView {
         IntegrationView { configured: false, write_key_hint: None, region: None, enabled: None, status: None }
     }
+}
+
+/// The body of `PUT …/integrations/segment`, as documented; it is parsed by
+/// hand (into `IntegrationBody`) so that no error message can echo the key.
+#[derive(ToSchema)]
+#[allow(dead_code)] // describes the body for the API document
+struct IntegrationRequest {
+    /// The Segment source's write key; required the first time, kept when omitted.
+    write_key: Option<String>,
+    /// Kept when omitted; `us` the first time.
+    region: Option<Region>,
+    /// Kept when omitted; `true` the first time.
+    enabled: Option<bool>,
 }
 
 /// The fields of `PUT …/integrations/segment`. Parsed by hand so that no error
@@ -149,6 +164,12 @@ fn invalid(field: Option<&'static str>, message: &str) -> ApiError {
 /// Sets the write key, region and enabled flag. Omitted fields keep their
 /// current values (the key is required the first time); delivery of queued
 /// events resumes at once with the new settings.
+#[utoipa::path(
+    put, path = "/admin/v1/workspaces/{id}/integrations/segment", tag = "admin", params(("id" = String, Path)),
+    request_body = IntegrationRequest,
+    responses((status = 200, body = IntegrationView), AdminErrors),
+    security(("admin_token" = [])),
+)]
 pub async fn put(
     State(app): State<AppState>,
     WorkspaceId(id): WorkspaceId,
@@ -178,6 +199,12 @@ pub async fn put(
     Ok(Json(IntegrationView::new(integration, counts)))
 }
 
+/// The integration (the write key only as a hint) and the state of delivery.
+#[utoipa::path(
+    get, path = "/admin/v1/workspaces/{id}/integrations/segment", tag = "admin", params(("id" = String, Path)),
+    responses((status = 200, body = IntegrationView), AdminErrors),
+    security(("admin_token" = [])),
+)]
 pub async fn get(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> Result<Json<IntegrationView>, ApiError> {
     app.store.workspace(&id).await?.ok_or_else(no_such_workspace)?;
     let Some(integration) = app.store.integration(&id).await? else {
@@ -188,6 +215,11 @@ pub async fn get(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> R
 }
 
 /// Removes the integration and drops the workspace's queued and dead events.
+#[utoipa::path(
+    delete, path = "/admin/v1/workspaces/{id}/integrations/segment", tag = "admin", params(("id" = String, Path)),
+    responses((status = 204, description = "Removed"), AdminErrors),
+    security(("admin_token" = [])),
+)]
 pub async fn delete(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> Result<StatusCode, ApiError> {
     if !app.store.delete_integration(&id).await? {
         return Err(ApiError::NotFound("the workspace has no Segment integration".into()));
@@ -196,7 +228,7 @@ pub async fn delete(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TestView {
     outcome: &'static str,
     status: Option<u16>,
@@ -208,6 +240,11 @@ pub struct TestView {
 /// Sends one `produktly_test_event` with the stored key and answers with what
 /// Segment answered. Segment accepts any write key, so success here means the
 /// call went through; the event shows in the source's Debugger if the key is right.
+#[utoipa::path(
+    post, path = "/admin/v1/workspaces/{id}/integrations/segment/test", tag = "admin", params(("id" = String, Path)),
+    responses((status = 200, description = "What Segment answered", body = TestView), AdminErrors),
+    security(("admin_token" = [])),
+)]
 pub async fn test(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> Result<Json<TestView>, ApiError> {
     let integration = app
         .store
@@ -245,12 +282,13 @@ pub async fn test(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> 
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 pub struct ListQuery {
+    /// How many, from 1 to 1000 (default 100).
     limit: Option<usize>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct DeadLetterView {
     message_id: String,
     reason: String,
@@ -258,7 +296,20 @@ pub struct DeadLetterView {
     detail: String,
     received_at: String,
     failed_at: String,
+    /// The Segment message as it would be sent.
+    #[schema(value_type = Object)]
     message: Box<RawValue>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeadLettersView {
+    dead_letters: Vec<DeadLetterView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplayView {
+    /// Dead letters put back in the queue.
+    replayed: u64,
 }
 
 impl DeadLetterView {
@@ -278,11 +329,17 @@ impl DeadLetterView {
     }
 }
 
+/// The oldest dead letters: events Segment refused or that outlived the maximum age.
+#[utoipa::path(
+    get, path = "/admin/v1/workspaces/{id}/dead-letters", tag = "admin", params(("id" = String, Path), ListQuery),
+    responses((status = 200, body = DeadLettersView), AdminErrors),
+    security(("admin_token" = [])),
+)]
 pub async fn dead_letters(
     State(app): State<AppState>,
     WorkspaceId(id): WorkspaceId,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeadLettersView>, ApiError> {
     let Query(query) = query.map_err(|_| invalid(Some("limit"), "limit must be a number from 1 to 1000"))?;
     let limit = query.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
@@ -291,14 +348,19 @@ pub async fn dead_letters(
     app.store.workspace(&id).await?.ok_or_else(no_such_workspace)?;
     let letters: Vec<DeadLetterView> =
         app.store.dead_letters(&id, limit).await?.into_iter().map(DeadLetterView::new).collect::<Result<_, _>>()?;
-    Ok(Json(json!({"dead_letters": letters})))
+    Ok(Json(DeadLettersView { dead_letters: letters }))
 }
 
 /// Puts every dead letter of the workspace back in the queue, with a fresh age.
-pub async fn replay(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(
+    post, path = "/admin/v1/workspaces/{id}/dead-letters/replay", tag = "admin", params(("id" = String, Path)),
+    responses((status = 200, body = ReplayView), AdminErrors),
+    security(("admin_token" = [])),
+)]
+pub async fn replay(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> Result<Json<ReplayView>, ApiError> {
     app.store.workspace(&id).await?.ok_or_else(no_such_workspace)?;
     let replayed = app.store.replay_dead_letters(&id, now_millis()).await?;
     app.metrics.queue_depth.inc_by(replayed as i64);
     app.backlog.mark([id.as_str()]);
-    Ok(Json(json!({"replayed": replayed})))
+    Ok(Json(ReplayView { replayed }))
 }

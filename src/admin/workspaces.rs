@@ -4,6 +4,10 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::AdminErrors;
+use crate::error::ErrorBody;
 
 use super::extract::{AdminJson, WorkspaceId};
 use crate::app::AppState;
@@ -17,16 +21,17 @@ const MAX_NAME_CHARS: usize = 200;
 /// Most origins a workspace may list.
 const MAX_ORIGINS: usize = 100;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkspaceBody {
+    /// The admin app's own id (1 to 64 letters, digits, `-`, `_`, `.`); generated when absent.
     id: Option<String>,
     name: String,
     /// Browser origins allowed to send events; absent or null: any.
     allowed_origins: Option<Vec<String>>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct WorkspaceView {
     id: String,
     name: String,
@@ -47,6 +52,12 @@ impl From<Workspace> for WorkspaceView {
     }
 }
 
+/// Creates a workspace (with the given id, or a generated one).
+#[utoipa::path(
+    post, path = "/admin/v1/workspaces", tag = "admin", request_body = WorkspaceBody,
+    responses((status = 201, body = WorkspaceView), (status = 409, description = "The id is taken", body = ErrorBody), AdminErrors),
+    security(("admin_token" = [])),
+)]
 pub async fn create(
     State(app): State<AppState>,
     AdminJson(body): AdminJson<WorkspaceBody>,
@@ -62,7 +73,13 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(workspace.into())))
 }
 
-/// Creates the workspace with this id, or renames it (its ingest key stays).
+/// Creates the workspace with this id, or updates its name and allowed
+/// origins (its ingest key stays).
+#[utoipa::path(
+    put, path = "/admin/v1/workspaces/{id}", tag = "admin", params(("id" = String, Path)), request_body = WorkspaceBody,
+    responses((status = 200, description = "Updated", body = WorkspaceView), (status = 201, description = "Created", body = WorkspaceView), AdminErrors),
+    security(("admin_token" = [])),
+)]
 pub async fn upsert(
     State(app): State<AppState>,
     id: WorkspaceId,
@@ -80,6 +97,11 @@ pub async fn upsert(
     Ok((status, Json(workspace.into())))
 }
 
+#[utoipa::path(
+    get, path = "/admin/v1/workspaces/{id}", tag = "admin", params(("id" = String, Path)),
+    responses((status = 200, body = WorkspaceView), AdminErrors),
+    security(("admin_token" = [])),
+)]
 pub async fn get(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> Result<Json<WorkspaceView>, ApiError> {
     let workspace = app.store.workspace(&id).await?.ok_or_else(no_such_workspace)?;
     Ok(Json(workspace.into()))
@@ -87,6 +109,11 @@ pub async fn get(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> R
 
 /// A new ingest key; the old one stops working at once on this instance and
 /// within the key cache's lifetime on others.
+#[utoipa::path(
+    post, path = "/admin/v1/workspaces/{id}/ingest-key/rotate", tag = "admin", params(("id" = String, Path)),
+    responses((status = 200, description = "The workspace with its new ingest key", body = WorkspaceView), AdminErrors),
+    security(("admin_token" = [])),
+)]
 pub async fn rotate_ingest_key(
     State(app): State<AppState>,
     WorkspaceId(id): WorkspaceId,

@@ -16,16 +16,19 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::AppState;
-use crate::error::{self, ApiError, IndexedEventError};
+use crate::error::{self, ApiError, ErrorBody, IndexedEventError};
 use crate::metrics::{Reason, Status};
+use crate::openapi::CatalogEvent;
 use crate::store::IngestTarget;
 use body::JsonBody;
 pub use body::read_first;
@@ -40,15 +43,69 @@ const NOT_CONFIGURED: &str = "segment_not_configured";
 /// Longest user agent forwarded, in bytes.
 const MAX_USER_AGENT: usize = 512;
 
-pub fn router(state: AppState) -> Router<AppState> {
-    Router::new()
-        .route("/v1/track", post(track))
-        .route("/v1/batch", post(batch))
-        .route("/v1/identify", post(identify))
+/// The ingest routes and their part of the OpenAPI document.
+pub fn router(state: AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (router, api) =
+        OpenApiRouter::new().routes(routes!(track)).routes(routes!(batch)).routes(routes!(identify)).split_for_parts();
+    let router = router
         .layer(middleware::from_fn_with_state(state.clone(), count_responses))
         // Set here, inside the CORS layer, so that preflight requests reach it.
         .method_not_allowed_fallback(error::method_not_allowed)
-        .layer(middleware::from_fn_with_state(state, cors::cors))
+        .layer(middleware::from_fn_with_state(state, cors::cors));
+    (router, api)
+}
+
+/// The errors every ingest endpoint may answer with.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // describes answers for the API document; never built
+enum IngestErrors {
+    /// Invalid JSON, body, event, property or identity; a message over 32 KB.
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// Missing or unknown ingest key.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// The workspace does not accept events from this browser origin.
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// The body did not arrive in time.
+    #[response(status = 408)]
+    Timeout(ErrorBody),
+    /// The body is over the limit (before or after gzip).
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
+    /// Not `application/json` or `text/plain`, or an encoding other than gzip.
+    #[response(status = 415)]
+    UnsupportedMediaType(ErrorBody),
+    /// Rate limited; see `Retry-After`.
+    #[response(status = 429)]
+    RateLimited(ErrorBody),
+    /// The store is unavailable or the queue is full; see `Retry-After`. Nothing was stored.
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
+/// `{"batch": [...], "sentAt"?}`.
+#[derive(ToSchema)]
+#[allow(dead_code)] // describes the body for the API document; parsed by hand
+struct BatchRequest {
+    /// At most `ingest.max_batch_events` events.
+    batch: Vec<CatalogEvent>,
+    /// The browser's clock when it sent the batch, for events without their own.
+    #[schema(rename = "sentAt", format = DateTime)]
+    sent_at: Option<String>,
+}
+
+/// Records that this browser's anonymous id belongs to that user.
+#[derive(ToSchema)]
+#[allow(dead_code)] // describes the body for the API document; parsed by hand
+struct IdentifyRequest {
+    #[schema(rename = "userId")]
+    user_id: String,
+    #[schema(rename = "anonymousId")]
+    anonymous_id: String,
+    #[schema(rename = "sentAt", format = DateTime)]
+    sent_at: Option<String>,
 }
 
 async fn count_responses(State(app): State<AppState>, request: Request, next: Next) -> Response {
@@ -58,26 +115,54 @@ async fn count_responses(State(app): State<AppState>, request: Request, next: Ne
 }
 
 /// What ingest answers with `202`.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, ToSchema)]
 struct Answer {
+    /// Events committed to the queue.
     accepted: usize,
+    /// Valid events not stored: the workspace has no enabled Segment integration.
     #[serde(skip_serializing_if = "Option::is_none")]
     discarded: Option<usize>,
+    /// `segment_not_configured`, with `discarded`.
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'static str>,
+    /// Events of the batch that were refused, and why.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     rejected: Vec<IndexedEventError>,
 }
 
+/// One event; `202` once it is stored.
+#[utoipa::path(
+    post, path = "/v1/track", tag = "ingest",
+    request_body(content((CatalogEvent = "application/json"), (CatalogEvent = "text/plain"))),
+    params(("key" = Option<String>, Query, description = "The ingest key, where it cannot be a header")),
+    responses((status = 202, description = "Stored (or discarded; see the body)", body = Answer), IngestErrors),
+    security(("ingest_key" = [])),
+)]
 async fn track(State(app): State<AppState>, request: IngestRequest, body: JsonBody) -> Result<Response, ApiError> {
     accept(&app, &request, vec![body.json()?], None, Shape::Single).await
 }
 
+/// Several events; `202` once the valid ones are stored, with the refused ones listed.
+#[utoipa::path(
+    post, path = "/v1/batch", tag = "ingest",
+    request_body(content((BatchRequest = "application/json"), (BatchRequest = "text/plain"))),
+    params(("key" = Option<String>, Query, description = "The ingest key, where it cannot be a header")),
+    responses((status = 202, description = "Stored (or discarded; see the body)", body = Answer), IngestErrors),
+    security(("ingest_key" = [])),
+)]
 async fn batch(State(app): State<AppState>, request: IngestRequest, body: JsonBody) -> Result<Response, ApiError> {
     let (events, sent_at) = split_batch(body.json()?, app.settings.ingest.max_batch_events)?;
     accept(&app, &request, events, sent_at, Shape::Batch).await
 }
 
+/// Records which user an anonymous id belongs to (no Segment call).
+#[utoipa::path(
+    post, path = "/v1/identify", tag = "ingest",
+    request_body(content((IdentifyRequest = "application/json"), (IdentifyRequest = "text/plain"))),
+    params(("key" = Option<String>, Query, description = "The ingest key, where it cannot be a header")),
+    responses((status = 202, description = "Recorded (or discarded; see the body)", body = Answer), IngestErrors),
+    security(("ingest_key" = [])),
+)]
 async fn identify(State(app): State<AppState>, request: IngestRequest, body: JsonBody) -> Result<Response, ApiError> {
     let body = strict_json::parse(body.json()?.get(), &json_limits(&app))?;
     let link = parse_identify(&body, &request.target.workspace_id, request.received_at)?;

@@ -23,7 +23,7 @@ pub const INTEGRATION_NAME: &str = "produktly";
 pub const INTEGRATION_VERSION: &str = "1.0.0";
 
 /// The Segment region a workspace's data lives in.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Region {
     #[default]
