@@ -46,6 +46,16 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Counts events that left the queue. The gauge is kept between the
+    /// janitor's counts of the store, and never below zero: other instances'
+    /// commits and a count racing with acks would otherwise take it there.
+    pub fn dequeued(&self, events: u64) {
+        let events = i64::try_from(events).unwrap_or(i64::MAX);
+        if self.queue_depth.dec_by(events) < events {
+            self.queue_depth.set(0);
+        }
+    }
+
     pub fn new() -> Metrics {
         let mut r = Registry::with_prefix("produktly");
         let r = &mut r;

@@ -96,14 +96,17 @@ async fn every_acknowledged_event_arrives(env: &Env, acknowledged: &[String]) {
 
 async fn kill_9_under_load_loses_nothing_acknowledged(backend: Backend) {
     let Some(env) = Env::new(backend).await else { return };
-    let service = ServiceProcess::start(&env, &[]).await;
+    // The killed process may hold the workspace's lease: it runs out after
+    // `lease_ms`, and the restarted one takes the workspace over.
+    let short_lease = [("PRODUKTLY_DELIVERY_LEASE_MS", "3000"), ("PRODUKTLY_SEGMENT_REQUEST_TIMEOUT_MS", "2000")];
+    let service = ServiceProcess::start(&env, &short_lease).await;
     let port: u16 = service.base.rsplit(':').next().unwrap().parse().unwrap();
     let workspace = service.client().workspace_with_segment("wk_kill9").await;
     let load = Load::start(service.base.clone(), workspace, "kill9", Duration::from_millis(10));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     service.kill();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let restarted = ServiceProcess::start_on(&env, port, &[]).await;
+    let restarted = ServiceProcess::start_on(&env, port, &short_lease).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let (acknowledged, _) = load.stop().await;
     assert!(acknowledged.len() > 500, "the load ran: {} acknowledged", acknowledged.len());

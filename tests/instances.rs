@@ -57,6 +57,46 @@ async fn two_instances_on_one_postgres_deliver_each_event_exactly_once() {
     second.stop().await;
 }
 
+/// A round that outlasts its lease (a slow Segment, many batches) extends the
+/// lease as it goes: the other instance never takes the workspace over
+/// meanwhile, so nothing is sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_longer_than_its_lease_keeps_its_workspace() {
+    let Some(env) = Env::new(Backend::Postgres).await else {
+        return;
+    };
+    let short_lease = |f: figment::Figment| {
+        f.merge(figment::providers::Serialized::default("delivery.lease_ms", 2500))
+            .merge(figment::providers::Serialized::default("segment.max_batch_bytes", 32_000))
+    };
+    let first = env.start_app_with(short_lease).await;
+    let workspace = first.workspace_with_segment("wk_long_round").await;
+    env.segment.set_delay(Some(Duration::from_millis(700)));
+    let ids: Vec<String> = (0..60).map(|i| format!("long-{i}")).collect();
+    // About 3 KB each: ten to a 32 KB batch, so one round sends six batches.
+    let batch: Vec<Value> = ids
+        .iter()
+        .map(|id| {
+            let mut event = event(id);
+            event["properties"]["notes"] = json!("n".repeat(3000));
+            event
+        })
+        .collect();
+    let (status, _) = first.ingest("/v1/batch", &workspace, &json!({"batch": batch})).await;
+    assert_eq!(status, 202);
+    // Six batches of 0.7 s each: the round runs past its 2.5 s lease.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = env.start_app_with(short_lease).await;
+
+    env.segment.wait_for(ids.len(), WAIT).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let counts = deliveries_by_message_id(&env);
+    assert!(ids.iter().all(|id| counts.get(id) == Some(&1)), "every event exactly once: {counts:?}");
+    assert_eq!(second.metric("produktly_events_delivered_total").await, 0.0);
+    first.stop().await;
+    second.stop().await;
+}
+
 /// SIGTERM while a batch is with Segment: the batch finishes, the process
 /// exits 0, and after a restart the rest is delivered, each event once.
 async fn sigterm_lets_deliveries_in_flight_finish(backend: Backend) {

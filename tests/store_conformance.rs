@@ -146,8 +146,12 @@ async fn a_stale_lease_changes_nothing(backend: Backend) {
         "the workspace is leased"
     );
 
+    // An extended lease keeps the workspace past its first end.
+    assert!(store.extend_lease(&stale, NOW + 2 * LEASE).await.unwrap());
+    assert!(lease_with_events(store.as_ref(), NOW + LEASE + 1, NOW + 3 * LEASE, 5).await.unwrap().is_empty());
+
     // The stale worker stalls past its lease; another takes the workspace over.
-    let later = NOW + LEASE + 1;
+    let later = NOW + 2 * LEASE + 1;
     let fresh = lease_one(store.as_ref(), later).await;
     assert_ne!(fresh.lease_id, stale.lease_id);
     assert_eq!(store.queued_events(&fresh, 0, 10).await.unwrap(), first, "the new holder sees the same events");
@@ -159,6 +163,7 @@ async fn a_stale_lease_changes_nothing(backend: Backend) {
     let delivered = RoundEnd::Delivered { delivered_at: Some(later), next_attempt_at: later };
     store.end_round(&stale, &delivered).await.unwrap();
     store.release_lease(&stale).await.unwrap();
+    assert!(!store.extend_lease(&stale, later + 3 * LEASE).await.unwrap(), "a stale lease cannot be extended");
     assert_eq!(store.queue_depth().await.unwrap(), 3);
     assert_eq!(store.integration("w").await.unwrap().unwrap().last_delivery_at, None);
     assert!(

@@ -17,6 +17,10 @@ use crate::time::{iso8601, millis, now_millis};
 /// How often a lease is offered back to a store that failed.
 const GIVE_BACK_RETRY: Duration = Duration::from_secs(1);
 
+/// Time a lease must have left, beyond one request's timeout, for a round
+/// to send on without extending it.
+const LEASE_MARGIN: Duration = Duration::from_secs(2);
+
 /// Reason of a message Segment refused.
 const REJECTED: &str = "rejected";
 /// Reason of a message over Segment's per-message limit.
@@ -58,6 +62,7 @@ impl Delivery {
         };
         let version = self.backlog.version();
         let started = Instant::now();
+        let mut held_until = started + self.settings.lease();
         let after = self.cursors.start(&lease.workspace_id);
         let events = self.store.queued_events(lease, after, self.limits.max_messages).await?;
         self.metrics.store_op("read", started.elapsed());
@@ -76,6 +81,14 @@ impl Delivery {
         let mut pace = Pace::new(self.settings.workspace_request_interval());
         while let Some(batch) = pending.pop_front() {
             pace.wait().await;
+            if !self.hold_lease(lease, &mut held_until).await? {
+                tracing::warn!(workspace = %lease.workspace_id, "the workspace lease passed to another worker during delivery");
+                self.cursors.reset(&lease.workspace_id);
+                return Ok(RoundEnd::Delivered {
+                    delivered_at: delivered_any.then(now_millis),
+                    next_attempt_at: now_millis(),
+                });
+            }
             self.metrics.batch_size.observe(batch.len() as f64);
             let outcome = self.client.send(lease.region, &write_key, batch.body(&iso8601(Utc::now()))).await;
             let status = match &outcome {
@@ -127,6 +140,20 @@ impl Delivery {
         Ok(RoundEnd::Delivered { delivered_at: delivered_any.then(now_millis), next_attempt_at })
     }
 
+    /// Extends the lease when what is left of it might not cover the next
+    /// request, so that a long round keeps its workspace while a crashed
+    /// worker's lease still runs out soon. `false`: the lease is lost.
+    async fn hold_lease(&self, lease: &WorkspaceLease, held_until: &mut Instant) -> Result<bool, StoreError> {
+        let needed = self.client.request_timeout() + LEASE_MARGIN;
+        if held_until.saturating_duration_since(Instant::now()) >= needed {
+            return Ok(true);
+        }
+        let renewed = Instant::now();
+        let held = self.store.extend_lease(lease, now_millis() + millis(self.settings.lease())).await?;
+        *held_until = renewed + self.settings.lease();
+        Ok(held)
+    }
+
     async fn ack(
         &self,
         lease: &WorkspaceLease,
@@ -142,7 +169,7 @@ impl Delivery {
             tracing::warn!(workspace = %lease.workspace_id, unacked = batch.len() as u64 - acked, "the workspace lease passed to another worker during delivery");
         }
         self.metrics.events_delivered.inc_by(acked);
-        self.metrics.queue_depth.dec_by(acked as i64);
+        self.metrics.dequeued(acked);
         let now = now_millis();
         for id in batch.event_ids() {
             if let Some(received) = received_at.get(id) {
@@ -171,7 +198,7 @@ impl Delivery {
         let moved = self.store.dead_letter(lease, &rejections, now_millis()).await?;
         tracing::warn!(workspace = %lease.workspace_id, reason, status, detail, moved, "events dead-lettered");
         self.metrics.events_dead_lettered.get_or_create(&Reason { reason }).inc_by(moved);
-        self.metrics.queue_depth.dec_by(moved as i64);
+        self.metrics.dequeued(moved);
         Ok(())
     }
 

@@ -34,6 +34,7 @@ pub struct SegmentClient {
     http: reqwest::Client,
     us_batch_url: String,
     eu_batch_url: String,
+    request_timeout: Duration,
 }
 
 impl SegmentClient {
@@ -44,7 +45,17 @@ impl SegmentClient {
             .connect_timeout(settings.request_timeout().min(Duration::from_secs(5)))
             .pool_idle_timeout(Duration::from_secs(60))
             .build()?;
-        Ok(SegmentClient { http, us_batch_url: batch_url(&settings.us_url), eu_batch_url: batch_url(&settings.eu_url) })
+        Ok(SegmentClient {
+            http,
+            us_batch_url: batch_url(&settings.us_url),
+            eu_batch_url: batch_url(&settings.eu_url),
+            request_timeout: settings.request_timeout(),
+        })
+    }
+
+    /// The longest one request may take.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
     }
 
     pub fn batch_url(&self, region: Region) -> &str {

@@ -247,6 +247,9 @@ pub trait Store: Send + Sync + 'static {
         rejections: &[Rejection],
         now: Millis,
     ) -> Result<u64, StoreError>;
+    /// Extends the workspace lease to `until`, if it is still held; `false`
+    /// when another worker has taken the workspace.
+    async fn extend_lease(&self, lease: &WorkspaceLease, until: Millis) -> Result<bool, StoreError>;
     /// Gives the workspace lease back at once, so another worker may take the
     /// workspace without waiting for the lease to run out.
     async fn release_lease(&self, lease: &WorkspaceLease) -> Result<(), StoreError>;

@@ -433,6 +433,17 @@ impl Store for PostgresStore {
         Ok(result.rows_affected())
     }
 
+    async fn extend_lease(&self, lease: &WorkspaceLease, until: Millis) -> Result<bool, StoreError> {
+        let extended =
+            sqlx::query("UPDATE integrations SET leased_until = $1 WHERE workspace_id = $2 AND lease_id = $3")
+                .bind(until)
+                .bind(&lease.workspace_id)
+                .bind(&lease.lease_id)
+                .execute(&self.pool)
+                .await?;
+        Ok(extended.rows_affected() == 1)
+    }
+
     async fn release_lease(&self, lease: &WorkspaceLease) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE integrations SET lease_id = NULL, leased_until = NULL WHERE workspace_id = $1 AND lease_id = $2",

@@ -384,6 +384,16 @@ impl Store for SqliteStore {
         Ok(moved)
     }
 
+    async fn extend_lease(&self, lease: &WorkspaceLease, until: Millis) -> Result<bool, StoreError> {
+        let extended = sqlx::query("UPDATE integrations SET leased_until = ? WHERE workspace_id = ? AND lease_id = ?")
+            .bind(until)
+            .bind(&lease.workspace_id)
+            .bind(&lease.lease_id)
+            .execute(&self.writer)
+            .await?;
+        Ok(extended.rows_affected() == 1)
+    }
+
     async fn release_lease(&self, lease: &WorkspaceLease) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE integrations SET lease_id = NULL, leased_until = NULL WHERE workspace_id = ? AND lease_id = ?",
