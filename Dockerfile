@@ -1,5 +1,5 @@
-# Build stage: dependencies are compiled in a layer of their own, so a change
-# to the sources does not rebuild them.
+# Build stage, with the same locked dependencies as CI: they are compiled in a
+# layer of their own, so a change to the sources does not rebuild them.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
@@ -19,5 +19,10 @@ USER produktly
 WORKDIR /var/lib/produktly
 ENV PRODUKTLY_LISTEN=0.0.0.0:8080
 EXPOSE 8080
+# The SQLite default keeps its database and generated secrets here.
+VOLUME ["/var/lib/produktly/data"]
+# Liveness: the binary asks its own /healthz (the image has no curl).
+HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
+    CMD ["produktly-segment", "healthcheck"]
 ENTRYPOINT ["produktly-segment"]
 CMD ["serve"]

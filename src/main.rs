@@ -38,6 +38,9 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Ask the service on PRODUKTLY_LISTEN whether it is alive (GET /healthz);
+    /// exits 0 if so. For container health checks, where no curl is at hand.
+    Healthcheck,
 }
 
 #[tokio::main]
@@ -57,6 +60,7 @@ async fn main() -> ExitCode {
         Command::Reseal => reseal(settings).await,
         Command::Bench(args) => bench::run(args).await.map_err(Into::into),
         Command::Docs { check } => docs(check),
+        Command::Healthcheck => healthcheck(&settings).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -110,6 +114,20 @@ fn docs(check: bool) -> Result<(), Box<dyn std::error::Error>> {
         println!("{} updated", partner_docs::DOCUMENT);
     }
     Ok(())
+}
+
+async fn healthcheck(settings: &Settings) -> Result<(), Box<dyn std::error::Error>> {
+    let mut address = settings.listen;
+    if address.ip().is_unspecified() {
+        address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let response = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(3))
+        .build()?
+        .get(format!("http://{address}/healthz"))
+        .send()
+        .await?;
+    if response.status().is_success() { Ok(()) } else { Err(format!("/healthz answered {}", response.status()).into()) }
 }
 
 /// Cancels on SIGTERM or Ctrl-C.

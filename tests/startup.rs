@@ -79,3 +79,27 @@ async fn postgres_requires_secrets() {
 }
 
 on_both_backends!(the_migrate_command_applies_the_schema);
+
+/// `healthcheck` (the container's health check) exits 0 while the service on
+/// PRODUKTLY_LISTEN answers, and fails once nothing answers there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_healthcheck_command_asks_the_running_service() {
+    let Some(env) = Env::new(Backend::Sqlite).await else {
+        return;
+    };
+    let app = env.start_app().await;
+    let listen = app.base.trim_start_matches("http://").replace("127.0.0.1", "0.0.0.0");
+    let healthcheck = move || {
+        Command::new(env!("CARGO_BIN_EXE_produktly-segment"))
+            .arg("healthcheck")
+            .env("PRODUKTLY_LISTEN", &listen)
+            .env("PRODUKTLY_LOG_FORMAT", "json")
+            .output()
+            .unwrap()
+    };
+    let alive = tokio::task::spawn_blocking(healthcheck.clone()).await.unwrap();
+    assert!(alive.status.success(), "{}", String::from_utf8_lossy(&alive.stdout));
+    app.stop().await;
+    let gone = tokio::task::spawn_blocking(healthcheck).await.unwrap();
+    assert!(!gone.status.success());
+}

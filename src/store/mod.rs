@@ -297,8 +297,10 @@ const EXPIRED: (&str, &str) = ("expired", "not delivered before the maximum age"
 
 /// Whether the database's newest applied migration is the newest this build has.
 fn schema_is_current(migrator: &sqlx::migrate::Migrator, applied: Option<i64>) -> Result<(), StoreError> {
+    // A newer schema is fine: migrations only add, so the instances of the
+    // previous release stay ready during a rolling upgrade.
     let latest = migrator.iter().map(|m| m.version).max();
-    if applied == latest { Ok(()) } else { Err(StoreError::SchemaOutdated) }
+    if applied >= latest { Ok(()) } else { Err(StoreError::SchemaOutdated) }
 }
 
 /// Identity links with one per anonymous id, the latest, as one upsert takes them.
@@ -314,4 +316,20 @@ fn latest_links(links: &[IdentityLink]) -> Vec<&IdentityLink> {
         }
     }
     latest.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+    #[test]
+    fn the_schema_is_current_at_or_past_the_binarys_latest_migration() {
+        let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap();
+        assert!(schema_is_current(&MIGRATOR, Some(latest)).is_ok());
+        assert!(schema_is_current(&MIGRATOR, Some(latest + 1)).is_ok(), "a rolling upgrade ran ahead");
+        assert!(matches!(schema_is_current(&MIGRATOR, Some(latest - 1)), Err(StoreError::SchemaOutdated)));
+        assert!(matches!(schema_is_current(&MIGRATOR, None), Err(StoreError::SchemaOutdated)));
+    }
 }
