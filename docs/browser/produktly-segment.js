@@ -18,10 +18,13 @@
 // - When the page is hidden (tab switch, navigation, close), what is queued
 //   goes out with navigator.sendBeacon: text/plain, the key in the query string.
 function createProduktlyTracker({ endpoint, key, getUserId = () => null, anonymousId = storedAnonymousId() }) {
-  const BUDGET = 60 * 1024; // below the 64 KB a browser allows keepalive requests in flight
+  const BUDGET = 60 * 1024; // bytes: below the 64 KB a browser allows keepalive requests in flight
+  const MAX_EVENTS = 500; // the service's limit per /v1/batch
+  const encoder = new TextEncoder();
   const queue = [];
   let retryDelay = 1000;
   let timer = null;
+  let sending = false; // one request at a time keeps within the keepalive budget
 
   function track(event, properties = {}, context = {}) {
     queue.push({
@@ -48,8 +51,8 @@ function createProduktlyTracker({ endpoint, key, getUserId = () => null, anonymo
   function takeBatch() {
     const batch = [];
     let size = 64; // the envelope
-    while (queue.length) {
-      const next = JSON.stringify(queue[0]).length + 1;
+    while (queue.length && batch.length < MAX_EVENTS) {
+      const next = encoder.encode(JSON.stringify(queue[0])).length + 1;
       if (batch.length && size + next > BUDGET) break;
       batch.push(queue.shift());
       size += next;
@@ -72,21 +75,27 @@ function createProduktlyTracker({ endpoint, key, getUserId = () => null, anonymo
 
   async function flush() {
     clearTimeout(timer);
-    while (queue.length) {
-      const batch = takeBatch();
-      let status = 0;
-      try {
-        status = (await send("/v1/batch", body(batch))).status;
-      } catch (_) {
-        // A network error: retried below.
+    if (sending) return; // the request in flight sends on what is queued after it
+    sending = true;
+    try {
+      while (queue.length) {
+        const batch = takeBatch();
+        let status = 0;
+        try {
+          status = (await send("/v1/batch", body(batch))).status;
+        } catch (_) {
+          // A network error: retried below.
+        }
+        if (status === 0 || status === 429 || status >= 500) {
+          queue.unshift(...batch); // same events, same messageIds
+          schedule(retryDelay);
+          retryDelay = Math.min(retryDelay * 2, 60000);
+          return;
+        }
+        retryDelay = 1000; // 2xx, or a 4xx that no retry can fix
       }
-      if (status === 0 || status === 429 || status >= 500) {
-        queue.unshift(...batch); // same events, same messageIds
-        schedule(retryDelay);
-        retryDelay = Math.min(retryDelay * 2, 60000);
-        return;
-      }
-      retryDelay = 1000; // 2xx, or a 4xx that no retry can fix
+    } finally {
+      sending = false;
     }
   }
 
