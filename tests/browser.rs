@@ -2,7 +2,8 @@
 //! site) loads the reference client (docs/browser/produktly-segment.js) in
 //! headless Chromium and sends events with `fetch` (CORS preflight) and with
 //! `navigator.sendBeacon` (text/plain, key in the query string); they arrive
-//! at the mock Segment.
+//! at the mock Segment. A workspace that allows only other origins is out of
+//! the page's reach.
 
 mod common;
 
@@ -21,6 +22,7 @@ const CLIENT: &str = include_str!("../docs/browser/produktly-segment.js");
 const PAGE: &str = r#"<!doctype html>
 <html><head><title>Customer app</title></head><body>
 <p id="result">running</p>
+<p id="elsewhere">running</p>
 <script src="/produktly-segment.js"></script>
 <script>
 const tracker = createProduktlyTracker({ endpoint: "{ENDPOINT}", key: "{KEY}", getUserId: () => "browser-user" });
@@ -35,6 +37,18 @@ const tracker = createProduktlyTracker({ endpoint: "{ENDPOINT}", key: "{KEY}", g
   } catch (e) {
     document.getElementById("result").textContent = "error: " + e;
   }
+  // A workspace that allows only another origin: the preflight is refused.
+  let outcome = "not refused";
+  try {
+    await fetch("{ENDPOINT}/v1/track", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "X-Produktly-Key": "{OTHER_KEY}" },
+      body: JSON.stringify({ event: "tour_start", userId: "u", properties: { tour_id: "elsewhere" } }),
+    });
+  } catch (e) {
+    outcome = "refused";
+  }
+  document.getElementById("elsewhere").textContent = outcome;
 })();
 </script>
 </body></html>
@@ -55,15 +69,23 @@ async fn a_browser_sends_events_with_fetch_and_beacon() {
     let Some(chromium) = chromium() else { return };
     let Some(env) = Env::new(Backend::Sqlite).await else { return };
     let app = env.start_app().await;
-    let workspace = app.workspace_with_segment("wk_browser").await;
 
     // The customer's site, on another origin than the service.
-    let page = PAGE.replace("{ENDPOINT}", &app.base).replace("{KEY}", &workspace.ingest_key);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let site_origin = format!("http://{}", listener.local_addr().unwrap());
+    let site_url = format!("{site_origin}/");
+    let workspace = app.workspace_with_segment("wk_browser").await;
+    allow_origins(&app, &workspace, &[&site_origin]).await;
+    let elsewhere = app.workspace_with_segment("wk_browser_elsewhere").await;
+    allow_origins(&app, &elsewhere, &["https://elsewhere.example"]).await;
+
+    let page = PAGE
+        .replace("{ENDPOINT}", &app.base)
+        .replace("{KEY}", &workspace.ingest_key)
+        .replace("{OTHER_KEY}", &elsewhere.ingest_key);
     let site = Router::new()
         .route("/", get(move || async move { ([(CONTENT_TYPE, "text/html")], page) }))
         .route("/produktly-segment.js", get(|| async { ([(CONTENT_TYPE, "text/javascript")], CLIENT) }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let site_url = format!("http://{}/", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, site).await });
 
     let profile = tempfile::tempdir().unwrap();
@@ -91,6 +113,7 @@ async fn a_browser_sends_events_with_fetch_and_beacon() {
     .expect("Chromium runs");
     let dom = String::from_utf8_lossy(&dom.stdout);
     assert!(dom.contains(r#"<p id="result">sent</p>"#), "the page did not finish: {dom}");
+    assert!(dom.contains(r#"<p id="elsewhere">refused</p>"#), "another origin's workspace took the event: {dom}");
 
     let received = env.segment.wait_for(3, Duration::from_secs(20)).await;
     let mut events: Vec<&str> = received.iter().map(|r| r.message["event"].as_str().unwrap()).collect();
@@ -105,5 +128,16 @@ async fn a_browser_sends_events_with_fetch_and_beacon() {
     }
     let beacon = received.iter().find(|r| r.message["event"] == "announcement_shown").unwrap();
     assert_eq!(beacon.message["properties"], json!({"announcement_id": "beacon-announcement"}));
+    assert_eq!(app.integration(&elsewhere).await["status"]["queued"], 0);
     app.stop().await;
+}
+
+async fn allow_origins(app: &common::TestApp, workspace: &common::TestWorkspace, origins: &[&str]) {
+    let response = app
+        .admin(reqwest::Method::PUT, &format!("/admin/v1/workspaces/{}", workspace.id))
+        .json(&json!({"name": "Browser workspace", "allowed_origins": origins}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
 }
