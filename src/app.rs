@@ -22,7 +22,7 @@ use crate::config::Settings;
 use crate::delivery::{Backlog, Delivery, Janitor};
 use crate::ingest::{Committer, IngestKeys};
 use crate::metrics::Metrics;
-use crate::openapi::ApiDoc;
+use crate::openapi::{self, ApiDoc};
 use crate::rate_limit::RateLimits;
 use crate::secrets::{Secrets, SecretsError};
 use crate::segment::{BatchLimits, SegmentClient};
@@ -210,6 +210,7 @@ fn routes(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     for part in [ingest_api, admin_api, ops_api] {
         document.merge(part);
     }
+    openapi::secure_by_tag(&mut document);
     let router = ingest
         .merge(admin)
         .merge(ops)

@@ -8,7 +8,9 @@ use std::borrow::Cow;
 use utoipa::openapi::schema::{
     AdditionalProperties, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, SchemaType, Type,
 };
-use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+};
 use utoipa::openapi::{KnownFormat, OpenApi as Document, RefOr};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
@@ -35,16 +37,45 @@ impl Modify for SecuritySchemes {
     fn modify(&self, openapi: &mut Document) {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
-            "ingest_key",
+            INGEST_KEY_HEADER,
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
                 "X-Produktly-Key",
-                "The workspace's public ingest key (or the `key` query parameter, for sendBeacon).",
+                "The workspace's public ingest key.",
             ))),
         );
         components.add_security_scheme(
-            "admin_token",
+            INGEST_KEY_QUERY,
+            SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::with_description(
+                "key",
+                "The ingest key, where a header cannot be set (sendBeacon).",
+            ))),
+        );
+        components.add_security_scheme(
+            ADMIN_TOKEN,
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+const INGEST_KEY_HEADER: &str = "ingest_key";
+const INGEST_KEY_QUERY: &str = "ingest_key_query";
+const ADMIN_TOKEN: &str = "admin_token";
+
+/// Sets every operation's security from its tag, in one place rather than on
+/// each handler: ingest takes the ingest key (header or query), admin the
+/// bearer token, ops nothing.
+pub fn secure_by_tag(document: &mut Document) {
+    let requirement = |name: &str| SecurityRequirement::new(name, Vec::<String>::new());
+    for item in document.paths.paths.values_mut() {
+        let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+        for operation in operations.into_iter().flatten() {
+            let tags = operation.tags.as_deref().unwrap_or_default();
+            if tags.iter().any(|t| t == "ingest") {
+                operation.security = Some(vec![requirement(INGEST_KEY_HEADER), requirement(INGEST_KEY_QUERY)]);
+            } else if tags.iter().any(|t| t == "admin") {
+                operation.security = Some(vec![requirement(ADMIN_TOKEN)]);
+            }
+        }
     }
 }
 

@@ -86,7 +86,7 @@ async fn workspaces_are_created_upserted_read_and_rotated(backend: Backend) {
     assert_eq!(upsert("beta-2", json!({"name": "Beta"})).await.unwrap().status(), 201);
     assert_eq!(upsert("beta-2", json!({"id": "other", "name": "Beta"})).await.unwrap().status(), 400);
 
-    let read: Value = app.admin(Method::GET, "/admin/v1/workspaces/acme-1").send().await.unwrap().json().await.unwrap();
+    let read: Value = common::json_answer(app.admin(Method::GET, "/admin/v1/workspaces/acme-1")).await;
     assert_eq!(read, renamed);
     let missing = app.admin(Method::GET, "/admin/v1/workspaces/nobody").send().await.unwrap();
     assert_eq!(missing.status(), 404);
@@ -100,14 +100,8 @@ async fn workspaces_are_created_upserted_read_and_rotated(backend: Backend) {
     .await;
     let old = common::TestWorkspace { id: "acme-1".into(), ingest_key: created["ingest_key"].as_str().unwrap().into() };
     assert_eq!(app.ingest("/v1/track", &old, &tour_start("u")).await.0, 202);
-    let rotated: Value = app
-        .admin(Method::POST, "/admin/v1/workspaces/acme-1/ingest-key/rotate")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rotated: Value =
+        common::json_answer(app.admin(Method::POST, "/admin/v1/workspaces/acme-1/ingest-key/rotate")).await;
     assert_ne!(rotated["ingest_key"], created["ingest_key"]);
     let (status, body) = app.ingest("/v1/track", &old, &tour_start("u")).await;
     assert_eq!((status, body["error"]["code"].as_str()), (401, Some("invalid_ingest_key")));

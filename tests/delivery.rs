@@ -26,14 +26,10 @@ fn count_by_message_id(received: &[common::segment::Received]) -> HashMap<String
 }
 
 async fn dead_letters(app: &TestApp, workspace: &TestWorkspace) -> Vec<Value> {
-    let body: Value = app
-        .admin(reqwest::Method::GET, &format!("/admin/v1/workspaces/{}/dead-letters", workspace.id))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value = common::json_answer(
+        app.admin(reqwest::Method::GET, &format!("/admin/v1/workspaces/{}/dead-letters", workspace.id)),
+    )
+    .await;
     body["dead_letters"].as_array().unwrap().clone()
 }
 
@@ -91,14 +87,10 @@ async fn a_refused_message_is_dead_lettered_and_the_rest_delivered(backend: Back
 
     // Once Segment would take it, a replay delivers it with its messageId.
     env.segment.refuse_messages_where(|_| false);
-    let replay: Value = app
-        .admin(reqwest::Method::POST, &format!("/admin/v1/workspaces/{}/dead-letters/replay", workspace.id))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let replay: Value = common::json_answer(
+        app.admin(reqwest::Method::POST, &format!("/admin/v1/workspaces/{}/dead-letters/replay", workspace.id)),
+    )
+    .await;
     assert_eq!(replay, json!({"replayed": 1}));
     let received = env.segment.wait_for(10, WAIT).await;
     assert_eq!(received.last().unwrap().message["messageId"], "bad-1");
@@ -204,7 +196,7 @@ async fn the_test_call_sends_one_event_and_reports_segments_answer(backend: Back
     let app = env.start_app().await;
     let workspace = app.workspace_with_segment("wk_test_call").await;
     let path = format!("/admin/v1/workspaces/{}/integrations/segment/test", workspace.id);
-    let body: Value = app.admin(reqwest::Method::POST, &path).send().await.unwrap().json().await.unwrap();
+    let body: Value = common::json_answer(app.admin(reqwest::Method::POST, &path)).await;
     assert_eq!(body["outcome"], "delivered");
     assert_eq!(body["status"], 200);
     let received = env.segment.wait_for(1, WAIT).await;
@@ -213,7 +205,7 @@ async fn the_test_call_sends_one_event_and_reports_segments_answer(backend: Back
     assert_eq!(received[0].write_key, "wk_test_call");
 
     env.segment.start_outage(500);
-    let body: Value = app.admin(reqwest::Method::POST, &path).send().await.unwrap().json().await.unwrap();
+    let body: Value = common::json_answer(app.admin(reqwest::Method::POST, &path)).await;
     assert_eq!(body["outcome"], "failed");
     assert_eq!(body["status"], 500);
     app.stop().await;

@@ -67,15 +67,11 @@ async fn rate_limits_answer_429_with_retry_after(backend: Backend) {
 async fn browser_origins_are_checked_per_workspace(backend: Backend) {
     let Some(env) = Env::new(backend).await else { return };
     let app = env.start_app().await;
-    let created: Value = app
-        .admin(reqwest::Method::POST, "/admin/v1/workspaces")
-        .json(&json!({"name": "Acme", "allowed_origins": ["https://app.acme.com", "https://ACME.com:8443/"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let created: Value = common::json_answer(
+        app.admin(reqwest::Method::POST, "/admin/v1/workspaces")
+            .json(&json!({"name": "Acme", "allowed_origins": ["https://app.acme.com", "https://ACME.com:8443/"]})),
+    )
+    .await;
     assert_eq!(created["allowed_origins"], json!(["https://app.acme.com", "https://acme.com:8443"]));
     let workspace = TestWorkspace {
         id: created["id"].as_str().unwrap().into(),

@@ -38,7 +38,7 @@ async fn the_document_and_the_routes_agree() {
     let Some(env) = Env::new(Backend::Sqlite).await else { return };
     let app = env.start_app().await;
     let workspace = app.workspace_with_segment("wk_openapi").await;
-    let document: Value = app.http.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let document: Value = common::json_answer(app.http.get(app.url("/openapi.json"))).await;
     assert!(document["openapi"].as_str().unwrap().starts_with("3."));
 
     let paths = document["paths"].as_object().unwrap();

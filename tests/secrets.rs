@@ -122,14 +122,10 @@ async fn a_rotated_ingest_key_stops_working_on_every_instance() {
     let second = env.start_app().await;
     let workspace = first.workspace_with_segment(WRITE_KEY).await;
     assert_eq!(second.ingest("/v1/track", &workspace, &tour_start("u")).await.0, 202, "the key is cached");
-    let rotated: Value = first
-        .admin(reqwest::Method::POST, &format!("/admin/v1/workspaces/{}/ingest-key/rotate", workspace.id))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rotated: Value = common::json_answer(
+        first.admin(reqwest::Method::POST, &format!("/admin/v1/workspaces/{}/ingest-key/rotate", workspace.id)),
+    )
+    .await;
     let rotated_at = Instant::now();
     assert_eq!(first.ingest("/v1/track", &workspace, &tour_start("u")).await.0, 401, "at once where rotated");
     common::eventually(Duration::from_secs(5), "the old key refused on the other instance", || async {

@@ -30,8 +30,12 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for AdminJson<T> {
 
 /// A workspace id: 1 to 64 letters, digits, `-`, `_` or `.`; the admin app may
 /// use its own ids.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WorkspaceId(pub String);
+#[derive(Clone, Debug, PartialEq, Eq, utoipa::IntoParams)]
+#[into_params(names("id"), parameter_in = Path)]
+pub struct WorkspaceId(
+    /// The workspace's id.
+    pub String,
+);
 
 impl WorkspaceId {
     pub fn parse(id: String) -> Result<WorkspaceId, ApiError> {

@@ -165,10 +165,9 @@ fn invalid(field: Option<&'static str>, message: &str) -> ApiError {
 /// current values (the key is required the first time); delivery of queued
 /// events resumes at once with the new settings.
 #[utoipa::path(
-    put, path = "/admin/v1/workspaces/{id}/integrations/segment", tag = "admin", params(("id" = String, Path)),
+    put, path = "/admin/v1/workspaces/{id}/integrations/segment", tag = "admin", params(WorkspaceId),
     request_body = IntegrationRequest,
     responses((status = 200, body = IntegrationView), AdminErrors),
-    security(("admin_token" = [])),
 )]
 pub async fn put(
     State(app): State<AppState>,
@@ -201,9 +200,8 @@ pub async fn put(
 
 /// The integration (the write key only as a hint) and the state of delivery.
 #[utoipa::path(
-    get, path = "/admin/v1/workspaces/{id}/integrations/segment", tag = "admin", params(("id" = String, Path)),
+    get, path = "/admin/v1/workspaces/{id}/integrations/segment", tag = "admin", params(WorkspaceId),
     responses((status = 200, body = IntegrationView), AdminErrors),
-    security(("admin_token" = [])),
 )]
 pub async fn get(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> Result<Json<IntegrationView>, ApiError> {
     app.store.workspace(&id).await?.ok_or_else(no_such_workspace)?;
@@ -216,9 +214,8 @@ pub async fn get(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> R
 
 /// Removes the integration and drops the workspace's queued and dead events.
 #[utoipa::path(
-    delete, path = "/admin/v1/workspaces/{id}/integrations/segment", tag = "admin", params(("id" = String, Path)),
+    delete, path = "/admin/v1/workspaces/{id}/integrations/segment", tag = "admin", params(WorkspaceId),
     responses((status = 204, description = "Removed"), AdminErrors),
-    security(("admin_token" = [])),
 )]
 pub async fn delete(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> Result<StatusCode, ApiError> {
     if !app.store.delete_integration(&id).await? {
@@ -241,9 +238,8 @@ pub struct TestView {
 /// Segment answered. Segment accepts any write key, so success here means the
 /// call went through; the event shows in the source's Debugger if the key is right.
 #[utoipa::path(
-    post, path = "/admin/v1/workspaces/{id}/integrations/segment/test", tag = "admin", params(("id" = String, Path)),
+    post, path = "/admin/v1/workspaces/{id}/integrations/segment/test", tag = "admin", params(WorkspaceId),
     responses((status = 200, description = "What Segment answered", body = TestView), AdminErrors),
-    security(("admin_token" = [])),
 )]
 pub async fn test(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> Result<Json<TestView>, ApiError> {
     let integration = app
@@ -331,9 +327,8 @@ impl DeadLetterView {
 
 /// The oldest dead letters: events Segment refused or that outlived the maximum age.
 #[utoipa::path(
-    get, path = "/admin/v1/workspaces/{id}/dead-letters", tag = "admin", params(("id" = String, Path), ListQuery),
+    get, path = "/admin/v1/workspaces/{id}/dead-letters", tag = "admin", params(WorkspaceId, ListQuery),
     responses((status = 200, body = DeadLettersView), AdminErrors),
-    security(("admin_token" = [])),
 )]
 pub async fn dead_letters(
     State(app): State<AppState>,
@@ -353,9 +348,8 @@ pub async fn dead_letters(
 
 /// Puts every dead letter of the workspace back in the queue, with a fresh age.
 #[utoipa::path(
-    post, path = "/admin/v1/workspaces/{id}/dead-letters/replay", tag = "admin", params(("id" = String, Path)),
+    post, path = "/admin/v1/workspaces/{id}/dead-letters/replay", tag = "admin", params(WorkspaceId),
     responses((status = 200, body = ReplayView), AdminErrors),
-    security(("admin_token" = [])),
 )]
 pub async fn replay(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> Result<Json<ReplayView>, ApiError> {
     app.store.workspace(&id).await?.ok_or_else(no_such_workspace)?;

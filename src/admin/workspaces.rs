@@ -56,7 +56,6 @@ impl From<Workspace> for WorkspaceView {
 #[utoipa::path(
     post, path = "/admin/v1/workspaces", tag = "admin", request_body = WorkspaceBody,
     responses((status = 201, body = WorkspaceView), (status = 409, description = "The id is taken", body = ErrorBody), AdminErrors),
-    security(("admin_token" = [])),
 )]
 pub async fn create(
     State(app): State<AppState>,
@@ -76,9 +75,8 @@ pub async fn create(
 /// Creates the workspace with this id, or updates its name and allowed
 /// origins (its ingest key stays).
 #[utoipa::path(
-    put, path = "/admin/v1/workspaces/{id}", tag = "admin", params(("id" = String, Path)), request_body = WorkspaceBody,
+    put, path = "/admin/v1/workspaces/{id}", tag = "admin", params(WorkspaceId), request_body = WorkspaceBody,
     responses((status = 200, description = "Updated", body = WorkspaceView), (status = 201, description = "Created", body = WorkspaceView), AdminErrors),
-    security(("admin_token" = [])),
 )]
 pub async fn upsert(
     State(app): State<AppState>,
@@ -98,9 +96,8 @@ pub async fn upsert(
 }
 
 #[utoipa::path(
-    get, path = "/admin/v1/workspaces/{id}", tag = "admin", params(("id" = String, Path)),
+    get, path = "/admin/v1/workspaces/{id}", tag = "admin", params(WorkspaceId),
     responses((status = 200, body = WorkspaceView), AdminErrors),
-    security(("admin_token" = [])),
 )]
 pub async fn get(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> Result<Json<WorkspaceView>, ApiError> {
     let workspace = app.store.workspace(&id).await?.ok_or_else(no_such_workspace)?;
@@ -110,9 +107,8 @@ pub async fn get(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> R
 /// A new ingest key; the old one stops working at once on this instance and
 /// within the key cache's lifetime on others.
 #[utoipa::path(
-    post, path = "/admin/v1/workspaces/{id}/ingest-key/rotate", tag = "admin", params(("id" = String, Path)),
+    post, path = "/admin/v1/workspaces/{id}/ingest-key/rotate", tag = "admin", params(WorkspaceId),
     responses((status = 200, description = "The workspace with its new ingest key", body = WorkspaceView), AdminErrors),
-    security(("admin_token" = [])),
 )]
 pub async fn rotate_ingest_key(
     State(app): State<AppState>,

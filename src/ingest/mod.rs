@@ -134,9 +134,7 @@ struct Answer {
 #[utoipa::path(
     post, path = "/v1/track", tag = "ingest",
     request_body(content((CatalogEvent = "application/json"), (CatalogEvent = "text/plain"))),
-    params(("key" = Option<String>, Query, description = "The ingest key, where it cannot be a header")),
     responses((status = 202, description = "Stored (or discarded; see the body)", body = Answer), IngestErrors),
-    security(("ingest_key" = [])),
 )]
 async fn track(State(app): State<AppState>, request: IngestRequest, body: JsonBody) -> Result<Response, ApiError> {
     accept(&app, &request, vec![body.json()?], None, Shape::Single).await
@@ -146,9 +144,7 @@ async fn track(State(app): State<AppState>, request: IngestRequest, body: JsonBo
 #[utoipa::path(
     post, path = "/v1/batch", tag = "ingest",
     request_body(content((BatchRequest = "application/json"), (BatchRequest = "text/plain"))),
-    params(("key" = Option<String>, Query, description = "The ingest key, where it cannot be a header")),
     responses((status = 202, description = "Stored (or discarded; see the body)", body = Answer), IngestErrors),
-    security(("ingest_key" = [])),
 )]
 async fn batch(State(app): State<AppState>, request: IngestRequest, body: JsonBody) -> Result<Response, ApiError> {
     let (events, sent_at) = split_batch(body.json()?, app.settings.ingest.max_batch_events)?;
@@ -159,9 +155,7 @@ async fn batch(State(app): State<AppState>, request: IngestRequest, body: JsonBo
 #[utoipa::path(
     post, path = "/v1/identify", tag = "ingest",
     request_body(content((IdentifyRequest = "application/json"), (IdentifyRequest = "text/plain"))),
-    params(("key" = Option<String>, Query, description = "The ingest key, where it cannot be a header")),
     responses((status = 202, description = "Recorded (or discarded; see the body)", body = Answer), IngestErrors),
-    security(("ingest_key" = [])),
 )]
 async fn identify(State(app): State<AppState>, request: IngestRequest, body: JsonBody) -> Result<Response, ApiError> {
     let body = strict_json::parse(body.json()?.get(), &json_limits(&app))?;

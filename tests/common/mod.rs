@@ -240,13 +240,10 @@ impl ServiceClient {
     }
 
     pub async fn integration(&self, workspace: &TestWorkspace) -> Value {
-        self.admin(reqwest::Method::GET, &format!("/admin/v1/workspaces/{}/integrations/segment", workspace.id))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        json_answer(
+            self.admin(reqwest::Method::GET, &format!("/admin/v1/workspaces/{}/integrations/segment", workspace.id)),
+        )
+        .await
     }
 
     /// POSTs a JSON body to an ingest endpoint with the key in the header.
@@ -274,6 +271,11 @@ impl ServiceClient {
             .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
             .map_or(0.0, |value| value.trim().parse().unwrap())
     }
+}
+
+/// Sends a request and returns its JSON answer.
+pub async fn json_answer(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
 }
 
 /// A valid event of the catalog, for a user.
