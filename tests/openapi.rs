@@ -52,6 +52,12 @@ async fn the_document_and_the_routes_agree() {
     assert_eq!(documented, contract, "the document names exactly the contract's routes");
 
     for (path, item) in paths {
+        for operation in METHODS.iter().filter_map(|m| item.get(*m)) {
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                let in_path = path.contains(&format!("{{{}}}", parameter["name"].as_str().unwrap()));
+                assert_eq!(parameter["in"] == "path", in_path, "{path}: parameter {parameter}");
+            }
+        }
         let url = app.url(&path.replace("{id}", &workspace.id));
         for method in METHODS {
             let request = app

@@ -279,6 +279,7 @@ pub async fn test(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> 
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// How many, from 1 to 1000 (default 100).
     limit: Option<usize>,
