@@ -87,22 +87,19 @@ async fn run(
             rows += job.events.len();
             jobs.push(job);
         }
-        let mut workspaces: Vec<String> =
-            jobs.iter().flat_map(|job| job.events.iter().map(|e| e.workspace_id.clone())).collect();
-        workspaces.sort_unstable();
-        workspaces.dedup();
-        let result = match failing_since {
+        let committed = match failing_since {
             Some(since) if since.elapsed() < FAIL_FAST_FOR => Err(Arc::new(StoreError::RecentlyFailed)),
             _ => commit_jobs(&mut jobs, store.as_ref(), &metrics).await,
         };
-        match &result {
-            Ok(()) => failing_since = None,
+        match &committed {
+            Ok(workspaces) => {
+                failing_since = None;
+                backlog.mark(workspaces.iter().map(String::as_str));
+            }
             Err(e) if !matches!(**e, StoreError::RecentlyFailed) => failing_since = Some(Instant::now()),
             Err(_) => {}
         }
-        if result.is_ok() && rows > 0 {
-            backlog.mark(workspaces.iter().map(String::as_str));
-        }
+        let result: CommitResult = committed.map(|_| ());
         for job in jobs {
             // A request that gave up waiting has nobody to answer.
             let _ = job.done.send(result.clone());
@@ -110,7 +107,9 @@ async fn run(
     }
 }
 
-async fn commit_jobs(jobs: &mut [Job], store: &dyn Store, metrics: &Metrics) -> CommitResult {
+/// Commits the jobs' events and identity links as one transaction; on success,
+/// the workspaces that got events.
+async fn commit_jobs(jobs: &mut [Job], store: &dyn Store, metrics: &Metrics) -> Result<Vec<String>, Arc<StoreError>> {
     let events: Vec<NewEvent> = jobs.iter_mut().flat_map(|job| std::mem::take(&mut job.events)).collect();
     let identities: Vec<IdentityLink> = jobs.iter_mut().flat_map(|job| std::mem::take(&mut job.identities)).collect();
     let started = Instant::now();
@@ -121,7 +120,10 @@ async fn commit_jobs(jobs: &mut [Job], store: &dyn Store, metrics: &Metrics) -> 
             let count = events.len() as u64;
             metrics.events_accepted.inc_by(count);
             metrics.queue_depth.inc_by(count as i64);
-            Ok(())
+            let mut workspaces: Vec<String> = events.into_iter().map(|e| e.workspace_id).collect();
+            workspaces.sort_unstable();
+            workspaces.dedup();
+            Ok(workspaces)
         }
         Err(e) => {
             tracing::error!(error = %e, events = events.len(), "group commit failed");
