@@ -7,11 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use std::net::IpAddr;
-
 use axum::Router;
-use axum::extract::ConnectInfo;
-use axum::http::request::Parts;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -26,45 +22,10 @@ use crate::openapi::{self, ApiDoc};
 use crate::rate_limit::RateLimits;
 use crate::secrets::{Secrets, SecretsError};
 use crate::segment::{BatchLimits, SegmentClient};
-use crate::store::{self, OnEvents, Store, StoreError};
+use crate::state::{AppState, Shared};
+use crate::store::{self, OnEvents, StoreError};
 use crate::{admin, error, ingest, ops};
 use utoipa::OpenApi;
-
-/// What every request handler may use. Handlers get a clone per request, so
-/// it is one `Arc`.
-#[derive(Clone)]
-pub struct AppState(Arc<Shared>);
-
-impl std::ops::Deref for AppState {
-    type Target = Shared;
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
-
-pub struct Shared {
-    pub settings: Settings,
-    pub store: Arc<dyn Store>,
-    pub metrics: Arc<Metrics>,
-    pub secrets: Secrets,
-    pub committer: Committer,
-    pub ingest_keys: IngestKeys,
-    pub segment: SegmentClient,
-    /// What is waiting for delivery; marking it wakes delivery.
-    pub backlog: Arc<Backlog>,
-    pub client_ips: ClientIps,
-    pub rate_limits: RateLimits,
-    /// The OpenAPI document (JSON), set once the routes are built.
-    pub openapi: OnceLock<String>,
-}
-
-impl Shared {
-    /// The client's address (behind trusted proxies, the one they report).
-    pub fn client_ip(&self, parts: &Parts) -> Option<IpAddr> {
-        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>()?.0.ip();
-        Some(self.client_ips.client(peer, &parts.headers))
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

@@ -3,7 +3,7 @@
 //!
 //! Data flows one way: `ingest` (validate against the `catalog`) → `store` →
 //! `delivery` → `segment`. `admin` manages workspaces and their Segment
-//! integration; `ops` serves health, readiness and metrics; `app` wires it up.
+//! integration; `ops` serves health, readiness and metrics; `state` is what handlers share; `app` wires it up.
 
 pub mod admin;
 pub mod app;
@@ -21,6 +21,7 @@ pub mod partner_docs;
 pub mod rate_limit;
 pub mod secrets;
 pub mod segment;
+pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod time;

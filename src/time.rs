@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use crate::store::Millis;
+/// Unix time in milliseconds, as stored.
+pub type Millis = i64;
 
 /// Now, as stored: Unix milliseconds.
 pub fn now_millis() -> Millis {

@@ -13,10 +13,10 @@ use utoipa::{IntoParams, ToSchema};
 use super::AdminErrors;
 use super::extract::{AdminJson, WorkspaceId};
 use super::workspaces::no_such_workspace;
-use crate::app::AppState;
 use crate::error::ApiError;
 use crate::secrets::WriteKey;
 use crate::segment::{self, BatchLimits, Context, Outcome, Region, TrackMessage};
+use crate::state::AppState;
 use crate::store::{DeadLetter, Integration, IntegrationConfig, LastError, QueueCounts};
 use crate::time::{iso8601, millis_to_iso8601, now_millis};
 

@@ -12,8 +12,8 @@ use axum::middleware;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
 use crate::error::ErrorBody;
+use crate::state::AppState;
 pub use reseal::{Resealed, reseal_write_keys};
 
 /// The admin routes and their part of the OpenAPI document.

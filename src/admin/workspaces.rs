@@ -10,8 +10,8 @@ use super::AdminErrors;
 use crate::error::ErrorBody;
 
 use super::extract::{AdminJson, WorkspaceId};
-use crate::app::AppState;
 use crate::error::ApiError;
+use crate::state::AppState;
 use crate::store::Workspace;
 use crate::time::{millis_to_iso8601, now_millis};
 

@@ -13,8 +13,8 @@ use flate2::read::MultiGzDecoder;
 use http_body_util::BodyExt;
 use serde_json::value::RawValue;
 
-use crate::app::AppState;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// A request body, read and inflated within the limits, not yet parsed.
 #[derive(Debug)]

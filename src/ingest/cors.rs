@@ -13,8 +13,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::{KEY_HEADER, query_key};
-use crate::app::AppState;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// How long browsers may reuse a preflight answer, in seconds.
 const PREFLIGHT_MAX_AGE: u32 = 3600;

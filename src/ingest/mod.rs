@@ -25,10 +25,10 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
 use crate::error::{self, ApiError, ErrorBody, IndexedEventError};
 use crate::metrics::{Reason, Status};
 use crate::openapi::CatalogEvent;
+use crate::state::AppState;
 use crate::store::IngestTarget;
 use body::JsonBody;
 pub use body::read_first;

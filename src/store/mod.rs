@@ -18,8 +18,7 @@ use crate::segment::Region;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
-/// Unix time in milliseconds, as stored.
-pub type Millis = i64;
+pub use crate::time::Millis;
 
 /// Told the workspace ids of events another instance committed.
 pub type OnEvents = Arc<dyn Fn(Vec<String>) + Send + Sync>;
