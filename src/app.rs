@@ -15,7 +15,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::client_ip::ClientIps;
 use crate::config::Settings;
-use crate::delivery::{Backlog, Delivery, Janitor};
+use crate::delivery::{Backlog, Delivery, Janitor, Regions};
 use crate::ingest::{Committer, IngestKeys};
 use crate::metrics::Metrics;
 use crate::openapi::{self, ApiDoc};
@@ -72,6 +72,12 @@ impl App {
             },
             backlog: backlog.clone(),
             cursors: Default::default(),
+            regions: Arc::new(Regions::new(
+                store.clone(),
+                metrics.clone(),
+                settings.delivery.region_down_after_failures,
+                settings.delivery.region_probe_interval(),
+            )),
         });
         let janitor = Janitor {
             store: store.clone(),

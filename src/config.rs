@@ -61,6 +61,7 @@ pub struct SegmentSettings {
     pub request_timeout_ms: u64,
     pub max_batch_messages: usize,
     pub max_batch_bytes: usize,
+    pub gzip: bool,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -107,6 +108,8 @@ pub struct DeliverySettings {
     pub janitor_interval_ms: u64,
     pub dead_letter_retention_secs: u64,
     pub identity_retention_secs: u64,
+    pub region_down_after_failures: u32,
+    pub region_probe_interval_ms: u64,
 }
 
 /// Which database the URL names.
@@ -164,6 +167,11 @@ impl Settings {
                 "delivery.max_concurrent_requests and delivery.workspace_max_requests_per_sec must be positive",
             );
         }
+        if self.delivery.region_down_after_failures == 0 || self.delivery.region_probe_interval_ms == 0 {
+            return invalid(
+                "delivery.region_down_after_failures and delivery.region_probe_interval_ms must be positive",
+            );
+        }
         if self.delivery.lease_ms <= self.segment.request_timeout_ms {
             return invalid("delivery.lease_ms must be longer than segment.request_timeout_ms");
         }
@@ -219,6 +227,9 @@ impl IngestSettings {
 impl DeliverySettings {
     pub fn poll_interval(&self) -> Duration {
         Duration::from_millis(self.poll_interval_ms)
+    }
+    pub fn region_probe_interval(&self) -> Duration {
+        Duration::from_millis(self.region_probe_interval_ms)
     }
     pub fn linger(&self) -> Duration {
         Duration::from_millis(self.linger_ms)

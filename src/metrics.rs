@@ -10,6 +10,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Metric, Registry};
 
+use crate::segment::Region;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Reason {
     pub reason: &'static str,
@@ -18,6 +20,11 @@ pub struct Reason {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Status {
     pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RegionLabel {
+    pub region: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -41,6 +48,8 @@ pub struct Metrics {
     pub batch_size: Histogram,
     /// Segment's answers by status; status 0 stands for no answer (timeout, connection error).
     pub segment_responses: Family<Status, Counter>,
+    /// 1 while a Segment region answers, 0 while it is down (as all instances share it).
+    pub segment_region_up: Family<RegionLabel, Gauge>,
     pub delivery_latency: Histogram,
     pub store_latency: HistogramFamily<Operation>,
 }
@@ -96,6 +105,12 @@ impl Metrics {
                 "Segment's answers by HTTP status (0: no answer)",
                 Family::default(),
             ),
+            segment_region_up: registered(
+                r,
+                "segment_region_up",
+                "1 while the Segment region answers, 0 while it is down and only probed",
+                Family::default(),
+            ),
             delivery_latency: registered(
                 r,
                 "delivery_latency_seconds",
@@ -114,6 +129,10 @@ impl Metrics {
 
     pub fn rejected(&self, reason: &'static str) {
         self.events_rejected.get_or_create(&Reason { reason }).inc();
+    }
+
+    pub fn set_region_up(&self, region: Region, up: bool) {
+        self.segment_region_up.get_or_create(&RegionLabel { region: region.as_str() }).set(i64::from(up));
     }
 
     pub fn store_op(&self, operation: &'static str, elapsed: Duration) {

@@ -67,14 +67,18 @@ async fn a_big_backlog_is_served_in_turns_with_the_others(backend: Backend) {
     let app = env.start_app_with(|f| f.merge(Serialized::default("segment.max_batch_messages", 50))).await;
     let big = app.workspace_with_segment("wk_big").await;
     let small = app.workspace_with_segment("wk_small").await;
-    env.segment.start_key_outage("wk_big", 503);
+    // Rate limited (the workspace's own trouble, not Segment's) while the backlog builds.
+    env.segment.start_key_outage("wk_big", 429);
     for chunk in 0..10 {
         let batch: Vec<Value> = (0..500).map(|i| tour_start(&format!("big-{chunk}-{i}"))).collect();
         assert_eq!(app.ingest("/v1/batch", &big, &json!({"batch": batch})).await.0, 202);
     }
     // 5,000 events in batches of 50 at 50 requests/s take 2 s at best.
     env.segment.end_key_outage("wk_big");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    common::eventually(WAIT, "the big backlog to start draining", || async {
+        env.segment.accepted().iter().any(|r| r.write_key == "wk_big")
+    })
+    .await;
     let waited = latency(&app, &env, &small, "small-user").await;
     let big_so_far = env.segment.accepted().iter().filter(|r| r.write_key == "wk_big").count();
     assert!(waited < Duration::from_millis(500), "the small workspace waited {waited:?}");

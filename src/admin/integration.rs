@@ -17,7 +17,7 @@ use crate::error::ApiError;
 use crate::secrets::WriteKey;
 use crate::segment::{self, BatchLimits, Context, Outcome, Region, TrackMessage};
 use crate::state::AppState;
-use crate::store::{DeadLetter, Integration, IntegrationConfig, LastError, QueueCounts};
+use crate::store::{DeadLetter, Integration, IntegrationConfig, LastError, Millis, QueueCounts};
 use crate::time::{iso8601, millis_to_iso8601, now_millis};
 
 /// Longest write key accepted, in characters.
@@ -41,7 +41,13 @@ pub struct IntegrationView {
 
 #[derive(Debug, Serialize, ToSchema)]
 struct StatusView {
+    /// `ok`, `retrying`, `failing` (5 or more failures in a row), `paused`
+    /// (disabled), or `waiting_for_segment`: Segment's region is down for all
+    /// workspaces, and delivery resumes as soon as a probe finds it back.
     state: &'static str,
+    /// While the region is down: since when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    segment_down_since: Option<String>,
     queued: u64,
     dead: u64,
     last_delivery_at: Option<String>,
@@ -56,10 +62,12 @@ struct ErrorView {
 }
 
 impl IntegrationView {
-    fn new(integration: Integration, counts: QueueCounts) -> IntegrationView {
+    fn new(integration: Integration, counts: QueueCounts, segment_down_since: Option<Millis>) -> IntegrationView {
         let now = now_millis();
         let state = if !integration.enabled {
             "paused"
+        } else if segment_down_since.is_some() {
+            "waiting_for_segment"
         } else if integration.consecutive_failures >= FAILING_AFTER {
             "failing"
         } else if integration.consecutive_failures > 0 || integration.next_attempt_at > now {
@@ -79,6 +87,7 @@ impl IntegrationView {
             enabled: Some(integration.enabled),
             status: Some(StatusView {
                 state,
+                segment_down_since: segment_down_since.map(millis_to_iso8601),
                 queued: counts.queued,
                 dead: counts.dead,
                 last_delivery_at: integration.last_delivery_at.map(millis_to_iso8601),
@@ -194,8 +203,7 @@ pub async fn put(
     app.ingest_keys.invalidate();
     // Events may be waiting for this integration (disabled before, or failing).
     app.backlog.mark([id.as_str()]);
-    let counts = app.store.queue_counts(&id).await?;
-    Ok(Json(IntegrationView::new(integration, counts)))
+    view(&app, integration).await.map(Json)
 }
 
 /// The integration (the write key only as a hint) and the state of delivery.
@@ -208,8 +216,15 @@ pub async fn get(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> R
     let Some(integration) = app.store.integration(&id).await? else {
         return Ok(Json(IntegrationView::not_configured()));
     };
-    let counts = app.store.queue_counts(&id).await?;
-    Ok(Json(IntegrationView::new(integration, counts)))
+    view(&app, integration).await.map(Json)
+}
+
+/// The integration with its queue counts and its Segment region's health.
+async fn view(app: &AppState, integration: Integration) -> Result<IntegrationView, ApiError> {
+    let counts = app.store.queue_counts(&integration.workspace_id).await?;
+    let regions = app.store.region_health().await?;
+    let down_since = regions.into_iter().find(|r| r.region == integration.region).and_then(|r| r.down_since);
+    Ok(IntegrationView::new(integration, counts, down_since))
 }
 
 /// Removes the integration and drops the workspace's queued and dead events.

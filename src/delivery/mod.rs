@@ -12,6 +12,7 @@ mod backlog;
 mod cursors;
 mod janitor;
 mod pacing;
+mod regions;
 mod round;
 
 use std::collections::HashMap;
@@ -33,6 +34,7 @@ use crate::time::{millis, now_millis};
 pub use backlog::Backlog;
 use cursors::Cursors;
 pub use janitor::Janitor;
+pub use regions::Regions;
 
 /// After a wake-up, the time given to the commits that follow before leasing,
 /// so that a stream of commits does not become a stream of lease queries.
@@ -47,6 +49,7 @@ pub struct Delivery {
     pub limits: BatchLimits,
     pub backlog: Arc<Backlog>,
     pub cursors: Cursors,
+    pub regions: Arc<Regions>,
 }
 
 impl Delivery {
@@ -65,13 +68,15 @@ impl Delivery {
             rounds.reap();
             let candidates = self.backlog.workspaces();
             let leased = self.lease(&candidates, slots.available_permits()).await;
-            let found_work = !leased.is_empty();
-            for lease in leased {
+            let probes = self.lease_probes(&candidates, slots.available_permits() - leased.len()).await;
+            let found_work = !leased.is_empty() || !probes.is_empty();
+            let rounds_to_start = leased.into_iter().map(|l| (l, false)).chain(probes.into_iter().map(|l| (l, true)));
+            for (lease, probe) in rounds_to_start {
                 // Never waits: no more workspaces were leased than slots were free.
                 let Ok(slot) = slots.clone().acquire_owned().await else {
                     return;
                 };
-                rounds.spawn(self.clone(), lease, slot);
+                rounds.spawn(self.clone(), lease, probe, slot);
             }
             if found_work {
                 continue;
@@ -91,13 +96,17 @@ impl Delivery {
         }
     }
 
-    /// Asks the database which workspaces have events: what this instance
-    /// cannot know (events of instances that stopped, missed announcements).
+    /// Asks the database which workspaces have events and how the Segment
+    /// regions fare: what this instance cannot know (events of instances that
+    /// stopped, missed announcements, other instances' failures).
     async fn poll(&self) {
         let version = self.backlog.version();
         match self.store.workspaces_with_events().await {
             Ok(found) => self.backlog.refresh(found, version),
             Err(e) => tracing::warn!(error = %e, "could not poll for queued events; retrying at the next poll"),
+        }
+        if let Err(e) = self.regions.refresh().await {
+            tracing::warn!(error = %e, "could not read the Segment regions' health; retrying at the next poll");
         }
     }
 
@@ -110,14 +119,45 @@ impl Delivery {
             return poll;
         }
         let now = now_millis();
-        match self.store.next_due(candidates, now).await {
-            Ok(Some(due)) => Duration::from_millis((due - now).max(0) as u64).clamp(WAKE_COALESCE, poll),
-            Ok(None) => poll,
+        let due = match self.store.next_due(candidates, now).await {
+            Ok(due) => due,
             Err(e) => {
                 tracing::warn!(error = %e, "could not read when delivery is next due; polling");
-                poll
+                None
             }
+        };
+        match due.into_iter().chain(self.regions.next_probe_at()).min() {
+            Some(due) => Duration::from_millis((due - now).max(0) as u64).clamp(WAKE_COALESCE, poll),
+            None => poll,
         }
+    }
+
+    /// For each Segment region that is down and due for a probe, one of its
+    /// workspaces among the candidates, leased for a round that probes it.
+    async fn lease_probes(&self, candidates: &[String], free: usize) -> Vec<WorkspaceLease> {
+        if free == 0 || candidates.is_empty() {
+            return Vec::new();
+        }
+        let now = now_millis();
+        let until = now + millis(self.settings.lease());
+        let mut probes = Vec::new();
+        for region in self.regions.probes_due(now).into_iter().take(free) {
+            let leased = self.store.lease_probe(region, candidates, now, until).await;
+            let retry_at = match leased {
+                Ok(Some(lease)) => {
+                    probes.push(lease);
+                    until
+                }
+                // Not due by the store's account, or nothing of ours to probe with.
+                Ok(None) => now + millis(self.settings.poll_interval()),
+                Err(e) => {
+                    tracing::warn!(error = %e, %region, "could not lease a probe of the Segment region");
+                    now + millis(self.settings.poll_interval())
+                }
+            };
+            self.regions.postpone_probe(region, retry_at);
+        }
+        probes
     }
 
     /// Up to `free` due workspaces among the candidates, leased for one round each.
@@ -145,10 +185,10 @@ struct Rounds {
 }
 
 impl Rounds {
-    fn spawn(&mut self, delivery: Arc<Delivery>, lease: WorkspaceLease, slot: OwnedSemaphorePermit) {
+    fn spawn(&mut self, delivery: Arc<Delivery>, lease: WorkspaceLease, probe: bool, slot: OwnedSemaphorePermit) {
         let held = lease.clone();
         let task = self.tasks.spawn(async move {
-            delivery.round(lease).await;
+            delivery.round(lease, probe).await;
             drop(slot);
         });
         self.leases.insert(task.id(), held);

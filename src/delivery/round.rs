@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
-use super::Delivery;
 use super::pacing::{Pace, backoff};
+use super::{Delivery, Regions};
 use crate::metrics::{Reason, Status};
 use crate::segment::{self, Batch, Outcome};
 use crate::store::{LastError, Millis, Rejection, RoundEnd, StoreError, WorkspaceLease};
@@ -27,8 +27,9 @@ const REJECTED: &str = "rejected";
 const TOO_LARGE: &str = "message_too_large";
 
 impl Delivery {
-    pub(super) async fn round(&self, lease: WorkspaceLease) {
-        let recorded = match self.deliver(&lease).await {
+    /// A `probe` round is the one request trying a Segment region that is down.
+    pub(super) async fn round(&self, lease: WorkspaceLease, probe: bool) {
+        let recorded = match self.deliver(&lease, probe).await {
             Ok(end) => self.store.end_round(&lease, &end).await,
             Err(e) => Err(e),
         };
@@ -52,7 +53,7 @@ impl Delivery {
         }
     }
 
-    async fn deliver(&self, lease: &WorkspaceLease) -> Result<RoundEnd, StoreError> {
+    async fn deliver(&self, lease: &WorkspaceLease, probe: bool) -> Result<RoundEnd, StoreError> {
         let write_key = match self.sealer.unseal(&lease.workspace_id, &lease.sealed_write_key) {
             Ok(key) => key,
             Err(e) => {
@@ -101,6 +102,7 @@ impl Delivery {
             match outcome {
                 Outcome::Delivered { .. } => {
                     self.ack(lease, &batch, &received_at).await?;
+                    self.regions.succeeded(lease.region).await?;
                     delivered_any = true;
                 }
                 Outcome::Rejected { status, body } => match batch.split() {
@@ -122,6 +124,9 @@ impl Delivery {
                 Outcome::Failed { status, message } => {
                     self.cursors.reset(&lease.workspace_id);
                     self.count_retried(std::iter::once(&batch).chain(&pending));
+                    if Regions::is_region_wide(status) && self.regions.failed(lease.region, probe).await? {
+                        return Ok(waiting_for_region(status, message));
+                    }
                     return Ok(self.failure(lease, status, message, pace.next_allowed()));
                 }
             }
@@ -229,4 +234,12 @@ impl Delivery {
             counts_as_failure: false,
         }
     }
+}
+
+/// A failure while the workspace's Segment region is down: the workspace
+/// waits for the region without a failure of its own, and is due as soon as
+/// the region is back (leases skip regions that are down).
+fn waiting_for_region(status: Option<u16>, message: String) -> RoundEnd {
+    let now = now_millis();
+    RoundEnd::Failed { error: LastError { at: now, status, message }, next_attempt_at: now, counts_as_failure: false }
 }

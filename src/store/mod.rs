@@ -169,6 +169,25 @@ pub struct DeadLetter {
     pub failed_at: Millis,
 }
 
+/// A Segment region's health, as every instance shares it: region-wide
+/// failures (5xx, timeouts, connection errors) since the last success of any
+/// workspace sending there, and since when the region counts as down.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegionHealth {
+    pub region: Region,
+    pub failures: u32,
+    pub down_since: Option<Millis>,
+    /// While down: when the next probe may go (a probe in flight holds it
+    /// until its lease ends).
+    pub next_probe_at: Millis,
+}
+
+impl RegionHealth {
+    pub fn is_down(&self) -> bool {
+        self.down_since.is_some()
+    }
+}
+
 /// How a delivery round for a workspace ended, which sets when it is next served.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RoundEnd {
@@ -216,8 +235,8 @@ pub trait Store: Send + Sync + 'static {
     /// probes the queue per workspace: delivery polls it, it does not ask it
     /// at every turn.
     async fn workspaces_with_events(&self) -> Result<Vec<String>, StoreError>;
-    /// Leases up to `limit` of the `candidates` that are enabled, due and
-    /// unleased, longest-waiting first.
+    /// Leases up to `limit` of the `candidates` that are enabled, due,
+    /// unleased and in a region that is up, longest-waiting first.
     async fn lease_workspaces(
         &self,
         candidates: &[String],
@@ -225,9 +244,38 @@ pub trait Store: Send + Sync + 'static {
         lease_until: Millis,
         limit: usize,
     ) -> Result<Vec<WorkspaceLease>, StoreError>;
-    /// The earliest time one of the enabled `candidates` may be leased (its
-    /// next attempt, or the end of its current lease).
+    /// The earliest time one of the enabled `candidates` in a region that is
+    /// up may be leased (its next attempt, or the end of its current lease).
     async fn next_due(&self, candidates: &[String], now: Millis) -> Result<Option<Millis>, StoreError>;
+    /// Every region's health.
+    async fn region_health(&self) -> Result<Vec<RegionHealth>, StoreError>;
+    /// Counts a region-wide failure. The region goes down at `down_after`
+    /// consecutive failures (the caller whose failure it is sees `failures ==
+    /// down_after`), and may be probed from `next_probe_at`; a failed `probe`
+    /// sets when the next one may go. Returns the region's health after.
+    async fn region_failed(
+        &self,
+        region: Region,
+        now: Millis,
+        down_after: u32,
+        next_probe_at: Millis,
+        probe: bool,
+    ) -> Result<RegionHealth, StoreError>;
+    /// A success in the region: it is up, its failures forgotten. If it was
+    /// down, every workspace of the region that failed is due at once, on every
+    /// instance (PostgreSQL also announces it). Returns since when the region
+    /// had been down, if it was.
+    async fn region_succeeded(&self, region: Region, now: Millis) -> Result<Option<Millis>, StoreError>;
+    /// While the region is down and its probe due: claims the probe until
+    /// `lease_until` and leases one of the region's `candidates` for it, the
+    /// least recently attempted. `None` when there is nothing to probe now.
+    async fn lease_probe(
+        &self,
+        region: Region,
+        candidates: &[String],
+        now: Millis,
+        lease_until: Millis,
+    ) -> Result<Option<WorkspaceLease>, StoreError>;
     /// The leased workspace's `limit` oldest queued events with an id above
     /// `after` (0: from the front). Reading takes no lock and writes nothing:
     /// the workspace lease makes them this worker's.

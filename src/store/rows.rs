@@ -1,6 +1,6 @@
 //! Rows as both databases return them, and their conversion to the store's types.
 
-use super::{DeadLetter, Integration, LastError, StoreError, WorkspaceLease};
+use super::{DeadLetter, Integration, LastError, RegionHealth, StoreError, WorkspaceLease};
 use crate::segment::Region;
 
 /// The columns `Workspace` reads.
@@ -64,6 +64,33 @@ impl TryFrom<LeaseRow> for WorkspaceLease {
             lease_id: row.lease_id,
             sealed_write_key: row.sealed_write_key,
             consecutive_failures: u32::try_from(row.consecutive_failures).unwrap_or(0),
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct RegionRow {
+    region: String,
+    failures: i32,
+    down_since: Option<i64>,
+    next_probe_at: i64,
+}
+
+/// The condition that an integration's Segment region is not down (the
+/// same SQL on both backends).
+pub(super) const REGION_UP: &str = "region NOT IN (SELECT region FROM segment_regions WHERE down_since IS NOT NULL)";
+
+/// The columns `RegionRow` reads, for `SELECT` and `RETURNING`.
+pub(super) const REGION_COLUMNS: &str = "region, failures, down_since, next_probe_at";
+
+impl TryFrom<RegionRow> for RegionHealth {
+    type Error = StoreError;
+    fn try_from(row: RegionRow) -> Result<RegionHealth, StoreError> {
+        Ok(RegionHealth {
+            region: region(&row.region)?,
+            failures: u32::try_from(row.failures).unwrap_or(0),
+            down_since: row.down_since,
+            next_probe_at: row.next_probe_at,
         })
     }
 }

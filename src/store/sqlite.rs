@@ -14,13 +14,15 @@ use sqlx::{QueryBuilder, Sqlite};
 use tokio_util::sync::CancellationToken;
 
 use super::rows::{
-    DEAD_LETTER_COLUMNS, DeadLetterRow, INTEGRATION_COLUMNS, IntegrationRow, LeaseRow, WORKSPACE_COLUMNS, convert,
+    DEAD_LETTER_COLUMNS, DeadLetterRow, INTEGRATION_COLUMNS, IntegrationRow, LeaseRow, REGION_COLUMNS, REGION_UP,
+    RegionRow, WORKSPACE_COLUMNS, convert,
 };
 use super::{
     DeadLetter, EXPIRED, IdentityLink, IngestTarget, Integration, IntegrationConfig, Millis, NewEvent, OnEvents,
-    QueueCounts, QueuedEvent, Rejection, RoundEnd, Store, StoreError, Workspace, WorkspaceLease, latest_links,
-    schema_is_current,
+    QueueCounts, QueuedEvent, RegionHealth, Rejection, RoundEnd, Store, StoreError, Workspace, WorkspaceLease,
+    latest_links, schema_is_current,
 };
+use crate::segment::Region;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -284,15 +286,15 @@ impl Store for SqliteStore {
         lease_until: Millis,
         limit: usize,
     ) -> Result<Vec<WorkspaceLease>, StoreError> {
-        let rows: Vec<LeaseRow> = sqlx::query_as(
+        let rows: Vec<LeaseRow> = sqlx::query_as(&format!(
             "UPDATE integrations SET lease_id = lower(hex(randomblob(16))), leased_until = ?1 \
              WHERE workspace_id IN ( \
                SELECT workspace_id FROM integrations \
                WHERE workspace_id IN (SELECT value FROM json_each(?4)) AND enabled AND next_attempt_at <= ?2 \
-                 AND (leased_until IS NULL OR leased_until < ?2) \
+                 AND {REGION_UP} AND (leased_until IS NULL OR leased_until < ?2) \
                ORDER BY next_attempt_at LIMIT ?3) \
-             RETURNING workspace_id, lease_id, sealed_write_key, region, consecutive_failures",
-        )
+             RETURNING workspace_id, lease_id, sealed_write_key, region, consecutive_failures"
+        ))
         .bind(lease_until)
         .bind(now)
         .bind(limit as i64)
@@ -303,15 +305,115 @@ impl Store for SqliteStore {
     }
 
     async fn next_due(&self, candidates: &[String], now: Millis) -> Result<Option<Millis>, StoreError> {
-        let due = sqlx::query_scalar(
+        let due = sqlx::query_scalar(&format!(
             "SELECT MIN(CASE WHEN leased_until >= ?1 THEN leased_until ELSE next_attempt_at END) \
-             FROM integrations WHERE enabled AND workspace_id IN (SELECT value FROM json_each(?2))",
-        )
+             FROM integrations WHERE enabled AND workspace_id IN (SELECT value FROM json_each(?2)) AND {REGION_UP}"
+        ))
         .bind(now)
         .bind(json_list(candidates))
         .fetch_one(&self.reader)
         .await?;
         Ok(due)
+    }
+
+    async fn region_health(&self) -> Result<Vec<RegionHealth>, StoreError> {
+        let rows: Vec<RegionRow> =
+            sqlx::query_as(&format!("SELECT {REGION_COLUMNS} FROM segment_regions ORDER BY region"))
+                .fetch_all(&self.reader)
+                .await?;
+        convert(rows)
+    }
+
+    async fn region_failed(
+        &self,
+        region: Region,
+        now: Millis,
+        down_after: u32,
+        next_probe_at: Millis,
+        probe: bool,
+    ) -> Result<RegionHealth, StoreError> {
+        let row: RegionRow = sqlx::query_as(&format!(
+            "UPDATE segment_regions SET failures = failures + 1, \
+               down_since = CASE WHEN down_since IS NULL AND failures + 1 >= ?2 THEN ?3 ELSE down_since END, \
+               next_probe_at = CASE WHEN (down_since IS NULL AND failures + 1 >= ?2) OR ?5 THEN ?4 \
+                                    ELSE next_probe_at END \
+             WHERE region = ?1 RETURNING {REGION_COLUMNS}"
+        ))
+        .bind(region.as_str())
+        .bind(i64::from(down_after))
+        .bind(now)
+        .bind(next_probe_at)
+        .bind(probe)
+        .fetch_one(&self.writer)
+        .await?;
+        row.try_into()
+    }
+
+    async fn region_succeeded(&self, region: Region, now: Millis) -> Result<Option<Millis>, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let down_since: Option<Millis> = sqlx::query_scalar("SELECT down_since FROM segment_regions WHERE region = ?1")
+            .bind(region.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .flatten();
+        sqlx::query("UPDATE segment_regions SET failures = 0, down_since = NULL, next_probe_at = 0 WHERE region = ?1")
+            .bind(region.as_str())
+            .execute(&mut *tx)
+            .await?;
+        if down_since.is_some() {
+            sqlx::query(
+                "UPDATE integrations SET next_attempt_at = ?2, consecutive_failures = 0 \
+                 WHERE region = ?1 AND enabled AND consecutive_failures > 0",
+            )
+            .bind(region.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(down_since)
+    }
+
+    async fn lease_probe(
+        &self,
+        region: Region,
+        candidates: &[String],
+        now: Millis,
+        lease_until: Millis,
+    ) -> Result<Option<WorkspaceLease>, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let claimed = sqlx::query(
+            "UPDATE segment_regions SET next_probe_at = ?3 \
+             WHERE region = ?1 AND down_since IS NOT NULL AND next_probe_at <= ?2",
+        )
+        .bind(region.as_str())
+        .bind(now)
+        .bind(lease_until)
+        .execute(&mut *tx)
+        .await?;
+        if claimed.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let row: Option<LeaseRow> = sqlx::query_as(
+            "UPDATE integrations SET lease_id = lower(hex(randomblob(16))), leased_until = ?3 \
+             WHERE workspace_id IN ( \
+               SELECT workspace_id FROM integrations \
+               WHERE workspace_id IN (SELECT value FROM json_each(?4)) AND region = ?1 AND enabled \
+                 AND (leased_until IS NULL OR leased_until < ?2) \
+               ORDER BY next_attempt_at LIMIT 1) \
+             RETURNING workspace_id, lease_id, sealed_write_key, region, consecutive_failures",
+        )
+        .bind(region.as_str())
+        .bind(now)
+        .bind(lease_until)
+        .bind(json_list(candidates))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None); // the transaction rolls back: the probe stays unclaimed
+        };
+        tx.commit().await?;
+        Ok(Some(row.try_into()?))
     }
 
     async fn queued_events(

@@ -29,7 +29,10 @@ pub struct Attempt {
     pub write_key: String,
     pub status: u16,
     pub messages: usize,
+    /// The batch's size as JSON (inflated when it came compressed).
     pub bytes: usize,
+    /// Whether it came with `Content-Encoding: gzip`.
+    pub gzip: bool,
 }
 
 /// An injected answer: a status and headers.
@@ -159,7 +162,10 @@ impl Respond for Strict {
     fn respond(&self, request: &Request) -> ResponseTemplate {
         let at = Instant::now();
         let mut state = self.state.lock().unwrap();
-        let checked = check(request);
+        let gzip = is_gzip(request);
+        let body = body_of(request);
+        let bytes = body.as_ref().map_or(0, Vec::len);
+        let checked = body.and_then(|body| check(request, &body));
         let write_key = checked.as_ref().map(|c| c.write_key.clone()).unwrap_or_default();
         let messages = checked.as_ref().map_or(0, |c| c.messages.len());
         let injected = state
@@ -173,7 +179,7 @@ impl Respond for Strict {
                 state.violations.push(violation);
                 Answer { status: 400, headers: vec![] }
             }
-            (None, Ok(_)) if state.refuse.as_ref().is_some_and(|refuse| messages_of(request).iter().any(refuse)) => {
+            (None, Ok(checked)) if state.refuse.as_ref().is_some_and(|refuse| checked.messages.iter().any(refuse)) => {
                 Answer { status: 400, headers: vec![] }
             }
             (None, Ok(checked)) => {
@@ -187,7 +193,7 @@ impl Respond for Strict {
             }
         };
         let delay = state.key_delays.get(&write_key).copied().or(state.delay);
-        state.attempts.push(Attempt { at, write_key, status: answer.status, messages, bytes: request.body.len() });
+        state.attempts.push(Attempt { at, write_key, status: answer.status, messages, bytes, gzip });
         let body = match answer.status {
             200 => "{\"success\":true}",
             400 => "{\"success\":false,\"message\":\"refused message\"}",
@@ -204,11 +210,19 @@ impl Respond for Strict {
     }
 }
 
-fn messages_of(request: &Request) -> Vec<Value> {
-    serde_json::from_slice::<Value>(&request.body)
-        .ok()
-        .and_then(|body| body["batch"].as_array().cloned())
-        .unwrap_or_default()
+fn is_gzip(request: &Request) -> bool {
+    request.headers.get("content-encoding").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"))
+}
+
+/// The request body, inflated when it says it is gzip (as Segment's edge does).
+fn body_of(request: &Request) -> Result<Vec<u8>, String> {
+    if !is_gzip(request) {
+        return Ok(request.body.clone());
+    }
+    let mut inflated = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&request.body[..]), &mut inflated)
+        .map_err(|e| format!("the gzip body does not inflate: {e}"))?;
+    Ok(inflated)
 }
 
 struct Checked {
@@ -217,8 +231,8 @@ struct Checked {
     messages: Vec<Value>,
 }
 
-/// Segment's rules for a batch request.
-fn check(request: &Request) -> Result<Checked, String> {
+/// Segment's rules for a batch request (`body` as inflated).
+fn check(request: &Request, body: &[u8]) -> Result<Checked, String> {
     let header = |name: &str| request.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
     if !header("content-type").starts_with("application/json") {
         return Err(format!("content-type is {:?}", header("content-type")));
@@ -230,10 +244,10 @@ fn check(request: &Request) -> Result<Checked, String> {
     if write_key.is_empty() {
         return Err("empty write key".into());
     }
-    if request.body.len() > 500_000 {
-        return Err(format!("batch of {} bytes is over 500 KB", request.body.len()));
+    if body.len() > 500_000 {
+        return Err(format!("batch of {} bytes is over 500 KB", body.len()));
     }
-    let body: Value = serde_json::from_slice(&request.body).map_err(|e| format!("invalid JSON: {e}"))?;
+    let body: Value = serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
     let sent_at = body["sentAt"].as_str().ok_or("sentAt missing")?;
     chrono::DateTime::parse_from_rfc3339(sent_at).map_err(|_| "sentAt is not ISO-8601")?;
     let messages = body["batch"].as_array().ok_or("batch missing")?;
