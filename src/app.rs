@@ -78,6 +78,7 @@ impl App {
                 settings.delivery.region_down_after_failures,
                 settings.delivery.region_probe_interval(),
             )),
+            store_turns: Delivery::store_turns(),
         });
         let janitor = Janitor {
             store: store.clone(),
@@ -89,7 +90,11 @@ impl App {
         };
         let state = AppState(Arc::new(Shared {
             ingest_keys: IngestKeys::new(store.clone(), settings.ingest.key_cache_ttl()),
-            client_ips: ClientIps::new(settings.ingest.trusted_proxies.clone(), settings.ingest.ip_policy),
+            client_ips: ClientIps::new(
+                settings.ingest.trusted_proxies.clone(),
+                settings.ingest.ip_policy,
+                metrics.forwarded_for_ignored.clone(),
+            ),
             rate_limits: RateLimits::new(&settings),
             openapi: OnceLock::new(),
             settings,

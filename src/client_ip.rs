@@ -3,23 +3,29 @@
 //! forwarded to Segment as `context.ip`.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::http::HeaderMap;
 use ipnet::IpNet;
+use prometheus_client::metrics::counter::Counter;
 
 use crate::config::IpPolicy;
 
 const FORWARDED_FOR: &str = "x-forwarded-for";
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct ClientIps {
     trusted_proxies: Vec<IpNet>,
     policy: IpPolicy,
+    /// Requests whose `X-Forwarded-For` was ignored: their peer is not trusted.
+    ignored_forwarding: Counter,
+    /// Whether that was logged already (once per process).
+    ignored_forwarding_logged: AtomicBool,
 }
 
 impl ClientIps {
-    pub fn new(trusted_proxies: Vec<IpNet>, policy: IpPolicy) -> ClientIps {
-        ClientIps { trusted_proxies, policy }
+    pub fn new(trusted_proxies: Vec<IpNet>, policy: IpPolicy, ignored_forwarding: Counter) -> ClientIps {
+        ClientIps { trusted_proxies, policy, ignored_forwarding, ignored_forwarding_logged: AtomicBool::new(false) }
     }
 
     /// The client's address. `X-Forwarded-For` is believed only as far as it
@@ -27,6 +33,9 @@ impl ClientIps {
     /// the first address that is not a trusted proxy is the client.
     pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         if !self.is_trusted(peer) {
+            if headers.contains_key(FORWARDED_FOR) {
+                self.forwarding_ignored(peer);
+            }
             return peer;
         }
         let hops: Vec<&str> = headers
@@ -53,6 +62,20 @@ impl ClientIps {
             IpPolicy::Forward => Some(client),
             IpPolicy::Anonymize => Some(anonymize(client)),
             IpPolicy::Omit => None,
+        }
+    }
+
+    /// A peer that is not a trusted proxy sent `X-Forwarded-For`: most likely
+    /// a load balancer missing from `ingest.trusted_proxies`, behind which every
+    /// browser shares one address (and its rate limit). Counted, logged once.
+    fn forwarding_ignored(&self, peer: IpAddr) {
+        self.ignored_forwarding.inc();
+        if !self.ignored_forwarding_logged.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                %peer,
+                "X-Forwarded-For from a peer that is not a trusted proxy is ignored: behind a load balancer, list it \
+                 in PRODUKTLY_INGEST_TRUSTED_PROXIES, or every browser shares its address and rate limit"
+            );
         }
     }
 
@@ -93,9 +116,12 @@ mod tests {
 
     #[test]
     fn forwarded_for_is_believed_only_from_trusted_proxies() {
-        let ips = ClientIps::new(vec!["10.0.0.0/8".parse().unwrap()], IpPolicy::Forward);
+        let ignored = Counter::default();
+        let ips = ClientIps::new(vec!["10.0.0.0/8".parse().unwrap()], IpPolicy::Forward, ignored.clone());
         let spoofed = headers(&["1.1.1.1, 203.0.113.7"]);
         assert_eq!(ips.client(ip("198.51.100.2"), &spoofed), ip("198.51.100.2"), "an untrusted peer");
+        assert_eq!(ips.client(ip("198.51.100.2"), &headers(&[])), ip("198.51.100.2"));
+        assert_eq!(ignored.get(), 1, "the ignored header is counted");
         assert_eq!(ips.client(ip("10.0.0.5"), &spoofed), ip("203.0.113.7"), "the nearest untrusted hop");
         let chain = headers(&["1.1.1.1", "203.0.113.7, 10.0.0.9"]);
         assert_eq!(ips.client(ip("10.0.0.5"), &chain), ip("203.0.113.7"));
@@ -105,10 +131,13 @@ mod tests {
 
     #[test]
     fn policies() {
-        let anonymizing = ClientIps::new(vec![], IpPolicy::Anonymize);
+        let anonymizing = ClientIps::new(vec![], IpPolicy::Anonymize, Counter::default());
         assert_eq!(anonymizing.forwarded(ip("203.0.113.77")), Some(ip("203.0.113.0")));
         assert_eq!(anonymizing.forwarded(ip("2001:db8:85a3:1:2:3:4:5")), Some(ip("2001:db8:85a3::")));
-        assert_eq!(ClientIps::new(vec![], IpPolicy::Omit).forwarded(ip("203.0.113.77")), None);
-        assert_eq!(ClientIps::new(vec![], IpPolicy::Forward).forwarded(ip("203.0.113.77")), Some(ip("203.0.113.77")));
+        assert_eq!(ClientIps::new(vec![], IpPolicy::Omit, Counter::default()).forwarded(ip("203.0.113.77")), None);
+        assert_eq!(
+            ClientIps::new(vec![], IpPolicy::Forward, Counter::default()).forwarded(ip("203.0.113.77")),
+            Some(ip("203.0.113.77"))
+        );
     }
 }

@@ -41,6 +41,8 @@ pub struct Metrics {
     pub events_rejected: Family<Reason, Counter>,
     pub events_discarded: Family<Reason, Counter>,
     pub ingest_responses: Family<Status, Counter>,
+    /// Requests whose `X-Forwarded-For` was ignored (the peer is not a trusted proxy).
+    pub forwarded_for_ignored: Counter,
     pub queue_depth: Gauge,
     pub events_delivered: Counter,
     pub events_retried: Counter,
@@ -79,6 +81,12 @@ impl Metrics {
                 Family::default(),
             ),
             ingest_responses: registered(r, "ingest_responses", "Ingest responses by HTTP status", Family::default()),
+            forwarded_for_ignored: registered(
+                r,
+                "ingest_forwarded_for_ignored",
+                "Requests whose X-Forwarded-For was ignored: the peer is not in ingest.trusted_proxies",
+                Counter::default(),
+            ),
             queue_depth: registered(r, "queue_depth", "Undelivered events in the store", Gauge::default()),
             events_delivered: registered(r, "events_delivered", "Events Segment accepted", Counter::default()),
             events_retried: registered(

@@ -310,6 +310,70 @@ async fn workspaces_are_leased_when_due_longest_waiting_first(backend: Backend) 
     );
 }
 
+/// A region goes down at the threshold (the caller who reaches it sees
+/// `failures == down_after`), its workspaces are no longer leased or due, one
+/// probe at a time is claimed, and a success brings it up with every
+/// workspace that failed due at once.
+async fn a_region_goes_down_is_probed_and_comes_back(backend: Backend) {
+    let Some((_env, store)) = open(backend).await else {
+        return;
+    };
+    let store = store.as_ref();
+    for id in ["first", "second"] {
+        seeded(store, id, 1).await;
+    }
+    let candidates = ["first".to_owned(), "second".to_owned()];
+    let first = store.lease_workspaces(&candidates[..1], NOW, NOW + LEASE, 1).await.unwrap().remove(0);
+    let failed = RoundEnd::Failed {
+        error: LastError { at: NOW, status: Some(500), message: "down".into() },
+        next_attempt_at: NOW + 60_000,
+        counts_as_failure: true,
+    };
+    store.end_round(&first, &failed).await.unwrap();
+    for n in 1..=2 {
+        let health = store.region_failed(Region::Us, NOW, 3, NOW + 500, false).await.unwrap();
+        assert_eq!((health.failures, health.is_down()), (n, false));
+    }
+    let health = store.region_failed(Region::Us, NOW + 1, 3, NOW + 500, false).await.unwrap();
+    assert_eq!((health.failures, health.down_since, health.next_probe_at), (3, Some(NOW + 1), NOW + 500));
+    let later = store.region_failed(Region::Us, NOW + 2, 3, NOW + 900, false).await.unwrap();
+    assert_eq!((later.failures, later.down_since, later.next_probe_at), (4, Some(NOW + 1), NOW + 500), "stays down");
+    let eu = store.region_health().await.unwrap().into_iter().find(|h| h.region == Region::Eu).unwrap();
+    assert!(!eu.is_down(), "the other region is not touched");
+
+    assert!(store.lease_workspaces(&candidates, NOW + 10, NOW + LEASE, 10).await.unwrap().is_empty());
+    assert_eq!(store.next_due(&candidates, NOW + 10).await.unwrap(), None, "nothing is due in a region that is down");
+    assert!(store.lease_probe(Region::Us, &candidates, NOW + 100, NOW + 5000).await.unwrap().is_none(), "not yet");
+    let probe = store.lease_probe(Region::Us, &candidates, NOW + 500, NOW + 5000).await.unwrap().unwrap();
+    assert_eq!(probe.workspace_id, "second", "the least recently attempted workspace probes");
+    assert!(
+        store.lease_probe(Region::Us, &candidates, NOW + 600, NOW + 5000).await.unwrap().is_none(),
+        "one probe at a time"
+    );
+    // The probe sent nothing: the next one may go at once.
+    store.release_lease(&probe).await.unwrap();
+    store.end_probe(Region::Us, NOW + 5000, NOW + 700).await.unwrap();
+    let probe = store.lease_probe(Region::Us, &candidates, NOW + 700, NOW + 5000).await.unwrap().unwrap();
+    let failed_probe = store.region_failed(Region::Us, NOW + 800, 3, NOW + 2000, true).await.unwrap();
+    assert_eq!(failed_probe.next_probe_at, NOW + 2000, "a failed probe sets the next one");
+    store.end_probe(Region::Us, NOW + 5000, NOW + 800).await.unwrap();
+    assert_eq!(store.region_health().await.unwrap()[1].next_probe_at, NOW + 2000, "a claim already moved stays");
+
+    assert_eq!(store.region_succeeded(Region::Us, NOW + 3000).await.unwrap(), Some(NOW + 1));
+    store.release_lease(&probe).await.unwrap();
+    let us = store.region_health().await.unwrap().into_iter().find(|h| h.region == Region::Us).unwrap();
+    assert_eq!((us.failures, us.is_down()), (0, false));
+    let resumed = store.integration("first").await.unwrap().unwrap();
+    assert_eq!(
+        (resumed.next_attempt_at, resumed.consecutive_failures),
+        (NOW + 3000, 0),
+        "due at once, failures forgotten"
+    );
+    let leased = store.lease_workspaces(&candidates, NOW + 3000, NOW + LEASE, 10).await.unwrap();
+    assert_eq!(leased.len(), 2, "every workspace of the region is due");
+    assert_eq!(store.region_succeeded(Region::Us, NOW + 3001).await.unwrap(), None, "it was up already");
+}
+
 async fn deleting_an_integration_drops_its_events(backend: Backend) {
     let Some((_env, store)) = open(backend).await else {
         return;
@@ -400,6 +464,7 @@ async fn commits_wake_listeners(backend: Backend) {
 }
 
 on_both_backends!(
+    a_region_goes_down_is_probed_and_comes_back,
     retention_deletes_only_old_dead_letters_and_identities,
     commits_wake_listeners,
     workspaces_and_ingest_targets,

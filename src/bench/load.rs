@@ -112,6 +112,7 @@ pub async fn open_loop<F>(
     rate: u32,
     connections: usize,
     duration: Duration,
+    events: u64,
     body: F,
 ) -> Result<Report, BenchError>
 where
@@ -132,7 +133,7 @@ where
                 let scheduled = started + offset + interval * n as u32;
                 tokio::time::sleep_until(scheduled).await;
                 let accepted = post(&mut connection, &request(&target, &body())).await?;
-                record(&mut report, accepted, 1, scheduled);
+                record(&mut report, accepted, events, scheduled);
             }
             Ok(report)
         }

@@ -5,6 +5,7 @@
 
 mod load;
 mod mock;
+mod outage;
 mod service;
 
 use std::path::PathBuf;
@@ -67,6 +68,16 @@ pub struct BenchArgs {
     /// Events per second of the soak (single-event `/v1/track` requests).
     #[arg(long, default_value_t = 9_000)]
     soak_rate: u32,
+    /// Instead of the figures: a Segment outage of this many seconds under
+    /// steady ingest, then the recovery (see `--outage-rate`).
+    #[arg(long, default_value_t = 0)]
+    outage: u64,
+    /// Events per second of the outage scenario, over `--workspaces`.
+    #[arg(long, default_value_t = 8_000)]
+    outage_rate: u32,
+    /// Events per `/v1/batch` request of the outage scenario.
+    #[arg(long, default_value_t = 250)]
+    outage_batch: u32,
 }
 
 /// One line of the results table: the figures measured, and how they read.
@@ -81,6 +92,9 @@ struct Row {
 pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     if args.soak > 0 {
         return soak(&args).await;
+    }
+    if args.outage > 0 {
+        return outage::run(&args).await;
     }
     let mut runs: Vec<Vec<Row>> = Vec::new();
     for run in 1..=args.runs.max(1) {
@@ -145,7 +159,7 @@ async fn run_once(args: &BenchArgs) -> Result<Vec<Row>, BenchError> {
         wait_for_delivery(&mock, sent).await?;
     }
 
-    let report = load::open_loop(&targets("/v1/track")[..1], 10_000, 32, phase, || body(1)).await?;
+    let report = load::open_loop(&targets("/v1/track")[..1], 10_000, 32, phase, 1, || body(1)).await?;
     rows.push(Row {
         figure: "ingest latency at 10,000 events/s".into(),
         values: report_values(&report),
@@ -179,7 +193,7 @@ async fn run_once(args: &BenchArgs) -> Result<Vec<Row>, BenchError> {
 
     mock.take_latency();
     let marked = move || marked_body(epoch);
-    let report = load::open_loop(&targets("/v1/track")[..1], 1_000, 8, phase, marked).await?;
+    let report = load::open_loop(&targets("/v1/track")[..1], 1_000, 8, phase, 1, marked).await?;
     sent += report.events;
     wait_for_delivery(&mock, sent).await?;
     let end_to_end = mock.take_latency();
@@ -217,7 +231,7 @@ async fn soak(args: &BenchArgs) -> Result<(), BenchError> {
         targets.push(Target { addr: service.addr, path: "/v1/track", key });
     }
     let (duration, rate) = (Duration::from_secs(args.soak), args.soak_rate.max(1));
-    let load = tokio::spawn(async move { load::open_loop(&targets, rate, 32, duration, || body(1)).await });
+    let load = tokio::spawn(async move { load::open_loop(&targets, rate, 32, duration, 1, || body(1)).await });
     println!("| minute | RSS | queue depth | delivered |");
     println!("|--------|-----|-------------|-----------|");
     let mut rss = Vec::new();
@@ -268,9 +282,14 @@ fn report_values(report: &Report) -> Vec<f64> {
 
 /// A body of `events` valid events (one event, or a batch).
 fn body(events: u64) -> Bytes {
+    tour_steps(events, "s-2")
+}
+
+/// A body of `events` `tour_step` events (one, or a batch) of step `step_id`.
+fn tour_steps(events: u64, step_id: &str) -> Bytes {
     let event = |i: u64| {
         json!({"event": "tour_step", "anonymousId": format!("anon-{i}"), "userId": format!("user-{i}"),
-               "properties": {"tour_id": "welcome", "step_id": "s-2", "step_index": 2, "tour_name": "Welcome"},
+               "properties": {"tour_id": "welcome", "step_id": step_id, "step_index": 2, "tour_name": "Welcome"},
                "context": {"page": {"url": "https://app.example.com/dashboard", "path": "/dashboard"}, "locale": "en-US"}})
     };
     let value = if events == 1 { event(0) } else { json!({"batch": (0..events).map(event).collect::<Vec<Value>>()}) };

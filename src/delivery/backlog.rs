@@ -8,7 +8,7 @@
 //! poll of the database corrects it, and a round that finds its workspace
 //! caught up takes the workspace out.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use tokio::sync::Notify;
@@ -24,6 +24,8 @@ struct State {
     /// Bumped at every mark; a workspace's entry is the value of its last mark.
     clock: u64,
     workspaces: HashMap<String, u64>,
+    /// Workspaces whose last round found them caught up: their next read is small.
+    caught_up: HashSet<String>,
 }
 
 impl Backlog {
@@ -62,6 +64,25 @@ impl Backlog {
         if state.workspaces.get(workspace_id).is_some_and(|marked| *marked <= version) {
             state.workspaces.remove(workspace_id);
         }
+        if !state.caught_up.contains(workspace_id) {
+            state.caught_up.insert(workspace_id.to_owned());
+        }
+    }
+
+    /// A round found more waiting than one read takes: the workspace is behind.
+    pub fn behind(&self, workspace_id: &str) {
+        self.lock().caught_up.remove(workspace_id);
+    }
+
+    /// Events pile up without rounds (a Segment region is down): no workspace
+    /// counts as caught up until a round finds it so again.
+    pub fn all_behind(&self) {
+        self.lock().caught_up.clear();
+    }
+
+    /// Whether the workspace's last round found it caught up.
+    pub fn is_caught_up(&self, workspace_id: &str) -> bool {
+        self.lock().caught_up.contains(workspace_id)
     }
 
     /// What a poll of the database found (it started at `version`) replaces
@@ -104,6 +125,19 @@ mod tests {
         backlog.settle("a", version);
         backlog.settle("b", version);
         assert_eq!(sorted(&backlog), ["b"], "b got events during the round");
+    }
+
+    #[test]
+    fn a_workspace_is_caught_up_from_a_settled_round_until_one_finds_it_behind() {
+        let backlog = Backlog::default();
+        backlog.mark(["a"]);
+        assert!(!backlog.is_caught_up("a"), "not known yet");
+        backlog.settle("a", backlog.version());
+        assert!(backlog.is_caught_up("a"));
+        backlog.mark(["a"]);
+        assert!(backlog.is_caught_up("a"), "new events alone do not put it behind");
+        backlog.behind("a");
+        assert!(!backlog.is_caught_up("a"));
     }
 
     #[test]

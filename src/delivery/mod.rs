@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit};
 use tokio::task::{self, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -34,7 +34,14 @@ use crate::time::{millis, now_millis};
 pub use backlog::Backlog;
 use cursors::Cursors;
 pub use janitor::Janitor;
+use regions::ProbeClaim;
 pub use regions::Regions;
+
+/// Heavy reads and deletes of the queue by delivery that may run at once,
+/// however many rounds are in flight: a drain after an outage then keeps the
+/// database busy with one at a time, and ingest's commits (and the small
+/// rounds of caught-up workspaces) never queue behind a crowd of them.
+const STORE_TURNS: usize = 1;
 
 /// After a wake-up, the time given to the commits that follow before leasing,
 /// so that a stream of commits does not become a stream of lease queries.
@@ -50,6 +57,8 @@ pub struct Delivery {
     pub backlog: Arc<Backlog>,
     pub cursors: Cursors,
     pub regions: Arc<Regions>,
+    /// See [`STORE_TURNS`].
+    pub store_turns: Semaphore,
 }
 
 impl Delivery {
@@ -70,7 +79,8 @@ impl Delivery {
             let leased = self.lease(&candidates, slots.available_permits()).await;
             let probes = self.lease_probes(&candidates, slots.available_permits() - leased.len()).await;
             let found_work = !leased.is_empty() || !probes.is_empty();
-            let rounds_to_start = leased.into_iter().map(|l| (l, false)).chain(probes.into_iter().map(|l| (l, true)));
+            let rounds_to_start =
+                leased.into_iter().map(|l| (l, None)).chain(probes.into_iter().map(|(l, p)| (l, Some(p))));
             for (lease, probe) in rounds_to_start {
                 // Never waits: no more workspaces were leased than slots were free.
                 let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -96,6 +106,16 @@ impl Delivery {
         }
     }
 
+    pub fn store_turns() -> Semaphore {
+        Semaphore::new(STORE_TURNS)
+    }
+
+    /// A turn for one of the queue's operations when it is `heavy` (see
+    /// [`STORE_TURNS`]); a light one goes at once.
+    async fn store_turn(&self, heavy: bool) -> Option<SemaphorePermit<'_>> {
+        if heavy { self.store_turns.acquire().await.ok() } else { None }
+    }
+
     /// Asks the database which workspaces have events and how the Segment
     /// regions fare: what this instance cannot know (events of instances that
     /// stopped, missed announcements, other instances' failures).
@@ -105,8 +125,12 @@ impl Delivery {
             Ok(found) => self.backlog.refresh(found, version),
             Err(e) => tracing::warn!(error = %e, "could not poll for queued events; retrying at the next poll"),
         }
-        if let Err(e) = self.regions.refresh().await {
-            tracing::warn!(error = %e, "could not read the Segment regions' health; retrying at the next poll");
+        match self.regions.refresh().await {
+            Ok(()) if self.regions.any_down() => self.backlog.all_behind(),
+            Ok(()) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the Segment regions' health; retrying at the next poll")
+            }
         }
     }
 
@@ -134,7 +158,7 @@ impl Delivery {
 
     /// For each Segment region that is down and due for a probe, one of its
     /// workspaces among the candidates, leased for a round that probes it.
-    async fn lease_probes(&self, candidates: &[String], free: usize) -> Vec<WorkspaceLease> {
+    async fn lease_probes(&self, candidates: &[String], free: usize) -> Vec<(WorkspaceLease, ProbeClaim)> {
         if free == 0 || candidates.is_empty() {
             return Vec::new();
         }
@@ -145,7 +169,7 @@ impl Delivery {
             let leased = self.store.lease_probe(region, candidates, now, until).await;
             let retry_at = match leased {
                 Ok(Some(lease)) => {
-                    probes.push(lease);
+                    probes.push((lease, ProbeClaim { region, until }));
                     until
                 }
                 // Not due by the store's account, or nothing of ours to probe with.
@@ -160,8 +184,19 @@ impl Delivery {
         probes
     }
 
-    /// Up to `free` due workspaces among the candidates, leased for one round each.
+    /// Up to `free` due workspaces among the candidates, leased for one round
+    /// each: first those found caught up last time (their rounds are short, so
+    /// a workspace with a few new events is not kept waiting behind a drain),
+    /// then the others, longest-waiting first.
     async fn lease(&self, candidates: &[String], free: usize) -> Vec<WorkspaceLease> {
+        let (caught_up, behind): (Vec<String>, Vec<String>) =
+            candidates.iter().cloned().partition(|id| self.backlog.is_caught_up(id));
+        let mut leased = self.lease_among(&caught_up, free).await;
+        leased.extend(self.lease_among(&behind, free - leased.len()).await);
+        leased
+    }
+
+    async fn lease_among(&self, candidates: &[String], free: usize) -> Vec<WorkspaceLease> {
         if free == 0 || candidates.is_empty() {
             return Vec::new();
         }
@@ -185,7 +220,13 @@ struct Rounds {
 }
 
 impl Rounds {
-    fn spawn(&mut self, delivery: Arc<Delivery>, lease: WorkspaceLease, probe: bool, slot: OwnedSemaphorePermit) {
+    fn spawn(
+        &mut self,
+        delivery: Arc<Delivery>,
+        lease: WorkspaceLease,
+        probe: Option<ProbeClaim>,
+        slot: OwnedSemaphorePermit,
+    ) {
         let held = lease.clone();
         let task = self.tasks.spawn(async move {
             delivery.round(lease, probe).await;

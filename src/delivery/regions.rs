@@ -25,6 +25,13 @@ use crate::segment::Region;
 use crate::store::{RegionHealth, Store, StoreError};
 use crate::time::{Millis, millis, now_millis};
 
+/// A probe's hold on its region: no other probe goes before `until`.
+#[derive(Clone, Copy, Debug)]
+pub struct ProbeClaim {
+    pub region: Region,
+    pub until: Millis,
+}
+
 pub struct Regions {
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
@@ -83,9 +90,23 @@ impl Regions {
         Ok(())
     }
 
+    /// After a probe round: when it sent nothing (no events left, a store
+    /// error), the next probe may go at once; a probe that got an answer has
+    /// already moved or cleared the claim.
+    pub async fn end_probe(&self, claim: ProbeClaim) {
+        if let Err(e) = self.store.end_probe(claim.region, claim.until, now_millis()).await {
+            tracing::warn!(region = %claim.region, error = %e, "could not end the probe; it ends when its lease does");
+        }
+    }
+
     /// When the region went down, if this instance knows it is.
     pub fn down_since(&self, region: Region) -> Option<Millis> {
         self.lock().get(&region).and_then(|h| h.down_since)
+    }
+
+    /// Whether a region is down, as this instance knows.
+    pub fn any_down(&self) -> bool {
+        self.lock().values().any(RegionHealth::is_down)
     }
 
     /// The regions down whose probe is due at `now`, as this instance knows.

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 
 use super::pacing::{Pace, backoff};
+use super::regions::ProbeClaim;
 use super::{Delivery, Regions};
 use crate::metrics::{Reason, Status};
 use crate::segment::{self, Batch, Outcome};
@@ -21,6 +22,10 @@ const GIVE_BACK_RETRY: Duration = Duration::from_secs(1);
 /// to send on without extending it.
 const LEASE_MARGIN: Duration = Duration::from_secs(2);
 
+/// Acks and dead letters of at most this many events are small enough not
+/// to wait for a turn at the store.
+const SMALL_OPERATION: usize = 100;
+
 /// Reason of a message Segment refused.
 const REJECTED: &str = "rejected";
 /// Reason of a message over Segment's per-message limit.
@@ -28,11 +33,14 @@ const TOO_LARGE: &str = "message_too_large";
 
 impl Delivery {
     /// A `probe` round is the one request trying a Segment region that is down.
-    pub(super) async fn round(&self, lease: WorkspaceLease, probe: bool) {
-        let recorded = match self.deliver(&lease, probe).await {
+    pub(super) async fn round(&self, lease: WorkspaceLease, probe: Option<ProbeClaim>) {
+        let recorded = match self.deliver(&lease, probe.is_some()).await {
             Ok(end) => self.store.end_round(&lease, &end).await,
             Err(e) => Err(e),
         };
+        if let Some(claim) = probe {
+            self.regions.end_probe(claim).await;
+        }
         if let Err(e) = recorded {
             tracing::warn!(workspace = %lease.workspace_id, error = %e, "delivery round failed on the store");
             self.cursors.reset(&lease.workspace_id);
@@ -65,7 +73,11 @@ impl Delivery {
         let started = Instant::now();
         let mut held_until = started + self.settings.lease();
         let after = self.cursors.start(&lease.workspace_id);
-        let events = self.store.queued_events(lease, after, self.limits.max_messages).await?;
+        let events = {
+            // A caught-up workspace's read is small: it need not wait behind a drain's.
+            let _turn = self.store_turn(!self.backlog.is_caught_up(&lease.workspace_id)).await;
+            self.store.queued_events(lease, after, self.limits.max_messages).await?
+        };
         self.metrics.store_op("read", started.elapsed());
         let read = events.len();
         let last_read = events.last().map(|e| e.id);
@@ -99,10 +111,14 @@ impl Delivery {
                 Outcome::Failed { status, .. } => status.unwrap_or(0),
             };
             self.metrics.segment_responses.get_or_create(&Status { status }).inc();
+            let region_failed = matches!(&outcome, Outcome::Failed { status, .. } if Regions::is_region_wide(*status));
+            if !region_failed {
+                // Segment answered: whatever it said of this batch, the region is up.
+                self.regions.succeeded(lease.region).await?;
+            }
             match outcome {
                 Outcome::Delivered { .. } => {
                     self.ack(lease, &batch, &received_at).await?;
-                    self.regions.succeeded(lease.region).await?;
                     delivered_any = true;
                 }
                 Outcome::Rejected { status, body } => match batch.split() {
@@ -124,7 +140,8 @@ impl Delivery {
                 Outcome::Failed { status, message } => {
                     self.cursors.reset(&lease.workspace_id);
                     self.count_retried(std::iter::once(&batch).chain(&pending));
-                    if Regions::is_region_wide(status) && self.regions.failed(lease.region, probe).await? {
+                    if region_failed && self.regions.failed(lease.region, probe).await? {
+                        self.backlog.all_behind();
                         return Ok(waiting_for_region(status, message));
                     }
                     return Ok(self.failure(lease, status, message, pace.next_allowed()));
@@ -140,6 +157,7 @@ impl Delivery {
             self.backlog.settle(&lease.workspace_id, version);
             pace.next_allowed().max(now_millis() + millis(self.settings.linger()))
         } else {
+            self.backlog.behind(&lease.workspace_id);
             pace.next_allowed()
         };
         Ok(RoundEnd::Delivered { delivered_at: delivered_any.then(now_millis), next_attempt_at })
@@ -166,7 +184,10 @@ impl Delivery {
         received_at: &HashMap<i64, Millis>,
     ) -> Result<(), StoreError> {
         let started = Instant::now();
-        let acked = self.store.ack(lease, batch.event_ids()).await?;
+        let acked = {
+            let _turn = self.store_turn(batch.len() > SMALL_OPERATION).await;
+            self.store.ack(lease, batch.event_ids()).await?
+        };
         self.metrics.store_op("ack", started.elapsed());
         if acked < batch.len() as u64 {
             // The lease ran out and another worker took the workspace; it sends these
@@ -200,7 +221,10 @@ impl Delivery {
             .iter()
             .map(|&event_id| Rejection { event_id, reason: reason.to_owned(), status, detail: detail.to_owned() })
             .collect();
-        let moved = self.store.dead_letter(lease, &rejections, now_millis()).await?;
+        let moved = {
+            let _turn = self.store_turn(rejections.len() > SMALL_OPERATION).await;
+            self.store.dead_letter(lease, &rejections, now_millis()).await?
+        };
         tracing::warn!(workspace = %lease.workspace_id, reason, status, detail, moved, "events dead-lettered");
         self.metrics.events_dead_lettered.get_or_create(&Reason { reason }).inc_by(moved);
         self.metrics.dequeued(moved);

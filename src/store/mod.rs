@@ -276,6 +276,9 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
         lease_until: Millis,
     ) -> Result<Option<WorkspaceLease>, StoreError>;
+    /// Ends a probe that still holds its claim (`next_probe_at == claimed_until`,
+    /// it sent nothing): the next probe may go from `next_probe_at`.
+    async fn end_probe(&self, region: Region, claimed_until: Millis, next_probe_at: Millis) -> Result<(), StoreError>;
     /// The leased workspace's `limit` oldest queued events with an id above
     /// `after` (0: from the front). Reading takes no lock and writes nothing:
     /// the workspace lease makes them this worker's.

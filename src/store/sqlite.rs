@@ -416,6 +416,16 @@ impl Store for SqliteStore {
         Ok(Some(row.try_into()?))
     }
 
+    async fn end_probe(&self, region: Region, claimed_until: Millis, next_probe_at: Millis) -> Result<(), StoreError> {
+        sqlx::query("UPDATE segment_regions SET next_probe_at = ?3 WHERE region = ?1 AND next_probe_at = ?2")
+            .bind(region.as_str())
+            .bind(claimed_until)
+            .bind(next_probe_at)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
     async fn queued_events(
         &self,
         lease: &WorkspaceLease,
