@@ -70,15 +70,16 @@ impl Delivery {
             }
         };
         let version = self.backlog.version();
-        let started = Instant::now();
-        let mut held_until = started + self.settings.lease();
+        let mut held_until = Instant::now() + self.settings.lease();
         let after = self.cursors.start(&lease.workspace_id);
         let events = {
             // A caught-up workspace's read is small: it need not wait behind a drain's.
             let _turn = self.store_turn(!self.backlog.is_caught_up(&lease.workspace_id)).await;
-            self.store.queued_events(lease, after, self.limits.max_messages).await?
+            let reading = Instant::now();
+            let events = self.store.queued_events(lease, after, self.limits.max_messages).await?;
+            self.metrics.store_op("read", reading.elapsed());
+            events
         };
-        self.metrics.store_op("read", started.elapsed());
         let read = events.len();
         let last_read = events.last().map(|e| e.id);
         let received_at: HashMap<i64, Millis> = events.iter().map(|e| (e.id, e.received_at)).collect();
@@ -183,12 +184,13 @@ impl Delivery {
         batch: &Batch,
         received_at: &HashMap<i64, Millis>,
     ) -> Result<(), StoreError> {
-        let started = Instant::now();
         let acked = {
             let _turn = self.store_turn(batch.len() > SMALL_OPERATION).await;
-            self.store.ack(lease, batch.event_ids()).await?
+            let started = Instant::now();
+            let acked = self.store.ack(lease, batch.event_ids()).await?;
+            self.metrics.store_op("ack", started.elapsed());
+            acked
         };
-        self.metrics.store_op("ack", started.elapsed());
         if acked < batch.len() as u64 {
             // The lease ran out and another worker took the workspace; it sends these
             // again with the same messageIds, which Segment de-duplicates.

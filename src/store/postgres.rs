@@ -509,12 +509,18 @@ impl Store for PostgresStore {
     }
 
     async fn ack(&self, lease: &WorkspaceLease, event_ids: &[i64]) -> Result<u64, StoreError> {
+        // Without waiting for the disk: an ack lost in a crash only means its
+        // events go to Segment once more (same messageId), and ingest's
+        // commits, which must wait for the disk, do not queue behind acks'.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
         let result = sqlx::query(&format!("DELETE FROM events WHERE id = ANY($1) AND {LEASE_HELD}"))
             .bind(event_ids)
             .bind(&lease.workspace_id)
             .bind(&lease.lease_id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(result.rows_affected())
     }
 
@@ -662,6 +668,11 @@ impl Store for PostgresStore {
     async fn queue_depth(&self) -> Result<u64, StoreError> {
         let depth: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(&self.pool).await?;
         Ok(depth as u64)
+    }
+
+    async fn oldest_queued_at(&self) -> Result<Option<Millis>, StoreError> {
+        let oldest = sqlx::query_scalar("SELECT MIN(received_at) FROM events").fetch_one(&self.pool).await?;
+        Ok(oldest)
     }
 
     async fn dead_letters(&self, workspace_id: &str, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {

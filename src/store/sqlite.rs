@@ -28,6 +28,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 
 /// Rows per multi-row INSERT, well under SQLite's limit on bound variables.
 const ROWS_PER_INSERT: usize = 1000;
+/// Events deleted per statement of an ack (a millisecond or two of the writer).
+const ACK_CHUNK: usize = 250;
 
 pub struct SqliteStore {
     writer: SqlitePool,
@@ -449,14 +451,21 @@ impl Store for SqliteStore {
     }
 
     async fn ack(&self, lease: &WorkspaceLease, event_ids: &[i64]) -> Result<u64, StoreError> {
-        let result =
-            sqlx::query(&format!("DELETE FROM events WHERE id IN (SELECT value FROM json_each(?1)) AND {LEASE_HELD}"))
-                .bind(json_ids(event_ids))
+        // A statement per chunk, each taking the writer anew: a commit of ingest
+        // waiting for the writer gets it between two chunks. (If a chunk fails,
+        // its events stay queued and go to Segment once more, same messageId.)
+        let mut deleted = 0;
+        for chunk in event_ids.chunks(ACK_CHUNK) {
+            let sql = format!("DELETE FROM events WHERE id IN (SELECT value FROM json_each(?1)) AND {LEASE_HELD}");
+            let result = sqlx::query(&sql)
+                .bind(json_ids(chunk))
                 .bind(&lease.workspace_id)
                 .bind(&lease.lease_id)
                 .execute(&self.writer)
                 .await?;
-        Ok(result.rows_affected())
+            deleted += result.rows_affected();
+        }
+        Ok(deleted)
     }
 
     async fn dead_letter(
@@ -610,6 +619,11 @@ impl Store for SqliteStore {
     async fn queue_depth(&self) -> Result<u64, StoreError> {
         let depth: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(&self.reader).await?;
         Ok(depth as u64)
+    }
+
+    async fn oldest_queued_at(&self) -> Result<Option<Millis>, StoreError> {
+        let oldest = sqlx::query_scalar("SELECT MIN(received_at) FROM events").fetch_one(&self.reader).await?;
+        Ok(oldest)
     }
 
     async fn dead_letters(&self, workspace_id: &str, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
