@@ -1,6 +1,7 @@
 //! The Prometheus metrics of one service instance (its own registry, so that
 //! several instances in one process, as in tests, do not mix their counts).
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -44,6 +45,10 @@ pub struct Metrics {
     /// Requests whose `X-Forwarded-For` was ignored (the peer is not a trusted proxy).
     pub forwarded_for_ignored: Counter,
     pub queue_depth: Gauge,
+    /// Age of the oldest undelivered event, in seconds (0: none).
+    pub queue_oldest_age: Gauge,
+    /// 1 when the janitor's last sweep reached the store, else 0.
+    pub store_up: Gauge,
     pub events_delivered: Counter,
     pub events_retried: Counter,
     pub events_dead_lettered: Family<Reason, Counter>,
@@ -88,6 +93,18 @@ impl Metrics {
                 Counter::default(),
             ),
             queue_depth: registered(r, "queue_depth", "Undelivered events in the store", Gauge::default()),
+            queue_oldest_age: registered(
+                r,
+                "queue_oldest_age_seconds",
+                "Age of the oldest undelivered event (0: none waits)",
+                Gauge::default(),
+            ),
+            store_up: registered(
+                r,
+                "store_up",
+                "1 when the last periodic sweep reached the database, 0 when it failed",
+                Gauge::default(),
+            ),
             events_delivered: registered(r, "events_delivered", "Events Segment accepted", Counter::default()),
             events_retried: registered(
                 r,
@@ -147,10 +164,29 @@ impl Metrics {
         self.store_latency.get_or_create(&Operation { operation }).observe(elapsed.as_secs_f64());
     }
 
-    /// The Prometheus text exposition.
+    /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+
+    /// The classic Prometheus text format (0.0.4), for scrapers and tools that
+    /// do not read OpenMetrics (`promtool check metrics`, older agents): the
+    /// HELP and TYPE of a counter name its `_total` series, and no `# EOF`.
+    pub fn encode_classic(&self) -> String {
+        let open = self.encode();
+        let counters: HashSet<&str> =
+            open.lines().filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter")).collect();
+        let mut text = String::with_capacity(open.len());
+        for line in open.lines().filter(|line| *line != "# EOF") {
+            let renamed = ["# HELP ", "# TYPE "].into_iter().find_map(|prefix| {
+                let (name, rest) = line.strip_prefix(prefix)?.split_once(' ')?;
+                counters.contains(name).then(|| format!("{prefix}{name}_total {rest}"))
+            });
+            text.push_str(renamed.as_deref().unwrap_or(line));
+            text.push('\n');
+        }
         text
     }
 }

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::header::CONTENT_TYPE;
+use axum::http::HeaderMap;
+use axum::http::header::{ACCEPT, CONTENT_TYPE};
 use axum::response::IntoResponse;
 use axum::{Json, Router};
 use serde::Serialize;
@@ -62,10 +63,24 @@ async fn readyz(State(app): State<AppState>) -> Result<Json<Health>, ApiError> {
 /// Prometheus (OpenMetrics) text.
 #[utoipa::path(
     get, path = "/metrics", tag = "ops",
-    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String)),
+    responses((
+        status = 200,
+        description = "OpenMetrics text when the request accepts `application/openmetrics-text` (as Prometheus \
+                       does), else the classic Prometheus text format 0.0.4",
+        content((String = "application/openmetrics-text"), (String = "text/plain")),
+    )),
 )]
-async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
-    ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], app.metrics.encode())
+async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
+    let openmetrics = headers
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|accepted| accepted.contains("application/openmetrics-text"));
+    if openmetrics {
+        ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], app.metrics.encode())
+    } else {
+        ([(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], app.metrics.encode_classic())
+    }
 }
 
 /// This document.

@@ -165,6 +165,7 @@ async fn a_stale_lease_changes_nothing(backend: Backend) {
     store.release_lease(&stale).await.unwrap();
     assert!(!store.extend_lease(&stale, later + 3 * LEASE).await.unwrap(), "a stale lease cannot be extended");
     assert_eq!(store.queue_depth().await.unwrap(), 3);
+    assert_eq!(store.oldest_queued_at().await.unwrap(), Some(first[0].received_at));
     assert_eq!(store.integration("w").await.unwrap().unwrap().last_delivery_at, None);
     assert!(
         lease_with_events(store.as_ref(), later + 1, later + LEASE, 5).await.unwrap().is_empty(),
@@ -173,6 +174,7 @@ async fn a_stale_lease_changes_nothing(backend: Backend) {
 
     assert_eq!(store.ack(&fresh, &ids).await.unwrap(), 3);
     assert_eq!(store.queue_depth().await.unwrap(), 0);
+    assert_eq!(store.oldest_queued_at().await.unwrap(), None);
 }
 
 /// Events stay queued until acked or dead-lettered: after a failed attempt

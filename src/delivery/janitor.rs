@@ -1,6 +1,7 @@
 //! Periodic housekeeping: undelivered events past the maximum age become dead
 //! letters (never dropped silently), dead letters and identity links past
-//! their retention are deleted, and the queue-depth gauge is refreshed.
+//! their retention are deleted, and the queue's gauges (depth, oldest age) and
+//! the store's reachability are refreshed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +33,9 @@ impl Janitor {
                 _ = stop.cancelled() => return,
                 _ = ticks.tick() => {}
             }
-            if let Err(e) = self.sweep().await {
+            let swept = self.sweep().await;
+            self.metrics.store_up.set(i64::from(swept.is_ok()));
+            if let Err(e) = swept {
                 tracing::warn!(error = %e, "housekeeping failed; retrying at the next tick");
             }
         }
@@ -63,6 +66,8 @@ impl Janitor {
         }
         let depth = self.store.queue_depth().await?;
         self.metrics.queue_depth.set(i64::try_from(depth).unwrap_or(i64::MAX));
+        let oldest = self.store.oldest_queued_at().await?;
+        self.metrics.queue_oldest_age.set(oldest.map_or(0, |at| (now_millis() - at).max(0) / 1000));
         Ok(())
     }
 }

@@ -326,6 +326,8 @@ pub trait Store: Send + Sync + 'static {
     async fn expire_events(&self, cutoff: Millis, now: Millis, limit: usize) -> Result<u64, StoreError>;
     /// Undelivered events of all workspaces.
     async fn queue_depth(&self) -> Result<u64, StoreError>;
+    /// When the oldest undelivered event was received, if any is waiting.
+    async fn oldest_queued_at(&self) -> Result<Option<Millis>, StoreError>;
     async fn dead_letters(&self, workspace_id: &str, limit: usize) -> Result<Vec<DeadLetter>, StoreError>;
     /// Requeues every dead letter of the workspace, with a fresh age.
     async fn replay_dead_letters(&self, workspace_id: &str, now: Millis) -> Result<u64, StoreError>;
