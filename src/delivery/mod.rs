@@ -106,6 +106,7 @@ impl Delivery {
         }
     }
 
+    /// The turns of [`STORE_TURNS`], for building a `Delivery`.
     pub fn store_turns() -> Semaphore {
         Semaphore::new(STORE_TURNS)
     }
