@@ -80,6 +80,14 @@ impl Backlog {
         self.lock().caught_up.clear();
     }
 
+    /// Orders `ids` with the caught-up workspaces first (one look under the
+    /// lock); returns how many they are.
+    pub fn caught_up_first(&self, ids: &mut [String]) -> usize {
+        let state = self.lock();
+        ids.sort_unstable_by_key(|id| !state.caught_up.contains(id));
+        ids.iter().take_while(|id| state.caught_up.contains(*id)).count()
+    }
+
     /// Whether the workspace's last round found it caught up.
     pub fn is_caught_up(&self, workspace_id: &str) -> bool {
         self.lock().caught_up.contains(workspace_id)
@@ -136,6 +144,9 @@ mod tests {
         assert!(backlog.is_caught_up("a"));
         backlog.mark(["a"]);
         assert!(backlog.is_caught_up("a"), "new events alone do not put it behind");
+        let mut ids = vec!["b".to_owned(), "a".to_owned()];
+        assert_eq!(backlog.caught_up_first(&mut ids), 1);
+        assert_eq!(ids, ["a", "b"]);
         backlog.behind("a");
         assert!(!backlog.is_caught_up("a"));
     }

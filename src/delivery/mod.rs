@@ -75,8 +75,8 @@ impl Delivery {
                 next_poll = Instant::now() + self.settings.poll_interval();
             }
             rounds.reap();
-            let candidates = self.backlog.workspaces();
-            let leased = self.lease(&candidates, slots.available_permits()).await;
+            let mut candidates = self.backlog.workspaces();
+            let leased = self.lease(&mut candidates, slots.available_permits()).await;
             let probes = self.lease_probes(&candidates, slots.available_permits() - leased.len()).await;
             let found_work = !leased.is_empty() || !probes.is_empty();
             let rounds_to_start =
@@ -189,11 +189,11 @@ impl Delivery {
     /// each: first those found caught up last time (their rounds are short, so
     /// a workspace with a few new events is not kept waiting behind a drain),
     /// then the others, longest-waiting first.
-    async fn lease(&self, candidates: &[String], free: usize) -> Vec<WorkspaceLease> {
-        let (caught_up, behind): (Vec<String>, Vec<String>) =
-            candidates.iter().cloned().partition(|id| self.backlog.is_caught_up(id));
-        let mut leased = self.lease_among(&caught_up, free).await;
-        leased.extend(self.lease_among(&behind, free - leased.len()).await);
+    async fn lease(&self, candidates: &mut [String], free: usize) -> Vec<WorkspaceLease> {
+        let first = self.backlog.caught_up_first(candidates);
+        let (caught_up, behind) = candidates.split_at(first);
+        let mut leased = self.lease_among(caught_up, free).await;
+        leased.extend(self.lease_among(behind, free - leased.len()).await);
         leased
     }
 
