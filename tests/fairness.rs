@@ -98,9 +98,12 @@ async fn retry_after_is_honoured(backend: Backend) {
     env.segment.fail_next(1, 429, &[("Retry-After", "2")]).await;
     app.ingest("/v1/track", &workspace, &tour_start("limited")).await;
     common::eventually(WAIT, "the first attempt", || async { env.segment.request_count().await >= 1 }).await;
-    let status = app.integration(&workspace).await["status"].clone();
-    assert_eq!(status["state"], "retrying");
-    assert_eq!(status["last_error"]["status"], 429);
+    // The answer is recorded a moment after the mock has seen the request.
+    common::eventually(Duration::from_secs(1), "the integration to show the 429", || async {
+        let status = app.integration(&workspace).await["status"].clone();
+        status["state"] == "retrying" && status["last_error"]["status"] == 429
+    })
+    .await;
     env.segment.wait_for(1, WAIT).await;
     let attempts = env.segment.attempts();
     assert_eq!(attempts.len(), 2);
