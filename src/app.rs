@@ -18,14 +18,13 @@ use crate::config::Settings;
 use crate::delivery::{Backlog, Delivery, Janitor, Regions};
 use crate::ingest::{Committer, IngestKeys};
 use crate::metrics::Metrics;
-use crate::openapi::{self, ApiDoc};
+use crate::openapi;
 use crate::rate_limit::RateLimits;
 use crate::secrets::{Secrets, SecretsError};
 use crate::segment::{BatchLimits, SegmentClient};
 use crate::state::{AppState, Shared};
 use crate::store::{self, OnEvents, StoreError};
 use crate::{admin, error, ingest, ops};
-use utoipa::OpenApi;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -178,11 +177,7 @@ fn routes(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     let (ingest, ingest_api) = ingest::router(state.clone());
     let (admin, admin_api) = admin::router(state.clone());
     let (ops, ops_api) = ops::router();
-    let mut document = ApiDoc::openapi();
-    for part in [ingest_api, admin_api, ops_api] {
-        document.merge(part);
-    }
-    openapi::secure_by_tag(&mut document);
+    let document = openapi::document([ingest_api, admin_api, ops_api], state.settings.ingest.max_batch_events);
     let router = ingest
         .merge(admin)
         .merge(ops)

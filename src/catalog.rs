@@ -7,6 +7,15 @@
 
 use serde_json::Value;
 
+use crate::pattern::Pattern;
+
+/// The highest NPS score.
+pub const MAX_SCORE: u64 = 10;
+
+/// An absolute `http` or `https` URL: the scheme, a host, then anything
+/// without spaces or control characters.
+pub static URL: Pattern = Pattern::new("^https?://[^\\x00-\\x20\\x7f/?#]+([/?#][^\\x00-\\x20\\x7f]*)?$");
+
 /// The type a property's value must have, and how it is forwarded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PropertyType {
@@ -14,9 +23,9 @@ pub enum PropertyType {
     Id,
     /// Any string.
     Text,
-    /// A non-negative integer.
+    /// A non-negative integer (`2.0` counts; forwarded as `2`).
     Count,
-    /// An integer from 0 to 10.
+    /// An integer from 0 to 10 (forwarded as an integer).
     Score,
     /// An absolute `http` or `https` URL.
     Url,
@@ -40,16 +49,23 @@ impl PropertyType {
             (PropertyType::Id, Value::String(s)) if !s.is_empty() => Some(value.clone()),
             (PropertyType::Id, Value::Number(n)) => Some(Value::String(n.to_string())),
             (PropertyType::Text, Value::String(_)) => Some(value.clone()),
-            (PropertyType::Count, Value::Number(n)) if n.is_u64() => Some(value.clone()),
-            (PropertyType::Score, Value::Number(n)) if n.as_u64().is_some_and(|s| s <= 10) => Some(value.clone()),
-            (PropertyType::Url, Value::String(s)) if is_absolute_http_url(s) => Some(value.clone()),
+            (PropertyType::Count, Value::Number(n)) => whole_number(n).map(Value::from),
+            (PropertyType::Score, Value::Number(n)) => whole_number(n).filter(|s| *s <= MAX_SCORE).map(Value::from),
+            (PropertyType::Url, Value::String(s)) if URL.is_match(s) => Some(value.clone()),
             _ => None,
         }
     }
 }
 
-fn is_absolute_http_url(s: &str) -> bool {
-    url::Url::parse(s).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+/// A number from 0 to `u64::MAX` without a fraction. JSON does not tell
+/// integers from other numbers, so `2.0` is one (as JSON Schema counts it).
+fn whole_number(n: &serde_json::Number) -> Option<u64> {
+    const TWO_TO_THE_64: f64 = 18_446_744_073_709_551_616.0;
+    n.as_u64().or_else(|| {
+        let f = n.as_f64()?;
+        // In range and without a fraction, the conversion is exact.
+        (f.fract() == 0.0 && (0.0..TWO_TO_THE_64).contains(&f)).then_some(f as u64)
+    })
 }
 
 /// A property that catalog events carry.
@@ -199,11 +215,18 @@ mod tests {
         assert!(PropertyType::Count.normalize(&json!(0)).is_some());
         assert!(PropertyType::Count.normalize(&json!(-1)).is_none());
         assert!(PropertyType::Count.normalize(&json!(1.5)).is_none());
+        assert_eq!(PropertyType::Count.normalize(&json!(2.0)), Some(json!(2)));
+        assert_eq!(PropertyType::Count.normalize(&json!(u64::MAX)), Some(json!(u64::MAX)));
+        assert!(PropertyType::Count.normalize(&json!(18_446_744_073_709_551_616.0)).is_none());
+        assert!(PropertyType::Score.normalize(&json!(10.0)).is_some());
         assert!(PropertyType::Count.normalize(&json!("2")).is_none());
         assert!(PropertyType::Score.normalize(&json!(10)).is_some());
         assert!(PropertyType::Score.normalize(&json!(11)).is_none());
         assert!(PropertyType::Url.normalize(&json!("https://example.com/x")).is_some());
         assert!(PropertyType::Url.normalize(&json!("javascript:alert(1)")).is_none());
         assert!(PropertyType::Url.normalize(&json!("/relative")).is_none());
+        assert!(PropertyType::Url.normalize(&json!("https://example.com/a b")).is_none());
+        assert!(PropertyType::Url.normalize(&json!("https://example.com\n")).is_none());
+        assert!(PropertyType::Url.normalize(&json!("http://localhost:3000?q=1#top")).is_some());
     }
 }

@@ -125,6 +125,8 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("workspace {0:?} already exists; use PUT to update it")]
     WorkspaceExists(String),
+    #[error("write_key is required to set up the integration")]
+    WriteKeyRequired,
     #[error("{message}")]
     InvalidRequest { field: Option<&'static str>, message: String },
     #[error("an internal error occurred")]
@@ -149,7 +151,7 @@ impl ApiError {
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::WorkspaceExists(_) => StatusCode::CONFLICT,
+            ApiError::WorkspaceExists(_) | ApiError::WriteKeyRequired => StatusCode::CONFLICT,
             ApiError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType | ApiError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::QueueFull | ApiError::StoreUnavailable(_) | ApiError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
@@ -180,6 +182,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::WorkspaceExists(_) => "workspace_exists",
+            ApiError::WriteKeyRequired => "write_key_required",
             ApiError::InvalidRequest { .. } => "invalid_request",
             ApiError::Internal(_) => "internal",
         }
@@ -189,6 +192,7 @@ impl ApiError {
         let field = match self {
             ApiError::Validation(e) => e.field.clone(),
             ApiError::InvalidRequest { field, .. } => field.map(str::to_owned),
+            ApiError::WriteKeyRequired => Some("write_key".to_owned()),
             _ => None,
         };
         let rejected = match self {

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod ops;
 pub mod partner_docs;
+pub mod pattern;
 pub mod rate_limit;
 pub mod secrets;
 pub mod segment;

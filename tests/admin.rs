@@ -63,7 +63,14 @@ async fn workspaces_are_created_upserted_read_and_rotated(backend: Backend) {
     assert_eq!(response.json::<Value>().await.unwrap()["error"]["code"], "workspace_exists");
     for (body, field) in [
         (json!({"id": "bad id!", "name": "x"}), Some("id")),
+        (json!({"id": "..", "name": "x"}), Some("id")),
+        (json!({"id": "-leading-dash", "name": "x"}), Some("id")),
         (json!({"name": "  "}), Some("name")),
+        (json!({"name": " \t\r\n"}), Some("name")),
+        (json!({"name": "x".repeat(201)}), Some("name")),
+        (json!({"name": "x", "allowed_origins": ["HTTPS://upper.example"]}), Some("allowed_origins")),
+        (json!({"name": "x", "allowed_origins": ["https://1.2.3.4.5"]}), Some("allowed_origins")),
+        (json!({"name": "x", "allowed_origins": ["https://a.example:65536"]}), Some("allowed_origins")),
         (json!({"id": "x"}), None),
         (json!({"name": "x", "extra": 1}), None),
     ] {
@@ -73,8 +80,9 @@ async fn workspaces_are_created_upserted_read_and_rotated(backend: Backend) {
         assert_eq!(error["error"]["code"], "invalid_request", "{body}");
         assert_eq!(error["error"]["field"].as_str(), field, "{body}");
     }
-    let generated: Value = create(json!({"name": "Generated"})).await.unwrap().json().await.unwrap();
+    let generated: Value = create(json!({"name": "  Generated\n"})).await.unwrap().json().await.unwrap();
     assert!(generated["id"].as_str().unwrap().starts_with("ws_"));
+    assert_eq!(generated["name"], "Generated", "blanks around the name are removed");
 
     let upsert =
         |id: &str, body: Value| app.admin(Method::PUT, &format!("/admin/v1/workspaces/{id}")).json(&body).send();
@@ -121,11 +129,15 @@ async fn the_integration_shows_only_a_hint_of_the_write_key(backend: Backend) {
     let mut bodies = Vec::new();
 
     let first = app.put_integration(&workspace, json!({"region": "eu"})).await;
-    assert_eq!(first.status(), 400, "the key is required the first time");
-    bodies.push(first.text().await.unwrap());
+    assert_eq!(first.status(), 409, "the key is required the first time");
+    let first = first.text().await.unwrap();
+    assert!(first.contains("write_key_required"), "{first}");
+    bodies.push(first);
     for body in [
         json!({"write_key": ""}),
         json!({"write_key": "has space"}),
+        json!({"write_key": "clé-non-ascii"}),
+        json!({"write_key": "k".repeat(257)}),
         json!({"write_key": 12345}),
         json!({"write_key": WRITE_KEY, "region": "mars"}),
         json!({"write_key": WRITE_KEY, "enabled": "yes"}),

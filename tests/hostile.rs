@@ -69,10 +69,14 @@ async fn browser_origins_are_checked_per_workspace(backend: Backend) {
     let app = env.start_app().await;
     let created: Value = common::json_answer(
         app.admin(reqwest::Method::POST, "/admin/v1/workspaces")
-            .json(&json!({"name": "Acme", "allowed_origins": ["https://app.acme.com", "https://ACME.com:8443/"]})),
+            .json(&json!({"name": "Acme", "allowed_origins": ["https://app.acme.com", "https://ACME.com:8443/", "http://127.0.0.1:80"]})),
     )
     .await;
-    assert_eq!(created["allowed_origins"], json!(["https://app.acme.com", "https://acme.com:8443"]));
+    assert_eq!(
+        created["allowed_origins"],
+        json!(["https://app.acme.com", "https://acme.com:8443", "http://127.0.0.1"]),
+        "origins are kept as browsers send them"
+    );
     let workspace = TestWorkspace {
         id: created["id"].as_str().unwrap().into(),
         ingest_key: created["ingest_key"].as_str().unwrap().into(),

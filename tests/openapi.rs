@@ -1,5 +1,7 @@
 //! `/openapi.json` documents every route the service serves, and the service
-//! serves every route the document names.
+//! serves every route the document names, with the answers and the links a
+//! generated client needs. (That every schema is exactly as strict as the
+//! server is checked by Schemathesis: `scripts/api-contract.sh`.)
 
 mod common;
 
@@ -82,12 +84,88 @@ async fn the_document_and_the_routes_agree() {
     let unknown = app.http.get(app.url("/v1/page")).send().await.unwrap();
     assert_eq!(unknown.status(), 404);
 
-    // The event schema is the catalog's.
-    let variants = document["components"]["schemas"]["Event"]["oneOf"].as_array().unwrap();
+    // The event schema is the catalog's, under the identity rule.
+    let event = &document["components"]["schemas"]["Event"];
+    assert_eq!(event["allOf"][0]["anyOf"][0]["required"], json!(["userId"]));
+    let variants = event["allOf"][1]["oneOf"].as_array().unwrap();
     let names: Vec<&str> = variants.iter().map(|v| v["properties"]["event"]["enum"][0].as_str().unwrap()).collect();
     let catalog_names: Vec<&str> = catalog::EVENTS.iter().map(|e| e.name).collect();
     assert_eq!(names, catalog_names);
     let tour_step = &variants[catalog_names.iter().position(|n| *n == "tour_step").unwrap()];
     assert_eq!(tour_step["properties"]["properties"]["required"], json!(["tour_id", "step_id", "step_index"]));
+    let batch = &document["components"]["schemas"]["BatchRequest"]["properties"]["batch"];
+    assert_eq!((batch["minItems"].as_u64(), batch["maxItems"].as_u64()), (Some(1), Some(500)), "the configured limit");
+    assert_eq!(batch["contains"]["$ref"], "#/components/schemas/Event");
+    app.stop().await;
+}
+
+fn operations(document: &Value) -> Vec<(String, &Value)> {
+    let paths = document["paths"].as_object().unwrap();
+    paths
+        .iter()
+        .flat_map(|(path, item)| {
+            METHODS.iter().filter_map(move |m| item.get(*m).map(|op| (format!("{} {path}", m.to_uppercase()), op)))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_is_documented_and_the_admin_operations_are_linked() {
+    let Some(env) = Env::new(Backend::Sqlite).await else { return };
+    let app = env.start_app().await;
+    let document: Value = common::json_answer(app.http.get(app.url("/openapi.json"))).await;
+    let operations = operations(&document);
+
+    // Every operation has its own id, which generated clients name methods after.
+    let ids: BTreeSet<&str> = operations.iter().map(|(_, op)| op["operationId"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), operations.len(), "operation ids are unique");
+
+    // The answers every request can meet, and those of ingest and admin.
+    for (route, operation) in &operations {
+        let tag = operation["tags"][0].as_str().unwrap();
+        let mut expected = vec!["405", "408", "413"];
+        match tag {
+            "ingest" => expected.extend(["202", "400", "401", "403", "415", "429", "503"]),
+            "admin" => expected.extend(["400", "401", "404", "429", "503"]),
+            _ => expected.push("200"),
+        }
+        let documented = operation["responses"].as_object().unwrap();
+        for status in expected {
+            assert!(documented.contains_key(status), "{route} does not document {status}");
+        }
+    }
+    let responses = &document["components"]["responses"];
+    for name in ["RateLimited", "Unavailable"] {
+        assert_eq!(responses[name]["headers"]["Retry-After"]["schema"]["type"], "integer", "{name}");
+    }
+    assert!(responses["MethodNotAllowed"]["headers"]["Allow"].is_object());
+    assert_eq!(
+        responses["BadRequest"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/ErrorBody"
+    );
+
+    // A stateful client can walk: create a workspace, put its integration,
+    // test it, read its status, its dead letters, replay them.
+    let by_id = |id: &str| operations.iter().find(|(_, op)| op["operationId"] == id).unwrap().1;
+    let walk = [
+        ("createWorkspace", "201", "putSegmentIntegration"),
+        ("putSegmentIntegration", "200", "testSegmentIntegration"),
+        ("testSegmentIntegration", "200", "getSegmentIntegration"),
+        ("getSegmentIntegration", "200", "listDeadLetters"),
+        ("listDeadLetters", "200", "replayDeadLetters"),
+    ];
+    for (from, status, to) in walk {
+        let link = &by_id(from)["responses"][status]["links"][to];
+        assert_eq!(link["operationId"], to, "{from} {status} links to {to}");
+        assert!(link["parameters"]["id"].as_str().unwrap().starts_with('$'), "{link}");
+    }
+    for (route, operation) in &operations {
+        for (status, response) in operation["responses"].as_object().unwrap() {
+            for link in response["links"].as_object().into_iter().flat_map(|links| links.values()) {
+                let target = link["operationId"].as_str().unwrap();
+                assert!(ids.contains(target), "{route} {status} links to {target}, which is not an operation");
+            }
+        }
+    }
     app.stop().await;
 }

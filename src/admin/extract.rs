@@ -5,11 +5,15 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::{ObjectBuilder, Required, Type};
 
 use crate::error::ApiError;
+use crate::pattern::Pattern;
 
-/// Longest workspace id, in characters.
-const MAX_ID_LEN: usize = 64;
+/// Letters, digits, `-`, `_` and `.`, starting with a letter or digit (so that
+/// no id is a dot segment, `.` or `..`, which clients remove from URL paths).
+static WORKSPACE_ID: Pattern = Pattern::new("^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$");
 
 /// A JSON request body.
 pub struct AdminJson<T>(pub T);
@@ -28,28 +32,43 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for AdminJson<T> {
     }
 }
 
-/// A workspace id: 1 to 64 letters, digits, `-`, `_` or `.`; the admin app may
-/// use its own ids.
-#[derive(Clone, Debug, PartialEq, Eq, utoipa::IntoParams)]
-#[into_params(names("id"), parameter_in = Path)]
-pub struct WorkspaceId(
-    /// The workspace's id.
-    pub String,
-);
+/// A workspace id: 1 to 64 letters, digits, `-`, `_` or `.`, starting with a
+/// letter or digit; the admin app may use its own ids.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkspaceId(pub String);
 
 impl WorkspaceId {
     pub fn parse(id: String) -> Result<WorkspaceId, ApiError> {
-        let valid = !id.is_empty()
-            && id.len() <= MAX_ID_LEN
-            && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if valid {
+        if WORKSPACE_ID.is_match(&id) {
             Ok(WorkspaceId(id))
         } else {
-            Err(ApiError::InvalidRequest {
-                field: Some("id"),
-                message: format!("a workspace id is 1 to {MAX_ID_LEN} letters, digits, '-', '_' or '.'"),
-            })
+            Err(ApiError::InvalidRequest { field: Some("id"), message: Self::RULE.into() })
         }
+    }
+
+    const RULE: &str = "a workspace id is 1 to 64 letters, digits, '-', '_' or '.', starting with a letter or digit";
+
+    /// The rule as a schema, for the path parameter and request bodies.
+    pub fn schema() -> ObjectBuilder {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(WORKSPACE_ID.source()))
+            .description(Some(Self::RULE))
+            .examples(["acme"])
+    }
+}
+
+impl utoipa::IntoParams for WorkspaceId {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            ParameterBuilder::new()
+                .name("id")
+                .parameter_in(ParameterIn::Path)
+                .required(Required::True)
+                .description(Some("The workspace's id."))
+                .schema(Some(Self::schema()))
+                .build(),
+        ]
     }
 }
 
@@ -73,6 +92,9 @@ mod tests {
         assert!(WorkspaceId::parse("ws_1.a-b".into()).is_ok());
         assert!(WorkspaceId::parse(String::new()).is_err());
         assert!(WorkspaceId::parse("a/b".into()).is_err());
+        assert!(WorkspaceId::parse("x".repeat(64)).is_ok());
         assert!(WorkspaceId::parse("x".repeat(65)).is_err());
+        assert!(WorkspaceId::parse(".".into()).is_err());
+        assert!(WorkspaceId::parse("ws\n".into()).is_err());
     }
 }

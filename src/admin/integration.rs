@@ -8,20 +8,26 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
+use utoipa::openapi::{ObjectBuilder, Type};
 use utoipa::{IntoParams, ToSchema};
 
-use super::AdminErrors;
 use super::extract::{AdminJson, WorkspaceId};
 use super::workspaces::no_such_workspace;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
+use crate::openapi::nullable;
+use crate::pattern::{BLANKS, Pattern};
 use crate::secrets::WriteKey;
 use crate::segment::{self, BatchLimits, Context, Outcome, Region, TrackMessage};
 use crate::state::AppState;
 use crate::store::{DeadLetter, Integration, IntegrationConfig, LastError, Millis, QueueCounts};
 use crate::time::{iso8601, millis_to_iso8601, now_millis};
 
-/// Longest write key accepted, in characters.
-const MAX_WRITE_KEY_CHARS: usize = 256;
+/// A Segment write key: 1 to 256 visible ASCII characters; blanks around it
+/// (as a paste brings) are removed.
+static WRITE_KEY: Pattern = Pattern::new("^[ \\t\\r\\n]*[!-~]{1,256}[ \\t\\r\\n]*$");
+/// Most dead letters listed at once, and how many when not said.
+const MAX_LIST_LIMIT: usize = 1000;
+const DEFAULT_LIST_LIMIT: usize = 100;
 /// Consecutive failures from which a workspace's delivery counts as failing.
 const FAILING_AFTER: u32 = 5;
 const TEST_EVENT: &str = "produktly_test_event";
@@ -101,12 +107,17 @@ impl IntegrationView {
     }
 }
 
-/// The body of `PUT …/integrations/segment`, as documented; it is parsed by
-/// hand (into `IntegrationBody`) so that no error message can echo the key.
-#[derive(ToSchema)]
+// The body as documented. It is parsed by hand (into `IntegrationBody`) so
+// that no error message can echo the key; `Deserialize` is derived for
+// `deny_unknown_fields`, which the schema shows as `additionalProperties: false`.
+/// The Segment integration's settings; omitted fields keep their values.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(examples(json!({"write_key": "SfG4uPhWHpTeYyTcnHCs4GOLbvXBrV3t", "region": "us"})))]
 #[allow(dead_code)] // describes the body for the API document
 struct IntegrationRequest {
-    /// The Segment source's write key; required the first time, kept when omitted.
+    /// The Segment source's write key; required the first time (else `409`), kept when omitted.
+    #[schema(schema_with = write_key_schema)]
     write_key: Option<String>,
     /// Kept when omitted; `us` the first time.
     region: Option<Region>,
@@ -153,21 +164,21 @@ impl IntegrationBody {
 }
 
 fn parse_write_key(key: &str) -> Result<WriteKey, ApiError> {
-    let key = key.trim();
-    if key.is_empty()
-        || key.chars().count() > MAX_WRITE_KEY_CHARS
-        || key.chars().any(|c| c.is_whitespace() || c.is_control())
-    {
+    if !WRITE_KEY.is_match(key) {
         return Err(invalid(
             Some("write_key"),
-            "write_key must be the Segment source's write key: 1 to 256 characters without spaces",
+            "write_key must be the Segment source's write key: 1 to 256 visible ASCII characters",
         ));
     }
-    Ok(WriteKey::new(key))
+    Ok(WriteKey::new(key.trim_matches(BLANKS)))
 }
 
-fn invalid(field: Option<&'static str>, message: &str) -> ApiError {
-    ApiError::InvalidRequest { field, message: message.to_owned() }
+fn write_key_schema() -> ObjectBuilder {
+    nullable(ObjectBuilder::new().schema_type(Type::String).pattern(Some(WRITE_KEY.source())))
+}
+
+fn invalid(field: Option<&'static str>, message: impl Into<String>) -> ApiError {
+    ApiError::InvalidRequest { field, message: message.into() }
 }
 
 /// Sets the write key, region and enabled flag. Omitted fields keep their
@@ -175,8 +186,11 @@ fn invalid(field: Option<&'static str>, message: &str) -> ApiError {
 /// events resumes at once with the new settings.
 #[utoipa::path(
     put, path = "/admin/v1/workspaces/{id}/integrations/segment", tag = "admin", params(WorkspaceId),
-    request_body = IntegrationRequest,
-    responses((status = 200, body = IntegrationView), AdminErrors),
+    operation_id = "putSegmentIntegration", request_body = IntegrationRequest,
+    responses(
+        (status = 200, body = IntegrationView),
+        (status = 409, description = "`write_key_required`: the integration is new and the body has no write key", body = ErrorBody),
+    ),
 )]
 pub async fn put(
     State(app): State<AppState>,
@@ -189,9 +203,7 @@ pub async fn put(
     let (sealed_write_key, write_key_hint) = match (&body.write_key, &existing) {
         (Some(key), _) => (app.secrets.sealer.seal(&id, key), key.hint()),
         (None, Some(existing)) => (existing.sealed_write_key.clone(), existing.write_key_hint.clone()),
-        (None, None) => {
-            return Err(invalid(Some("write_key"), "write_key is required to set up the integration"));
-        }
+        (None, None) => return Err(ApiError::WriteKeyRequired),
     };
     let config = IntegrationConfig {
         sealed_write_key,
@@ -209,7 +221,8 @@ pub async fn put(
 /// The integration (the write key only as a hint) and the state of delivery.
 #[utoipa::path(
     get, path = "/admin/v1/workspaces/{id}/integrations/segment", tag = "admin", params(WorkspaceId),
-    responses((status = 200, body = IntegrationView), AdminErrors),
+    operation_id = "getSegmentIntegration",
+    responses((status = 200, description = "With `configured: false` when the workspace has none", body = IntegrationView)),
 )]
 pub async fn get(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> Result<Json<IntegrationView>, ApiError> {
     app.store.workspace(&id).await?.ok_or_else(no_such_workspace)?;
@@ -230,7 +243,8 @@ async fn view(app: &AppState, integration: Integration) -> Result<IntegrationVie
 /// Removes the integration and drops the workspace's queued and dead events.
 #[utoipa::path(
     delete, path = "/admin/v1/workspaces/{id}/integrations/segment", tag = "admin", params(WorkspaceId),
-    responses((status = 204, description = "Removed"), AdminErrors),
+    operation_id = "deleteSegmentIntegration",
+    responses((status = 204, description = "Removed")),
 )]
 pub async fn delete(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> Result<StatusCode, ApiError> {
     if !app.store.delete_integration(&id).await? {
@@ -254,7 +268,11 @@ pub struct TestView {
 /// call went through; the event shows in the source's Debugger if the key is right.
 #[utoipa::path(
     post, path = "/admin/v1/workspaces/{id}/integrations/segment/test", tag = "admin", params(WorkspaceId),
-    responses((status = 200, description = "What Segment answered", body = TestView), AdminErrors),
+    operation_id = "testSegmentIntegration",
+    responses(
+        (status = 200, description = "What Segment answered", body = TestView),
+        (status = 500, description = "`internal`: the stored write key cannot be opened (the sealing key changed)", body = ErrorBody),
+    ),
 )]
 pub async fn test(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> Result<Json<TestView>, ApiError> {
     let integration = app
@@ -296,8 +314,17 @@ pub async fn test(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// How many, from 1 to 1000 (default 100).
+    /// How many, oldest first.
+    #[param(schema_with = limit_schema)]
     limit: Option<usize>,
+}
+
+fn limit_schema() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(1))
+        .maximum(Some(MAX_LIST_LIMIT))
+        .default(Some(DEFAULT_LIST_LIMIT.into()))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -344,17 +371,22 @@ impl DeadLetterView {
 /// The oldest dead letters: events Segment refused or that outlived the maximum age.
 #[utoipa::path(
     get, path = "/admin/v1/workspaces/{id}/dead-letters", tag = "admin", params(WorkspaceId, ListQuery),
-    responses((status = 200, body = DeadLettersView), AdminErrors),
+    operation_id = "listDeadLetters",
+    responses(
+        (status = 200, body = DeadLettersView),
+        (status = 500, description = "`internal`: a stored message is damaged", body = ErrorBody),
+    ),
 )]
 pub async fn dead_letters(
     State(app): State<AppState>,
     WorkspaceId(id): WorkspaceId,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<DeadLettersView>, ApiError> {
-    let Query(query) = query.map_err(|_| invalid(Some("limit"), "limit must be a number from 1 to 1000"))?;
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(invalid(Some("limit"), "limit must be a number from 1 to 1000"));
+    let invalid_limit = || invalid(Some("limit"), format!("limit must be a whole number from 1 to {MAX_LIST_LIMIT}"));
+    let Query(query) = query.map_err(|_| invalid_limit())?;
+    let limit = query.limit.unwrap_or(DEFAULT_LIST_LIMIT);
+    if !(1..=MAX_LIST_LIMIT).contains(&limit) {
+        return Err(invalid_limit());
     }
     app.store.workspace(&id).await?.ok_or_else(no_such_workspace)?;
     let letters: Vec<DeadLetterView> =
@@ -365,7 +397,8 @@ pub async fn dead_letters(
 /// Puts every dead letter of the workspace back in the queue, with a fresh age.
 #[utoipa::path(
     post, path = "/admin/v1/workspaces/{id}/dead-letters/replay", tag = "admin", params(WorkspaceId),
-    responses((status = 200, body = ReplayView), AdminErrors),
+    operation_id = "replayDeadLetters",
+    responses((status = 200, body = ReplayView)),
 )]
 pub async fn replay(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> Result<Json<ReplayView>, ApiError> {
     app.store.workspace(&id).await?.ok_or_else(no_such_workspace)?;

@@ -12,7 +12,6 @@ use axum::middleware;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::error::ErrorBody;
 use crate::state::AppState;
 pub use reseal::{Resealed, reseal_write_keys};
 
@@ -30,25 +29,4 @@ pub fn router(state: AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         // Outside authentication, so that guessing tokens is slowed down too.
         .route_layer(middleware::from_fn_with_state(state, auth::limit_rate))
         .split_for_parts()
-}
-
-/// The errors every admin endpoint may answer with.
-#[derive(utoipa::IntoResponses)]
-#[allow(dead_code)] // describes answers for the API document; never built
-enum AdminErrors {
-    /// The request body or a parameter is invalid (`invalid_request`, with `field`).
-    #[response(status = 400)]
-    BadRequest(ErrorBody),
-    /// No valid admin token.
-    #[response(status = 401)]
-    Unauthorized(ErrorBody),
-    /// No such workspace (or integration).
-    #[response(status = 404)]
-    NotFound(ErrorBody),
-    /// Rate limited; see `Retry-After`.
-    #[response(status = 429)]
-    RateLimited(ErrorBody),
-    /// The store is unavailable; see `Retry-After`.
-    #[response(status = 503)]
-    Unavailable(ErrorBody),
 }

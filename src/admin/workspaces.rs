@@ -5,30 +5,98 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-
-use super::AdminErrors;
-use crate::error::ErrorBody;
+use utoipa::openapi::{ArrayBuilder, ObjectBuilder, Type};
 
 use super::extract::{AdminJson, WorkspaceId};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
+use crate::openapi::{self, nullable};
+use crate::pattern::{BLANKS, Pattern};
 use crate::state::AppState;
 use crate::store::Workspace;
 use crate::time::{millis_to_iso8601, now_millis};
 
 /// Longest workspace name, in characters.
 const MAX_NAME_CHARS: usize = 200;
+/// A name shows something: a character other than a space, tab or line break.
+static VISIBLE_NAME: Pattern = Pattern::new("[^ \\t\\r\\n]");
 
 /// Most origins a workspace may list.
 const MAX_ORIGINS: usize = 100;
 
+/// An origin as browsers send it: `http` or `https`, a host name or IPv4
+/// address, and a port when it is not the default; a final `/` is allowed.
+macro_rules! octet {
+    () => {
+        "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+    };
+}
+macro_rules! label {
+    ($first:literal) => {
+        concat!($first, "([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+    };
+}
+static ORIGIN: Pattern = Pattern::new(concat!(
+    "^https?://(",
+    concat!("(", octet!(), "\\.){3}", octet!()),
+    "|",
+    // The last label starts with a letter: one that does not reads as an IPv4 address.
+    concat!("(", label!("[A-Za-z0-9]"), "\\.)*", label!("[A-Za-z]")),
+    ")(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?/?$",
+));
+
+/// A new workspace.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(examples(json!({"id": "acme", "name": "Acme"})))]
 pub struct WorkspaceBody {
-    /// The admin app's own id (1 to 64 letters, digits, `-`, `_`, `.`); generated when absent.
+    /// The admin app's own id; generated when absent.
+    #[schema(schema_with = optional_id)]
     id: Option<String>,
+    #[schema(schema_with = name_schema)]
     name: String,
-    /// Browser origins allowed to send events; absent or null: any.
+    #[schema(schema_with = origins_schema)]
     allowed_origins: Option<Vec<String>>,
+}
+
+// Parsed as a `WorkspaceBody`: an `id` equal to the path's is tolerated in the
+// body, as the contract shows it. `Deserialize` is derived for
+// `deny_unknown_fields`, which the schema shows as `additionalProperties: false`.
+/// A workspace's name and origins; its id is the path's.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(examples(json!({"name": "Acme", "allowed_origins": ["https://app.acme.com"]})))]
+#[allow(dead_code)] // describes the body for the API document; parsed as a `WorkspaceBody`
+pub struct WorkspaceUpdate {
+    #[schema(schema_with = name_schema)]
+    name: String,
+    #[schema(schema_with = origins_schema)]
+    allowed_origins: Option<Vec<String>>,
+}
+
+fn optional_id() -> ObjectBuilder {
+    nullable(WorkspaceId::schema())
+}
+
+fn name_schema() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(MAX_NAME_CHARS))
+        .pattern(Some(VISIBLE_NAME.source()))
+        .description(Some("Shown in the admin app; surrounding spaces and line breaks are removed."))
+        .examples(["Acme"])
+}
+
+fn origins_schema() -> ArrayBuilder {
+    let origin = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(ORIGIN.source()))
+        .examples(["https://app.example.com"]);
+    let origins = ArrayBuilder::new().items(origin).max_items(Some(MAX_ORIGINS));
+    openapi::nullable_array(origins).description(Some(
+        "Browser origins allowed to send events (`https://app.example.com`, a port when not the default); \
+         absent or null: any.",
+    ))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -54,8 +122,8 @@ impl From<Workspace> for WorkspaceView {
 
 /// Creates a workspace (with the given id, or a generated one).
 #[utoipa::path(
-    post, path = "/admin/v1/workspaces", tag = "admin", request_body = WorkspaceBody,
-    responses((status = 201, body = WorkspaceView), (status = 409, description = "The id is taken", body = ErrorBody), AdminErrors),
+    post, path = "/admin/v1/workspaces", tag = "admin", operation_id = "createWorkspace", request_body = WorkspaceBody,
+    responses((status = 201, body = WorkspaceView), (status = 409, description = "The id is taken", body = ErrorBody)),
 )]
 pub async fn create(
     State(app): State<AppState>,
@@ -75,8 +143,9 @@ pub async fn create(
 /// Creates the workspace with this id, or updates its name and allowed
 /// origins (its ingest key stays).
 #[utoipa::path(
-    put, path = "/admin/v1/workspaces/{id}", tag = "admin", params(WorkspaceId), request_body = WorkspaceBody,
-    responses((status = 200, description = "Updated", body = WorkspaceView), (status = 201, description = "Created", body = WorkspaceView), AdminErrors),
+    put, path = "/admin/v1/workspaces/{id}", tag = "admin", operation_id = "putWorkspace", params(WorkspaceId),
+    request_body = WorkspaceUpdate,
+    responses((status = 200, description = "Updated", body = WorkspaceView), (status = 201, description = "Created", body = WorkspaceView)),
 )]
 pub async fn upsert(
     State(app): State<AppState>,
@@ -96,8 +165,8 @@ pub async fn upsert(
 }
 
 #[utoipa::path(
-    get, path = "/admin/v1/workspaces/{id}", tag = "admin", params(WorkspaceId),
-    responses((status = 200, body = WorkspaceView), AdminErrors),
+    get, path = "/admin/v1/workspaces/{id}", tag = "admin", operation_id = "getWorkspace", params(WorkspaceId),
+    responses((status = 200, body = WorkspaceView)),
 )]
 pub async fn get(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> Result<Json<WorkspaceView>, ApiError> {
     let workspace = app.store.workspace(&id).await?.ok_or_else(no_such_workspace)?;
@@ -107,8 +176,9 @@ pub async fn get(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> R
 /// A new ingest key; the old one stops working at once on this instance and
 /// within the key cache's lifetime on others.
 #[utoipa::path(
-    post, path = "/admin/v1/workspaces/{id}/ingest-key/rotate", tag = "admin", params(WorkspaceId),
-    responses((status = 200, description = "The workspace with its new ingest key", body = WorkspaceView), AdminErrors),
+    post, path = "/admin/v1/workspaces/{id}/ingest-key/rotate", tag = "admin", operation_id = "rotateIngestKey",
+    params(WorkspaceId),
+    responses((status = 200, description = "The workspace with its new ingest key", body = WorkspaceView)),
 )]
 pub async fn rotate_ingest_key(
     State(app): State<AppState>,
@@ -128,13 +198,13 @@ fn new_workspace(
     name: String,
     allowed_origins: Option<Vec<String>>,
 ) -> Result<Workspace, ApiError> {
-    let name = name.trim().to_owned();
-    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+    if !VISIBLE_NAME.is_match(&name) || name.chars().count() > MAX_NAME_CHARS {
         return Err(ApiError::InvalidRequest {
             field: Some("name"),
-            message: format!("name must be 1 to {MAX_NAME_CHARS} characters"),
+            message: format!("name must be 1 to {MAX_NAME_CHARS} characters, not all spaces"),
         });
     }
+    let name = name.trim_matches(BLANKS).to_owned();
     let allowed_origins = allowed_origins.map(|origins| parse_origins(&origins)).transpose()?;
     Ok(Workspace { id, name, ingest_key: new_ingest_key(), created_at: now_millis(), allowed_origins })
 }
@@ -148,23 +218,26 @@ fn parse_origins(origins: &[String]) -> Result<String, ApiError> {
     }
     let mut parsed = Vec::with_capacity(origins.len());
     for origin in origins {
-        let url = url::Url::parse(origin).ok().filter(|url| {
-            matches!(url.scheme(), "http" | "https")
-                && url.host_str().is_some()
-                && url.path() == "/"
-                && url.query().is_none()
-                && url.fragment().is_none()
-                && url.username().is_empty()
-        });
-        let Some(url) = url else {
+        if !ORIGIN.is_match(origin) {
             return Err(invalid(format!(
                 "{:?} is not an origin such as https://app.example.com",
                 crate::ingest::shown(origin)
             )));
-        };
-        parsed.push(url.origin().ascii_serialization());
+        }
+        parsed.push(normalized_origin(origin));
     }
     Ok(parsed.join(" "))
+}
+
+/// An origin (already matched) as a browser's `Origin` header spells it:
+/// lower case, without a final `/` or the scheme's default port.
+fn normalized_origin(origin: &str) -> String {
+    let origin = origin.strip_suffix('/').unwrap_or(origin).to_ascii_lowercase();
+    let default_port = if origin.starts_with("https:") { ":443" } else { ":80" };
+    match origin.strip_suffix(default_port) {
+        Some(without_port) => without_port.to_owned(),
+        None => origin,
+    }
 }
 
 /// A public ingest key: `pk_` and 128 random bits.

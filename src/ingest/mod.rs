@@ -25,9 +25,9 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::error::{self, ApiError, ErrorBody, IndexedEventError};
+use crate::error::{self, ApiError, IndexedEventError};
 use crate::metrics::{Reason, Status};
-use crate::openapi::CatalogEvent;
+use crate::openapi::{BatchRequest, CatalogEvent, date_time, present_ingest_id};
 use crate::state::AppState;
 use crate::store::IngestTarget;
 use body::JsonBody;
@@ -55,56 +55,16 @@ pub fn router(state: AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
     (router, api)
 }
 
-/// The errors every ingest endpoint may answer with.
-#[derive(utoipa::IntoResponses)]
-#[allow(dead_code)] // describes answers for the API document; never built
-enum IngestErrors {
-    /// Invalid JSON, body, event, property or identity; a message over 32 KB.
-    #[response(status = 400)]
-    BadRequest(ErrorBody),
-    /// Missing or unknown ingest key.
-    #[response(status = 401)]
-    Unauthorized(ErrorBody),
-    /// The workspace does not accept events from this browser origin.
-    #[response(status = 403)]
-    Forbidden(ErrorBody),
-    /// The body did not arrive in time.
-    #[response(status = 408)]
-    Timeout(ErrorBody),
-    /// The body is over the limit (before or after gzip).
-    #[response(status = 413)]
-    TooLarge(ErrorBody),
-    /// Not `application/json` or `text/plain`, or an encoding other than gzip.
-    #[response(status = 415)]
-    UnsupportedMediaType(ErrorBody),
-    /// Rate limited; see `Retry-After`.
-    #[response(status = 429)]
-    RateLimited(ErrorBody),
-    /// The store is unavailable or the queue is full; see `Retry-After`. Nothing was stored.
-    #[response(status = 503)]
-    Unavailable(ErrorBody),
-}
-
-/// `{"batch": [...], "sentAt"?}`.
-#[derive(ToSchema)]
-#[allow(dead_code)] // describes the body for the API document; parsed by hand
-struct BatchRequest {
-    /// At most `ingest.max_batch_events` events.
-    batch: Vec<CatalogEvent>,
-    /// The browser's clock when it sent the batch, for events without their own.
-    #[schema(rename = "sentAt", format = DateTime)]
-    sent_at: Option<String>,
-}
-
 /// Records that this browser's anonymous id belongs to that user.
 #[derive(ToSchema)]
+#[schema(examples(json!({"userId": "customer-user-42", "anonymousId": "a1b2c3"})))]
 #[allow(dead_code)] // describes the body for the API document; parsed by hand
 struct IdentifyRequest {
-    #[schema(rename = "userId")]
+    #[schema(rename = "userId", schema_with = present_ingest_id)]
     user_id: String,
-    #[schema(rename = "anonymousId")]
+    #[schema(rename = "anonymousId", schema_with = present_ingest_id)]
     anonymous_id: String,
-    #[schema(rename = "sentAt", format = DateTime)]
+    #[schema(rename = "sentAt", schema_with = date_time)]
     sent_at: Option<String>,
 }
 
@@ -132,9 +92,9 @@ struct Answer {
 
 /// One event; `202` once it is stored.
 #[utoipa::path(
-    post, path = "/v1/track", tag = "ingest",
+    post, path = "/v1/track", tag = "ingest", operation_id = "track",
     request_body(content((CatalogEvent = "application/json"), (CatalogEvent = "text/plain"))),
-    responses((status = 202, description = "Stored (or discarded; see the body)", body = Answer), IngestErrors),
+    responses((status = 202, description = "Stored (or discarded; see the body)", body = Answer)),
 )]
 async fn track(State(app): State<AppState>, request: IngestRequest, body: JsonBody) -> Result<Response, ApiError> {
     accept(&app, &request, vec![body.json()?], None, Shape::Single).await
@@ -142,9 +102,9 @@ async fn track(State(app): State<AppState>, request: IngestRequest, body: JsonBo
 
 /// Several events; `202` once the valid ones are stored, with the refused ones listed.
 #[utoipa::path(
-    post, path = "/v1/batch", tag = "ingest",
+    post, path = "/v1/batch", tag = "ingest", operation_id = "batch",
     request_body(content((BatchRequest = "application/json"), (BatchRequest = "text/plain"))),
-    responses((status = 202, description = "Stored (or discarded; see the body)", body = Answer), IngestErrors),
+    responses((status = 202, description = "Stored (or discarded; see the body)", body = Answer)),
 )]
 async fn batch(State(app): State<AppState>, request: IngestRequest, body: JsonBody) -> Result<Response, ApiError> {
     let (events, sent_at) = split_batch(body.json()?, app.settings.ingest.max_batch_events)?;
@@ -153,9 +113,9 @@ async fn batch(State(app): State<AppState>, request: IngestRequest, body: JsonBo
 
 /// Records which user an anonymous id belongs to (no Segment call).
 #[utoipa::path(
-    post, path = "/v1/identify", tag = "ingest",
+    post, path = "/v1/identify", tag = "ingest", operation_id = "identify",
     request_body(content((IdentifyRequest = "application/json"), (IdentifyRequest = "text/plain"))),
-    responses((status = 202, description = "Recorded (or discarded; see the body)", body = Answer), IngestErrors),
+    responses((status = 202, description = "Recorded (or discarded; see the body)", body = Answer)),
 )]
 async fn identify(State(app): State<AppState>, request: IngestRequest, body: JsonBody) -> Result<Response, ApiError> {
     let body = strict_json::parse(body.json()?.get(), &json_limits(&app))?;
