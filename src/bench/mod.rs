@@ -1,8 +1,10 @@
 //! `produktly-segment bench`: starts the service (this binary, `serve`) on
 //! SQLite or PostgreSQL with a mock Segment on loopback, loads it, and prints
-//! the figures: ingest throughput and latency, backlog drain, end-to-end
-//! latency, peak memory.
+//! the figures: ingest throughput and latency with the CPU each event cost
+//! (the service's and PostgreSQL's), backlog drain, end-to-end latency, peak
+//! memory.
 
+mod cpu;
 mod load;
 mod mock;
 mod outage;
@@ -17,6 +19,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::store::postgres;
+use cpu::CpuClock;
 use load::{Report, Target, Until};
 use mock::{MockSegment, SENT_PROPERTY};
 use service::Service;
@@ -136,46 +139,55 @@ async fn run_once(args: &BenchArgs) -> Result<Vec<Row>, BenchError> {
     let mut rows = Vec::new();
     let mut sent = 0;
 
+    let with_postgres = args.backend == BenchBackend::Postgres;
+    let cpu_clock = || CpuClock::read(service.pid(), with_postgres);
     for (figure, path, events) in
         [("/v1/track", "/v1/track", 1), ("/v1/batch of 10", "/v1/batch", 10), ("/v1/batch of 100", "/v1/batch", 100)]
     {
+        let started = cpu_clock();
         let report =
             load::closed_loop(&targets(path), body(events), events, args.connections, Until::Elapsed(phase)).await?;
+        sent += report.events;
+        // The whole life of the phase's events: until the mock has them all.
+        wait_for_delivery(&mock, sent).await?;
+        let cpu = cpu_clock().since(&started);
         rows.push(Row {
             figure: format!("{figure}, {} connections, durable", args.connections),
-            values: report_values(&report),
+            values: [report_values(&report), cpu.per_event(report.events).to_vec()].concat(),
             show: |v| {
                 format!(
-                    "{} events/s; p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms{}",
+                    "{} events/s; p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms{}; {}",
                     thousands(v[0]),
                     v[1],
                     v[2],
                     v[3],
-                    failures(v[4])
+                    failures(v[4]),
+                    cpu_per_event(v[5], v[6])
                 )
             },
         });
-        sent += report.events;
-        wait_for_delivery(&mock, sent).await?;
     }
 
+    let started = cpu_clock();
     let report = load::open_loop(&targets("/v1/track")[..1], 10_000, 32, phase, 1, || body(1)).await?;
+    sent += report.events;
+    wait_for_delivery(&mock, sent).await?;
+    let cpu = cpu_clock().since(&started);
     rows.push(Row {
         figure: "ingest latency at 10,000 events/s".into(),
-        values: report_values(&report),
+        values: [report_values(&report), cpu.per_event(report.events).to_vec()].concat(),
         show: |v| {
             format!(
-                "p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms ({} events/s){}",
+                "p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms ({} events/s){}; {}",
                 v[1],
                 v[2],
                 v[3],
                 thousands(v[0]),
-                failures(v[4])
+                failures(v[4]),
+                cpu_per_event(v[5], v[6])
             )
         },
     });
-    sent += report.events;
-    wait_for_delivery(&mock, sent).await?;
 
     mock.set_rate_limiting(true);
     let per_connection = args.backlog / 100 / 16;
@@ -314,6 +326,16 @@ async fn wait_for_delivery(mock: &MockSegment, sent: u64) -> Result<(), BenchErr
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
+}
+
+/// The CPU an event cost, received to delivered: the service's, and
+/// PostgreSQL's (NaN on SQLite).
+fn cpu_per_event(service: f64, postgres: f64) -> String {
+    if postgres.is_nan() {
+        format!("CPU/event: service {service:.1} µs")
+    } else {
+        format!("CPU/event: service {service:.1} µs, PostgreSQL {postgres:.1} µs")
+    }
 }
 
 fn failures(count: f64) -> String {

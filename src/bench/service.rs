@@ -81,6 +81,10 @@ impl Service {
         response.json().await.map_err(|e| BenchError(e.to_string()))
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The most memory the process has held (VmHWM), in bytes.
     pub fn peak_rss(&self) -> Option<u64> {
         self.memory("VmHWM:")
