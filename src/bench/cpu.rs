@@ -33,10 +33,11 @@ impl CpuUsed {
 
 impl CpuClock {
     pub fn read(service_pid: u32, with_postgres: bool) -> CpuClock {
-        CpuClock {
-            service: process_ticks(service_pid).unwrap_or(0),
-            postgres: with_postgres.then(postgres_ticks),
-        }
+        CpuClock { service: process_ticks(service_pid).unwrap_or(0), postgres: with_postgres.then(postgres_ticks) }
+    }
+
+    pub fn has_postgres(&self) -> bool {
+        self.postgres.is_some()
     }
 
     /// What was used since `earlier`. A PostgreSQL process started meanwhile

@@ -243,6 +243,7 @@ async fn soak(args: &BenchArgs) -> Result<(), BenchError> {
         targets.push(Target { addr: service.addr, path: "/v1/track", key });
     }
     let (duration, rate) = (Duration::from_secs(args.soak), args.soak_rate.max(1));
+    let started = CpuClock::read(service.pid(), args.backend == BenchBackend::Postgres);
     let load = tokio::spawn(async move { load::open_loop(&targets, rate, 32, duration, 1, || body(1)).await });
     println!("| minute | RSS | queue depth | delivered |");
     println!("|--------|-----|-------------|-----------|");
@@ -262,9 +263,11 @@ async fn soak(args: &BenchArgs) -> Result<(), BenchError> {
     }
     let report = load.await.map_err(|e| BenchError(e.to_string()))??;
     wait_for_delivery(&mock, report.events).await?;
+    let [service_cpu, postgres_cpu] =
+        CpuClock::read(service.pid(), started.has_postgres()).since(&started).per_event(report.events);
     println!(
         "\nsoak: {} s at {} events/s ({:?} backend): {} events accepted, {} requests not accepted; \
-         ingest p50 {:.1} ms, p99 {:.1} ms; RSS first {} MB, last {} MB, peak {} MB; all delivered",
+         ingest p50 {:.1} ms, p99 {:.1} ms; {}; RSS first {} MB, last {} MB, peak {} MB; all delivered",
         args.soak,
         args.soak_rate,
         args.backend,
@@ -272,6 +275,7 @@ async fn soak(args: &BenchArgs) -> Result<(), BenchError> {
         report.failures,
         report.millis_at(0.5),
         report.millis_at(0.99),
+        cpu_per_event(service_cpu, postgres_cpu),
         rss.first().copied().unwrap_or(0) / 1_000_000,
         rss.last().copied().unwrap_or(0) / 1_000_000,
         service.peak_rss().unwrap_or(0) / 1_000_000
