@@ -22,6 +22,7 @@ pub mod pattern;
 pub mod rate_limit;
 pub mod secrets;
 pub mod segment;
+pub mod selection;
 pub mod state;
 pub mod store;
 pub mod telemetry;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::{Backend, Env};
 use produktly_segment::segment::Region;
+use produktly_segment::selection::EventSelection;
 use produktly_segment::store::{
     self, IdentityLink, IntegrationConfig, LastError, NewEvent, Rejection, RoundEnd, Store, Workspace, WorkspaceLease,
 };
@@ -32,7 +33,11 @@ fn workspace(id: &str) -> Workspace {
 
 fn config(enabled: bool) -> IntegrationConfig {
     IntegrationConfig {
-        sealed_write_key: "sealed".into(), write_key_hint: "…abcd".into(), region: Region::Us, enabled
+        sealed_write_key: "sealed".into(),
+        write_key_hint: "…abcd".into(),
+        region: Region::Us,
+        enabled,
+        selection: EventSelection::default(),
     }
 }
 
@@ -96,6 +101,13 @@ async fn workspaces_and_ingest_targets(backend: Backend) {
     assert!(store.ingest_target("pk_a").await.unwrap().unwrap().segment_enabled);
     store.put_integration("a", &config(false), NOW).await.unwrap();
     assert!(!store.ingest_target("pk_a").await.unwrap().unwrap().segment_enabled);
+    // The event selection is stored with the integration and read with the key.
+    let selection =
+        EventSelection { events: Some(vec!["tour_start".into()]), omit_properties: Some(vec!["feedback".into()]) };
+    let chosen = IntegrationConfig { selection: selection.clone(), ..config(true) };
+    assert_eq!(store.put_integration("a", &chosen, NOW).await.unwrap().selection, selection);
+    assert_eq!(store.ingest_target("pk_a").await.unwrap().unwrap().selection, selection);
+    assert_eq!(store.integration("a").await.unwrap().unwrap().selection, selection);
 
     let rotated = store.rotate_ingest_key("a", "pk_new").await.unwrap().unwrap();
     assert_eq!(rotated.ingest_key, "pk_new");

@@ -8,16 +8,19 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
-use utoipa::openapi::{ObjectBuilder, Type};
+use utoipa::openapi::extensions::Extensions;
+use utoipa::openapi::{ArrayBuilder, ObjectBuilder, Type};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{AdminJson, WorkspaceId};
 use super::workspaces::no_such_workspace;
+use crate::catalog;
 use crate::error::{ApiError, ErrorBody};
-use crate::openapi::nullable;
+use crate::openapi::{nullable, nullable_array};
 use crate::pattern::{BLANKS, Pattern};
 use crate::secrets::WriteKey;
 use crate::segment::{self, BatchLimits, Context, Outcome, Region, TrackMessage};
+use crate::selection::{self, EventSelection};
 use crate::state::AppState;
 use crate::store::{DeadLetter, Integration, IntegrationConfig, LastError, Millis, QueueCounts};
 use crate::time::{iso8601, millis_to_iso8601, now_millis};
@@ -41,6 +44,12 @@ pub struct IntegrationView {
     region: Option<Region>,
     #[serde(skip_serializing_if = "Option::is_none")]
     enabled: Option<bool>,
+    /// The catalog events forwarded; `null`: all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events: Option<Option<Vec<String>>>,
+    /// The properties left out of every event; `null`: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    omit_properties: Option<Option<Vec<String>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     status: Option<StatusView>,
 }
@@ -91,6 +100,8 @@ impl IntegrationView {
             write_key_hint: Some(integration.write_key_hint),
             region: Some(integration.region),
             enabled: Some(integration.enabled),
+            events: Some(integration.selection.events),
+            omit_properties: Some(integration.selection.omit_properties),
             status: Some(StatusView {
                 state,
                 segment_down_since: segment_down_since.map(millis_to_iso8601),
@@ -103,7 +114,15 @@ impl IntegrationView {
     }
 
     fn not_configured() -> IntegrationView {
-        IntegrationView { configured: false, write_key_hint: None, region: None, enabled: None, status: None }
+        IntegrationView {
+            configured: false,
+            write_key_hint: None,
+            region: None,
+            enabled: None,
+            events: None,
+            omit_properties: None,
+            status: None,
+        }
     }
 }
 
@@ -123,14 +142,24 @@ struct IntegrationRequest {
     region: Option<Region>,
     /// Kept when omitted; `true` the first time.
     enabled: Option<bool>,
+    /// The catalog events to forward; others are answered as discarded and not
+    /// stored. `null`: all of them (the first time when omitted); kept when omitted.
+    #[schema(schema_with = events_schema)]
+    events: Option<Vec<String>>,
+    /// Properties to leave out of every event before it is stored (such as
+    /// `feedback`); none that a catalog event requires. `null`: none; kept when omitted.
+    #[schema(schema_with = omit_properties_schema)]
+    omit_properties: Option<Vec<String>>,
 }
 
 /// The fields of `PUT …/integrations/segment`. Parsed by hand so that no error
-/// message can ever echo the write key.
+/// message can ever echo the write key. `None`: keep what is set.
 struct IntegrationBody {
     write_key: Option<WriteKey>,
     region: Option<Region>,
     enabled: Option<bool>,
+    events: Option<Option<Vec<String>>>,
+    omit_properties: Option<Option<Vec<String>>>,
 }
 
 impl IntegrationBody {
@@ -155,12 +184,56 @@ impl IntegrationBody {
             Some(Value::Bool(enabled)) => Some(enabled),
             Some(_) => return Err(invalid(Some("enabled"), "enabled must be true or false")),
         };
+        let events = optional_list(&mut fields, "events", "a list of catalog event names")?;
+        let omit_properties = optional_list(&mut fields, "omit_properties", "a list of property names")?;
         if let Some(unknown) = fields.keys().next() {
-            let message = format!("unknown field {unknown:?}; expected write_key, region or enabled");
+            let message = format!(
+                "unknown field {:?}; expected write_key, region, enabled, events or omit_properties",
+                crate::ingest::shown(unknown)
+            );
             return Err(ApiError::InvalidRequest { field: None, message });
         }
-        Ok(IntegrationBody { write_key, region, enabled })
+        Ok(IntegrationBody { write_key, region, enabled, events, omit_properties })
     }
+}
+
+/// A list of strings or `null`, or `None` when the field is absent.
+fn optional_list(
+    fields: &mut Map<String, Value>,
+    field: &'static str,
+    what: &str,
+) -> Result<Option<Option<Vec<String>>>, ApiError> {
+    let wrong = || invalid(Some(field), format!("{field} must be {what}, or null"));
+    match fields.remove(field) {
+        None => Ok(None),
+        Some(Value::Null) => Ok(Some(None)),
+        Some(Value::Array(items)) => {
+            let names = items.into_iter().map(|item| match item {
+                Value::String(name) => Ok(name),
+                _ => Err(wrong()),
+            });
+            Ok(Some(Some(names.collect::<Result<_, _>>()?)))
+        }
+        Some(_) => Err(wrong()),
+    }
+}
+
+fn events_schema() -> ArrayBuilder {
+    let name = ObjectBuilder::new().schema_type(Type::String).enum_values(Some(catalog::EVENTS.iter().map(|e| e.name)));
+    nullable_array(ArrayBuilder::new().items(name).unique_items(true))
+}
+
+fn omit_properties_schema() -> ArrayBuilder {
+    // A property some event requires cannot be left out (`not`; utoipa has no
+    // builder for it, and extensions are written into the schema as they are).
+    let required =
+        Extensions::from_iter([("not", json!({"enum": selection::required_properties().collect::<Vec<_>>()}))]);
+    let name = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(selection::MAX_PROPERTY_NAME_CHARS))
+        .extensions(Some(required));
+    nullable_array(ArrayBuilder::new().items(name).unique_items(true).max_items(Some(selection::MAX_OMITTED)))
 }
 
 fn parse_write_key(key: &str) -> Result<WriteKey, ApiError> {
@@ -181,9 +254,11 @@ fn invalid(field: Option<&'static str>, message: impl Into<String>) -> ApiError 
     ApiError::InvalidRequest { field, message: message.into() }
 }
 
-/// Sets the write key, region and enabled flag. Omitted fields keep their
-/// current values (the key is required the first time); delivery of queued
-/// events resumes at once with the new settings.
+/// Sets the write key, region, enabled flag and what is forwarded. Omitted
+/// fields keep their current values (the key is required the first time);
+/// delivery of queued events resumes at once with the new settings. A new
+/// selection applies to events received from then on (on other instances
+/// within `ingest.key_cache_ttl_ms`); what is queued is delivered as stored.
 #[utoipa::path(
     put, path = "/admin/v1/workspaces/{id}/integrations/segment", tag = "admin", params(WorkspaceId),
     operation_id = "putSegmentIntegration", request_body = IntegrationRequest,
@@ -205,11 +280,18 @@ pub async fn put(
         (None, Some(existing)) => (existing.sealed_write_key.clone(), existing.write_key_hint.clone()),
         (None, None) => return Err(ApiError::WriteKeyRequired),
     };
+    let current = existing.as_ref().map(|e| e.selection.clone()).unwrap_or_default();
+    let selection = EventSelection::new(
+        body.events.unwrap_or(current.events),
+        body.omit_properties.unwrap_or(current.omit_properties),
+    )
+    .map_err(|e| invalid(Some(e.field()), e.to_string()))?;
     let config = IntegrationConfig {
         sealed_write_key,
         write_key_hint,
         region: body.region.or(existing.as_ref().map(|e| e.region)).unwrap_or_default(),
         enabled: body.enabled.or(existing.as_ref().map(|e| e.enabled)).unwrap_or(true),
+        selection,
     };
     let integration = app.store.put_integration(&id, &config, now_millis()).await?;
     app.ingest_keys.invalidate();

@@ -30,11 +30,15 @@ pub struct Envelope<'a> {
     pub ip: Option<IpAddr>,
     /// The browser's preferred language, for events without `context.locale`.
     pub locale: Option<&'a str>,
+    /// Properties the workspace leaves out of every event.
+    pub omit_properties: &'a [String],
 }
 
 /// An event ready to queue, and the identity link it carries, if any.
 #[derive(Debug)]
 pub struct Accepted {
+    /// Its catalog name.
+    pub name: &'static str,
     pub event: NewEvent,
     pub identity: Option<IdentityLink>,
 }
@@ -62,7 +66,10 @@ pub fn parse_event(value: Value, envelope: &Envelope) -> Result<Accepted, EventE
     let timestamp = optional_time(&fields, "timestamp")?;
     let sent_at = optional_time(&fields, "sentAt")?.or(envelope.sent_at);
     let timestamp = corrected_timestamp(envelope.received_at, timestamp, sent_at);
-    let properties = catalog_properties(definition, take_object(&mut fields, "properties")?)?;
+    let mut properties = catalog_properties(definition, take_object(&mut fields, "properties")?)?;
+    for omitted in envelope.omit_properties {
+        properties.remove(omitted);
+    }
     let context = context(take_object(&mut fields, "context")?, envelope)?;
 
     let timestamp = timestamp.to_rfc3339_opts(SecondsFormat::Millis, true);
@@ -88,7 +95,7 @@ pub fn parse_event(value: Value, envelope: &Envelope) -> Result<Accepted, EventE
         payload,
         received_at,
     };
-    Ok(Accepted { event, identity: identity_link })
+    Ok(Accepted { name: definition.name, event, identity: identity_link })
 }
 
 /// The body of `/v1/identify`: both ids are required.
@@ -292,6 +299,7 @@ mod tests {
             user_agent: Some("Mozilla/5.0"),
             ip: Some("203.0.113.9".parse().unwrap()),
             locale: Some("en-US"),
+            omit_properties: &[],
         }
     }
 

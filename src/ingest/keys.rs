@@ -16,8 +16,9 @@ const MAX_CACHED_KEYS: u64 = 100_000;
 #[derive(Clone)]
 pub struct IngestKeys {
     store: Arc<dyn Store>,
-    /// Unknown keys are cached too, so a flood of bad keys does not reach the database.
-    cache: Cache<String, Option<IngestTarget>>,
+    /// Unknown keys are cached too, so a flood of bad keys does not reach the
+    /// database. Shared, so that a request takes its workspace without copying it.
+    cache: Cache<String, Option<Arc<IngestTarget>>>,
 }
 
 impl IngestKeys {
@@ -26,14 +27,14 @@ impl IngestKeys {
         IngestKeys { store, cache }
     }
 
-    pub async fn resolve(&self, key: &str) -> Result<Option<IngestTarget>, StoreError> {
+    pub async fn resolve(&self, key: &str) -> Result<Option<Arc<IngestTarget>>, StoreError> {
         if key.len() > MAX_KEY_LEN {
             return Ok(None);
         }
         if let Some(cached) = self.cache.get(key) {
             return Ok(cached);
         }
-        let target = self.store.ingest_target(key).await?;
+        let target = self.store.ingest_target(key).await?.map(Arc::new);
         self.cache.insert(key.to_owned(), target.clone());
         Ok(target)
     }

@@ -10,6 +10,7 @@ mod keys;
 mod strict_json;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -40,6 +41,7 @@ pub use strict_json::shown;
 
 const KEY_HEADER: &str = "x-produktly-key";
 const NOT_CONFIGURED: &str = "segment_not_configured";
+const NOT_SELECTED: &str = "event_not_selected";
 /// Longest user agent forwarded, in bytes.
 const MAX_USER_AGENT: usize = 512;
 
@@ -79,10 +81,11 @@ async fn count_responses(State(app): State<AppState>, request: Request, next: Ne
 struct Answer {
     /// Events committed to the queue.
     accepted: usize,
-    /// Valid events not stored: the workspace has no enabled Segment integration.
+    /// Valid events not stored: the workspace has no enabled Segment
+    /// integration, or does not forward these events.
     #[serde(skip_serializing_if = "Option::is_none")]
     discarded: Option<usize>,
-    /// `segment_not_configured`, with `discarded`.
+    /// With `discarded`: `segment_not_configured` or `event_not_selected`.
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'static str>,
     /// Events of the batch that were refused, and why.
@@ -121,7 +124,13 @@ async fn identify(State(app): State<AppState>, request: IngestRequest, body: Jso
     let body = strict_json::parse(body.json()?.get(), &json_limits(&app))?;
     let link = parse_identify(&body, &request.target.workspace_id, request.received_at)?;
     if !request.target.segment_enabled {
-        return Ok(not_configured(1, Vec::new()));
+        // Nothing to deliver; an identify is not an event, so not counted as one.
+        return Ok(answer(Answer {
+            accepted: 0,
+            discarded: Some(1),
+            reason: Some(NOT_CONFIGURED),
+            ..Answer::default()
+        }));
     }
     app.committer.commit(Vec::new(), vec![link]).await?;
     Ok(answer(Answer { accepted: 1, ..Answer::default() }))
@@ -145,10 +154,13 @@ async fn accept(
     let mut accepted = Vec::with_capacity(events.len());
     let mut identities = Vec::new();
     let mut rejected = Vec::new();
+    let mut not_selected = 0;
     // One event's tree at a time: a batch is never held parsed as a whole.
     let limits = json_limits(app);
     for (index, raw) in events.into_iter().enumerate() {
         match strict_json::parse(raw.get(), &limits).and_then(|value| parse_event(value, &envelope)) {
+            // Valid, but not one the workspace forwards: never stored.
+            Ok(event) if !request.target.selection.forwards(event.name) => not_selected += 1,
             Ok(event) => {
                 identities.extend(event.identity);
                 accepted.push(event.event);
@@ -159,29 +171,36 @@ async fn accept(
             }
         }
     }
-    if accepted.is_empty() {
+    if accepted.is_empty() && not_selected == 0 {
         return Err(match shape {
             Shape::Single => ApiError::Validation(rejected.remove(0).error),
             Shape::Batch => ApiError::NoValidEvents(rejected),
         });
     }
     if !request.target.segment_enabled {
-        let discarded = accepted.len();
-        app.metrics.events_discarded.get_or_create(&Reason { reason: NOT_CONFIGURED }).inc_by(discarded as u64);
-        return Ok(not_configured(discarded, rejected));
+        return Ok(discarded(app, accepted.len() + not_selected, NOT_CONFIGURED, rejected));
     }
-    if app.metrics.queue_depth.get() >= i64::try_from(app.settings.ingest.max_queue_depth).unwrap_or(i64::MAX) {
-        return Err(ApiError::QueueFull);
+    let discarded = (not_selected > 0).then_some(not_selected);
+    let reason = discarded.map(|_| NOT_SELECTED);
+    if let Some(count) = discarded {
+        app.metrics.events_discarded.get_or_create(&Reason { reason: NOT_SELECTED }).inc_by(count as u64);
     }
     let count = accepted.len();
-    app.committer.commit(accepted, identities).await?;
-    Ok(answer(Answer { accepted: count, rejected, ..Answer::default() }))
+    if count > 0 {
+        let depth_limit = i64::try_from(app.settings.ingest.max_queue_depth).unwrap_or(i64::MAX);
+        if app.metrics.queue_depth.get() >= depth_limit {
+            return Err(ApiError::QueueFull);
+        }
+        app.committer.commit(accepted, identities).await?;
+    }
+    Ok(answer(Answer { accepted: count, discarded, reason, rejected }))
 }
 
-/// Valid events of a workspace without an enabled Segment integration are
-/// answered but not stored: there is nowhere to deliver them.
-fn not_configured(count: usize, rejected: Vec<IndexedEventError>) -> Response {
-    answer(Answer { accepted: 0, discarded: Some(count), reason: Some(NOT_CONFIGURED), rejected })
+/// Valid events answered but not stored: the workspace has no enabled
+/// Segment integration (there is nowhere to deliver them).
+fn discarded(app: &AppState, count: usize, reason: &'static str, rejected: Vec<IndexedEventError>) -> Response {
+    app.metrics.events_discarded.get_or_create(&Reason { reason }).inc_by(count as u64);
+    answer(Answer { accepted: 0, discarded: Some(count), reason: Some(reason), rejected })
 }
 
 fn answer(answer: Answer) -> Response {
@@ -229,7 +248,7 @@ fn json_limits(app: &AppState) -> JsonLimits {
 /// itself tells about the browser.
 #[derive(Debug)]
 pub struct IngestRequest {
-    target: IngestTarget,
+    target: Arc<IngestTarget>,
     received_at: DateTime<Utc>,
     user_agent: Option<String>,
     locale: Option<String>,
@@ -245,6 +264,7 @@ impl IngestRequest {
             user_agent: self.user_agent.as_deref(),
             ip: self.ip,
             locale: self.locale.as_deref(),
+            omit_properties: self.target.selection.omitted(),
         }
     }
 }

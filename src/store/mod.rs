@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Backend, Settings};
 use crate::segment::Region;
+use crate::selection::EventSelection;
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -48,12 +49,14 @@ pub struct Workspace {
 }
 
 /// What ingest needs to know about the workspace an ingest key belongs to.
-#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IngestTarget {
     pub workspace_id: String,
     pub segment_enabled: bool,
     /// As in [`Workspace::allowed_origins`].
     pub allowed_origins: Option<String>,
+    /// What of the catalog goes to the workspace's Segment.
+    pub selection: EventSelection,
 }
 
 impl IngestTarget {
@@ -93,6 +96,7 @@ pub struct Integration {
     pub write_key_hint: String,
     pub region: Region,
     pub enabled: bool,
+    pub selection: EventSelection,
     pub consecutive_failures: u32,
     pub next_attempt_at: Millis,
     pub last_delivery_at: Option<Millis>,
@@ -106,6 +110,7 @@ pub struct IntegrationConfig {
     pub write_key_hint: String,
     pub region: Region,
     pub enabled: bool,
+    pub selection: EventSelection,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,7 +1,8 @@
 //! Rows as both databases return them, and their conversion to the store's types.
 
-use super::{DeadLetter, Integration, LastError, RegionHealth, StoreError, WorkspaceLease};
+use super::{DeadLetter, IngestTarget, Integration, LastError, RegionHealth, StoreError, WorkspaceLease};
 use crate::segment::Region;
+use crate::selection::EventSelection;
 
 /// The columns `Workspace` reads.
 pub(super) const WORKSPACE_COLUMNS: &str = "id, name, ingest_key, created_at, allowed_origins";
@@ -13,6 +14,8 @@ pub(super) struct IntegrationRow {
     write_key_hint: String,
     region: String,
     enabled: bool,
+    forwarded_events: Option<String>,
+    omitted_properties: Option<String>,
     consecutive_failures: i32,
     next_attempt_at: i64,
     last_delivery_at: Option<i64>,
@@ -23,7 +26,7 @@ pub(super) struct IntegrationRow {
 
 /// The columns `IntegrationRow` reads, for `SELECT` and `RETURNING`.
 pub(super) const INTEGRATION_COLUMNS: &str = "workspace_id, sealed_write_key, write_key_hint, region, enabled, \
-     consecutive_failures, next_attempt_at, last_delivery_at, last_error_at, last_error_status, last_error_message";
+     forwarded_events, omitted_properties, consecutive_failures, next_attempt_at, last_delivery_at, last_error_at, last_error_status, last_error_message";
 
 impl TryFrom<IntegrationRow> for Integration {
     type Error = StoreError;
@@ -38,6 +41,7 @@ impl TryFrom<IntegrationRow> for Integration {
             sealed_write_key: row.sealed_write_key,
             write_key_hint: row.write_key_hint,
             enabled: row.enabled,
+            selection: selection(row.forwarded_events, row.omitted_properties)?,
             consecutive_failures: u32::try_from(row.consecutive_failures).unwrap_or(0),
             next_attempt_at: row.next_attempt_at,
             last_delivery_at: row.last_delivery_at,
@@ -130,6 +134,43 @@ impl From<DeadLetterRow> for DeadLetter {
 /// Converts each row, failing on the first that does not convert.
 pub(super) fn convert<R, T: TryFrom<R, Error = StoreError>>(rows: Vec<R>) -> Result<Vec<T>, StoreError> {
     rows.into_iter().map(T::try_from).collect()
+}
+
+/// The ingest target of a key: the workspace and what its integration forwards.
+#[derive(sqlx::FromRow)]
+pub(super) struct IngestTargetRow {
+    workspace_id: String,
+    segment_enabled: bool,
+    allowed_origins: Option<String>,
+    forwarded_events: Option<String>,
+    omitted_properties: Option<String>,
+}
+
+impl TryFrom<IngestTargetRow> for IngestTarget {
+    type Error = StoreError;
+    fn try_from(row: IngestTargetRow) -> Result<IngestTarget, StoreError> {
+        Ok(IngestTarget {
+            workspace_id: row.workspace_id,
+            segment_enabled: row.segment_enabled,
+            allowed_origins: row.allowed_origins,
+            selection: selection(row.forwarded_events, row.omitted_properties)?,
+        })
+    }
+}
+
+/// A list as stored: a JSON array, or NULL.
+pub(super) fn stored_list(list: &Option<Vec<String>>) -> Option<String> {
+    list.as_ref().map(|items| serde_json::to_string(items).expect("strings always serialize"))
+}
+
+fn selection(events: Option<String>, omitted: Option<String>) -> Result<EventSelection, StoreError> {
+    let list = |stored: Option<String>| {
+        stored
+            .map(|text| serde_json::from_str(&text))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("a stored event selection is not a JSON list: {e}")))
+    };
+    Ok(EventSelection { events: list(events)?, omit_properties: list(omitted)? })
 }
 
 fn region(text: &str) -> Result<Region, StoreError> {

@@ -14,8 +14,8 @@ use sqlx::{QueryBuilder, Sqlite};
 use tokio_util::sync::CancellationToken;
 
 use super::rows::{
-    DEAD_LETTER_COLUMNS, DeadLetterRow, INTEGRATION_COLUMNS, IntegrationRow, LeaseRow, REGION_COLUMNS, REGION_UP,
-    RegionRow, WORKSPACE_COLUMNS, convert,
+    DEAD_LETTER_COLUMNS, DeadLetterRow, INTEGRATION_COLUMNS, IngestTargetRow, IntegrationRow, LeaseRow, REGION_COLUMNS,
+    REGION_UP, RegionRow, WORKSPACE_COLUMNS, convert, stored_list,
 };
 use super::{
     DeadLetter, EXPIRED, IdentityLink, IngestTarget, Integration, IntegrationConfig, Millis, NewEvent, OnEvents,
@@ -138,14 +138,15 @@ impl Store for SqliteStore {
     }
 
     async fn ingest_target(&self, ingest_key: &str) -> Result<Option<IngestTarget>, StoreError> {
-        let target = sqlx::query_as(
-            "SELECT w.id AS workspace_id, COALESCE(i.enabled, 0) AS segment_enabled, w.allowed_origins \
+        let target: Option<IngestTargetRow> = sqlx::query_as(
+            "SELECT w.id AS workspace_id, COALESCE(i.enabled, 0) AS segment_enabled, w.allowed_origins, \
+               i.forwarded_events, i.omitted_properties \
              FROM workspaces w LEFT JOIN integrations i ON i.workspace_id = w.id WHERE w.ingest_key = ?",
         )
         .bind(ingest_key)
         .fetch_optional(&self.reader)
         .await?;
-        Ok(target)
+        target.map(IngestTarget::try_from).transpose()
     }
 
     async fn put_integration(
@@ -156,10 +157,12 @@ impl Store for SqliteStore {
     ) -> Result<Integration, StoreError> {
         let row: IntegrationRow = sqlx::query_as(&format!(
             "INSERT INTO integrations \
-               (workspace_id, sealed_write_key, write_key_hint, region, enabled, updated_at, next_attempt_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) \
+               (workspace_id, sealed_write_key, write_key_hint, region, enabled, updated_at, next_attempt_at, \
+                forwarded_events, omitted_properties) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8) \
              ON CONFLICT (workspace_id) DO UPDATE SET sealed_write_key = excluded.sealed_write_key, \
                write_key_hint = excluded.write_key_hint, region = excluded.region, enabled = excluded.enabled, \
+               forwarded_events = excluded.forwarded_events, omitted_properties = excluded.omitted_properties, \
                updated_at = excluded.updated_at, next_attempt_at = excluded.next_attempt_at, consecutive_failures = 0 \
              RETURNING {INTEGRATION_COLUMNS}"
         ))
@@ -169,6 +172,8 @@ impl Store for SqliteStore {
         .bind(config.region.as_str())
         .bind(config.enabled)
         .bind(now)
+        .bind(stored_list(&config.selection.events))
+        .bind(stored_list(&config.selection.omit_properties))
         .fetch_one(&self.writer)
         .await?;
         row.try_into()
