@@ -178,7 +178,7 @@ async fn accept(
         });
     }
     if !request.target.segment_enabled {
-        return Ok(discarded(app, accepted.len() + not_selected, NOT_CONFIGURED, rejected));
+        return Ok(not_configured(app, accepted.len() + not_selected, rejected));
     }
     let discarded = (not_selected > 0).then_some(not_selected);
     let reason = discarded.map(|_| NOT_SELECTED);
@@ -198,9 +198,9 @@ async fn accept(
 
 /// Valid events answered but not stored: the workspace has no enabled
 /// Segment integration (there is nowhere to deliver them).
-fn discarded(app: &AppState, count: usize, reason: &'static str, rejected: Vec<IndexedEventError>) -> Response {
-    app.metrics.events_discarded.get_or_create(&Reason { reason }).inc_by(count as u64);
-    answer(Answer { accepted: 0, discarded: Some(count), reason: Some(reason), rejected })
+fn not_configured(app: &AppState, count: usize, rejected: Vec<IndexedEventError>) -> Response {
+    app.metrics.events_discarded.get_or_create(&Reason { reason: NOT_CONFIGURED }).inc_by(count as u64);
+    answer(Answer { accepted: 0, discarded: Some(count), reason: Some(NOT_CONFIGURED), rejected })
 }
 
 fn answer(answer: Answer) -> Response {
