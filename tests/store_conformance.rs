@@ -435,6 +435,36 @@ async fn retention_deletes_only_old_dead_letters_and_identities(backend: Backend
     assert_eq!(users, [("old".to_owned(), None), ("new".to_owned(), Some("u".to_owned()))]);
 }
 
+/// A link seen again with the same user keeps its stored time until it is a
+/// day old (so that it is not rewritten by every commit); a new user, or the
+/// same user a day later, is written at once.
+async fn repeated_links_are_refreshed_once_a_day(backend: Backend) {
+    let Some((_env, store)) = open(backend).await else {
+        return;
+    };
+    seeded(store.as_ref(), "w", 0).await;
+    let link = |anonymous: &str, user: &str, at: i64| IdentityLink {
+        workspace_id: "w".into(),
+        anonymous_id: anonymous.into(),
+        user_id: user.into(),
+        at,
+    };
+    let day = store::LINK_REFRESH_MILLIS;
+    store.enqueue(&[], &[link("same", "u", NOW), link("moved", "u", NOW), link("renewed", "u", NOW)]).await.unwrap();
+    store
+        .enqueue(&[], &[link("same", "u", NOW + 10), link("moved", "v", NOW + 10), link("renewed", "u", NOW + day)])
+        .await
+        .unwrap();
+    // Links last stored before NOW + 5 are forgotten: only "same" kept its first time.
+    assert_eq!(store.purge(0, NOW + 5, 100).await.unwrap(), (0, 1));
+    let events =
+        [event("w", 0, None, Some("same")), event("w", 1, None, Some("moved")), event("w", 2, None, Some("renewed"))];
+    store.enqueue(&events, &[]).await.unwrap();
+    let lease = lease_one(store.as_ref(), NOW).await;
+    let users: Vec<_> = store.queued_events(&lease, 0, 10).await.unwrap().into_iter().map(|e| e.user_id).collect();
+    assert_eq!(users, [None, Some("v".to_owned()), Some("u".to_owned())]);
+}
+
 /// Commits on one connection wake listeners on others (PostgreSQL), so that
 /// instances learn of each other's events; SQLite, one instance, returns.
 async fn commits_wake_listeners(backend: Backend) {
@@ -480,6 +510,7 @@ async fn commits_wake_listeners(backend: Backend) {
 on_both_backends!(
     a_region_goes_down_is_probed_and_comes_back,
     retention_deletes_only_old_dead_letters_and_identities,
+    repeated_links_are_refreshed_once_a_day,
     commits_wake_listeners,
     workspaces_and_ingest_targets,
     claims_resolve_user_ids_and_follow_arrival_order,

@@ -19,9 +19,9 @@ use crate::segment::Region;
 use crate::time::now_millis;
 
 use super::{
-    DeadLetter, EXPIRED, IdentityLink, IngestTarget, Integration, IntegrationConfig, Millis, NewEvent, OnEvents,
-    QueueCounts, QueuedEvent, RegionHealth, Rejection, RoundEnd, Store, StoreError, Workspace, WorkspaceLease,
-    latest_links, schema_is_current,
+    DeadLetter, EXPIRED, IdentityLink, IngestTarget, Integration, IntegrationConfig, LINK_REFRESH_MILLIS, Millis,
+    NewEvent, OnEvents, QueueCounts, QueuedEvent, RegionHealth, Rejection, RoundEnd, Store, StoreError, Workspace,
+    WorkspaceLease, latest_links, schema_is_current,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -313,7 +313,8 @@ impl Store for PostgresStore {
                INSERT INTO identities (workspace_id, anonymous_id, user_id, updated_at) \
                SELECT * FROM UNNEST($7::text[], $8::text[], $9::text[], $10::bigint[]) \
                ON CONFLICT (workspace_id, anonymous_id) DO UPDATE SET user_id = excluded.user_id, \
-                 updated_at = excluded.updated_at WHERE excluded.updated_at >= identities.updated_at) \
+                 updated_at = excluded.updated_at WHERE excluded.updated_at >= identities.updated_at \
+                 AND (excluded.user_id <> identities.user_id OR excluded.updated_at >= identities.updated_at + $13)) \
              SELECT pg_notify($11, $12) WHERE $12 <> ''",
         )
         .bind(column(|e| Some(&e.workspace_id)))
@@ -328,6 +329,7 @@ impl Store for PostgresStore {
         .bind(links.iter().map(|l| l.at).collect::<Vec<_>>())
         .bind(EVENTS_CHANNEL)
         .bind(self.announcement(events))
+        .bind(LINK_REFRESH_MILLIS)
         .execute(&self.pool)
         .await?;
         Ok(())

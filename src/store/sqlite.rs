@@ -18,9 +18,9 @@ use super::rows::{
     REGION_UP, RegionRow, WORKSPACE_COLUMNS, convert, stored_list,
 };
 use super::{
-    DeadLetter, EXPIRED, IdentityLink, IngestTarget, Integration, IntegrationConfig, Millis, NewEvent, OnEvents,
-    QueueCounts, QueuedEvent, RegionHealth, Rejection, RoundEnd, Store, StoreError, Workspace, WorkspaceLease,
-    latest_links, schema_is_current,
+    DeadLetter, EXPIRED, IdentityLink, IngestTarget, Integration, IntegrationConfig, LINK_REFRESH_MILLIS, Millis,
+    NewEvent, OnEvents, QueueCounts, QueuedEvent, RegionHealth, Rejection, RoundEnd, Store, StoreError, Workspace,
+    WorkspaceLease, latest_links, schema_is_current,
 };
 use crate::segment::Region;
 
@@ -261,8 +261,11 @@ impl Store for SqliteStore {
             });
             sql.push(
                 " ON CONFLICT (workspace_id, anonymous_id) DO UPDATE SET user_id = excluded.user_id, \
-                 updated_at = excluded.updated_at WHERE excluded.updated_at >= identities.updated_at; ",
+                 updated_at = excluded.updated_at WHERE excluded.updated_at >= identities.updated_at \
+                 AND (excluded.user_id <> identities.user_id OR excluded.updated_at >= identities.updated_at + ",
             );
+            sql.push_bind(LINK_REFRESH_MILLIS);
+            sql.push("); ");
         }
         sql.push("COMMIT;");
         let mut connection = self.writer.acquire().await?;
