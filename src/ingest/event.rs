@@ -226,13 +226,14 @@ fn catalog_properties(
     event: &catalog::Event,
     mut properties: Map<String, Value>,
 ) -> Result<Map<String, Value>, EventError> {
+    // Named only when refused: no allocation per property of a valid event.
+    let field = |name: &str| format!("properties.{name}");
     for (property, required) in event.properties() {
-        let field = format!("properties.{}", property.name);
         match properties.get(property.name) {
             None | Some(Value::Null) if required => {
                 return Err(EventError::new(
                     Code::MissingProperty,
-                    Some(&field),
+                    Some(&field(property.name)),
                     format!("`{}` requires the property `{}`", event.name, property.name),
                 ));
             }
@@ -241,7 +242,7 @@ fn catalog_properties(
                 let normalized = property.kind.normalize(value).ok_or_else(|| {
                     EventError::new(
                         Code::InvalidProperty,
-                        Some(&field),
+                        Some(&field(property.name)),
                         format!("`{}` of `{}` must be {}", property.name, event.name, property.kind.describe()),
                     )
                 })?;

@@ -1,7 +1,8 @@
 //! The Segment `track` message as queued and as sent.
 
 use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde::ser::{SerializeMap, Serializer};
+use serde_json::{Map, Value};
 
 use super::{INTEGRATION_NAME, INTEGRATION_VERSION};
 
@@ -40,10 +41,20 @@ impl<'a> TrackMessage<'a> {
 }
 
 /// A message's `context`: what the browser sent, with the fields this source
-/// owns set on top (`integration` and `library` always).
-#[derive(Debug, Serialize)]
-#[serde(transparent)]
+/// owns set on top (`integration` and `library` always, written as constants
+/// when serialized rather than built for every event).
+#[derive(Debug)]
 pub struct Context(Map<String, Value>);
+
+/// The `integration` and `library` objects of every context.
+#[derive(Serialize)]
+struct Named {
+    name: &'static str,
+    version: &'static str,
+}
+
+const INTEGRATION: Named = Named { name: INTEGRATION_NAME, version: INTEGRATION_VERSION };
+const LIBRARY: Named = Named { name: env!("CARGO_PKG_NAME"), version: env!("CARGO_PKG_VERSION") };
 
 impl Context {
     /// The fields this source sets; the browser's values for them are replaced.
@@ -53,8 +64,6 @@ impl Context {
         for key in Self::OWNED {
             fields.remove(key);
         }
-        fields.insert("integration".into(), json!({"name": INTEGRATION_NAME, "version": INTEGRATION_VERSION}));
-        fields.insert("library".into(), json!({"name": env!("CARGO_PKG_NAME"), "version": env!("CARGO_PKG_VERSION")}));
         Context(fields)
     }
 
@@ -67,6 +76,18 @@ impl Context {
     pub fn set(&mut self, key: &'static str, value: Value) {
         debug_assert!(Self::OWNED.contains(&key));
         self.0.insert(key.into(), value);
+    }
+}
+
+impl Serialize for Context {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len() + 2))?;
+        for (key, value) in &self.0 {
+            map.serialize_entry(key, value)?;
+        }
+        map.serialize_entry("integration", &INTEGRATION)?;
+        map.serialize_entry("library", &LIBRARY)?;
+        map.end()
     }
 }
 
@@ -104,6 +125,7 @@ const USER_ID_FRAME: &str = "\"userId\":,";
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn user_id_is_spliced_into_the_queued_json() {
