@@ -71,6 +71,11 @@ pub struct BenchArgs {
     /// Events per second of the soak (single-event `/v1/track` requests).
     #[arg(long, default_value_t = 9_000)]
     soak_rate: u32,
+    /// The soak's workspaces have no Segment integration: its events are
+    /// authenticated, validated and answered, but not stored or delivered
+    /// (what the HTTP path alone costs).
+    #[arg(long)]
+    soak_not_stored: bool,
     /// Instead of the figures: a Segment outage of this many seconds under
     /// steady ingest, then the recovery (see `--outage-rate`).
     #[arg(long, default_value_t = 0)]
@@ -151,22 +156,17 @@ async fn run_once(args: &BenchArgs) -> Result<Vec<Row>, BenchError> {
         // The whole life of the phase's events: until the mock has them all.
         wait_for_delivery(&mock, sent).await?;
         let cpu = cpu_clock().since(&started);
-        rows.push(Row {
-            figure: format!("{figure}, {} connections, durable", args.connections),
-            values: [report_values(&report), cpu.per_event(report.events).to_vec()].concat(),
-            show: |v| {
-                format!(
-                    "{} events/s; p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms{}; {}",
-                    thousands(v[0]),
-                    v[1],
-                    v[2],
-                    v[3],
-                    failures(v[4]),
-                    cpu_per_event(v[5], v[6])
-                )
-            },
-        });
+        rows.push(throughput_row(format!("{figure}, {} connections, durable", args.connections), &report, cpu));
     }
+
+    // The floor under the durable figures: the same requests, authenticated
+    // and validated, but not stored (the workspace has no Segment integration).
+    let unstored =
+        Target { addr: service.addr, path: "/v1/track", key: service.workspace_with("unstored", false).await? };
+    let started = cpu_clock();
+    let report = load::closed_loop(&[unstored], body(1), 1, args.connections, Until::Elapsed(phase)).await?;
+    let cpu = cpu_clock().since(&started);
+    rows.push(throughput_row(format!("/v1/track, {} connections, not stored", args.connections), &report, cpu));
 
     let started = cpu_clock();
     let report = load::open_loop(&targets("/v1/track")[..1], 10_000, 32, phase, 1, || body(1)).await?;
@@ -239,7 +239,7 @@ async fn soak(args: &BenchArgs) -> Result<(), BenchError> {
     let service = Arc::new(Service::start(&database.url, &database.dir, &mock.url()).await?);
     let mut targets = Vec::new();
     for i in 0..args.workspaces.max(1) {
-        let key = service.workspace(&format!("soak-{i}")).await?;
+        let key = service.workspace_with(&format!("soak-{i}"), !args.soak_not_stored).await?;
         targets.push(Target { addr: service.addr, path: "/v1/track", key });
     }
     let (duration, rate) = (Duration::from_secs(args.soak), args.soak_rate.max(1));
@@ -262,12 +262,14 @@ async fn soak(args: &BenchArgs) -> Result<(), BenchError> {
         );
     }
     let report = load.await.map_err(|e| BenchError(e.to_string()))??;
-    wait_for_delivery(&mock, report.events).await?;
+    if !args.soak_not_stored {
+        wait_for_delivery(&mock, report.events).await?;
+    }
     let [service_cpu, postgres_cpu] =
         CpuClock::read(service.pid(), started.has_postgres()).since(&started).per_event(report.events);
     println!(
         "\nsoak: {} s at {} events/s ({:?} backend): {} events accepted, {} requests not accepted; \
-         ingest p50 {:.1} ms, p99 {:.1} ms; {}; RSS first {} MB, last {} MB, peak {} MB; all delivered",
+         ingest p50 {:.1} ms, p99 {:.1} ms; {}; RSS first {} MB, last {} MB, peak {} MB; {}",
         args.soak,
         args.soak_rate,
         args.backend,
@@ -278,11 +280,31 @@ async fn soak(args: &BenchArgs) -> Result<(), BenchError> {
         cpu_per_event(service_cpu, postgres_cpu),
         rss.first().copied().unwrap_or(0) / 1_000_000,
         rss.last().copied().unwrap_or(0) / 1_000_000,
-        service.peak_rss().unwrap_or(0) / 1_000_000
+        service.peak_rss().unwrap_or(0) / 1_000_000,
+        if args.soak_not_stored { "none stored" } else { "all delivered" }
     );
     Arc::try_unwrap(service).map_err(|_| BenchError("the service is still in use".into()))?.stop()?;
     database.remove().await;
     Ok(())
+}
+
+/// A closed-loop phase's row: events/s, latency and CPU per event.
+fn throughput_row(figure: String, report: &Report, cpu: cpu::CpuUsed) -> Row {
+    Row {
+        figure,
+        values: [report_values(report), cpu.per_event(report.events).to_vec()].concat(),
+        show: |v| {
+            format!(
+                "{} events/s; p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms{}; {}",
+                thousands(v[0]),
+                v[1],
+                v[2],
+                v[3],
+                failures(v[4]),
+                cpu_per_event(v[5], v[6])
+            )
+        },
+    }
 }
 
 /// events/s, p50, p95, p99 (ms), requests not accepted.

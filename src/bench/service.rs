@@ -59,10 +59,18 @@ impl Service {
 
     /// A workspace with a Segment integration; returns its ingest key.
     pub async fn workspace(&self, name: &str) -> Result<String, BenchError> {
+        self.workspace_with(name, true).await
+    }
+
+    /// A workspace, with a Segment integration or without one (its events are
+    /// then validated and answered, but not stored); returns its ingest key.
+    pub async fn workspace_with(&self, name: &str, segment: bool) -> Result<String, BenchError> {
         let workspace = self.admin(reqwest::Method::POST, "/admin/v1/workspaces", json!({"name": name})).await?;
         let id = workspace["id"].as_str().ok_or_else(|| BenchError("no workspace id".into()))?;
-        let path = format!("/admin/v1/workspaces/{id}/integrations/segment");
-        self.admin(reqwest::Method::PUT, &path, json!({"write_key": format!("bench-{name}")})).await?;
+        if segment {
+            let path = format!("/admin/v1/workspaces/{id}/integrations/segment");
+            self.admin(reqwest::Method::PUT, &path, json!({"write_key": format!("bench-{name}")})).await?;
+        }
         Ok(workspace["ingest_key"].as_str().unwrap_or_default().to_owned())
     }
 
