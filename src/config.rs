@@ -172,6 +172,10 @@ impl Settings {
                 "delivery.region_down_after_failures and delivery.region_probe_interval_ms must be positive",
             );
         }
+        if self.delivery.identity_retention_secs < MIN_IDENTITY_RETENTION_SECS {
+            // A link in use is renewed only once a day (see `LINK_REFRESH_MILLIS`).
+            return invalid("delivery.identity_retention_secs must be at least 172800 (2 days)");
+        }
         if self.delivery.lease_ms <= self.segment.request_timeout_ms {
             return invalid("delivery.lease_ms must be longer than segment.request_timeout_ms");
         }
@@ -260,6 +264,9 @@ impl DeliverySettings {
         Duration::from_secs(self.identity_retention_secs)
     }
 }
+
+/// Twice the interval at which a link in use is renewed.
+const MIN_IDENTITY_RETENTION_SECS: u64 = 2 * crate::store::LINK_REFRESH_MILLIS as u64 / 1000;
 
 fn invalid<T>(message: &str) -> Result<T, ConfigError> {
     Err(ConfigError::Invalid(message.to_owned()))
@@ -350,5 +357,15 @@ mod tests {
     fn out_of_range_batch_limits_are_refused() {
         let figment = Settings::defaults().merge(Serialized::default("segment.max_batch_messages", 3000));
         assert!(Settings::extract(figment).is_err());
+    }
+
+    #[test]
+    fn identity_retention_outlasts_the_renewal_of_links() {
+        let retention = |secs: u64| {
+            Settings::extract(Settings::defaults().merge(Serialized::default("delivery.identity_retention_secs", secs)))
+        };
+        assert_eq!(MIN_IDENTITY_RETENTION_SECS, 172_800);
+        assert!(retention(172_799).is_err());
+        assert!(retention(172_800).is_ok());
     }
 }
