@@ -22,6 +22,10 @@ type CommitResult = Result<(), Arc<StoreError>>;
 /// instead of each waiting out a connection timeout.
 const FAIL_FAST_FOR: Duration = Duration::from_secs(1);
 
+/// A commit of fewer events than this waits up to `GATHER_FOR` for more.
+const SMALL_COMMIT: usize = 16;
+const GATHER_FOR: Duration = Duration::from_millis(1);
+
 struct Job {
     events: Vec<NewEvent>,
     identities: Vec<IdentityLink>,
@@ -80,13 +84,8 @@ async fn run(
 ) {
     let mut failing_since: Option<Instant> = None;
     while let Some(first) = rx.recv().await {
-        let mut rows = first.events.len();
         let mut jobs = vec![first];
-        while rows < max_rows {
-            let Ok(job) = rx.try_recv() else { break };
-            rows += job.events.len();
-            jobs.push(job);
-        }
+        gather(&mut rx, &mut jobs, max_rows).await;
         let committed = match failing_since {
             Some(since) if since.elapsed() < FAIL_FAST_FOR => Err(Arc::new(StoreError::RecentlyFailed)),
             _ => commit_jobs(&mut jobs, store.as_ref(), &metrics).await,
@@ -104,6 +103,29 @@ async fn run(
             // A request that gave up waiting has nobody to answer.
             let _ = job.done.send(result.clone());
         }
+    }
+}
+
+/// Adds the jobs waiting to `jobs`, up to `max_rows` events. While they are
+/// fewer than `SMALL_COMMIT` events, waits up to `GATHER_FOR` for more: each
+/// commit costs its page writes, flush and hand-overs whatever its size, so
+/// under a light load a commit of a handful of events costs several times per
+/// event what a fuller one does. Under a heavy load commits are full at once
+/// and nothing waits.
+async fn gather(rx: &mut mpsc::UnboundedReceiver<Job>, jobs: &mut Vec<Job>, max_rows: usize) {
+    let mut rows: usize = jobs.iter().map(|job| job.events.len()).sum();
+    let deadline = tokio::time::Instant::now() + GATHER_FOR;
+    while rows < max_rows {
+        let job = match rx.try_recv() {
+            Ok(job) => job,
+            Err(_) if rows >= SMALL_COMMIT.min(max_rows) => break,
+            Err(_) => match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(job)) => job,
+                Ok(None) | Err(_) => break,
+            },
+        };
+        rows += job.events.len();
+        jobs.push(job);
     }
 }
 
