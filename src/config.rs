@@ -174,7 +174,9 @@ impl Settings {
         }
         if self.delivery.identity_retention_secs < MIN_IDENTITY_RETENTION_SECS {
             // A link in use is renewed only once a day (see `LINK_REFRESH_MILLIS`).
-            return invalid("delivery.identity_retention_secs must be at least 172800 (2 days)");
+            return invalid(&format!(
+                "delivery.identity_retention_secs must be at least {MIN_IDENTITY_RETENTION_SECS} (2 days)"
+            ));
         }
         if self.delivery.lease_ms <= self.segment.request_timeout_ms {
             return invalid("delivery.lease_ms must be longer than segment.request_timeout_ms");

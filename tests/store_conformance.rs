@@ -53,6 +53,11 @@ fn event(workspace: &str, n: u32, user: Option<&str>, anonymous: Option<&str>) -
 }
 
 /// A workspace with an enabled integration and `count` queued events.
+/// "Anonymous id `anonymous` of workspace `w` is `user`", as of `at`.
+fn link(anonymous: &str, user: &str, at: i64) -> IdentityLink {
+    IdentityLink { workspace_id: "w".into(), anonymous_id: anonymous.into(), user_id: user.into(), at }
+}
+
 async fn seeded(store: &dyn Store, id: &str, count: u32) {
     assert!(store.insert_workspace(&workspace(id)).await.unwrap());
     store.put_integration(id, &config(true), NOW).await.unwrap();
@@ -120,12 +125,6 @@ async fn claims_resolve_user_ids_and_follow_arrival_order(backend: Backend) {
         return;
     };
     seeded(store.as_ref(), "w", 0).await;
-    let link = |anonymous: &str, user: &str, at: i64| IdentityLink {
-        workspace_id: "w".into(),
-        anonymous_id: anonymous.into(),
-        user_id: user.into(),
-        at,
-    };
     // In one commit the latest link wins; across commits an older link does not overwrite.
     store.enqueue(&[], &[link("a1", "early", NOW), link("a1", "late", NOW + 5)]).await.unwrap();
     store.enqueue(&[], &[link("a1", "stale", NOW + 1)]).await.unwrap();
@@ -406,13 +405,7 @@ async fn retention_deletes_only_old_dead_letters_and_identities(backend: Backend
         return;
     };
     seeded(store.as_ref(), "w", 2).await;
-    let link = |anonymous: &str, at: i64| IdentityLink {
-        workspace_id: "w".into(),
-        anonymous_id: anonymous.into(),
-        user_id: "u".into(),
-        at,
-    };
-    store.enqueue(&[], &[link("old", NOW - 10), link("new", NOW + 10)]).await.unwrap();
+    store.enqueue(&[], &[link("old", "u", NOW - 10), link("new", "u", NOW + 10)]).await.unwrap();
     let lease = lease_one(store.as_ref(), NOW).await;
     let claimed = store.queued_events(&lease, 0, 10).await.unwrap();
     for (event, failed_at) in claimed.iter().zip([NOW - 10, NOW + 10]) {
@@ -443,12 +436,6 @@ async fn repeated_links_are_refreshed_once_a_day(backend: Backend) {
         return;
     };
     seeded(store.as_ref(), "w", 0).await;
-    let link = |anonymous: &str, user: &str, at: i64| IdentityLink {
-        workspace_id: "w".into(),
-        anonymous_id: anonymous.into(),
-        user_id: user.into(),
-        at,
-    };
     let day = store::LINK_REFRESH_MILLIS;
     store.enqueue(&[], &[link("same", "u", NOW), link("moved", "u", NOW), link("renewed", "u", NOW)]).await.unwrap();
     store

@@ -118,7 +118,7 @@ async fn gather(rx: &mut mpsc::UnboundedReceiver<Job>, jobs: &mut Vec<Job>, max_
     while rows < max_rows {
         let job = match rx.try_recv() {
             Ok(job) => job,
-            Err(_) if rows >= SMALL_COMMIT.min(max_rows) => break,
+            Err(_) if rows >= SMALL_COMMIT => break,
             Err(_) => match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some(job)) => job,
                 Ok(None) | Err(_) => break,
