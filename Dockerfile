@@ -41,6 +41,9 @@ COPY --from=binary /produktly-segment /usr/local/bin/produktly-segment
 USER produktly
 WORKDIR /var/lib/produktly
 ENV PRODUKTLY_LISTEN=0.0.0.0:8080
+# Client connections are bounded by the open-file limit, which the service
+# raises to the container's hard limit at start (less 256 for itself); give
+# the container a high one: `docker run --ulimit nofile=65536:65536`.
 # `docker stop` waits 10 s before SIGKILL: drain within 8 s of SIGTERM.
 ENV PRODUKTLY_SHUTDOWN_TIMEOUT_MS=8000
 EXPOSE 8080

@@ -14,6 +14,8 @@
 #     created and events queued, `docker stop` exiting 0 within Docker's
 #     default 10 s, and a restart on the same volume keeping the admin token,
 #     the workspace and every queued event;
+#   - the open-file limit raised to the container's hard limit (the
+#     connection bound follows);
 #   - PostgreSQL: two containers on one database, an event ingested through
 #     one delivered by the other or itself to a mock Segment (gzip inflated);
 #   - docker-compose.yml, validated by docker-compose.
@@ -157,6 +159,17 @@ sqlite_default() { # sqlite_default LABEL [docker run volume options…]
 }
 sqlite_default "an anonymous volume"
 sqlite_default "a named volume" -v produktly-container-test:/var/lib/produktly/data
+
+# --- the open-file limit ----------------------------------------------------------
+say "open-file limit: soft 1024, hard 4096"
+cid=$(docker run -d -p 127.0.0.1::8080 --ulimit nofile=1024:4096 "$IMAGE")
+CONTAINERS+=("$cid")
+wait_healthy "$cid"
+expect 200 "/metrics" -- "http://$(docker port "$cid" 8080/tcp | head -1)/metrics"
+grep -qx 'produktly_http_connections_limit 3840' "$WORK/body" \
+  || { grep produktly_http_connections "$WORK/body"; fail "the connection bound is not the hard limit less 256"; }
+say "  raised to the hard limit: room for 3840 client connections"
+docker stop "$cid" >/dev/null
 
 # --- PostgreSQL: two instances on one database ---------------------------------
 say "PostgreSQL: two instances on one database"

@@ -22,6 +22,7 @@ use crate::openapi;
 use crate::rate_limit::RateLimits;
 use crate::secrets::{Secrets, SecretsError};
 use crate::segment::{BatchLimits, SegmentClient};
+use crate::server::{self, ConnectionLimits};
 use crate::state::{AppState, Shared};
 use crate::store::{self, OnEvents, StoreError};
 use crate::{admin, error, ingest, ops};
@@ -42,6 +43,7 @@ pub struct App {
     listener: TcpListener,
     state: AppState,
     router: Router,
+    connection_limits: ConnectionLimits,
     delivery: Arc<Delivery>,
     janitor: Janitor,
     committer: JoinHandle<()>,
@@ -56,9 +58,15 @@ impl App {
         let (committer, committer_task) =
             Committer::spawn(store.clone(), metrics.clone(), backlog.clone(), &settings.ingest);
         let segment = SegmentClient::new(&settings.segment)?;
-        let listener = TcpListener::bind(settings.listen)
-            .await
-            .map_err(|source| StartError::Bind { address: settings.listen, source })?;
+        let listener =
+            server::bind(settings.listen).map_err(|source| StartError::Bind { address: settings.listen, source })?;
+        let connection_limits = ConnectionLimits::new(&settings.http, server::raise_file_limit());
+        tracing::info!(
+            max_connections = connection_limits.max_connections,
+            header_timeout_ms = settings.http.header_timeout_ms,
+            idle_timeout_ms = settings.http.idle_timeout_ms,
+            "client connections"
+        );
         let delivery = Arc::new(Delivery {
             store: store.clone(),
             client: segment.clone(),
@@ -106,7 +114,7 @@ impl App {
         }));
         let (router, document) = routes(state.clone());
         let _ = state.openapi.set(document.to_json().expect("the OpenAPI document serializes"));
-        Ok(App { listener, state, router, delivery, janitor, committer: committer_task })
+        Ok(App { listener, state, router, connection_limits, delivery, janitor, committer: committer_task })
     }
 
     /// The address the server listens on (the real port when configured as 0).
@@ -123,8 +131,8 @@ impl App {
     /// requests, answers those in flight (committing what they handed over)
     /// and lets deliveries in flight finish; whatever still runs after the
     /// shutdown timeout is cut off, its events left in or given back to the queue.
-    pub async fn run(self, stop: CancellationToken) -> std::io::Result<()> {
-        let App { listener, state, router, delivery, janitor, committer } = self;
+    pub async fn run(self, stop: CancellationToken) {
+        let App { listener, state, router, connection_limits, delivery, janitor, committer } = self;
         let timeout = state.settings.shutdown_timeout();
         let delivery = tokio::spawn(delivery.run(stop.clone(), timeout));
         let janitor = tokio::spawn(janitor.run(stop.clone()));
@@ -133,15 +141,13 @@ impl App {
             let on_events: OnEvents = Arc::new(move |workspaces| backlog.mark(workspaces.iter().map(String::as_str)));
             tokio::spawn(async move { store.listen_for_events(on_events, stop).await })
         };
+        let metrics = state.metrics.clone();
         // The last handle here: the commit task ends once every handle is gone.
         let forgetting = tokio::spawn(forget_idle_rate_limits(state, stop.clone()));
-        let service = router.into_make_service_with_connect_info::<SocketAddr>();
-        let server = axum::serve(listener, service).with_graceful_shutdown(stop.clone().cancelled_owned());
-        let served = tokio::select! {
-            served = server.into_future() => served,
+        tokio::select! {
+            () = server::serve(listener, router, connection_limits, metrics, stop.clone()) => {}
             () = after_stop(&stop, timeout) => {
                 tracing::warn!("requests still in flight at the shutdown deadline; closing them");
-                Ok(())
             }
         };
         // The server and its router are gone, and with them the last committer
@@ -151,7 +157,6 @@ impl App {
         let _ = janitor.await;
         let _ = listener_task.await;
         let _ = forgetting.await;
-        served
     }
 }
 

@@ -14,7 +14,7 @@ use serde::{Deserialize, Deserializer};
 const DEFAULTS: &str = include_str!("../config/default.toml");
 
 /// Sections of the settings; `PRODUKTLY_<SECTION>_<KEY>` sets `<key>` in `[<section>]`.
-const SECTIONS: &[&str] = &["segment", "ingest", "delivery"];
+const SECTIONS: &[&str] = &["http", "segment", "ingest", "delivery"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -40,6 +40,7 @@ pub struct Settings {
     pub previous_secret_keys: Vec<SecretString>,
     pub log_format: LogFormat,
     pub shutdown_timeout_ms: u64,
+    pub http: HttpSettings,
     pub segment: SegmentSettings,
     pub ingest: IngestSettings,
     pub delivery: DeliverySettings,
@@ -51,6 +52,16 @@ pub enum LogFormat {
     Auto,
     Pretty,
     Json,
+}
+
+/// What the HTTP server holds every client connection to.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    pub header_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    /// 0: as many as the open-file limit leaves room for.
+    pub max_connections: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -159,6 +170,9 @@ impl Settings {
                 return invalid(&format!("segment URL {url:?} is not a valid URL"));
             }
         }
+        if self.http.header_timeout_ms == 0 || self.http.idle_timeout_ms == 0 {
+            return invalid("http.header_timeout_ms and http.idle_timeout_ms must be positive");
+        }
         if self.ingest.commit_max_rows == 0 || self.ingest.max_pending_events == 0 {
             return invalid("ingest.commit_max_rows and ingest.max_pending_events must be positive");
         }
@@ -212,6 +226,15 @@ impl Settings {
         } else {
             invalid("database_url must start with postgres://, postgresql:// or sqlite:")
         }
+    }
+}
+
+impl HttpSettings {
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_timeout_ms)
+    }
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
     }
 }
 
@@ -338,6 +361,7 @@ mod tests {
         assert_eq!(nest_section("delivery_lease_ms"), "delivery.lease_ms");
         assert_eq!(nest_section("admin_tokens"), "admin_tokens");
         assert_eq!(nest_section("listen"), "listen");
+        assert_eq!(nest_section("http_header_timeout_ms"), "http.header_timeout_ms");
     }
 
     #[test]

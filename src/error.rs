@@ -101,6 +101,8 @@ pub enum ApiError {
     BodyTooLarge(usize),
     #[error("the request body did not arrive in time")]
     BodyTimeout,
+    #[error("the request head did not arrive in time")]
+    HeaderTimeout,
     #[error("the Content-Type must be application/json or text/plain")]
     UnsupportedMediaType,
     #[error("the Content-Encoding {0:?} is not supported; use gzip or none")]
@@ -148,7 +150,7 @@ impl ApiError {
             }
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::OriginNotAllowed => StatusCode::FORBIDDEN,
-            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::BodyTimeout | ApiError::HeaderTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::WorkspaceExists(_) | ApiError::WriteKeyRequired => StatusCode::CONFLICT,
@@ -176,6 +178,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::OriginNotAllowed => "origin_not_allowed",
             ApiError::BodyTimeout => "body_timeout",
+            ApiError::HeaderTimeout => "header_timeout",
             ApiError::StoreUnavailable(_) => "store_unavailable",
             ApiError::NotReady => "not_ready",
             ApiError::Unauthorized => "unauthorized",
@@ -188,7 +191,7 @@ impl ApiError {
         }
     }
 
-    fn body(&self) -> ErrorBody {
+    pub(crate) fn body(&self) -> ErrorBody {
         let field = match self {
             ApiError::Validation(e) => e.field.clone(),
             ApiError::InvalidRequest { field, .. } => field.map(str::to_owned),

@@ -23,6 +23,7 @@ pub mod rate_limit;
 pub mod secrets;
 pub mod segment;
 pub mod selection;
+pub mod server;
 pub mod state;
 pub mod store;
 pub mod telemetry;

@@ -79,7 +79,7 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     }
     let stop = CancellationToken::new();
     tokio::spawn(cancel_on_signal(stop.clone()));
-    app.run(stop).await?;
+    app.run(stop).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -59,6 +59,12 @@ pub struct Metrics {
     pub segment_region_up: Family<RegionLabel, Gauge>,
     pub delivery_latency: Histogram,
     pub store_latency: HistogramFamily<Operation>,
+    /// Client connections open now, and the most that may be.
+    pub http_connections_open: Gauge,
+    pub http_connections_limit: Gauge,
+    pub http_connections_closed: Family<Reason, Counter>,
+    /// Accepts that failed for want of descriptors or memory.
+    pub http_accept_errors: Counter,
 }
 
 impl Metrics {
@@ -147,6 +153,30 @@ impl Metrics {
                 "store_latency_seconds",
                 "Store operation latency",
                 Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 3.0, 10))),
+            ),
+            http_connections_open: registered(
+                r,
+                "http_connections_open",
+                "Client connections open now",
+                Gauge::default(),
+            ),
+            http_connections_limit: registered(
+                r,
+                "http_connections_limit",
+                "Most client connections open at once (http.max_connections, below the open-file limit)",
+                Gauge::default(),
+            ),
+            http_connections_closed: registered(
+                r,
+                "http_connections_closed",
+                "Client connections closed, by reason: header_timeout, idle_timeout, crowded, shutdown, client, malformed",
+                Family::default(),
+            ),
+            http_accept_errors: registered(
+                r,
+                "http_accept_errors",
+                "Failed accepts of client connections (out of file descriptors or memory)",
+                Counter::default(),
             ),
             registry: std::mem::take(r),
         }

@@ -9,6 +9,7 @@ mod load;
 mod mock;
 mod outage;
 mod service;
+mod slow_clients;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -86,6 +87,17 @@ pub struct BenchArgs {
     /// Events per `/v1/batch` request of the outage scenario.
     #[arg(long, default_value_t = 250)]
     outage_batch: u32,
+    /// Instead of the figures: this many connections that send their request
+    /// heads a byte at a time (slowloris), with `--idle-clients` idle ones,
+    /// against the service under `--file-limit`, while real requests go on.
+    #[arg(long, default_value_t = 0)]
+    slow_clients: usize,
+    /// Idle keep-alive connections of the slow-clients scenario.
+    #[arg(long, default_value_t = 500)]
+    idle_clients: usize,
+    /// The service's open-file limit (soft and hard) in the slow-clients scenario.
+    #[arg(long, default_value_t = 4096)]
+    file_limit: u64,
 }
 
 /// One line of the results table: the figures measured, and how they read.
@@ -103,6 +115,9 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     }
     if args.outage > 0 {
         return outage::run(&args).await;
+    }
+    if args.slow_clients > 0 {
+        return slow_clients::run(&args).await;
     }
     let mut runs: Vec<Vec<Row>> = Vec::new();
     for run in 1..=args.runs.max(1) {

@@ -21,9 +21,30 @@ pub struct Service {
 
 impl Service {
     pub async fn start(database_url: &str, data_dir: &Path, segment_url: &str) -> Result<Service, BenchError> {
+        Service::launch(Command::new(std::env::current_exe()?), database_url, data_dir, segment_url).await
+    }
+
+    /// Starts with its open-file limit (soft and hard) at `files`.
+    pub async fn start_with_file_limit(
+        database_url: &str,
+        data_dir: &Path,
+        segment_url: &str,
+        files: u64,
+    ) -> Result<Service, BenchError> {
+        let mut prlimit = Command::new("prlimit");
+        prlimit.arg(format!("--nofile={files}:{files}")).arg("--").arg(std::env::current_exe()?);
+        Service::launch(prlimit, database_url, data_dir, segment_url).await
+    }
+
+    async fn launch(
+        mut command: Command,
+        database_url: &str,
+        data_dir: &Path,
+        segment_url: &str,
+    ) -> Result<Service, BenchError> {
         let addr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let log = data_dir.join("service.log");
-        let child = Command::new(std::env::current_exe()?)
+        let child = command
             .arg("serve")
             .env("PRODUKTLY_LISTEN", addr.to_string())
             .env("DATABASE_URL", database_url)
@@ -112,8 +133,17 @@ impl Service {
 
     /// The service's own count of undelivered events (its metrics).
     pub async fn queue_depth(&self) -> Option<i64> {
-        let metrics = self.http.get(format!("http://{}/metrics", self.addr)).send().await.ok()?.text().await.ok()?;
-        metrics.lines().find_map(|line| line.strip_prefix("produktly_queue_depth ")?.trim().parse().ok())
+        let lines = self.metrics_matching("produktly_queue_depth ").await;
+        lines.first()?.strip_prefix("produktly_queue_depth ")?.trim().parse().ok()
+    }
+
+    /// The lines of the service's metrics that start with `prefix`.
+    pub async fn metrics_matching(&self, prefix: &str) -> Vec<String> {
+        let metrics = match self.http.get(format!("http://{}/metrics", self.addr)).send().await {
+            Ok(response) => response.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        metrics.lines().filter(|line| line.starts_with(prefix)).map(str::to_owned).collect()
     }
 
     /// SIGTERM, then waits for the exit.

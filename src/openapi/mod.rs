@@ -138,7 +138,12 @@ const ERROR_ANSWERS: &[ErrorAnswer] = &[
         "MethodNotAllowed",
         "`method_not_allowed`: the path does not serve this method; `Allow` lists those it does.",
     ),
-    error("408", "BodyTimeout", "`body_timeout`: the request body did not arrive in time."),
+    error(
+        "408",
+        "RequestTimeout",
+        "`body_timeout`: the request body did not arrive within `ingest.body_timeout_ms`; `header_timeout`: the \
+         request head did not arrive within `http.header_timeout_ms` (the connection is then closed).",
+    ),
     error(
         "413",
         "BodyTooLarge",

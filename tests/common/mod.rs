@@ -155,7 +155,7 @@ impl Env {
 pub struct TestApp {
     client: ServiceClient,
     stop: CancellationToken,
-    task: Option<JoinHandle<std::io::Result<()>>>,
+    task: Option<JoinHandle<()>>,
 }
 
 impl TestApp {
@@ -171,7 +171,7 @@ impl TestApp {
     pub async fn stop(mut self) {
         self.stop.cancel();
         if let Some(task) = self.task.take() {
-            task.await.expect("the app task").expect("the app stops cleanly");
+            task.await.expect("the app stops cleanly");
         }
     }
 }

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use super::{ADMIN_TOKEN, Env, SECRET_KEY, ServiceClient};
 
+const BINARY: &str = env!("CARGO_BIN_EXE_produktly-segment");
+
 pub struct ServiceProcess {
     child: Child,
     pub base: String,
@@ -23,8 +25,20 @@ impl ServiceProcess {
 
     /// Starts on a given port (a restart keeps its address).
     pub async fn start_on(env: &Env, port: u16, extra: &[(&str, &str)]) -> ServiceProcess {
+        ServiceProcess::launch(env, port, Command::new(BINARY), extra).await
+    }
+
+    /// Starts with its open-file limit (soft and hard) at `files`, as a
+    /// small container or a systemd unit might set it.
+    pub async fn start_with_file_limit(env: &Env, files: u64, extra: &[(&str, &str)]) -> ServiceProcess {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut prlimit = Command::new("prlimit");
+        prlimit.arg(format!("--nofile={files}:{files}")).arg("--").arg(BINARY);
+        ServiceProcess::launch(env, port, prlimit, extra).await
+    }
+
+    async fn launch(env: &Env, port: u16, mut command: Command, extra: &[(&str, &str)]) -> ServiceProcess {
         let log = env.db.dir.path().join(format!("service-{port}.log"));
-        let mut command = Command::new(env!("CARGO_BIN_EXE_produktly-segment"));
         command
             .env("PRODUKTLY_LISTEN", format!("127.0.0.1:{port}"))
             .env("DATABASE_URL", &env.db.url)
