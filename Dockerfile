@@ -19,6 +19,7 @@ RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
     && rm -rf src
 COPY config config
 COPY migrations migrations
+COPY clients/browser/dist clients/browser/dist
 COPY src src
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked \
     && cp target/release/produktly-segment /produktly-segment

@@ -25,7 +25,7 @@ use crate::segment::{BatchLimits, SegmentClient};
 use crate::server::{self, ConnectionLimits};
 use crate::state::{AppState, Shared};
 use crate::store::{self, OnEvents, StoreError};
-use crate::{admin, error, ingest, ops};
+use crate::{admin, error, ingest, ops, sdk};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -182,13 +182,17 @@ fn routes(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     let (ingest, ingest_api) = ingest::router(state.clone());
     let (admin, admin_api) = admin::router(state.clone());
     let (ops, ops_api) = ops::router();
-    let document = openapi::document([ingest_api, admin_api, ops_api], state.settings.ingest.max_batch_events);
+    let (sdk, sdk_api) = sdk::router();
+    let document = openapi::document([ingest_api, admin_api, ops_api, sdk_api], state.settings.ingest.max_batch_events);
     let router = ingest
         .merge(admin)
         .merge(ops)
+        .merge(sdk)
         .fallback(error::no_such_endpoint)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), ingest::read_first))
+        // Outside the body reader, so that its answers (408, 413) carry CORS too.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), ingest::cors))
         .layer(TraceLayer::new_for_http())
         .with_state(state);
     (router, document)

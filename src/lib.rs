@@ -20,6 +20,7 @@ pub mod ops;
 pub mod partner_docs;
 pub mod pattern;
 pub mod rate_limit;
+pub mod sdk;
 pub mod secrets;
 pub mod segment;
 pub mod selection;

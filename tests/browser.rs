@@ -1,143 +1,356 @@
-//! The browser path in a real browser: a page on another origin (a customer's
-//! site) loads the reference client (docs/browser/produktly-segment.js) in
-//! headless Chromium and sends events with `fetch` (CORS preflight) and with
-//! `navigator.sendBeacon` (text/plain, key in the query string); they arrive
-//! at the mock Segment. A workspace that allows only other origins is out of
-//! the page's reach.
+//! The browser SDK (`clients/browser`) in a real browser: Debian's Chromium,
+//! driven by playwright-core (`clients/browser/test/scenarios.mjs`), loads the
+//! script the service serves into a customer's page on another origin and
+//! tracks; the events go through a gate that can put the service out of reach
+//! or answer `503`, to the service and a strict mock Segment. Each test runs
+//! one scenario and checks what reached Segment (by `messageId`) and the gate.
+//! Without Node.js or Chromium the tests are skipped, except with `CI=true`.
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::Duration;
 
 use axum::Router;
 use axum::http::header::CONTENT_TYPE;
 use axum::routing::get;
-use common::{Backend, Env};
-use serde_json::json;
+use common::gate::{Logged, TestGate};
+use common::{Backend, Env, TestApp, TestWorkspace};
+use serde_json::{Value, json};
+use tokio::sync::OnceCell;
 
-const CLIENT: &str = include_str!("../docs/browser/produktly-segment.js");
+const PACKAGE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/browser");
 
+/// The customer's page: the SDK from the service, a tracker posting through
+/// the gate, and a link that tracks its click and leaves at once.
 const PAGE: &str = r#"<!doctype html>
-<html><head><title>Customer app</title></head><body>
-<p id="result">running</p>
-<p id="elsewhere">running</p>
-<script src="/produktly-segment.js"></script>
+<html><head><title>Customer app</title><script src="{SDK}"></script></head><body>
+<button id="go">Open the announcement's link</button>
 <script>
-const tracker = createProduktlyTracker({ endpoint: "{ENDPOINT}", key: "{KEY}", getUserId: () => "browser-user" });
-(async () => {
-  try {
-    tracker.track("tour_start", { tour_id: "fetch-tour" });
-    tracker.track("tour_step", { tour_id: "fetch-tour", step_id: "s1", step_index: 0 });
-    await tracker.flush();
-    tracker.track("announcement_shown", { announcement_id: "beacon-announcement" });
-    tracker.flushWithBeacon();
-    document.getElementById("result").textContent = "sent";
-  } catch (e) {
-    document.getElementById("result").textContent = "error: " + e;
-  }
-  // A workspace that allows only another origin: the preflight is refused.
-  let outcome = "not refused";
-  try {
-    await fetch("{ENDPOINT}/v1/track", {
-      method: "POST",
-      headers: { "Content-Type": "application/json", "X-Produktly-Key": "{OTHER_KEY}" },
-      body: JSON.stringify({ event: "tour_start", userId: "u", properties: { tour_id: "elsewhere" } }),
-    });
-  } catch (e) {
-    outcome = "refused";
-  }
-  document.getElementById("elsewhere").textContent = outcome;
-})();
-</script>
-</body></html>
+window.tracker = Produktly.createTracker({ endpoint: "{ENDPOINT}", key: "{KEY}", getUserId: () => window.signedInUser ?? null });
+// The clicks are numbered across pages (where the page may keep a number).
+let seq = 0;
+try { seq = Number(localStorage.getItem("test_seq") ?? 0); } catch {}
+document.getElementById("go").addEventListener("click", () => {
+  try { localStorage.setItem("test_seq", String(seq + 1)); } catch {}
+  const id = window.tracker.track("announcement_action_clicked", { announcement_id: "a1", link: "{AWAY}/away", test_seq: seq });
+  console.log("tracked " + id);
+  location.href = "{AWAY}/away";
+});
+</script></body></html>
 "#;
+
+/// What a scenario's page tracked and logged.
+struct Report(Value);
+
+impl Report {
+    fn tracked(&self) -> Vec<String> {
+        self.0["tracked"].as_array().unwrap().iter().filter_map(|id| id.as_str().map(str::to_owned)).collect()
+    }
+    fn warnings(&self) -> Vec<String> {
+        self.0["warnings"].as_array().unwrap().iter().map(|w| w.as_str().unwrap().to_owned()).collect()
+    }
+}
+
+/// One scenario's world: the service, its workspace, the gate, the pages.
+struct World {
+    chromium: PathBuf,
+    env: Env,
+    app: TestApp,
+    gate: TestGate,
+    workspace: TestWorkspace,
+    site: String,
+    away: String,
+}
+
+impl World {
+    /// `None` (a skip) without Node.js or Chromium, except in CI.
+    async fn new(allowed_origins: Option<&[&str]>) -> Option<World> {
+        let chromium = chromium()?;
+        node_modules().await?;
+        let env = Env::new(Backend::Sqlite).await?;
+        let app = env.start_app().await;
+        let workspace = app.workspace_with_segment("wk_browser").await;
+        let gate = TestGate::start(&app.base).await;
+        let (site, site_listener) = listener().await;
+        let (away, away_listener) = listener().await;
+        let origins: Vec<&str> = allowed_origins.map_or_else(|| vec![site.as_str()], <[&str]>::to_vec);
+        let response = app
+            .admin(reqwest::Method::PUT, &format!("/admin/v1/workspaces/{}", workspace.id))
+            .json(&json!({"name": "Browser workspace", "allowed_origins": origins}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let page = PAGE
+            .replace("{SDK}", &app.url("/sdk/v1/produktly-segment.js"))
+            .replace("{ENDPOINT}", &gate.url)
+            .replace("{KEY}", &workspace.ingest_key)
+            .replace("{AWAY}", &away);
+        let pages = Router::new().route("/app", get(move || async move { ([(CONTENT_TYPE, "text/html")], page) }));
+        tokio::spawn(async move { axum::serve(site_listener, pages).await });
+        let elsewhere = Router::new()
+            .route("/away", get(|| async { ([(CONTENT_TYPE, "text/html")], "<!doctype html><title>Away</title>") }));
+        tokio::spawn(async move { axum::serve(away_listener, elsewhere).await });
+        Some(World { chromium, env, app, gate, workspace, site, away })
+    }
+
+    /// Runs the scenario in Chromium and returns its report.
+    async fn run(&self, scenario: &str) -> Report {
+        let output = tokio::time::timeout(
+            Duration::from_secs(240),
+            tokio::process::Command::new("node")
+                .arg("test/scenarios.mjs")
+                .arg(scenario)
+                .current_dir(PACKAGE)
+                .env("SITE", &self.site)
+                .env("AWAY", &self.away)
+                .env("CONTROL", &self.gate.control)
+                .env("CHROMIUM", &self.chromium)
+                .stdin(Stdio::null())
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("the scenario ends within 4 minutes")
+        .expect("node runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let line = stdout.lines().find_map(|line| line.strip_prefix("RESULT ")).unwrap_or_else(|| {
+            panic!("{scenario}: no result\nstdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&output.stderr))
+        });
+        let report: Value = serde_json::from_str(line).unwrap();
+        eprintln!("{scenario}: {report}\nstderr: {}", String::from_utf8_lossy(&output.stderr));
+        assert_eq!(report["errors"], json!([]), "{scenario}: {report}");
+        Report(report)
+    }
+
+    /// Times each `messageId` reached Segment, once `count` distinct ones have.
+    async fn delivered(&self, count: usize) -> HashMap<String, Vec<Value>> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while self.by_message_id().len() < count {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} of {count} events reached Segment; the gate saw {:?}",
+                self.by_message_id().len(),
+                self.gate.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Time for a late duplicate to show.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        self.by_message_id()
+    }
+
+    fn by_message_id(&self) -> HashMap<String, Vec<Value>> {
+        let mut seen: HashMap<String, Vec<Value>> = HashMap::new();
+        for received in self.env.segment.accepted() {
+            let id = received.message["messageId"].as_str().unwrap().to_owned();
+            seen.entry(id).or_default().push(received.message);
+        }
+        seen
+    }
+
+    /// The event requests that reached the gate (preflights aside).
+    fn posts(&self) -> Vec<Logged> {
+        self.gate.log().into_iter().filter(|logged| logged.method == "POST").collect()
+    }
+}
+
+async fn listener() -> (String, tokio::net::TcpListener) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    (format!("http://{}", listener.local_addr().unwrap()), listener)
+}
 
 /// Debian's Chromium; `None` (a skip) where it is missing, except in CI.
 fn chromium() -> Option<PathBuf> {
     let found = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].into_iter().map(PathBuf::from).find(|p| p.exists());
     if found.is_none() {
-        assert!(std::env::var("CI").map_or(true, |ci| ci != "true"), "Chromium is missing in CI (.ci/run installs it)");
+        assert!(!in_ci(), "Chromium is missing in CI (.ci/run installs it)");
         eprintln!("skipping: no Chromium (apt-get install chromium)");
     }
     found
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_browser_sends_events_with_fetch_and_beacon() {
-    let Some(chromium) = chromium() else { return };
-    let Some(env) = Env::new(Backend::Sqlite).await else { return };
-    let app = env.start_app().await;
-
-    // The customer's site, on another origin than the service.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let site_origin = format!("http://{}", listener.local_addr().unwrap());
-    let site_url = format!("{site_origin}/");
-    let workspace = app.workspace_with_segment("wk_browser").await;
-    allow_origins(&app, &workspace, &[&site_origin]).await;
-    let elsewhere = app.workspace_with_segment("wk_browser_elsewhere").await;
-    allow_origins(&app, &elsewhere, &["https://elsewhere.example"]).await;
-
-    let page = PAGE
-        .replace("{ENDPOINT}", &app.base)
-        .replace("{KEY}", &workspace.ingest_key)
-        .replace("{OTHER_KEY}", &elsewhere.ingest_key);
-    let site = Router::new()
-        .route("/", get(move || async move { ([(CONTENT_TYPE, "text/html")], page) }))
-        .route("/produktly-segment.js", get(|| async { ([(CONTENT_TYPE, "text/javascript")], CLIENT) }));
-    tokio::spawn(async move { axum::serve(listener, site).await });
-
-    let profile = tempfile::tempdir().unwrap();
-    let url = site_url.clone();
-    let dom = tokio::task::spawn_blocking(move || {
-        Command::new(chromium)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--virtual-time-budget=10000",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg("--dump-dom")
-            .arg(url)
-            .output()
-    })
-    .await
-    .unwrap()
-    .expect("Chromium runs");
-    let dom = String::from_utf8_lossy(&dom.stdout);
-    assert!(dom.contains(r#"<p id="result">sent</p>"#), "the page did not finish: {dom}");
-    assert!(dom.contains(r#"<p id="elsewhere">refused</p>"#), "another origin's workspace took the event: {dom}");
-
-    let received = env.segment.wait_for(3, Duration::from_secs(20)).await;
-    let mut events: Vec<&str> = received.iter().map(|r| r.message["event"].as_str().unwrap()).collect();
-    events.sort_unstable();
-    assert_eq!(events, ["announcement_shown", "tour_start", "tour_step"]);
-    for r in &received {
-        let message = &r.message;
-        assert_eq!(message["userId"], "browser-user");
-        assert!(message["anonymousId"].as_str().is_some_and(|a| a.len() == 36));
-        assert_eq!(message["context"]["page"]["url"], site_url.as_str());
-        assert!(message["context"]["userAgent"].as_str().unwrap().contains("Chrome"));
-    }
-    let beacon = received.iter().find(|r| r.message["event"] == "announcement_shown").unwrap();
-    assert_eq!(beacon.message["properties"], json!({"announcement_id": "beacon-announcement"}));
-    assert_eq!(app.integration(&elsewhere).await["status"]["queued"], 0);
-    app.stop().await;
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|ci| ci == "true")
 }
 
-async fn allow_origins(app: &common::TestApp, workspace: &common::TestWorkspace, origins: &[&str]) {
-    let response = app
-        .admin(reqwest::Method::PUT, &format!("/admin/v1/workspaces/{}", workspace.id))
-        .json(&json!({"name": "Browser workspace", "allowed_origins": origins}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+/// The package's locked dev dependencies (playwright-core), installed once by
+/// `npm ci` when missing; `None` (a skip) without Node.js, except in CI.
+async fn node_modules() -> Option<()> {
+    static INSTALLED: OnceCell<bool> = OnceCell::const_new();
+    let installed = *INSTALLED
+        .get_or_init(|| async {
+            if Path::new(PACKAGE).join("node_modules/playwright-core/package.json").exists() {
+                return true;
+            }
+            let npm = tokio::process::Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(PACKAGE)
+                .status()
+                .await;
+            match npm {
+                Ok(status) if status.success() => true,
+                other => {
+                    assert!(!in_ci(), "npm ci in clients/browser failed in CI: {other:?}");
+                    eprintln!("skipping: no Node.js or npm ({other:?})");
+                    false
+                }
+            }
+        })
+        .await;
+    installed.then_some(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_click_that_leaves_the_page_at_once_is_delivered_20_times_of_20() {
+    let Some(world) = World::new(None).await else { return };
+    let report = world.run("click_then_navigate").await;
+    let delivered = world.delivered(20).await;
+    let mut seqs: Vec<i64> =
+        delivered.values().map(|copies| copies[0]["properties"]["test_seq"].as_i64().unwrap()).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (0..20).collect::<Vec<_>>(), "each click arrived");
+    for id in report.tracked() {
+        assert!(delivered.contains_key(&id), "{id} was tracked and not delivered");
+    }
+    let copies: usize = delivered.values().map(Vec::len).sum();
+    eprintln!("click then navigate: 20 of 20 delivered, {copies} copies in all");
+    world.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_kept_while_the_service_is_out_of_reach_go_with_the_next_page_once_each() {
+    let Some(world) = World::new(None).await else { return };
+    let report = world.run("out_of_reach_then_next_page").await;
+    let tracked = report.tracked();
+    assert_eq!(tracked.len(), 10);
+    let delivered = world.delivered(10).await;
+    for id in &tracked {
+        assert_eq!(delivered.get(id).map(Vec::len), Some(1), "{id} arrived once");
+    }
+    assert_eq!(delivered.len(), 10);
+    assert_eq!(report.0["kept"], json!({}), "nothing is kept once sent");
+    world.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_with_retry_after_is_waited_out_and_nothing_is_lost() {
+    let Some(world) = World::new(None).await else { return };
+    let report = world.run("retry_after").await;
+    let tracked = report.tracked();
+    assert_eq!(tracked.len(), 30);
+    let delivered = world.delivered(30).await;
+    for id in &tracked {
+        assert!(delivered.contains_key(id), "{id} was not delivered after recovery");
+    }
+    let refused: Vec<Logged> = world.posts().into_iter().filter(|logged| logged.status == 503).collect();
+    assert!(!refused.is_empty() && refused.len() <= 10, "{} requests while the service answered 503", refused.len());
+    let posts = world.posts();
+    let gaps: Vec<u64> = posts.windows(2).map(|pair| pair[1].at_ms - pair[0].at_ms).collect();
+    assert!(gaps.iter().all(|gap| *gap >= 5000), "a request came sooner than Retry-After: {gaps:?}");
+    eprintln!(
+        "retry-after: {} requests during the 503s, gaps {gaps:?} ms; all 30 delivered {} ms after recovery",
+        refused.len(),
+        report.0["flushedAfterMs"]
+    );
+    world.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_event_and_one_too_large_do_not_hold_up_the_valid_ones() {
+    let Some(world) = World::new(None).await else { return };
+    let report = world.run("refused_and_too_large").await;
+    let valid = report.tracked();
+    assert_eq!(valid.len(), 2);
+    let delivered = world.delivered(2).await;
+    for id in &valid {
+        assert!(delivered.contains_key(id), "the valid event {id} was not delivered");
+    }
+    assert_eq!(delivered.len(), 2, "only the valid events reach Segment");
+    assert!(report.0["refused"].is_string(), "the service's refusal comes back from the service, not the SDK");
+    assert_eq!(report.0["tooLarge"], Value::Null, "the event over 32 KB is refused in the page");
+    assert_eq!(report.0["dropped"], 2);
+    let warnings = report.warnings();
+    assert!(warnings.iter().any(|w| w.contains("unknown_event")), "{warnings:?}");
+    assert!(warnings.iter().any(|w| w.contains("32000-byte limit")), "{warnings:?}");
+    assert_eq!(report.0["kept"], json!({}));
+    world.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_the_workspace_refuses_gets_at_most_two_requests_and_a_warning() {
+    let Some(world) = World::new(Some(&["https://only-this.example"])).await else { return };
+    let report = world.run("origin_not_allowed").await;
+    // The page tracks 30 times; what it tracked before the refusal came back
+    // is dropped with it, and the tracker stops on the page.
+    assert!(report.tracked().len() <= 2, "{} tracked after the refusal", report.tracked().len());
+    let requests = world.gate.log();
+    assert!(!requests.is_empty() && requests.len() <= 2, "{requests:?}");
+    assert!(requests.iter().any(|r| r.status == 403));
+    let warnings = report.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("allowed_origins"), "{warnings:?}");
+    assert_eq!(world.app.integration(&world.workspace).await["status"]["queued"], 0);
+    world.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tracker_works_when_local_storage_throws() {
+    let Some(world) = World::new(None).await else { return };
+    let report = world.run("storage_throws").await;
+    let tracked = report.tracked();
+    assert_eq!(tracked.len(), 3);
+    let delivered = world.delivered(3).await;
+    for id in &tracked {
+        assert!(delivered.contains_key(id));
+    }
+    world.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identify_while_out_of_reach_gives_the_earlier_event_its_user() {
+    let Some(world) = World::new(None).await else { return };
+    let report = world.run("identify_while_out_of_reach").await;
+    let tracked = report.tracked();
+    assert_eq!(tracked.len(), 1);
+    let delivered = world.delivered(1).await;
+    let message = &delivered[&tracked[0]][0];
+    assert_eq!(message["userId"], "signed-in-user", "{message}");
+    assert!(message["anonymousId"].is_string());
+    assert_eq!(report.0["kept"], json!({}));
+    world.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_opt_out_nothing_is_sent_or_kept() {
+    let Some(world) = World::new(None).await else { return };
+    let report = world.run("opt_out").await;
+    assert_eq!(report.0["optedOutTracks"], json!([null, null]));
+    for kept in [&report.0["keptAfterOptOut"], &report.0["keptOnNextPage"]] {
+        let names: Vec<&String> = kept.as_object().unwrap().keys().collect();
+        assert_eq!(names, [&format!("produktly:{}:opted_out", world.workspace.ingest_key)], "{kept}");
+    }
+    let after_opt_in = report.0["afterOptIn"].as_str().expect("tracking resumes after optIn").to_owned();
+    let delivered = world.delivered(1).await;
+    assert!(delivered.contains_key(&after_opt_in), "the event after optIn arrives");
+    // The event tracked just before optOut was still waiting: it was dropped.
+    assert_eq!(delivered.keys().collect::<Vec<_>>(), [&after_opt_in]);
+    world.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_tabs_opening_at_once_send_kept_events_once() {
+    let Some(world) = World::new(None).await else { return };
+    let report = world.run("two_tabs").await;
+    let tracked = report.tracked();
+    assert_eq!(tracked.len(), 5);
+    let delivered = world.delivered(5).await;
+    for id in &tracked {
+        assert_eq!(delivered.get(id).map(Vec::len), Some(1), "{id} arrived once");
+    }
+    assert_eq!(report.0["kept"], json!({}));
+    world.app.stop().await;
 }

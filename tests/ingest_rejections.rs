@@ -352,6 +352,20 @@ fn cases() -> Vec<Case> {
     ]
 }
 
+/// The customer's site the requests come from, as a browser's would.
+const PAGE_ORIGIN: &str = "https://app.customer.example";
+
+/// Every answer a page gets, errors too, carries what lets it read the answer.
+fn assert_readable_by_the_page(response: &reqwest::Response, what: &str) {
+    let headers = response.headers();
+    assert_eq!(headers.get("access-control-allow-origin").map(|v| v.to_str().unwrap()), Some(PAGE_ORIGIN), "{what}");
+    assert_eq!(
+        headers.get("access-control-expose-headers").map(|v| v.to_str().unwrap()),
+        Some("Retry-After"),
+        "{what}"
+    );
+}
+
 async fn send(app: &TestApp, workspace: &TestWorkspace, send: Send) -> reqwest::Response {
     let key = workspace.ingest_key.as_str();
     let request = match send {
@@ -372,7 +386,7 @@ async fn send(app: &TestApp, workspace: &TestWorkspace, send: Send) -> reqwest::
         }
         Send::Method(method, path) => app.http.request(method, app.url(path)).header("x-produktly-key", key),
     };
-    request.send().await.unwrap()
+    request.header("origin", PAGE_ORIGIN).send().await.unwrap()
 }
 
 async fn every_rejection_has_its_status_code_and_message(backend: Backend) {
@@ -383,6 +397,7 @@ async fn every_rejection_has_its_status_code_and_message(backend: Backend) {
     let workspace = app.workspace_with_segment("wk_rejections").await;
     for case in cases() {
         let response = send(&app, &workspace, case.send).await;
+        assert_readable_by_the_page(&response, case.name);
         let status = response.status().as_u16();
         let body: Value = response.json().await.unwrap_or_else(|e| panic!("{}: body is not JSON: {e}", case.name));
         assert_eq!(status, case.status, "{}: {body}", case.name);
@@ -436,18 +451,53 @@ async fn a_full_queue_answers_503_with_retry_after(backend: Backend) {
     };
     let app = env.start_app_with(|f| f.merge(Serialized::default("ingest.max_queue_depth", 0))).await;
     let workspace = app.workspace_with_segment("wk_full").await;
-    let response = app
-        .http
-        .post(app.url("/v1/track"))
-        .header("x-produktly-key", &workspace.ingest_key)
-        .json(&tour_start("u"))
-        .send()
-        .await
-        .unwrap();
+    let response = send(&app, &workspace, Send::Json("/v1/track", tour_start("u"))).await;
     assert_eq!(response.status(), 503);
+    assert_readable_by_the_page(&response, "503");
     assert_eq!(response.headers()["retry-after"], "1");
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "queue_full");
+    app.stop().await;
+}
+
+/// The answers of the body reader and of the rate limit, as a page sees them.
+async fn a_slow_body_and_the_rate_limit_are_readable_by_the_page(backend: Backend) {
+    let Some(env) = Env::new(backend).await else {
+        return;
+    };
+    let app = env
+        .start_app_with(|f| {
+            f.merge(Serialized::default("ingest.body_timeout_ms", 300))
+                .merge(Serialized::default("ingest.key_requests_per_sec", 1))
+        })
+        .await;
+    let workspace = app.workspace_with_segment("wk_readable").await;
+
+    let mut stream = tokio::net::TcpStream::connect(app.base.trim_start_matches("http://")).await.unwrap();
+    let head = format!(
+        "POST /v1/track HTTP/1.1\r\nHost: test\r\nOrigin: {PAGE_ORIGIN}\r\nX-Produktly-Key: {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"event\"",
+        workspace.ingest_key
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut stream, head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::io::AsyncReadExt::read(&mut stream, &mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 408 "), "{answer}");
+    assert!(answer.contains(&format!("access-control-allow-origin: {PAGE_ORIGIN}")), "{answer}");
+    assert!(answer.contains("access-control-expose-headers: retry-after"), "{answer}");
+
+    let mut limited = None;
+    for _ in 0..10 {
+        let response = send(&app, &workspace, Send::Json("/v1/track", tour_start("u"))).await;
+        if response.status() == 429 {
+            limited = Some(response);
+            break;
+        }
+    }
+    let limited = limited.expect("the key's rate limit answered 429");
+    assert_readable_by_the_page(&limited, "429");
+    assert!(limited.headers().contains_key("retry-after"));
     app.stop().await;
 }
 
@@ -455,4 +505,5 @@ on_both_backends!(
     every_rejection_has_its_status_code_and_message,
     events_of_a_workspace_without_segment_are_discarded,
     a_full_queue_answers_503_with_retry_after,
+    a_slow_body_and_the_rate_limit_are_readable_by_the_page,
 );

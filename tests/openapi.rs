@@ -31,6 +31,7 @@ const CONTRACT: &[&str] = &[
     "GET /readyz",
     "GET /metrics",
     "GET /openapi.json",
+    "GET /sdk/v1/produktly-segment.js",
 ];
 
 const METHODS: [&str; 5] = ["get", "post", "put", "delete", "patch"];

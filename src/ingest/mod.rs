@@ -34,6 +34,7 @@ use crate::store::IngestTarget;
 use body::JsonBody;
 pub use body::read_first;
 pub use committer::Committer;
+pub use cors::cors;
 use event::{Envelope, parse_event, parse_identify};
 pub use keys::IngestKeys;
 use strict_json::JsonLimits;
@@ -50,10 +51,8 @@ pub fn router(state: AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let (router, api) =
         OpenApiRouter::new().routes(routes!(track)).routes(routes!(batch)).routes(routes!(identify)).split_for_parts();
     let router = router
-        .layer(middleware::from_fn_with_state(state.clone(), count_responses))
-        // Set here, inside the CORS layer, so that preflight requests reach it.
-        .method_not_allowed_fallback(error::method_not_allowed)
-        .layer(middleware::from_fn_with_state(state, cors::cors));
+        .layer(middleware::from_fn_with_state(state, count_responses))
+        .method_not_allowed_fallback(error::method_not_allowed);
     (router, api)
 }
 

@@ -34,6 +34,7 @@ pub use schemas::{BatchRequest, CatalogEvent, date_time, nullable, nullable_arra
         (name = "ingest", description = "Public; called from browsers with the workspace's ingest key."),
         (name = "admin", description = "The Produktly admin app; bearer token."),
         (name = "ops", description = "Health, readiness, metrics, this document."),
+        (name = "sdk", description = "The browser SDK, for customers' pages to load."),
     ),
     components(schemas(ErrorBody)),
     modifiers(&SecuritySchemes),

@@ -3,6 +3,7 @@
 //! Tracking API over real HTTP.
 #![allow(dead_code)] // each test crate uses its own part of the harness
 
+pub mod gate;
 pub mod process;
 pub mod proxy;
 pub mod segment;

@@ -1,0 +1,209 @@
+// Browser scenarios of the SDK, each in a fresh profile of Debian's Chromium
+// driven by playwright-core. tests/browser.rs (cargo test) runs one:
+//
+//   node test/scenarios.mjs <scenario>
+//
+// with the pages' site (SITE), a page on another origin (AWAY), the gate in
+// front of the service (CONTROL: its commands) and Chromium (CHROMIUM) in the
+// environment. It prints one line, `RESULT <json>`: what the page tracked and
+// logged; the Rust test checks what reached Segment and the gate.
+import { chromium } from "playwright-core";
+
+const { SITE, AWAY, CONTROL, CHROMIUM } = process.env;
+const scenario = process.argv[2];
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function command(name, query = "") {
+  const answer = await fetch(`${CONTROL}/${name}${query}`, { method: "POST" });
+  if (!answer.ok) throw new Error(`gate ${name}: ${answer.status}`);
+}
+
+/** A page of the site with its tracker; warnings and errors collected. */
+async function open(context, report, path = "/app") {
+  const page = await context.newPage();
+  page.on("console", (message) => {
+    if (message.type() === "warning") report.warnings.push(message.text());
+    if (message.type() === "log" && message.text().startsWith("tracked ")) report.tracked.push(message.text().slice(8));
+  });
+  page.on("pageerror", (error) => report.errors.push(String(error)));
+  page.on("requestfailed", (request) => report.failed.push(`${request.method()} ${request.url()}: ${request.failure()?.errorText}`));
+  await page.goto(SITE + path);
+  await page.waitForFunction(() => window.tracker !== undefined);
+  return page;
+}
+
+/** Tracks `count` tour steps on the page; their messageIds go to the report. */
+async function track(page, report, count, properties = {}) {
+  const ids = await page.evaluate(
+    ({ count, properties }) =>
+      Array.from({ length: count }, (_, i) =>
+        window.tracker.track("tour_step", { tour_id: "t1", step_id: `s${i}`, step_index: i, ...properties }),
+      ),
+    { count, properties },
+  );
+  report.tracked.push(...ids);
+  return ids;
+}
+
+/** The tracker's keys in the page's localStorage that start with `part`, with their values. */
+function stored(page, part = "") {
+  return page.evaluate(
+    (part) =>
+      Object.fromEntries(
+        Object.keys(localStorage)
+          .filter((k) => k.startsWith("produktly:") && k.includes(part))
+          .map((k) => [k, localStorage.getItem(k)]),
+      ),
+    part,
+  );
+}
+
+/** The events the page's origin keeps for later. */
+function kept(page) {
+  return stored(page, ":queue:");
+}
+
+const scenarios = {
+  // Click, and the page navigates to another origin at once: 20 times.
+  async click_then_navigate(context, report) {
+    for (let i = 0; i < 20; i++) {
+      const page = await open(context, report);
+      await Promise.all([page.waitForURL(`${AWAY}/**`), page.click("#go")]);
+      await page.close();
+    }
+  },
+
+  // The service out of reach while 10 events are tracked; the page goes away;
+  // the service comes back; the next page of the origin sends them.
+  async out_of_reach_then_next_page(context, report) {
+    await command("down");
+    const first = await open(context, report);
+    await track(first, report, 10);
+    await sleep(1500);
+    await first.goto(`${AWAY}/away`);
+    await command("up");
+    const next = await open(context, report);
+    await next.evaluate(() => window.tracker.flush());
+    report.kept = await kept(next);
+  },
+
+  // 503 with Retry-After: 5 while the page tracks an event a second for 30 s;
+  // then the service recovers and everything is sent.
+  async retry_after(context, report) {
+    await command("unavailable", "?retry_after=5");
+    const page = await open(context, report);
+    for (let i = 0; i < 30; i++) {
+      await track(page, report, 1, { second: i });
+      await sleep(1000);
+    }
+    await command("available");
+    report.recoveredAt = Date.now();
+    await page.evaluate(() => window.tracker.flush());
+    report.flushedAfterMs = Date.now() - report.recoveredAt;
+    report.kept = await kept(page);
+  },
+
+  // A valid event, one the service refuses, one over 64 KB, a valid one.
+  async refused_and_too_large(context, report) {
+    const page = await open(context, report);
+    await track(page, report, 1, { which: "first" });
+    await page.evaluate(() => window.tracker.flush());
+    report.refused = await page.evaluate(() => window.tracker.track("no_such_event", { x: 1 }));
+    await page.evaluate(() => window.tracker.flush());
+    report.tooLarge = await page.evaluate(() => window.tracker.track("tour_start", { tour_id: "t", blob: "x".repeat(70000) }));
+    await track(page, report, 1, { which: "last" });
+    await page.evaluate(() => window.tracker.flush());
+    report.dropped = await page.evaluate(() => window.tracker.dropped);
+    report.kept = await kept(page);
+  },
+
+  // The workspace does not allow this origin: the page keeps tracking for 30 s.
+  async origin_not_allowed(context, report) {
+    const page = await open(context, report);
+    for (let i = 0; i < 30; i++) {
+      await track(page, report, 1);
+      await sleep(1000);
+    }
+  },
+
+  // localStorage throws (strict privacy settings): the tracker works.
+  async storage_throws(context, report) {
+    await context.addInitScript(() => {
+      Object.defineProperty(window, "localStorage", {
+        get() {
+          throw new DOMException("The operation is insecure.", "SecurityError");
+        },
+      });
+    });
+    const page = await open(context, report);
+    await track(page, report, 3);
+    await page.evaluate(() => window.tracker.flush());
+  },
+
+  // An anonymous event, then identify, both while the service is out of
+  // reach; then it is back: the event reaches Segment with the user.
+  async identify_while_out_of_reach(context, report) {
+    await command("down");
+    const page = await open(context, report);
+    await track(page, report, 1);
+    await page.evaluate(() => window.tracker.identify("signed-in-user"));
+    await sleep(1000);
+    await command("up");
+    await page.evaluate(() => window.tracker.flush());
+    await sleep(500);
+    await page.evaluate(() => window.tracker.flush());
+    report.kept = await kept(page);
+  },
+
+  // optOut: nothing sent, nothing kept, on this page and the next; optIn: sent again.
+  async opt_out(context, report) {
+    const page = await open(context, report);
+    await track(page, report, 1, { phase: "before" });
+    await page.evaluate(() => window.tracker.optOut());
+    report.optedOutTracks = await page.evaluate(() => [window.tracker.track("tour_start", { tour_id: "t" })]);
+    await page.evaluate(() => window.tracker.identify("someone"));
+    await sleep(2000);
+    report.keptAfterOptOut = await stored(page);
+    await page.reload();
+    await page.waitForFunction(() => window.tracker !== undefined);
+    report.optedOutTracks.push(await page.evaluate(() => window.tracker.track("tour_start", { tour_id: "t" })));
+    await sleep(2000);
+    report.keptOnNextPage = await stored(page);
+    await page.evaluate(() => window.tracker.optIn());
+    report.afterOptIn = await page.evaluate(() => window.tracker.track("tour_start", { tour_id: "after-opt-in" }));
+    await page.evaluate(() => window.tracker.flush());
+  },
+
+  // Events kept by a page that went away while the service was out of reach;
+  // then two tabs of the origin open at once: each event is sent once.
+  async two_tabs(context, report) {
+    await command("down");
+    const first = await open(context, report);
+    await track(first, report, 5);
+    await sleep(1200);
+    await first.goto(`${AWAY}/away`);
+    await command("up");
+    const [a, b] = await Promise.all([open(context, report), open(context, report)]);
+    await Promise.all([a.evaluate(() => window.tracker.flush()), b.evaluate(() => window.tracker.flush())]);
+    await sleep(2500);
+    report.kept = { ...(await kept(a)), ...(await kept(b)) };
+  },
+};
+
+const browser = await chromium.launch({
+  executablePath: CHROMIUM,
+  args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-quic"],
+});
+const report = { tracked: [], warnings: [], errors: [], failed: [] };
+try {
+  if (!scenarios[scenario]) throw new Error(`no scenario ${scenario}`);
+  const context = await browser.newContext();
+  await scenarios[scenario](context, report);
+  await context.close();
+} catch (error) {
+  report.errors.push(`the scenario failed: ${error.stack ?? error}`);
+} finally {
+  await browser.close();
+}
+console.log("RESULT " + JSON.stringify(report));
