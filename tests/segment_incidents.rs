@@ -122,7 +122,7 @@ async fn one_failing_write_key_stays_that_workspaces_own(backend: Backend) {
     for i in 0..10 {
         app.ingest("/v1/track", &failing, &event("f", &format!("failing-{i}"))).await;
     }
-    let mut slowest = Duration::ZERO;
+    let mut waits = Vec::new();
     let until = Instant::now() + Duration::from_secs(5);
     let mut sent = 0;
     while Instant::now() < until {
@@ -132,11 +132,16 @@ async fn one_failing_write_key_stays_that_workspaces_own(backend: Backend) {
             app.ingest("/v1/track", workspace, &event("h", &id)).await;
             sent += 1;
             env.segment.wait_for(sent, WAIT).await;
-            slowest = slowest.max(started.elapsed());
+            waits.push(started.elapsed());
         }
         assert_eq!(app.metric(REGION_UP).await, 1.0, "the region stays up");
     }
-    assert!(slowest < Duration::from_millis(500), "a healthy workspace waited {slowest:?}");
+    // Held up by the failing workspace's backoff (1 s, doubling), most events
+    // would wait a second or more; a stall of the machine shows in one or two.
+    waits.sort();
+    let p90 = waits[waits.len() * 9 / 10];
+    assert!(p90 < Duration::from_millis(500), "healthy workspaces waited {p90:?} (p90) of {waits:?}");
+    assert!(waits[waits.len() - 1] < Duration::from_secs(3), "a healthy workspace waited {:?}", waits.last());
     let failing_attempts: Vec<Instant> =
         env.segment.attempts().iter().filter(|a| a.write_key == "wk_alone_failing").map(|a| a.at).collect();
     // Backoff from 1 s doubling: a handful of attempts in 5 s, not one per probe.
