@@ -31,7 +31,7 @@ impl std::ops::Deref for AppState {
 
 pub struct Shared {
     pub settings: Settings,
-    pub store: Arc<dyn Store>,
+    pub store: Arc<Store>,
     pub metrics: Arc<Metrics>,
     pub secrets: Secrets,
     pub committer: Committer,

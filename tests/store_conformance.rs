@@ -15,7 +15,7 @@ use produktly_segment::store::{
 const NOW: i64 = 1_800_000_000_000;
 const LEASE: i64 = 60_000;
 
-async fn open(backend: Backend) -> Option<(Env, Arc<dyn Store>)> {
+async fn open(backend: Backend) -> Option<(Env, Arc<Store>)> {
     let env = Env::new(backend).await?;
     let store = store::connect(&env.settings(|f| f)).await.expect("the store opens");
     Some((env, store))
@@ -58,16 +58,16 @@ fn link(anonymous: &str, user: &str, at: i64) -> IdentityLink {
     IdentityLink { workspace_id: "w".into(), anonymous_id: anonymous.into(), user_id: user.into(), at }
 }
 
-async fn seeded(store: &dyn Store, id: &str, count: u32) {
+async fn seeded(store: &Store, id: &str, count: u32) {
     assert!(store.insert_workspace(&workspace(id)).await.unwrap());
     store.put_integration(id, &config(true), NOW).await.unwrap();
     let events: Vec<_> = (0..count).map(|n| event(id, n, Some("u"), None)).collect();
-    store.enqueue(&events, &[]).await.unwrap();
+    store.enqueue(events.to_vec(), vec![]).await.unwrap();
 }
 
 /// Leases among the workspaces the store says have events.
 async fn lease_with_events(
-    store: &dyn Store,
+    store: &Store,
     now: i64,
     until: i64,
     limit: usize,
@@ -76,7 +76,7 @@ async fn lease_with_events(
     store.lease_workspaces(&candidates, now, until, limit).await
 }
 
-async fn lease_one(store: &dyn Store, now: i64) -> WorkspaceLease {
+async fn lease_one(store: &Store, now: i64) -> WorkspaceLease {
     let mut leases = lease_with_events(store, now, now + LEASE, 1).await.unwrap();
     assert_eq!(leases.len(), 1);
     leases.remove(0)
@@ -126,11 +126,11 @@ async fn claims_resolve_user_ids_and_follow_arrival_order(backend: Backend) {
     };
     seeded(store.as_ref(), "w", 0).await;
     // In one commit the latest link wins; across commits an older link does not overwrite.
-    store.enqueue(&[], &[link("a1", "early", NOW), link("a1", "late", NOW + 5)]).await.unwrap();
-    store.enqueue(&[], &[link("a1", "stale", NOW + 1)]).await.unwrap();
+    store.enqueue(vec![], vec![link("a1", "early", NOW), link("a1", "late", NOW + 5)]).await.unwrap();
+    store.enqueue(vec![], vec![link("a1", "stale", NOW + 1)]).await.unwrap();
     let events =
         [event("w", 0, Some("own"), Some("a1")), event("w", 1, None, Some("a1")), event("w", 2, None, Some("unknown"))];
-    store.enqueue(&events, &[]).await.unwrap();
+    store.enqueue(events.to_vec(), vec![]).await.unwrap();
 
     let lease = lease_one(store.as_ref(), NOW).await;
     let claimed = store.queued_events(&lease, 0, 10).await.unwrap();
@@ -405,7 +405,7 @@ async fn retention_deletes_only_old_dead_letters_and_identities(backend: Backend
         return;
     };
     seeded(store.as_ref(), "w", 2).await;
-    store.enqueue(&[], &[link("old", "u", NOW - 10), link("new", "u", NOW + 10)]).await.unwrap();
+    store.enqueue(vec![], vec![link("old", "u", NOW - 10), link("new", "u", NOW + 10)]).await.unwrap();
     let lease = lease_one(store.as_ref(), NOW).await;
     let claimed = store.queued_events(&lease, 0, 10).await.unwrap();
     for (event, failed_at) in claimed.iter().zip([NOW - 10, NOW + 10]) {
@@ -415,7 +415,7 @@ async fn retention_deletes_only_old_dead_letters_and_identities(backend: Backend
     assert_eq!(store.purge(NOW, NOW, 100).await.unwrap(), (1, 1));
     let letters = store.dead_letters("w", 10).await.unwrap();
     assert_eq!(letters.iter().map(|l| l.failed_at).collect::<Vec<_>>(), [NOW + 10]);
-    store.enqueue(&[event("w", 9, None, Some("old")), event("w", 10, None, Some("new"))], &[]).await.unwrap();
+    store.enqueue(vec![event("w", 9, None, Some("old")), event("w", 10, None, Some("new"))], vec![]).await.unwrap();
     let later = NOW + LEASE + 1;
     let lease = lease_one(store.as_ref(), later).await;
     let users: Vec<_> = store
@@ -437,16 +437,22 @@ async fn repeated_links_are_refreshed_once_a_day(backend: Backend) {
     };
     seeded(store.as_ref(), "w", 0).await;
     let day = store::LINK_REFRESH_MILLIS;
-    store.enqueue(&[], &[link("same", "u", NOW), link("moved", "u", NOW), link("renewed", "u", NOW)]).await.unwrap();
     store
-        .enqueue(&[], &[link("same", "u", NOW + 10), link("moved", "v", NOW + 10), link("renewed", "u", NOW + day)])
+        .enqueue(vec![], vec![link("same", "u", NOW), link("moved", "u", NOW), link("renewed", "u", NOW)])
+        .await
+        .unwrap();
+    store
+        .enqueue(
+            vec![],
+            vec![link("same", "u", NOW + 10), link("moved", "v", NOW + 10), link("renewed", "u", NOW + day)],
+        )
         .await
         .unwrap();
     // Links last stored before NOW + 5 are forgotten: only "same" kept its first time.
     assert_eq!(store.purge(0, NOW + 5, 100).await.unwrap(), (0, 1));
     let events =
         [event("w", 0, None, Some("same")), event("w", 1, None, Some("moved")), event("w", 2, None, Some("renewed"))];
-    store.enqueue(&events, &[]).await.unwrap();
+    store.enqueue(events.to_vec(), vec![]).await.unwrap();
     let lease = lease_one(store.as_ref(), NOW).await;
     let users: Vec<_> = store.queued_events(&lease, 0, 10).await.unwrap().into_iter().map(|e| e.user_id).collect();
     assert_eq!(users, [None, Some("v".to_owned()), Some("u".to_owned())]);
@@ -481,7 +487,7 @@ async fn commits_wake_listeners(backend: Backend) {
     // The listener needs a moment to subscribe; keep committing until it hears one.
     let heard = async {
         for n in 0.. {
-            store.enqueue(&[event("w", n, Some("u"), None)], &[]).await.unwrap();
+            store.enqueue(vec![event("w", n, Some("u"), None)], vec![]).await.unwrap();
             if tokio::time::timeout(Duration::from_millis(200), wake.notified()).await.is_ok() {
                 return;
             }

@@ -13,7 +13,7 @@ pub struct Resealed {
     pub failed: Vec<String>,
 }
 
-pub async fn reseal_write_keys(store: &dyn Store, sealer: &Sealer) -> Result<Resealed, StoreError> {
+pub async fn reseal_write_keys(store: &Store, sealer: &Sealer) -> Result<Resealed, StoreError> {
     let mut report = Resealed::default();
     for (workspace_id, sealed) in store.sealed_write_keys().await? {
         if !sealer.is_stale(&sealed) {

@@ -5,6 +5,7 @@
 //! memory.
 
 mod cpu;
+mod engine;
 mod load;
 mod mock;
 mod outage;
@@ -98,6 +99,9 @@ pub struct BenchArgs {
     /// The service's open-file limit (soft and hard) in the slow-clients scenario.
     #[arg(long, default_value_t = 4096)]
     file_limit: u64,
+    /// Only the engine's own figure (the store's statements driven directly).
+    #[arg(long)]
+    engine_only: bool,
 }
 
 /// One line of the results table: the figures measured, and how they read.
@@ -118,6 +122,20 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     }
     if args.slow_clients > 0 {
         return slow_clients::run(&args).await;
+    }
+    if args.engine_only {
+        let database = Database::create(&args).await?;
+        let settings = crate::Settings::extract(
+            crate::Settings::defaults().merge(figment::providers::Serialized::default("database_url", &database.url)),
+        )
+        .map_err(|e| BenchError(e.to_string()))?;
+        drop(crate::store::connect(&settings).await.map_err(|e| BenchError(e.to_string()))?);
+        let payload = String::from_utf8(tour_steps(1, "s-2").to_vec()).unwrap();
+        let path = database.dir.join("bench.db");
+        let figure = tokio::task::spawn_blocking(move || engine::sqlite(&path, 200_000, &payload)).await.unwrap()?;
+        println!("engine: {:.1} µs/event, {:.0} events/s", figure.micros_per_event, figure.events_per_sec);
+        database.remove().await;
+        return Ok(());
     }
     let mut runs: Vec<Vec<Row>> = Vec::new();
     for run in 1..=args.runs.max(1) {

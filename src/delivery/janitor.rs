@@ -16,7 +16,7 @@ use crate::time::{millis, now_millis};
 const BATCH: usize = 10_000;
 
 pub struct Janitor {
-    pub store: Arc<dyn Store>,
+    pub store: Arc<Store>,
     pub metrics: Arc<Metrics>,
     pub interval: Duration,
     pub max_age: Duration,

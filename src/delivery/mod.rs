@@ -48,7 +48,7 @@ const STORE_TURNS: usize = 1;
 const WAKE_COALESCE: Duration = Duration::from_millis(10);
 
 pub struct Delivery {
-    pub store: Arc<dyn Store>,
+    pub store: Arc<Store>,
     pub client: SegmentClient,
     pub sealer: Sealer,
     pub metrics: Arc<Metrics>,
@@ -272,7 +272,7 @@ impl Rounds {
     /// Stops the rounds still in flight and gives their events back to the
     /// queue at once. Segment may have received some of them already; those
     /// are sent again with the same messageId, which Segment de-duplicates.
-    async fn abandon(&mut self, store: &dyn Store) {
+    async fn abandon(&mut self, store: &Store) {
         self.tasks.abort_all();
         for (_, lease) in self.leases.drain() {
             tracing::warn!(workspace = %lease.workspace_id, "delivery still in flight at the shutdown deadline; releasing it");

@@ -33,7 +33,7 @@ pub struct ProbeClaim {
 }
 
 pub struct Regions {
-    store: Arc<dyn Store>,
+    store: Arc<Store>,
     metrics: Arc<Metrics>,
     down_after: u32,
     probe_interval: Duration,
@@ -41,7 +41,7 @@ pub struct Regions {
 }
 
 impl Regions {
-    pub fn new(store: Arc<dyn Store>, metrics: Arc<Metrics>, down_after: u32, probe_interval: Duration) -> Regions {
+    pub fn new(store: Arc<Store>, metrics: Arc<Metrics>, down_after: u32, probe_interval: Duration) -> Regions {
         Regions { store, metrics, down_after, probe_interval, known: Mutex::default() }
     }
 

@@ -49,7 +49,7 @@ impl Committer {
     /// both backends, since batches grow with the load and each commit's
     /// fixed cost is paid once per batch.
     pub fn spawn(
-        store: Arc<dyn Store>,
+        store: Arc<Store>,
         metrics: Arc<Metrics>,
         backlog: Arc<Backlog>,
         settings: &IngestSettings,
@@ -77,7 +77,7 @@ impl Committer {
 
 async fn run(
     mut rx: mpsc::UnboundedReceiver<Job>,
-    store: Arc<dyn Store>,
+    store: Arc<Store>,
     metrics: Arc<Metrics>,
     backlog: Arc<Backlog>,
     max_rows: usize,
@@ -131,24 +131,25 @@ async fn gather(rx: &mut mpsc::UnboundedReceiver<Job>, jobs: &mut Vec<Job>, max_
 
 /// Commits the jobs' events and identity links as one transaction; on success,
 /// the workspaces that got events.
-async fn commit_jobs(jobs: &mut [Job], store: &dyn Store, metrics: &Metrics) -> Result<Vec<String>, Arc<StoreError>> {
+async fn commit_jobs(jobs: &mut [Job], store: &Store, metrics: &Metrics) -> Result<Vec<String>, Arc<StoreError>> {
     let events: Vec<NewEvent> = jobs.iter_mut().flat_map(|job| std::mem::take(&mut job.events)).collect();
     let identities: Vec<IdentityLink> = jobs.iter_mut().flat_map(|job| std::mem::take(&mut job.identities)).collect();
+    let count = events.len();
+    let mut ids: Vec<&str> = events.iter().map(|e| e.workspace_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let workspaces: Vec<String> = ids.into_iter().map(str::to_owned).collect();
     let started = Instant::now();
-    let result = store.enqueue(&events, &identities).await;
+    let result = store.enqueue(events, identities).await;
     metrics.store_op("enqueue", started.elapsed());
     match result {
         Ok(()) => {
-            let count = events.len() as u64;
-            metrics.events_accepted.inc_by(count);
+            metrics.events_accepted.inc_by(count as u64);
             metrics.queue_depth.inc_by(count as i64);
-            let mut workspaces: Vec<String> = events.into_iter().map(|e| e.workspace_id).collect();
-            workspaces.sort_unstable();
-            workspaces.dedup();
             Ok(workspaces)
         }
         Err(e) => {
-            tracing::error!(error = %e, events = events.len(), "group commit failed");
+            tracing::error!(error = %e, events = count, "group commit failed");
             Err(Arc::new(e))
         }
     }

@@ -15,14 +15,14 @@ const MAX_CACHED_KEYS: u64 = 100_000;
 
 #[derive(Clone)]
 pub struct IngestKeys {
-    store: Arc<dyn Store>,
+    store: Arc<Store>,
     /// Unknown keys are cached too, so a flood of bad keys does not reach the
     /// database. Shared, so that a request takes its workspace without copying it.
     cache: Cache<String, Option<Arc<IngestTarget>>>,
 }
 
 impl IngestKeys {
-    pub fn new(store: Arc<dyn Store>, ttl: Duration) -> IngestKeys {
+    pub fn new(store: Arc<Store>, ttl: Duration) -> IngestKeys {
         let cache = Cache::builder().max_capacity(MAX_CACHED_KEYS).time_to_live(ttl).build();
         IngestKeys { store, cache }
     }

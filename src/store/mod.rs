@@ -1,23 +1,27 @@
-//! Durable state behind one trait, with one implementation per database:
-//! workspaces, Segment integrations (sealed write keys and delivery state), the
-//! event queue, dead letters and identity mappings. All SQL lives in
-//! `postgres.rs` and `sqlite.rs`; times are Unix milliseconds.
+//! Durable state: workspaces, Segment integrations (sealed write keys and
+//! delivery state), the event queue, dead letters and identity mappings, on
+//! PostgreSQL or SQLite behind one SQL layer (`db`). Times are Unix
+//! milliseconds.
 
+mod db;
+mod integrations;
+mod leases;
 pub mod postgres;
+mod queue;
+mod regions;
+mod retention;
 mod rows;
 mod sqlite;
+mod workspaces;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
+use std::time::Duration;
 
-use async_trait::async_trait;
-use tokio_util::sync::CancellationToken;
-
-use crate::config::{Backend, Settings};
+use crate::config::Settings;
 use crate::segment::Region;
 use crate::selection::EventSelection;
-
-pub use postgres::PostgresStore;
-pub use sqlite::SqliteStore;
+use db::{Db, Sql};
 
 pub use crate::time::Millis;
 
@@ -36,9 +40,13 @@ pub enum StoreError {
     RecentlyFailed,
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+    #[error("SQLite error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("the database is busy: the statement did not get its turn in time")]
+    Busy,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Workspace {
     pub id: String,
     pub name: String,
@@ -148,7 +156,7 @@ pub struct WorkspaceLease {
 
 /// A queued event read for delivery. `user_id` is the event's own, or the one
 /// last recorded for its `anonymous_id`.
-#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueuedEvent {
     pub id: i64,
     pub message_id: String,
@@ -209,150 +217,50 @@ pub enum RoundEnd {
     Failed { error: LastError, next_attempt_at: Millis, counts_as_failure: bool },
 }
 
-#[async_trait]
-pub trait Store: Send + Sync + 'static {
+/// The durable state: one concrete store over either database. Each concern
+/// has its file (`workspaces`, `integrations`, `queue`, `leases`, `regions`,
+/// `retention`); each statement is written once there, and the few that the
+/// dialects cannot share sit side by side in the same file.
+#[derive(Clone)]
+pub struct Store {
+    db: Db,
+    migrator: &'static sqlx::migrate::Migrator,
+    /// When this instance last announced new events (PostgreSQL).
+    announced: Arc<AtomicI64>,
+}
+
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// The newest migration applied.
+static APPLIED_VERSION: Sql = Sql::new("SELECT MAX(version) FROM _sqlx_migrations WHERE success");
+
+impl Store {
+    /// Opens the database `url` names and brings its schema up to date (on
+    /// PostgreSQL under sqlx's advisory lock, so instances starting together
+    /// do not race). `connections`: the pool's size (read connections on
+    /// SQLite); `wait`: how long a statement waits for a connection (on
+    /// SQLite, for its turn at the writer) before it fails.
+    pub async fn open(url: &str, connections: u32, wait: Duration) -> Result<Store, StoreError> {
+        let (db, migrator) = if url.starts_with("postgres") {
+            (Db::Postgres(postgres::open(url, connections, wait, &POSTGRES_MIGRATIONS).await?), &POSTGRES_MIGRATIONS)
+        } else {
+            (Db::Sqlite(sqlite::open(url, connections, wait, &SQLITE_MIGRATIONS).await?), &SQLITE_MIGRATIONS)
+        };
+        Ok(Store { db, migrator, announced: Arc::new(AtomicI64::new(0)) })
+    }
+
     /// Ok when the database answers and its schema is this build's.
-    async fn check_ready(&self) -> Result<(), StoreError>;
-
-    /// Inserts a workspace; `false` when its id is taken.
-    async fn insert_workspace(&self, workspace: &Workspace) -> Result<bool, StoreError>;
-    /// Inserts a workspace or renames the existing one (keeping its ingest key);
-    /// returns it and whether it was created.
-    async fn upsert_workspace(&self, workspace: &Workspace) -> Result<(Workspace, bool), StoreError>;
-    async fn workspace(&self, id: &str) -> Result<Option<Workspace>, StoreError>;
-    async fn rotate_ingest_key(&self, id: &str, new_key: &str) -> Result<Option<Workspace>, StoreError>;
-    async fn ingest_target(&self, ingest_key: &str) -> Result<Option<IngestTarget>, StoreError>;
-
-    /// Sets a workspace's integration; delivery resumes at once (backoff reset).
-    async fn put_integration(
-        &self,
-        workspace_id: &str,
-        config: &IntegrationConfig,
-        now: Millis,
-    ) -> Result<Integration, StoreError>;
-    async fn integration(&self, workspace_id: &str) -> Result<Option<Integration>, StoreError>;
-    /// Deletes the integration and drops the workspace's queued and dead events.
-    async fn delete_integration(&self, workspace_id: &str) -> Result<bool, StoreError>;
-    async fn queue_counts(&self, workspace_id: &str) -> Result<QueueCounts, StoreError>;
-    /// Every integration's workspace and sealed write key.
-    async fn sealed_write_keys(&self) -> Result<Vec<(String, String)>, StoreError>;
-    /// Replaces a workspace's sealed write key if it is still `old`; whether it was.
-    async fn replace_sealed_write_key(&self, workspace_id: &str, old: &str, new: &str) -> Result<bool, StoreError>;
-
-    /// Commits events and identity links in one transaction.
-    async fn enqueue(&self, events: &[NewEvent], identities: &[IdentityLink]) -> Result<(), StoreError>;
-
-    /// The workspaces with an enabled integration and queued events. This
-    /// probes the queue per workspace: delivery polls it, it does not ask it
-    /// at every turn.
-    async fn workspaces_with_events(&self) -> Result<Vec<String>, StoreError>;
-    /// Leases up to `limit` of the `candidates` that are enabled, due,
-    /// unleased and in a region that is up, longest-waiting first.
-    async fn lease_workspaces(
-        &self,
-        candidates: &[String],
-        now: Millis,
-        lease_until: Millis,
-        limit: usize,
-    ) -> Result<Vec<WorkspaceLease>, StoreError>;
-    /// The earliest time one of the enabled `candidates` in a region that is
-    /// up may be leased (its next attempt, or the end of its current lease).
-    async fn next_due(&self, candidates: &[String], now: Millis) -> Result<Option<Millis>, StoreError>;
-    /// Every region's health.
-    async fn region_health(&self) -> Result<Vec<RegionHealth>, StoreError>;
-    /// Counts a region-wide failure. The region goes down at `down_after`
-    /// consecutive failures (the caller whose failure it is sees `failures ==
-    /// down_after`), and may be probed from `next_probe_at`; a failed `probe`
-    /// sets when the next one may go. Returns the region's health after.
-    async fn region_failed(
-        &self,
-        region: Region,
-        now: Millis,
-        down_after: u32,
-        next_probe_at: Millis,
-        probe: bool,
-    ) -> Result<RegionHealth, StoreError>;
-    /// A success in the region: it is up, its failures forgotten. If it was
-    /// down, every workspace of the region that failed is due at once, on every
-    /// instance (PostgreSQL also announces it). Returns since when the region
-    /// had been down, if it was.
-    async fn region_succeeded(&self, region: Region, now: Millis) -> Result<Option<Millis>, StoreError>;
-    /// While the region is down and its probe due: claims the probe until
-    /// `lease_until` and leases one of the region's `candidates` for it, the
-    /// least recently attempted. `None` when there is nothing to probe now.
-    async fn lease_probe(
-        &self,
-        region: Region,
-        candidates: &[String],
-        now: Millis,
-        lease_until: Millis,
-    ) -> Result<Option<WorkspaceLease>, StoreError>;
-    /// Ends a probe that still holds its claim (`next_probe_at == claimed_until`,
-    /// it sent nothing): the next probe may go from `next_probe_at`.
-    async fn end_probe(&self, region: Region, claimed_until: Millis, next_probe_at: Millis) -> Result<(), StoreError>;
-    /// The leased workspace's `limit` oldest queued events with an id above
-    /// `after` (0: from the front). Reading takes no lock and writes nothing:
-    /// the workspace lease makes them this worker's.
-    async fn queued_events(
-        &self,
-        lease: &WorkspaceLease,
-        after: i64,
-        limit: usize,
-    ) -> Result<Vec<QueuedEvent>, StoreError>;
-    /// Deletes delivered events, if the lease is still held.
-    async fn ack(&self, lease: &WorkspaceLease, event_ids: &[i64]) -> Result<u64, StoreError>;
-    /// Moves events to the dead letters, if the lease is still held.
-    async fn dead_letter(
-        &self,
-        lease: &WorkspaceLease,
-        rejections: &[Rejection],
-        now: Millis,
-    ) -> Result<u64, StoreError>;
-    /// Extends the workspace lease to `until`, if it is still held; `false`
-    /// when another worker has taken the workspace.
-    async fn extend_lease(&self, lease: &WorkspaceLease, until: Millis) -> Result<bool, StoreError>;
-    /// Gives the workspace lease back at once, so another worker may take the
-    /// workspace without waiting for the lease to run out.
-    async fn release_lease(&self, lease: &WorkspaceLease) -> Result<(), StoreError>;
-    /// Records how the round went and gives the workspace lease back.
-    async fn end_round(&self, lease: &WorkspaceLease, end: &RoundEnd) -> Result<(), StoreError>;
-
-    /// Calls `on_events` with the workspaces of events other instances commit,
-    /// until `stop`: a hint only, since delivery also polls. Without
-    /// cross-instance notification (SQLite serves one instance) it returns at once.
-    async fn listen_for_events(&self, on_events: OnEvents, stop: CancellationToken);
-
-    /// Deletes up to `limit` dead letters that failed before `dead_before` and
-    /// up to `limit` identity links last renewed before `identities_before`;
-    /// returns how many of each.
-    async fn purge(
-        &self,
-        dead_before: Millis,
-        identities_before: Millis,
-        limit: usize,
-    ) -> Result<(u64, u64), StoreError>;
-
-    /// Moves up to `limit` events received before `cutoff`, of workspaces not
-    /// leased at `now`, to the dead letters as `expired`.
-    async fn expire_events(&self, cutoff: Millis, now: Millis, limit: usize) -> Result<u64, StoreError>;
-    /// Undelivered events of all workspaces.
-    async fn queue_depth(&self) -> Result<u64, StoreError>;
-    /// When the oldest undelivered event was received, if any is waiting.
-    async fn oldest_queued_at(&self) -> Result<Option<Millis>, StoreError>;
-    async fn dead_letters(&self, workspace_id: &str, limit: usize) -> Result<Vec<DeadLetter>, StoreError>;
-    /// Requeues every dead letter of the workspace, with a fresh age.
-    async fn replay_dead_letters(&self, workspace_id: &str, now: Millis) -> Result<u64, StoreError>;
+    pub async fn check_ready(&self) -> Result<(), StoreError> {
+        let applied: Option<i64> = self.db.read_one(&APPLIED_VERSION, vec![]).await?;
+        schema_is_current(self.migrator, applied)
+    }
 }
 
 /// Opens the configured database and brings its schema up to date.
-pub async fn connect(settings: &Settings) -> Result<Arc<dyn Store>, StoreError> {
+pub async fn connect(settings: &Settings) -> Result<Arc<Store>, StoreError> {
     let url = settings.database_url();
-    let (connections, wait) = (settings.database_max_connections, settings.database_acquire_timeout());
-    let store: Arc<dyn Store> = match settings.backend().unwrap_or(Backend::Sqlite) {
-        Backend::Postgres => Arc::new(PostgresStore::connect(&url, connections, wait).await?),
-        Backend::Sqlite => Arc::new(SqliteStore::connect(&url, connections, wait).await?),
-    };
-    Ok(store)
+    Ok(Arc::new(Store::open(&url, settings.database_max_connections, settings.database_acquire_timeout()).await?))
 }
 
 /// Reason and detail of events that outlived the maximum age.
@@ -385,14 +293,12 @@ fn latest_links(links: &[IdentityLink]) -> Vec<&IdentityLink> {
 mod tests {
     use super::*;
 
-    static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-
     #[test]
     fn the_schema_is_current_at_or_past_the_binarys_latest_migration() {
-        let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap();
-        assert!(schema_is_current(&MIGRATOR, Some(latest)).is_ok());
-        assert!(schema_is_current(&MIGRATOR, Some(latest + 1)).is_ok(), "a rolling upgrade ran ahead");
-        assert!(matches!(schema_is_current(&MIGRATOR, Some(latest - 1)), Err(StoreError::SchemaOutdated)));
-        assert!(matches!(schema_is_current(&MIGRATOR, None), Err(StoreError::SchemaOutdated)));
+        let latest = SQLITE_MIGRATIONS.iter().map(|m| m.version).max().unwrap();
+        assert!(schema_is_current(&SQLITE_MIGRATIONS, Some(latest)).is_ok());
+        assert!(schema_is_current(&SQLITE_MIGRATIONS, Some(latest + 1)).is_ok(), "a rolling upgrade ran ahead");
+        assert!(matches!(schema_is_current(&SQLITE_MIGRATIONS, Some(latest - 1)), Err(StoreError::SchemaOutdated)));
+        assert!(matches!(schema_is_current(&SQLITE_MIGRATIONS, None), Err(StoreError::SchemaOutdated)));
     }
 }

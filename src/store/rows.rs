@@ -1,165 +1,135 @@
-//! Rows as both databases return them, and their conversion to the store's types.
+//! The store's types as rows: the columns each reads, in order, and how.
 
-use super::{DeadLetter, IngestTarget, Integration, LastError, RegionHealth, StoreError, WorkspaceLease};
+use super::db::{FromRow, Row};
+use super::{
+    DeadLetter, IngestTarget, Integration, LastError, QueuedEvent, RegionHealth, StoreError, Workspace, WorkspaceLease,
+};
 use crate::segment::Region;
 use crate::selection::EventSelection;
 
 /// The columns `Workspace` reads.
-pub(super) const WORKSPACE_COLUMNS: &str = "id, name, ingest_key, created_at, allowed_origins";
+pub const WORKSPACE_COLUMNS: &str = "id, name, ingest_key, created_at, allowed_origins";
 
-#[derive(sqlx::FromRow)]
-pub(super) struct IntegrationRow {
-    workspace_id: String,
-    sealed_write_key: String,
-    write_key_hint: String,
-    region: String,
-    enabled: bool,
-    forwarded_events: Option<String>,
-    omitted_properties: Option<String>,
-    consecutive_failures: i32,
-    next_attempt_at: i64,
-    last_delivery_at: Option<i64>,
-    last_error_at: Option<i64>,
-    last_error_status: Option<i32>,
-    last_error_message: Option<String>,
+impl FromRow for Workspace {
+    fn from_row(row: &dyn Row) -> Result<Self, StoreError> {
+        Ok(Workspace {
+            id: row.text(0)?,
+            name: row.text(1)?,
+            ingest_key: row.text(2)?,
+            created_at: row.int(3)?,
+            allowed_origins: row.opt_text(4)?,
+        })
+    }
 }
 
-/// The columns `IntegrationRow` reads, for `SELECT` and `RETURNING`.
-pub(super) const INTEGRATION_COLUMNS: &str = "workspace_id, sealed_write_key, write_key_hint, region, enabled, \
-     forwarded_events, omitted_properties, consecutive_failures, next_attempt_at, last_delivery_at, last_error_at, last_error_status, last_error_message";
+/// The columns `Integration` reads, for `SELECT` and `RETURNING`.
+pub const INTEGRATION_COLUMNS: &str = "workspace_id, sealed_write_key, write_key_hint, region, enabled, \
+     forwarded_events, omitted_properties, consecutive_failures, next_attempt_at, last_delivery_at, last_error_at, \
+     last_error_status, last_error_message";
 
-impl TryFrom<IntegrationRow> for Integration {
-    type Error = StoreError;
-    fn try_from(row: IntegrationRow) -> Result<Integration, StoreError> {
-        let last_error = match (row.last_error_at, row.last_error_message) {
-            (Some(at), Some(message)) => Some(LastError { at, status: status(row.last_error_status), message }),
+impl FromRow for Integration {
+    fn from_row(row: &dyn Row) -> Result<Self, StoreError> {
+        let last_error = match (row.opt_int(10)?, row.opt_text(12)?) {
+            (Some(at), Some(message)) => Some(LastError { at, status: status(row.opt_int(11)?), message }),
             _ => None,
         };
         Ok(Integration {
-            region: region(&row.region)?,
-            workspace_id: row.workspace_id,
-            sealed_write_key: row.sealed_write_key,
-            write_key_hint: row.write_key_hint,
-            enabled: row.enabled,
-            selection: selection(row.forwarded_events, row.omitted_properties)?,
-            consecutive_failures: u32::try_from(row.consecutive_failures).unwrap_or(0),
-            next_attempt_at: row.next_attempt_at,
-            last_delivery_at: row.last_delivery_at,
+            workspace_id: row.text(0)?,
+            sealed_write_key: row.text(1)?,
+            write_key_hint: row.text(2)?,
+            region: region(&row.text(3)?)?,
+            enabled: row.bool(4)?,
+            selection: selection(row.opt_text(5)?, row.opt_text(6)?)?,
+            consecutive_failures: count(row.int(7)?),
+            next_attempt_at: row.int(8)?,
+            last_delivery_at: row.opt_int(9)?,
             last_error,
         })
     }
 }
 
-#[derive(sqlx::FromRow)]
-pub(super) struct LeaseRow {
-    workspace_id: String,
-    lease_id: String,
-    sealed_write_key: String,
-    region: String,
-    consecutive_failures: i32,
-}
+/// The columns `WorkspaceLease` reads, from `RETURNING`.
+pub const LEASE_COLUMNS: &str = "workspace_id, lease_id, sealed_write_key, region, consecutive_failures";
 
-impl TryFrom<LeaseRow> for WorkspaceLease {
-    type Error = StoreError;
-    fn try_from(row: LeaseRow) -> Result<WorkspaceLease, StoreError> {
+impl FromRow for WorkspaceLease {
+    fn from_row(row: &dyn Row) -> Result<Self, StoreError> {
         Ok(WorkspaceLease {
-            region: region(&row.region)?,
-            workspace_id: row.workspace_id,
-            lease_id: row.lease_id,
-            sealed_write_key: row.sealed_write_key,
-            consecutive_failures: u32::try_from(row.consecutive_failures).unwrap_or(0),
+            workspace_id: row.text(0)?,
+            lease_id: row.text(1)?,
+            sealed_write_key: row.text(2)?,
+            region: region(&row.text(3)?)?,
+            consecutive_failures: count(row.int(4)?),
         })
     }
 }
 
-#[derive(sqlx::FromRow)]
-pub(super) struct RegionRow {
-    region: String,
-    failures: i32,
-    down_since: Option<i64>,
-    next_probe_at: i64,
-}
+/// The columns `RegionHealth` reads, for `SELECT` and `RETURNING`.
+pub const REGION_COLUMNS: &str = "region, failures, down_since, next_probe_at";
 
-/// The condition that an integration's Segment region is not down (the
-/// same SQL on both backends).
-pub(super) const REGION_UP: &str = "region NOT IN (SELECT region FROM segment_regions WHERE down_since IS NOT NULL)";
-
-/// The columns `RegionRow` reads, for `SELECT` and `RETURNING`.
-pub(super) const REGION_COLUMNS: &str = "region, failures, down_since, next_probe_at";
-
-impl TryFrom<RegionRow> for RegionHealth {
-    type Error = StoreError;
-    fn try_from(row: RegionRow) -> Result<RegionHealth, StoreError> {
+impl FromRow for RegionHealth {
+    fn from_row(row: &dyn Row) -> Result<Self, StoreError> {
         Ok(RegionHealth {
-            region: region(&row.region)?,
-            failures: u32::try_from(row.failures).unwrap_or(0),
-            down_since: row.down_since,
-            next_probe_at: row.next_probe_at,
+            region: region(&row.text(0)?)?,
+            failures: count(row.int(1)?),
+            down_since: row.opt_int(2)?,
+            next_probe_at: row.int(3)?,
         })
     }
 }
 
-#[derive(sqlx::FromRow)]
-pub(super) struct DeadLetterRow {
-    message_id: String,
-    user_id: Option<String>,
-    anonymous_id: Option<String>,
-    payload: String,
-    reason: String,
-    status: Option<i32>,
-    detail: String,
-    received_at: i64,
-    failed_at: i64,
-}
-
-pub(super) const DEAD_LETTER_COLUMNS: &str =
+pub const DEAD_LETTER_COLUMNS: &str =
     "message_id, user_id, anonymous_id, payload, reason, status, detail, received_at, failed_at";
 
-impl From<DeadLetterRow> for DeadLetter {
-    fn from(row: DeadLetterRow) -> DeadLetter {
-        DeadLetter {
-            message_id: row.message_id,
-            user_id: row.user_id,
-            anonymous_id: row.anonymous_id,
-            payload: row.payload,
-            reason: row.reason,
-            status: status(row.status),
-            detail: row.detail,
-            received_at: row.received_at,
-            failed_at: row.failed_at,
-        }
+impl FromRow for DeadLetter {
+    fn from_row(row: &dyn Row) -> Result<Self, StoreError> {
+        Ok(DeadLetter {
+            message_id: row.text(0)?,
+            user_id: row.opt_text(1)?,
+            anonymous_id: row.opt_text(2)?,
+            payload: row.text(3)?,
+            reason: row.text(4)?,
+            status: status(row.opt_int(5)?),
+            detail: row.text(6)?,
+            received_at: row.int(7)?,
+            failed_at: row.int(8)?,
+        })
     }
 }
 
-/// Converts each row, failing on the first that does not convert.
-pub(super) fn convert<R, T: TryFrom<R, Error = StoreError>>(rows: Vec<R>) -> Result<Vec<T>, StoreError> {
-    rows.into_iter().map(T::try_from).collect()
-}
+/// The columns of an ingest target: the workspace, and what its integration forwards.
+pub const INGEST_TARGET_COLUMNS: &str = "w.id, COALESCE(i.enabled, FALSE), w.allowed_origins, \
+     i.forwarded_events, i.omitted_properties";
 
-/// The ingest target of a key: the workspace and what its integration forwards.
-#[derive(sqlx::FromRow)]
-pub(super) struct IngestTargetRow {
-    workspace_id: String,
-    segment_enabled: bool,
-    allowed_origins: Option<String>,
-    forwarded_events: Option<String>,
-    omitted_properties: Option<String>,
-}
-
-impl TryFrom<IngestTargetRow> for IngestTarget {
-    type Error = StoreError;
-    fn try_from(row: IngestTargetRow) -> Result<IngestTarget, StoreError> {
+impl FromRow for IngestTarget {
+    fn from_row(row: &dyn Row) -> Result<Self, StoreError> {
         Ok(IngestTarget {
-            workspace_id: row.workspace_id,
-            segment_enabled: row.segment_enabled,
-            allowed_origins: row.allowed_origins,
-            selection: selection(row.forwarded_events, row.omitted_properties)?,
+            workspace_id: row.text(0)?,
+            segment_enabled: row.bool(1)?,
+            allowed_origins: row.opt_text(2)?,
+            selection: selection(row.opt_text(3)?, row.opt_text(4)?)?,
+        })
+    }
+}
+
+/// The columns of a queued event read for delivery (`e`: events, `i`: identities).
+pub const QUEUED_EVENT_COLUMNS: &str =
+    "e.id, e.message_id, COALESCE(e.user_id, i.user_id), e.anonymous_id, e.payload, e.received_at";
+
+impl FromRow for QueuedEvent {
+    fn from_row(row: &dyn Row) -> Result<Self, StoreError> {
+        Ok(QueuedEvent {
+            id: row.int(0)?,
+            message_id: row.text(1)?,
+            user_id: row.opt_text(2)?,
+            anonymous_id: row.opt_text(3)?,
+            payload: row.text(4)?,
+            received_at: row.int(5)?,
         })
     }
 }
 
 /// A list as stored: a JSON array, or NULL.
-pub(super) fn stored_list(list: &Option<Vec<String>>) -> Option<String> {
+pub fn stored_list(list: &Option<Vec<String>>) -> Option<String> {
     list.as_ref().map(|items| serde_json::to_string(items).expect("strings always serialize"))
 }
 
@@ -177,6 +147,10 @@ fn region(text: &str) -> Result<Region, StoreError> {
     text.parse().map_err(|()| StoreError::Corrupt(format!("unknown region {text:?}")))
 }
 
-fn status(stored: Option<i32>) -> Option<u16> {
+fn status(stored: Option<i64>) -> Option<u16> {
     stored.and_then(|s| u16::try_from(s).ok())
+}
+
+fn count(stored: i64) -> u32 {
+    u32::try_from(stored).unwrap_or(0)
 }

@@ -1,0 +1,335 @@
+//! The one SQL layer both databases sit behind, so that the store writes each
+//! statement once. A statement is a [`Sql`] template in PostgreSQL's syntax
+//! (`$1` parameters, which SQLite reads too), with a few markers where the
+//! dialects differ (`IN_LIST($n)`, `NEW_LEASE_ID`, `SKIP_LOCKED`, `LOCK_ROW`,
+//! `ROW_ID`), rendered once per dialect. Parameters are [`Value`]s; rows are
+//! read by position through [`Row`] into types that implement [`FromRow`].
+//!
+//! PostgreSQL runs on sqlx's pool. SQLite runs on rusqlite: every write on
+//! one thread that owns the writing connection and its prepared statements
+//! (SQLite has one writer at a time anyway), reads on a small pool of
+//! read-only connections on blocking threads (`sqlite`).
+
+mod postgres;
+mod sqlite;
+
+use std::sync::OnceLock;
+
+pub use postgres::Postgres;
+pub use sqlite::{Sqlite, SqliteConnection};
+
+use super::StoreError;
+
+/// Which database a statement is rendered for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    Postgres,
+    Sqlite,
+}
+
+/// A statement, written once; rendered for each dialect the first time it runs there.
+pub struct Sql {
+    template: &'static str,
+    postgres: OnceLock<String>,
+    sqlite: OnceLock<String>,
+}
+
+impl Sql {
+    pub const fn new(template: &'static str) -> Sql {
+        Sql { template, postgres: OnceLock::new(), sqlite: OnceLock::new() }
+    }
+
+    /// The statement as `dialect` reads it.
+    pub fn text(&self, dialect: Dialect) -> &str {
+        let rendered = match dialect {
+            Dialect::Postgres => &self.postgres,
+            Dialect::Sqlite => &self.sqlite,
+        };
+        rendered.get_or_init(|| render(self.template, dialect))
+    }
+}
+
+/// Replaces the markers where the dialects differ.
+fn render(template: &str, dialect: Dialect) -> String {
+    let words: &[(&str, &str, &str)] = &[
+        ("NEW_LEASE_ID", "gen_random_uuid()::text", "lower(hex(randomblob(16)))"),
+        ("SKIP_LOCKED", "FOR UPDATE SKIP LOCKED", ""),
+        ("LOCK_ROW", "FOR UPDATE", ""),
+        ("ROW_ID", "ctid", "rowid"),
+    ];
+    let mut text = template.to_owned();
+    for (marker, postgres, sqlite) in words {
+        text = text.replace(marker, if dialect == Dialect::Postgres { postgres } else { sqlite });
+    }
+    // `IN_LIST($n)`: membership in a list parameter (an array, or a JSON array).
+    while let Some(start) = text.find("IN_LIST(") {
+        let rest = &text[start + "IN_LIST(".len()..];
+        let end = rest.find(')').expect("IN_LIST( is closed");
+        let parameter = &rest[..end];
+        let membership = match dialect {
+            Dialect::Postgres => format!("= ANY({parameter})"),
+            Dialect::Sqlite => format!("IN (SELECT value FROM json_each({parameter}))"),
+        };
+        text.replace_range(start..start + "IN_LIST(".len() + end + 1, &membership);
+    }
+    text
+}
+
+/// A statement parameter. Nulls are typed, as PostgreSQL wants them; lists
+/// are arrays on PostgreSQL and JSON arrays on SQLite (for `IN_LIST`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Int(Option<i64>),
+    Text(Option<String>),
+    Bool(bool),
+    Ints(Vec<i64>),
+    Texts(Vec<String>),
+}
+
+impl From<i64> for Value {
+    fn from(value: i64) -> Value {
+        Value::Int(Some(value))
+    }
+}
+
+impl From<Option<i64>> for Value {
+    fn from(value: Option<i64>) -> Value {
+        Value::Int(value)
+    }
+}
+
+impl From<&str> for Value {
+    fn from(value: &str) -> Value {
+        Value::Text(Some(value.to_owned()))
+    }
+}
+
+impl From<&String> for Value {
+    fn from(value: &String) -> Value {
+        Value::Text(Some(value.clone()))
+    }
+}
+
+impl From<String> for Value {
+    fn from(value: String) -> Value {
+        Value::Text(Some(value))
+    }
+}
+
+impl From<Option<String>> for Value {
+    fn from(value: Option<String>) -> Value {
+        Value::Text(value)
+    }
+}
+
+impl From<Option<&str>> for Value {
+    fn from(value: Option<&str>) -> Value {
+        Value::Text(value.map(str::to_owned))
+    }
+}
+
+impl From<bool> for Value {
+    fn from(value: bool) -> Value {
+        Value::Bool(value)
+    }
+}
+
+impl From<&[i64]> for Value {
+    fn from(value: &[i64]) -> Value {
+        Value::Ints(value.to_vec())
+    }
+}
+
+impl From<&[String]> for Value {
+    fn from(value: &[String]) -> Value {
+        Value::Texts(value.to_vec())
+    }
+}
+
+/// Parameters `$1`, `$2`, … of a statement.
+macro_rules! params {
+    ($($value:expr),* $(,)?) => { vec![$($crate::store::db::Value::from($value)),*] };
+}
+pub(crate) use params;
+
+/// One row of a result, read by column position.
+pub trait Row {
+    fn int(&self, column: usize) -> Result<i64, StoreError>;
+    fn opt_int(&self, column: usize) -> Result<Option<i64>, StoreError>;
+    fn text(&self, column: usize) -> Result<String, StoreError>;
+    fn opt_text(&self, column: usize) -> Result<Option<String>, StoreError>;
+    fn bool(&self, column: usize) -> Result<bool, StoreError>;
+}
+
+/// A type a row reads into.
+pub trait FromRow: Sized + Send + 'static {
+    fn from_row(row: &dyn Row) -> Result<Self, StoreError>;
+}
+
+impl FromRow for i64 {
+    fn from_row(row: &dyn Row) -> Result<Self, StoreError> {
+        row.int(0)
+    }
+}
+
+impl FromRow for Option<i64> {
+    fn from_row(row: &dyn Row) -> Result<Self, StoreError> {
+        row.opt_int(0)
+    }
+}
+
+impl FromRow for String {
+    fn from_row(row: &dyn Row) -> Result<Self, StoreError> {
+        row.text(0)
+    }
+}
+
+impl FromRow for (String, String) {
+    fn from_row(row: &dyn Row) -> Result<Self, StoreError> {
+        Ok((row.text(0)?, row.text(1)?))
+    }
+}
+
+impl FromRow for (i64, i64) {
+    fn from_row(row: &dyn Row) -> Result<Self, StoreError> {
+        Ok((row.int(0)?, row.int(1)?))
+    }
+}
+
+/// The database: PostgreSQL or SQLite, behind the same calls. Reads and
+/// writes are told apart because SQLite serves them on different connections.
+#[derive(Clone)]
+pub enum Db {
+    Postgres(Postgres),
+    Sqlite(Sqlite),
+}
+
+impl Db {
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Db::Postgres(_) => Dialect::Postgres,
+            Db::Sqlite(_) => Dialect::Sqlite,
+        }
+    }
+
+    /// Every row a read returns.
+    pub async fn read_all<T: FromRow>(&self, sql: &'static Sql, params: Vec<Value>) -> Result<Vec<T>, StoreError> {
+        match self {
+            Db::Postgres(db) => db.all(sql, params).await,
+            Db::Sqlite(db) => db.read(move |c| sqlite::all(c, sql, &params)).await,
+        }
+    }
+
+    /// The row a read returns, if any.
+    pub async fn read_optional<T: FromRow>(
+        &self,
+        sql: &'static Sql,
+        params: Vec<Value>,
+    ) -> Result<Option<T>, StoreError> {
+        Ok(self.read_all(sql, params).await?.into_iter().next())
+    }
+
+    /// The one row a read returns.
+    pub async fn read_one<T: FromRow>(&self, sql: &'static Sql, params: Vec<Value>) -> Result<T, StoreError> {
+        self.read_optional(sql, params).await?.ok_or_else(no_row)
+    }
+
+    /// Runs a write; the rows it changed.
+    pub async fn write(&self, sql: &'static Sql, params: Vec<Value>) -> Result<u64, StoreError> {
+        match self {
+            Db::Postgres(db) => db.execute(sql, params).await,
+            Db::Sqlite(db) => db.write(move |c| sqlite::execute(c, sql, &params)).await,
+        }
+    }
+
+    /// Every row a write returns (`RETURNING`).
+    pub async fn write_all<T: FromRow>(&self, sql: &'static Sql, params: Vec<Value>) -> Result<Vec<T>, StoreError> {
+        match self {
+            Db::Postgres(db) => db.all(sql, params).await,
+            Db::Sqlite(db) => db.write(move |c| sqlite::all(c, sql, &params)).await,
+        }
+    }
+
+    /// The row a write returns, if any.
+    pub async fn write_optional<T: FromRow>(
+        &self,
+        sql: &'static Sql,
+        params: Vec<Value>,
+    ) -> Result<Option<T>, StoreError> {
+        Ok(self.write_all(sql, params).await?.into_iter().next())
+    }
+
+    /// The one row a write returns.
+    pub async fn write_one<T: FromRow>(&self, sql: &'static Sql, params: Vec<Value>) -> Result<T, StoreError> {
+        self.write_optional(sql, params).await?.ok_or_else(no_row)
+    }
+
+    /// A transaction: its statements run in order, and take effect together on `commit`.
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        Ok(match self {
+            Db::Postgres(db) => Tx::Postgres(db.begin().await?),
+            Db::Sqlite(db) => Tx::Sqlite(db.begin().await?),
+        })
+    }
+}
+
+/// A transaction; dropped without `commit`, it rolls back.
+pub enum Tx {
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+    Sqlite(sqlite::Transaction),
+}
+
+impl Tx {
+    pub async fn execute(&mut self, sql: &'static Sql, params: Vec<Value>) -> Result<u64, StoreError> {
+        match self {
+            Tx::Postgres(tx) => postgres::execute_on(tx, sql, params).await,
+            Tx::Sqlite(tx) => tx.run(move |c| sqlite::execute(c, sql, &params)).await,
+        }
+    }
+
+    pub async fn all<T: FromRow>(&mut self, sql: &'static Sql, params: Vec<Value>) -> Result<Vec<T>, StoreError> {
+        match self {
+            Tx::Postgres(tx) => postgres::all_on(tx, sql, params).await,
+            Tx::Sqlite(tx) => tx.run(move |c| sqlite::all(c, sql, &params)).await,
+        }
+    }
+
+    pub async fn optional<T: FromRow>(
+        &mut self,
+        sql: &'static Sql,
+        params: Vec<Value>,
+    ) -> Result<Option<T>, StoreError> {
+        Ok(self.all(sql, params).await?.into_iter().next())
+    }
+
+    pub async fn commit(self) -> Result<(), StoreError> {
+        match self {
+            Tx::Postgres(tx) => Ok(tx.commit().await?),
+            Tx::Sqlite(tx) => tx.commit().await,
+        }
+    }
+}
+
+fn no_row() -> StoreError {
+    StoreError::Corrupt("a statement that returns a row returned none".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_are_rendered_per_dialect() {
+        let template = "UPDATE t SET lease = NEW_LEASE_ID WHERE id IN_LIST($4) AND x IN_LIST($2) SKIP_LOCKED";
+        assert_eq!(
+            render(template, Dialect::Postgres),
+            "UPDATE t SET lease = gen_random_uuid()::text WHERE id = ANY($4) AND x = ANY($2) FOR UPDATE SKIP LOCKED"
+        );
+        assert_eq!(
+            render(template, Dialect::Sqlite),
+            "UPDATE t SET lease = lower(hex(randomblob(16))) WHERE id IN (SELECT value FROM json_each($4)) \
+             AND x IN (SELECT value FROM json_each($2)) "
+        );
+        assert_eq!(render("SELECT 1", Dialect::Sqlite), "SELECT 1");
+    }
+}

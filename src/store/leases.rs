@@ -1,0 +1,100 @@
+//! Workspace leases: which worker (of all instances) delivers for a workspace
+//! until when, and how its round ended. The lease id is the fencing token:
+//! once a lease has passed to another worker, the old holder changes nothing.
+
+use const_format::concatcp;
+
+use super::db::{Sql, params};
+use super::rows::LEASE_COLUMNS;
+use super::{Millis, RoundEnd, Store, StoreError, WorkspaceLease};
+
+/// The condition that an integration's Segment region is not down.
+pub(super) const REGION_UP: &str = "region NOT IN (SELECT region FROM segment_regions WHERE down_since IS NOT NULL)";
+
+static LEASE: Sql = Sql::new(concatcp!(
+    "UPDATE integrations SET lease_id = NEW_LEASE_ID, leased_until = $1 \
+     WHERE workspace_id IN ( \
+       SELECT workspace_id FROM integrations \
+       WHERE workspace_id IN_LIST($4) AND enabled AND next_attempt_at <= $2 AND ",
+    REGION_UP,
+    " AND (leased_until IS NULL OR leased_until < $2) \
+       ORDER BY next_attempt_at LIMIT $3 SKIP_LOCKED) \
+     RETURNING ",
+    LEASE_COLUMNS
+));
+static NEXT_DUE: Sql = Sql::new(concatcp!(
+    "SELECT MIN(CASE WHEN leased_until >= $1 THEN leased_until ELSE next_attempt_at END) \
+     FROM integrations WHERE enabled AND workspace_id IN_LIST($2) AND ",
+    REGION_UP
+));
+static EXTEND: Sql = Sql::new("UPDATE integrations SET leased_until = $1 WHERE workspace_id = $2 AND lease_id = $3");
+static RELEASE: Sql =
+    Sql::new("UPDATE integrations SET lease_id = NULL, leased_until = NULL WHERE workspace_id = $1 AND lease_id = $2");
+static END_DELIVERED: Sql = Sql::new(
+    "UPDATE integrations SET lease_id = NULL, leased_until = NULL, consecutive_failures = 0, \
+       next_attempt_at = $1, last_delivery_at = COALESCE($2, last_delivery_at) \
+     WHERE workspace_id = $3 AND lease_id = $4",
+);
+static END_FAILED: Sql = Sql::new(
+    "UPDATE integrations SET lease_id = NULL, leased_until = NULL, \
+       consecutive_failures = consecutive_failures + $1, next_attempt_at = $2, \
+       last_error_at = $3, last_error_status = $4, last_error_message = $5 \
+     WHERE workspace_id = $6 AND lease_id = $7",
+);
+
+impl Store {
+    /// Leases up to `limit` of the `candidates` that are enabled, due,
+    /// unleased and in a region that is up, longest-waiting first.
+    pub async fn lease_workspaces(
+        &self,
+        candidates: &[String],
+        now: Millis,
+        lease_until: Millis,
+        limit: usize,
+    ) -> Result<Vec<WorkspaceLease>, StoreError> {
+        self.db.write_all(&LEASE, params![lease_until, now, limit as i64, candidates]).await
+    }
+
+    /// The earliest time one of the enabled `candidates` in a region that is
+    /// up may be leased (its next attempt, or the end of its current lease).
+    pub async fn next_due(&self, candidates: &[String], now: Millis) -> Result<Option<Millis>, StoreError> {
+        self.db.read_one(&NEXT_DUE, params![now, candidates]).await
+    }
+
+    /// Extends the workspace lease to `until`, if it is still held; `false`
+    /// when another worker has taken the workspace.
+    pub async fn extend_lease(&self, lease: &WorkspaceLease, until: Millis) -> Result<bool, StoreError> {
+        Ok(self.db.write(&EXTEND, params![until, &lease.workspace_id, &lease.lease_id]).await? == 1)
+    }
+
+    /// Gives the workspace lease back at once, so another worker may take the
+    /// workspace without waiting for the lease to run out.
+    pub async fn release_lease(&self, lease: &WorkspaceLease) -> Result<(), StoreError> {
+        self.db.write(&RELEASE, params![&lease.workspace_id, &lease.lease_id]).await?;
+        Ok(())
+    }
+
+    /// Records how the round went and gives the workspace lease back.
+    pub async fn end_round(&self, lease: &WorkspaceLease, end: &RoundEnd) -> Result<(), StoreError> {
+        let (workspace, lease_id) = (&lease.workspace_id, &lease.lease_id);
+        match end {
+            RoundEnd::Delivered { delivered_at, next_attempt_at } => {
+                let values = params![*next_attempt_at, *delivered_at, workspace, lease_id];
+                self.db.write(&END_DELIVERED, values).await?
+            }
+            RoundEnd::Failed { error, next_attempt_at, counts_as_failure } => {
+                let values = params![
+                    i64::from(*counts_as_failure),
+                    *next_attempt_at,
+                    error.at,
+                    error.status.map(i64::from),
+                    &error.message,
+                    workspace,
+                    lease_id,
+                ];
+                self.db.write(&END_FAILED, values).await?
+            }
+        };
+        Ok(())
+    }
+}

@@ -1,0 +1,348 @@
+//! The event queue: committing accepted events (and the identity links they
+//! carry), reading a leased workspace's oldest events, acknowledging what
+//! Segment took, dead letters, expiry and replay, and the announcements of
+//! new events to other instances (PostgreSQL).
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use const_format::concatcp;
+use tokio_util::sync::CancellationToken;
+
+use super::db::{Db, Sql, SqliteConnection, Tx, params};
+use super::rows::{DEAD_LETTER_COLUMNS, QUEUED_EVENT_COLUMNS};
+use super::{
+    DeadLetter, EXPIRED, IdentityLink, LINK_REFRESH_MILLIS, Millis, NewEvent, OnEvents, QueuedEvent, Rejection, Store,
+    StoreError, WorkspaceLease, latest_links,
+};
+use crate::time::now_millis;
+
+/// The condition under which a worker's writes to events take effect: its
+/// workspace lease (`$2` workspace, `$3` lease id) is still the current one.
+const LEASE_HELD: &str = "workspace_id = $2 \
+     AND EXISTS (SELECT 1 FROM integrations WHERE workspace_id = $2 AND lease_id = $3)";
+
+/// An identity link is rewritten when its user changed, or once it is a day
+/// old (`$5`), and never by an older one.
+const LINK_CONFLICT: &str = " ON CONFLICT (workspace_id, anonymous_id) DO UPDATE SET user_id = excluded.user_id, \
+     updated_at = excluded.updated_at WHERE excluded.updated_at >= identities.updated_at \
+     AND (excluded.user_id <> identities.user_id OR excluded.updated_at >= identities.updated_at + $5)";
+
+static INSERT_EVENT: Sql = Sql::new(
+    "INSERT INTO events (workspace_id, message_id, user_id, anonymous_id, payload, received_at) \
+     VALUES ($1, $2, $3, $4, $5, $6)",
+);
+static UPSERT_LINK: Sql = Sql::new(concatcp!(
+    "INSERT INTO identities (workspace_id, anonymous_id, user_id, updated_at) VALUES ($1, $2, $3, $4)",
+    LINK_CONFLICT
+));
+/// PostgreSQL takes a commit's rows as column arrays, in one round trip, and
+/// announces them in the same statement.
+static ENQUEUE_ARRAYS: Sql = Sql::new(concatcp!(
+    "WITH new_events AS ( \
+       INSERT INTO events (workspace_id, message_id, user_id, anonymous_id, payload, received_at) \
+       SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $6::text[], $7::bigint[])), \
+     new_links AS ( \
+       INSERT INTO identities (workspace_id, anonymous_id, user_id, updated_at) \
+       SELECT * FROM UNNEST($8::text[], $9::text[], $10::text[], $11::bigint[])",
+    LINK_CONFLICT,
+    ") SELECT pg_notify($12, $13) WHERE $13 <> ''"
+));
+static WORKSPACES_WITH_EVENTS: Sql = Sql::new(
+    "SELECT workspace_id FROM integrations i \
+     WHERE enabled AND EXISTS (SELECT 1 FROM events e WHERE e.workspace_id = i.workspace_id)",
+);
+static READ: Sql = Sql::new(concatcp!(
+    "SELECT ",
+    QUEUED_EVENT_COLUMNS,
+    " FROM events e LEFT JOIN identities i \
+       ON e.user_id IS NULL AND i.workspace_id = e.workspace_id AND i.anonymous_id = e.anonymous_id \
+     WHERE e.workspace_id = $1 AND e.id > $2 ORDER BY e.id LIMIT $3"
+));
+static ACK: Sql = Sql::new(concatcp!("DELETE FROM events WHERE id IN_LIST($1) AND ", LEASE_HELD));
+static ACK_WITHOUT_FLUSH: Sql = Sql::new("SET LOCAL synchronous_commit = off");
+static DEAD_LETTER: Sql = Sql::new(concatcp!(
+    "INSERT INTO dead_letters (workspace_id, message_id, user_id, anonymous_id, payload, received_at, \
+                               reason, status, detail, failed_at) \
+     SELECT workspace_id, message_id, user_id, anonymous_id, payload, received_at, $4, $5, $6, $7 \
+     FROM events WHERE id = $1 AND ",
+    LEASE_HELD
+));
+static DELETE_EVENT: Sql = Sql::new(concatcp!("DELETE FROM events WHERE id = $1 AND ", LEASE_HELD));
+static EXPIRING: Sql = Sql::new(
+    "SELECT id FROM events WHERE received_at < $1 \
+       AND workspace_id NOT IN (SELECT workspace_id FROM integrations WHERE leased_until >= $2) \
+     LIMIT $3 SKIP_LOCKED",
+);
+static EXPIRE: Sql = Sql::new(
+    "INSERT INTO dead_letters (workspace_id, message_id, user_id, anonymous_id, payload, received_at, \
+                               reason, status, detail, failed_at) \
+     SELECT workspace_id, message_id, user_id, anonymous_id, payload, received_at, $2, NULL, $3, $4 \
+     FROM events WHERE id IN_LIST($1)",
+);
+static DELETE_EVENTS: Sql = Sql::new("DELETE FROM events WHERE id IN_LIST($1)");
+static DEPTH: Sql = Sql::new("SELECT COUNT(*) FROM events");
+static OLDEST: Sql = Sql::new("SELECT MIN(received_at) FROM events");
+static DEAD_LETTERS: Sql = Sql::new(concatcp!(
+    "SELECT ",
+    DEAD_LETTER_COLUMNS,
+    " FROM dead_letters WHERE workspace_id = $1 ORDER BY id LIMIT $2"
+));
+static DEAD_LETTER_IDS: Sql = Sql::new("SELECT id FROM dead_letters WHERE workspace_id = $1 ORDER BY id LOCK_ROW");
+static REPLAY: Sql = Sql::new(
+    "INSERT INTO events (workspace_id, message_id, user_id, anonymous_id, payload, received_at) \
+     SELECT workspace_id, message_id, user_id, anonymous_id, payload, $2 \
+     FROM dead_letters WHERE id IN_LIST($1) ORDER BY id",
+);
+static DELETE_DEAD_LETTERS: Sql = Sql::new("DELETE FROM dead_letters WHERE id IN_LIST($1)");
+static ANNOUNCE: Sql = Sql::new("SELECT pg_notify($1, '')");
+
+/// The channel on which commits of new events are announced to all instances.
+const EVENTS_CHANNEL: &str = "produktly_events";
+/// Least time between two announcements from one instance. A notification
+/// roughly doubles the cost of a commit, and it is only a hint: the instance
+/// that commits wakes its own delivery at once anyway.
+const ANNOUNCE_INTERVAL_MS: Millis = 100;
+/// NOTIFY payloads are limited to 8,000 bytes; the rest is found by polling.
+const MAX_ANNOUNCEMENT: usize = 7_900;
+/// Events deleted per statement of an ack on SQLite: each chunk is a write of
+/// its own, so an ingest commit waiting for the writer goes between two.
+const SQLITE_ACK_CHUNK: usize = 250;
+
+impl Store {
+    /// Commits events and identity links in one transaction.
+    pub async fn enqueue(&self, events: Vec<NewEvent>, identities: Vec<IdentityLink>) -> Result<(), StoreError> {
+        match &self.db {
+            Db::Postgres(db) => {
+                let announcement = self.announcement(&events);
+                let column = |f: fn(&NewEvent) -> Option<&str>| events.iter().map(f).collect::<Vec<_>>();
+                let links = latest_links(&identities);
+                let link_column = |f: fn(&IdentityLink) -> &str| links.iter().map(|l| f(l)).collect::<Vec<_>>();
+                sqlx::query(ENQUEUE_ARRAYS.text(self.db.dialect()))
+                    .bind(column(|e| Some(&e.workspace_id)))
+                    .bind(column(|e| Some(&e.message_id)))
+                    .bind(column(|e| e.user_id.as_deref()))
+                    .bind(column(|e| e.anonymous_id.as_deref()))
+                    .bind(LINK_REFRESH_MILLIS)
+                    .bind(column(|e| Some(&e.payload)))
+                    .bind(events.iter().map(|e| e.received_at).collect::<Vec<_>>())
+                    .bind(link_column(|l| &l.workspace_id))
+                    .bind(link_column(|l| &l.anonymous_id))
+                    .bind(link_column(|l| &l.user_id))
+                    .bind(links.iter().map(|l| l.at).collect::<Vec<_>>())
+                    .bind(EVENTS_CHANNEL)
+                    .bind(announcement)
+                    .execute(&db.pool)
+                    .await?;
+                Ok(())
+            }
+            Db::Sqlite(db) => db.write(move |c| insert_rows(c, &events, &identities)).await,
+        }
+    }
+
+    /// The workspaces with an enabled integration and queued events. This
+    /// probes the queue per workspace: delivery polls it, it does not ask it
+    /// at every turn.
+    pub async fn workspaces_with_events(&self) -> Result<Vec<String>, StoreError> {
+        self.db.read_all(&WORKSPACES_WITH_EVENTS, params![]).await
+    }
+
+    /// The leased workspace's `limit` oldest queued events with an id above
+    /// `after` (0: from the front). Reading takes no lock and writes nothing:
+    /// the workspace lease makes them this worker's.
+    pub async fn queued_events(
+        &self,
+        lease: &WorkspaceLease,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<QueuedEvent>, StoreError> {
+        self.db.read_all(&READ, params![&lease.workspace_id, after, limit as i64]).await
+    }
+
+    /// Deletes delivered events, if the lease is still held.
+    pub async fn ack(&self, lease: &WorkspaceLease, event_ids: &[i64]) -> Result<u64, StoreError> {
+        let held = |ids: &[i64]| params![ids, &lease.workspace_id, &lease.lease_id];
+        match &self.db {
+            // Without waiting for the disk: an ack lost in a crash only means its
+            // events go to Segment once more (same messageId), and ingest's
+            // commits, which must wait for the disk, do not queue behind acks'.
+            Db::Postgres(_) => {
+                let mut tx = self.db.begin().await?;
+                tx.execute(&ACK_WITHOUT_FLUSH, params![]).await?;
+                let deleted = tx.execute(&ACK, held(event_ids)).await?;
+                tx.commit().await?;
+                Ok(deleted)
+            }
+            // (If a chunk fails, its events stay queued and go to Segment once
+            // more, same messageId.)
+            Db::Sqlite(_) => {
+                let mut deleted = 0;
+                for chunk in event_ids.chunks(SQLITE_ACK_CHUNK) {
+                    deleted += self.db.write(&ACK, held(chunk)).await?;
+                }
+                Ok(deleted)
+            }
+        }
+    }
+
+    /// Moves events to the dead letters, if the lease is still held.
+    pub async fn dead_letter(
+        &self,
+        lease: &WorkspaceLease,
+        rejections: &[Rejection],
+        now: Millis,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.db.begin().await?;
+        let mut moved = 0;
+        for rejection in rejections {
+            let (id, workspace, lease_id) = (rejection.event_id, &lease.workspace_id, &lease.lease_id);
+            let status = rejection.status.map(i64::from);
+            let values = params![id, workspace, lease_id, &rejection.reason, status, &rejection.detail, now];
+            moved += tx.execute(&DEAD_LETTER, values).await?;
+            tx.execute(&DELETE_EVENT, params![id, workspace, lease_id]).await?;
+        }
+        tx.commit().await?;
+        Ok(moved)
+    }
+
+    /// Moves up to `limit` events received before `cutoff`, of workspaces not
+    /// leased at `now`, to the dead letters as `expired`.
+    pub async fn expire_events(&self, cutoff: Millis, now: Millis, limit: usize) -> Result<u64, StoreError> {
+        let mut tx = self.db.begin().await?;
+        let ids: Vec<i64> = tx.all(&EXPIRING, params![cutoff, now, limit as i64]).await?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let (reason, detail) = EXPIRED;
+        let moved = tx.execute(&EXPIRE, params![ids.as_slice(), reason, detail, now]).await?;
+        tx.execute(&DELETE_EVENTS, params![ids.as_slice()]).await?;
+        tx.commit().await?;
+        Ok(moved)
+    }
+
+    /// Undelivered events of all workspaces.
+    pub async fn queue_depth(&self) -> Result<u64, StoreError> {
+        Ok(self.db.read_one::<i64>(&DEPTH, params![]).await? as u64)
+    }
+
+    /// When the oldest undelivered event was received, if any is waiting.
+    pub async fn oldest_queued_at(&self) -> Result<Option<Millis>, StoreError> {
+        self.db.read_one(&OLDEST, params![]).await
+    }
+
+    pub async fn dead_letters(&self, workspace_id: &str, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        self.db.read_all(&DEAD_LETTERS, params![workspace_id, limit as i64]).await
+    }
+
+    /// Requeues every dead letter of the workspace, with a fresh age.
+    pub async fn replay_dead_letters(&self, workspace_id: &str, now: Millis) -> Result<u64, StoreError> {
+        let mut tx = self.db.begin().await?;
+        // By id: exactly what is requeued is deleted, whatever another instance adds meanwhile.
+        let ids: Vec<i64> = tx.all(&DEAD_LETTER_IDS, params![workspace_id]).await?;
+        let replayed = tx.execute(&REPLAY, params![ids.as_slice(), now]).await?;
+        tx.execute(&DELETE_DEAD_LETTERS, params![ids.as_slice()]).await?;
+        self.announce_in(&mut tx).await?;
+        tx.commit().await?;
+        Ok(replayed)
+    }
+
+    /// Calls `on_events` with the workspaces of events other instances commit,
+    /// until `stop`: a hint only, since delivery also polls. Without
+    /// cross-instance notification (SQLite serves one instance) it returns at once.
+    pub async fn listen_for_events(&self, on_events: OnEvents, stop: CancellationToken) {
+        let Db::Postgres(db) = &self.db else { return };
+        loop {
+            let listened = tokio::select! {
+                _ = stop.cancelled() => return,
+                listened = relay_notifications(&db.pool, &on_events) => listened,
+            };
+            if let Err(e) = listened {
+                tracing::warn!(error = %e, "lost the event notifications; polling until they are back");
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    /// Announces new events to every instance when the transaction commits
+    /// (PostgreSQL; SQLite serves one instance).
+    pub(super) async fn announce_in(&self, tx: &mut Tx) -> Result<(), StoreError> {
+        if matches!(tx, Tx::Postgres(_)) {
+            tx.execute(&ANNOUNCE, params![EVENTS_CHANNEL]).await?;
+        }
+        Ok(())
+    }
+
+    /// What this commit announces to other instances: the workspaces of its
+    /// events, comma-separated (ids hold no comma), at most one announcement
+    /// every `ANNOUNCE_INTERVAL_MS`; empty for none.
+    fn announcement(&self, events: &[NewEvent]) -> String {
+        let now = now_millis();
+        let last = self.announced.load(Ordering::Relaxed);
+        let due = !events.is_empty()
+            && now - last >= ANNOUNCE_INTERVAL_MS
+            && self.announced.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok();
+        if !due {
+            return String::new();
+        }
+        let mut ids: Vec<&str> = events.iter().map(|e| e.workspace_id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut payload = String::new();
+        for id in ids {
+            if payload.len() + id.len() + 1 > MAX_ANNOUNCEMENT {
+                break;
+            }
+            if !payload.is_empty() {
+                payload.push(',');
+            }
+            payload.push_str(id);
+        }
+        payload
+    }
+}
+
+/// SQLite's commit: one transaction of prepared single-row inserts (no
+/// statement to parse, and no statement journal as a multi-row insert needs).
+/// Their parameters appear in the order of their numbers, so they bind by position.
+fn insert_rows(c: &mut SqliteConnection, events: &[NewEvent], identities: &[IdentityLink]) -> Result<(), StoreError> {
+    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    {
+        let mut insert = tx.prepare_cached(INSERT_EVENT.text(super::db::Dialect::Sqlite))?;
+        for event in events {
+            insert.execute(rusqlite::params![
+                event.workspace_id,
+                event.message_id,
+                event.user_id,
+                event.anonymous_id,
+                event.payload,
+                event.received_at
+            ])?;
+        }
+        let mut upsert = tx.prepare_cached(UPSERT_LINK.text(super::db::Dialect::Sqlite))?;
+        for link in latest_links(identities) {
+            upsert.execute(rusqlite::params![
+                link.workspace_id,
+                link.anonymous_id,
+                link.user_id,
+                link.at,
+                LINK_REFRESH_MILLIS
+            ])?;
+        }
+    }
+    // Dropped on an error above, the transaction rolls back.
+    tx.commit()?;
+    Ok(())
+}
+
+/// Passes on every announcement until the connection fails.
+async fn relay_notifications(pool: &sqlx::PgPool, on_events: &OnEvents) -> Result<(), sqlx::Error> {
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+    listener.listen(EVENTS_CHANNEL).await?;
+    loop {
+        let notification = listener.recv().await?;
+        on_events(notification.payload().split(',').filter(|id| !id.is_empty()).map(str::to_owned).collect());
+    }
+}

@@ -1,0 +1,115 @@
+//! Each Segment region's health, shared by every instance, and the probes of
+//! a region that is down.
+
+use const_format::concatcp;
+
+use super::db::{Sql, params};
+use super::rows::{LEASE_COLUMNS, REGION_COLUMNS};
+use super::{Millis, RegionHealth, Store, StoreError, WorkspaceLease};
+use crate::segment::Region;
+
+static HEALTH: Sql = Sql::new(concatcp!("SELECT ", REGION_COLUMNS, " FROM segment_regions ORDER BY region"));
+static FAILED: Sql = Sql::new(concatcp!(
+    "UPDATE segment_regions SET failures = failures + 1, \
+       down_since = CASE WHEN down_since IS NULL AND failures + 1 >= $2 THEN $3 ELSE down_since END, \
+       next_probe_at = CASE WHEN (down_since IS NULL AND failures + 1 >= $2) OR $5 THEN $4 \
+                            ELSE next_probe_at END \
+     WHERE region = $1 RETURNING ",
+    REGION_COLUMNS
+));
+static DOWN_SINCE: Sql = Sql::new("SELECT down_since FROM segment_regions WHERE region = $1 LOCK_ROW");
+static UP: Sql =
+    Sql::new("UPDATE segment_regions SET failures = 0, down_since = NULL, next_probe_at = 0 WHERE region = $1");
+static FAILED_WORKSPACES_DUE: Sql = Sql::new(
+    "UPDATE integrations SET next_attempt_at = $2, consecutive_failures = 0 \
+     WHERE region = $1 AND enabled AND consecutive_failures > 0",
+);
+static CLAIM_PROBE: Sql = Sql::new(
+    "UPDATE segment_regions SET next_probe_at = $3 \
+     WHERE region = $1 AND down_since IS NOT NULL AND next_probe_at <= $2",
+);
+static LEASE_PROBE: Sql = Sql::new(concatcp!(
+    "UPDATE integrations SET lease_id = NEW_LEASE_ID, leased_until = $3 \
+     WHERE workspace_id IN ( \
+       SELECT workspace_id FROM integrations \
+       WHERE workspace_id IN_LIST($4) AND region = $1 AND enabled \
+         AND (leased_until IS NULL OR leased_until < $2) \
+       ORDER BY next_attempt_at LIMIT 1 SKIP_LOCKED) \
+     RETURNING ",
+    LEASE_COLUMNS
+));
+static END_PROBE: Sql =
+    Sql::new("UPDATE segment_regions SET next_probe_at = $3 WHERE region = $1 AND next_probe_at = $2");
+
+impl Store {
+    /// Every region's health.
+    pub async fn region_health(&self) -> Result<Vec<RegionHealth>, StoreError> {
+        self.db.read_all(&HEALTH, params![]).await
+    }
+
+    /// Counts a region-wide failure. The region goes down at `down_after`
+    /// consecutive failures (the caller whose failure it is sees `failures ==
+    /// down_after`), and may be probed from `next_probe_at`; a failed `probe`
+    /// sets when the next one may go. Returns the region's health after.
+    pub async fn region_failed(
+        &self,
+        region: Region,
+        now: Millis,
+        down_after: u32,
+        next_probe_at: Millis,
+        probe: bool,
+    ) -> Result<RegionHealth, StoreError> {
+        let values = params![region.as_str(), i64::from(down_after), now, next_probe_at, probe];
+        self.db.write_one(&FAILED, values).await
+    }
+
+    /// A success in the region: it is up, its failures forgotten. If it was
+    /// down, every workspace of the region that failed is due at once, on every
+    /// instance (PostgreSQL also announces it). Returns since when the region
+    /// had been down, if it was.
+    pub async fn region_succeeded(&self, region: Region, now: Millis) -> Result<Option<Millis>, StoreError> {
+        let mut tx = self.db.begin().await?;
+        let down_since: Option<Millis> = tx.optional(&DOWN_SINCE, params![region.as_str()]).await?.flatten();
+        tx.execute(&UP, params![region.as_str()]).await?;
+        if down_since.is_some() {
+            tx.execute(&FAILED_WORKSPACES_DUE, params![region.as_str(), now]).await?;
+            self.announce_in(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(down_since)
+    }
+
+    /// While the region is down and its probe due: claims the probe until
+    /// `lease_until` and leases one of the region's `candidates` for it, the
+    /// least recently attempted. `None` when there is nothing to probe now.
+    pub async fn lease_probe(
+        &self,
+        region: Region,
+        candidates: &[String],
+        now: Millis,
+        lease_until: Millis,
+    ) -> Result<Option<WorkspaceLease>, StoreError> {
+        let mut tx = self.db.begin().await?;
+        if tx.execute(&CLAIM_PROBE, params![region.as_str(), now, lease_until]).await? == 0 {
+            return Ok(None);
+        }
+        let values = params![region.as_str(), now, lease_until, candidates];
+        let Some(lease) = tx.optional(&LEASE_PROBE, values).await? else {
+            return Ok(None); // the transaction rolls back: the probe stays unclaimed
+        };
+        tx.commit().await?;
+        Ok(Some(lease))
+    }
+
+    /// Ends a probe that still holds its claim (`next_probe_at == claimed_until`,
+    /// it sent nothing): the next probe may go from `next_probe_at`.
+    pub async fn end_probe(
+        &self,
+        region: Region,
+        claimed_until: Millis,
+        next_probe_at: Millis,
+    ) -> Result<(), StoreError> {
+        self.db.write(&END_PROBE, params![region.as_str(), claimed_until, next_probe_at]).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,64 @@
+//! Workspaces and their ingest keys.
+
+use const_format::concatcp;
+
+use super::db::{Sql, params};
+use super::rows::{INGEST_TARGET_COLUMNS, WORKSPACE_COLUMNS};
+use super::{IngestTarget, Store, StoreError, Workspace};
+
+static INSERT: Sql = Sql::new(
+    "INSERT INTO workspaces (id, name, ingest_key, created_at, allowed_origins) VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (id) DO NOTHING",
+);
+static UPSERT: Sql = Sql::new(concatcp!(
+    "INSERT INTO workspaces (id, name, ingest_key, created_at, allowed_origins) VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (id) DO UPDATE SET name = excluded.name, allowed_origins = excluded.allowed_origins \
+     RETURNING ",
+    WORKSPACE_COLUMNS
+));
+static SELECT: Sql = Sql::new(concatcp!("SELECT ", WORKSPACE_COLUMNS, " FROM workspaces WHERE id = $1"));
+static ROTATE_KEY: Sql =
+    Sql::new(concatcp!("UPDATE workspaces SET ingest_key = $1 WHERE id = $2 RETURNING ", WORKSPACE_COLUMNS));
+static INGEST_TARGET: Sql = Sql::new(concatcp!(
+    "SELECT ",
+    INGEST_TARGET_COLUMNS,
+    " FROM workspaces w LEFT JOIN integrations i ON i.workspace_id = w.id WHERE w.ingest_key = $1"
+));
+
+impl Store {
+    /// Inserts a workspace; `false` when its id is taken.
+    pub async fn insert_workspace(&self, workspace: &Workspace) -> Result<bool, StoreError> {
+        Ok(self.db.write(&INSERT, fields(workspace)).await? == 1)
+    }
+
+    /// Inserts a workspace or renames the existing one (keeping its ingest key);
+    /// returns it and whether it was created.
+    pub async fn upsert_workspace(&self, workspace: &Workspace) -> Result<(Workspace, bool), StoreError> {
+        let stored: Workspace = self.db.write_one(&UPSERT, fields(workspace)).await?;
+        let created = stored.ingest_key == workspace.ingest_key;
+        Ok((stored, created))
+    }
+
+    pub async fn workspace(&self, id: &str) -> Result<Option<Workspace>, StoreError> {
+        self.db.read_optional(&SELECT, params![id]).await
+    }
+
+    pub async fn rotate_ingest_key(&self, id: &str, new_key: &str) -> Result<Option<Workspace>, StoreError> {
+        self.db.write_optional(&ROTATE_KEY, params![new_key, id]).await
+    }
+
+    /// The workspace an ingest key belongs to, with what ingest needs of it.
+    pub async fn ingest_target(&self, ingest_key: &str) -> Result<Option<IngestTarget>, StoreError> {
+        self.db.read_optional(&INGEST_TARGET, params![ingest_key]).await
+    }
+}
+
+fn fields(workspace: &Workspace) -> Vec<super::db::Value> {
+    params![
+        &workspace.id,
+        &workspace.name,
+        &workspace.ingest_key,
+        workspace.created_at,
+        workspace.allowed_origins.as_deref()
+    ]
+}
