@@ -40,8 +40,8 @@ pub struct Metrics {
     pub events_received: Counter,
     pub events_accepted: Counter,
     pub events_rejected: Family<Reason, Counter>,
-    pub events_discarded: Family<Reason, Counter>,
-    pub ingest_responses: Family<Status, Counter>,
+    pub events_discarded: FrequentLabels<Reason>,
+    pub ingest_responses: FrequentLabels<Status>,
     /// Requests whose `X-Forwarded-For` was ignored (the peer is not a trusted proxy).
     pub forwarded_for_ignored: Counter,
     pub queue_depth: Gauge,
@@ -85,13 +85,19 @@ impl Metrics {
             events_received: registered(r, "events_received", "Events received by ingest", Counter::default()),
             events_accepted: registered(r, "events_accepted", "Events committed to the queue", Counter::default()),
             events_rejected: registered(r, "events_rejected", "Events refused at ingest, by reason", Family::default()),
-            events_discarded: registered(
-                r,
-                "events_discarded",
-                "Valid events not stored, by reason (no enabled Segment integration)",
-                Family::default(),
+            events_discarded: FrequentLabels::new(
+                registered(
+                    r,
+                    "events_discarded",
+                    "Valid events not stored, by reason (no enabled Segment integration)",
+                    Family::default(),
+                ),
+                [NOT_CONFIGURED, NOT_SELECTED].map(|reason| Reason { reason }),
             ),
-            ingest_responses: registered(r, "ingest_responses", "Ingest responses by HTTP status", Family::default()),
+            ingest_responses: FrequentLabels::new(
+                registered(r, "ingest_responses", "Ingest responses by HTTP status", Family::default()),
+                [Status { status: 202 }],
+            ),
             forwarded_for_ignored: registered(
                 r,
                 "ingest_forwarded_for_ignored",
@@ -218,6 +224,33 @@ impl Metrics {
             text.push('\n');
         }
         text
+    }
+}
+
+/// Why valid events are not stored (`events_discarded`'s reasons): the
+/// workspace has no enabled Segment integration, or does not forward the event.
+pub const NOT_CONFIGURED: &str = "segment_not_configured";
+pub const NOT_SELECTED: &str = "event_not_selected";
+
+/// A counter family whose frequent label sets are looked up once: counting
+/// one of them on the ingest path is an increment, without hashing labels.
+pub struct FrequentLabels<L> {
+    family: Family<L, Counter>,
+    frequent: Vec<(L, Counter)>,
+}
+
+impl<L: EncodeLabelSet + Clone + Eq + std::hash::Hash> FrequentLabels<L> {
+    fn new(family: Family<L, Counter>, frequent: impl IntoIterator<Item = L>) -> FrequentLabels<L> {
+        let frequent =
+            frequent.into_iter().map(|labels| (labels.clone(), family.get_or_create(&labels).clone())).collect();
+        FrequentLabels { family, frequent }
+    }
+
+    pub fn inc_by(&self, labels: &L, count: u64) {
+        match self.frequent.iter().find(|(known, _)| known == labels) {
+            Some((_, counter)) => counter.inc_by(count),
+            None => self.family.get_or_create(labels).inc_by(count),
+        };
     }
 }
 

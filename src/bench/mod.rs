@@ -6,6 +6,7 @@
 
 mod cpu;
 mod engine;
+mod floor;
 mod load;
 mod mock;
 mod outage;
@@ -49,7 +50,8 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value = "sqlite")]
     backend: BenchBackend,
     /// PostgreSQL server to create the benchmark's database on.
-    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    /// (Without TLS on loopback: the figures are the service's and the database's, not TLS's.)
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable")]
     postgres_url: String,
     /// Seconds per ingest phase.
     #[arg(long, default_value_t = 10)]
@@ -99,9 +101,10 @@ pub struct BenchArgs {
     /// The service's open-file limit (soft and hard) in the slow-clients scenario.
     #[arg(long, default_value_t = 4096)]
     file_limit: u64,
-    /// Only the engine's own figure (the store's statements driven directly).
-    #[arg(long)]
-    engine_only: bool,
+    /// Serves the bare HTTP floor endpoint on this address (the bench starts
+    /// itself so; not for use by hand).
+    #[arg(long, hide = true)]
+    serve_http_floor: Option<std::net::SocketAddr>,
 }
 
 /// One line of the results table: the figures measured, and how they read.
@@ -123,19 +126,8 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     if args.slow_clients > 0 {
         return slow_clients::run(&args).await;
     }
-    if args.engine_only {
-        let database = Database::create(&args).await?;
-        let settings = crate::Settings::extract(
-            crate::Settings::defaults().merge(figment::providers::Serialized::default("database_url", &database.url)),
-        )
-        .map_err(|e| BenchError(e.to_string()))?;
-        drop(crate::store::connect(&settings).await.map_err(|e| BenchError(e.to_string()))?);
-        let payload = String::from_utf8(tour_steps(1, "s-2").to_vec()).unwrap();
-        let path = database.dir.join("bench.db");
-        let figure = tokio::task::spawn_blocking(move || engine::sqlite(&path, 200_000, &payload)).await.unwrap()?;
-        println!("engine: {:.1} µs/event, {:.0} events/s", figure.micros_per_event, figure.events_per_sec);
-        database.remove().await;
-        return Ok(());
+    if let Some(address) = args.serve_http_floor {
+        return floor::serve(address).await;
     }
     let mut runs: Vec<Vec<Row>> = Vec::new();
     for run in 1..=args.runs.max(1) {
@@ -179,27 +171,61 @@ async fn run_once(args: &BenchArgs) -> Result<Vec<Row>, BenchError> {
 
     let with_postgres = args.backend == BenchBackend::Postgres;
     let cpu_clock = || CpuClock::read(service.pid(), with_postgres);
-    for (figure, path, events) in
-        [("/v1/track", "/v1/track", 1), ("/v1/batch of 10", "/v1/batch", 10), ("/v1/batch of 100", "/v1/batch", 100)]
-    {
+    let shapes =
+        [("/v1/track", "/v1/track", 1), ("/v1/batch of 10", "/v1/batch", 10), ("/v1/batch of 100", "/v1/batch", 100)];
+    let mut durable = Vec::new();
+    for (figure, path, events) in shapes {
         let started = cpu_clock();
         let report =
             load::closed_loop(&targets(path), body(events), events, args.connections, Until::Elapsed(phase)).await?;
         sent += report.events;
         // The whole life of the phase's events: until the mock has them all.
         wait_for_delivery(&mock, sent).await?;
-        let cpu = cpu_clock().since(&started);
+        let cpu = cpu_clock().since(&started).per_event(report.events);
         rows.push(throughput_row(format!("{figure}, {} connections, durable", args.connections), &report, cpu));
+        durable.push(cpu);
     }
 
     // The floor under the durable figures: the same requests, authenticated
     // and validated, but not stored (the workspace has no Segment integration).
-    let unstored =
-        Target { addr: service.addr, path: "/v1/track", key: service.workspace_with("unstored", false).await? };
-    let started = cpu_clock();
-    let report = load::closed_loop(&[unstored], body(1), 1, args.connections, Until::Elapsed(phase)).await?;
-    let cpu = cpu_clock().since(&started);
-    rows.push(throughput_row(format!("/v1/track, {} connections, not stored", args.connections), &report, cpu));
+    let unstored = service.workspace_with("unstored", false).await?;
+    let mut single_not_stored = f64::NAN;
+    for ((figure, path, events), durable) in shapes.into_iter().zip(durable) {
+        let target = Target { addr: service.addr, path, key: unstored.clone() };
+        let started = cpu_clock();
+        let report =
+            load::closed_loop(&[target], body(events), events, args.connections, Until::Elapsed(phase)).await?;
+        let cpu = cpu_clock().since(&started).per_event(report.events);
+        if events == 1 {
+            single_not_stored = cpu[0];
+        }
+        rows.push(throughput_row(format!("{figure}, {} connections, not stored", args.connections), &report, cpu));
+        rows.push(Row {
+            figure: format!("{figure}: durable − not stored"),
+            values: vec![durable[0] - cpu[0], durable[1] - cpu[1]],
+            show: |v| cpu_per_event(v[0], v[1]),
+        });
+    }
+
+    // Under that, the least an HTTP request costs: a bare axum endpoint.
+    let floor = floor_phase(args, phase).await?;
+    rows.push(Row {
+        figure: format!("/v1/track, {} connections, bare axum endpoint (the HTTP floor)", args.connections),
+        values: vec![floor.0, floor.1, single_not_stored / floor.1],
+        show: |v| format!("{} requests/s; CPU/request {:.1} µs; not stored is {:.2}× it", thousands(v[0]), v[1], v[2]),
+    });
+
+    // And under the store: the database engine alone, on the same statements.
+    let engine = engine_phase(args).await?;
+    rows.push(Row {
+        figure: format!(
+            "the engine alone: the store's statements, {} per commit, {} workspaces",
+            engine::COMMIT_ROWS,
+            args.workspaces
+        ),
+        values: vec![engine.events_per_sec, engine.client_micros, engine.postgres_micros],
+        show: |v| format!("{} events/s; {}", thousands(v[0]), cpu_per_event_of("client", v[1], v[2])),
+    });
 
     let started = cpu_clock();
     let report = load::open_loop(&targets("/v1/track")[..1], 10_000, 32, phase, 1, || body(1)).await?;
@@ -263,6 +289,59 @@ async fn run_once(args: &BenchArgs) -> Result<Vec<Row>, BenchError> {
     Ok(rows)
 }
 
+/// The bare HTTP floor endpoint, as a process of its own, under the same
+/// load as `/v1/track`: its requests/s and CPU per request.
+async fn floor_phase(args: &BenchArgs, phase: Duration) -> Result<(f64, f64), BenchError> {
+    let address = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .args(["bench", "--serve-http-floor", &address.to_string()])
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .spawn()?;
+    let mut up = false;
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(address).await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    if !up {
+        let _ = child.kill();
+        return Err(BenchError("the HTTP floor endpoint did not start".into()));
+    }
+    let target = Target { addr: address, path: "/v1/track", key: "floor".into() };
+    let started = CpuClock::read(child.id(), false);
+    let report = load::closed_loop(&[target], body(1), 1, args.connections, Until::Elapsed(phase)).await;
+    let cpu = CpuClock::read(child.id(), false).since(&started);
+    let _ = child.kill();
+    let _ = child.wait();
+    let report = report?;
+    Ok((report.events_per_sec(), cpu.per_event(report.events)[0]))
+}
+
+/// The engine's queue life on a fresh database of the store's schema.
+async fn engine_phase(args: &BenchArgs) -> Result<engine::EngineFigure, BenchError> {
+    let database = Database::create(args).await?;
+    // The store creates the schema, as for the service.
+    drop(
+        crate::store::Store::open(&database.url, 1, Duration::from_secs(5))
+            .await
+            .map_err(|e| BenchError(e.to_string()))?,
+    );
+    let payload = stored_payload();
+    let (workspaces, url, path) = (args.workspaces.max(1), database.url.clone(), database.dir.join("bench.db"));
+    let backend = args.backend;
+    let figure = tokio::task::spawn_blocking(move || match backend {
+        BenchBackend::Sqlite => engine::sqlite(&path, workspaces, &payload),
+        BenchBackend::Postgres => engine::postgres(&url, workspaces, &payload),
+    })
+    .await
+    .map_err(|e| BenchError(e.to_string()))?;
+    database.remove().await;
+    figure
+}
+
 /// Steady load for `args.soak` seconds; every 30 s a sample of the service's
 /// memory, the queue depth and what reached the mock.
 async fn soak(args: &BenchArgs) -> Result<(), BenchError> {
@@ -322,10 +401,10 @@ async fn soak(args: &BenchArgs) -> Result<(), BenchError> {
 }
 
 /// A closed-loop phase's row: events/s, latency and CPU per event.
-fn throughput_row(figure: String, report: &Report, cpu: cpu::CpuUsed) -> Row {
+fn throughput_row(figure: String, report: &Report, cpu: [f64; 2]) -> Row {
     Row {
         figure,
-        values: [report_values(report), cpu.per_event(report.events).to_vec()].concat(),
+        values: [report_values(report), cpu.to_vec()].concat(),
         show: |v| {
             format!(
                 "{} events/s; p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms{}; {}",
@@ -349,6 +428,21 @@ fn report_values(report: &Report) -> Vec<f64> {
         report.millis_at(0.99),
         report.failures as f64,
     ]
+}
+
+/// The message the service stores for the bench's `tour_step` (as ingest
+/// builds it: the browser's fields, the user agent and address, the
+/// integration and library), the payload of the engine's rows.
+fn stored_payload() -> String {
+    use crate::segment::{Context, TrackMessage};
+    let sent: Value = serde_json::from_slice(&body(1)).expect("the bench's body is JSON");
+    let mut context = Context::new(sent["context"].as_object().cloned().unwrap_or_default());
+    context.set("userAgent", json!("produktly-segment-bench/1.0"));
+    context.set("ip", json!("127.0.0.1"));
+    let properties = sent["properties"].as_object().cloned().unwrap_or_default();
+    let message_id = uuid::Uuid::new_v4().to_string();
+    TrackMessage::new("tour_step", &message_id, Some("anon-0"), "2026-12-01T10:00:00.000Z", &properties, &context)
+        .to_json()
 }
 
 /// A body of `events` valid events (one event, or a batch).
@@ -390,10 +484,16 @@ async fn wait_for_delivery(mock: &MockSegment, sent: u64) -> Result<(), BenchErr
 /// The CPU an event cost, received to delivered: the service's, and
 /// PostgreSQL's (NaN on SQLite).
 fn cpu_per_event(service: f64, postgres: f64) -> String {
+    cpu_per_event_of("service", service, postgres)
+}
+
+/// CPU per event of `who` (the service, or the engine run's own client), and
+/// PostgreSQL's when it was measured.
+fn cpu_per_event_of(who: &str, own: f64, postgres: f64) -> String {
     if postgres.is_nan() {
-        format!("CPU/event: service {service:.1} µs")
+        format!("CPU/event: {who} {own:.1} µs")
     } else {
-        format!("CPU/event: service {service:.1} µs, PostgreSQL {postgres:.1} µs")
+        format!("CPU/event: {who} {own:.1} µs, PostgreSQL {postgres:.1} µs")
     }
 }
 

@@ -77,6 +77,8 @@ enum Encoding {
 /// The body if it is at most `limit` bytes, else `None`. Past the limit it is
 /// read on and dropped, up to `DRAIN_LIMIT` more bytes.
 async fn collect(mut body: Body, limit: usize) -> Result<Option<Bytes>, ApiError> {
+    // Most bodies arrive in one chunk: that one is kept as it is, without a copy.
+    let mut single: Option<Bytes> = None;
     let mut data = Vec::new();
     let mut seen = 0;
     while let Some(frame) = body.frame().await {
@@ -84,12 +86,19 @@ async fn collect(mut body: Body, limit: usize) -> Result<Option<Bytes>, ApiError
         let Ok(chunk) = frame.into_data() else { continue };
         seen += chunk.len();
         if seen <= limit {
-            data.extend_from_slice(&chunk);
+            if let Some(first) = single.take() {
+                data.extend_from_slice(&first);
+            }
+            if data.is_empty() {
+                single = Some(chunk);
+            } else {
+                data.extend_from_slice(&chunk);
+            }
         } else if seen > limit + DRAIN_LIMIT {
             break;
         }
     }
-    Ok((seen <= limit).then(|| Bytes::from(data)))
+    Ok((seen <= limit).then(|| single.unwrap_or_else(|| Bytes::from(data))))
 }
 
 fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {

@@ -27,7 +27,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::{self, ApiError, IndexedEventError};
-use crate::metrics::{Reason, Status};
+use crate::metrics::{NOT_CONFIGURED, NOT_SELECTED, Reason, Status};
 use crate::openapi::{BatchRequest, CatalogEvent, date_time, present_ingest_id};
 use crate::state::AppState;
 use crate::store::IngestTarget;
@@ -41,8 +41,6 @@ use strict_json::JsonLimits;
 pub use strict_json::shown;
 
 const KEY_HEADER: &str = "x-produktly-key";
-const NOT_CONFIGURED: &str = "segment_not_configured";
-const NOT_SELECTED: &str = "event_not_selected";
 /// Longest user agent forwarded, in bytes.
 const MAX_USER_AGENT: usize = 512;
 
@@ -71,7 +69,7 @@ struct IdentifyRequest {
 
 async fn count_responses(State(app): State<AppState>, request: Request, next: Next) -> Response {
     let response = next.run(request).await;
-    app.metrics.ingest_responses.get_or_create(&Status { status: response.status().as_u16() }).inc();
+    app.metrics.ingest_responses.inc_by(&Status { status: response.status().as_u16() }, 1);
     response
 }
 
@@ -182,7 +180,7 @@ async fn accept(
     let discarded = (not_selected > 0).then_some(not_selected);
     let reason = discarded.map(|_| NOT_SELECTED);
     if let Some(count) = discarded {
-        app.metrics.events_discarded.get_or_create(&Reason { reason: NOT_SELECTED }).inc_by(count as u64);
+        app.metrics.events_discarded.inc_by(&Reason { reason: NOT_SELECTED }, count as u64);
     }
     let count = accepted.len();
     if count > 0 {
@@ -198,7 +196,7 @@ async fn accept(
 /// Valid events answered but not stored: the workspace has no enabled
 /// Segment integration (there is nowhere to deliver them).
 fn not_configured(app: &AppState, count: usize, rejected: Vec<IndexedEventError>) -> Response {
-    app.metrics.events_discarded.get_or_create(&Reason { reason: NOT_CONFIGURED }).inc_by(count as u64);
+    app.metrics.events_discarded.inc_by(&Reason { reason: NOT_CONFIGURED }, count as u64);
     answer(Answer { accepted: 0, discarded: Some(count), reason: Some(NOT_CONFIGURED), rejected })
 }
 

@@ -21,7 +21,9 @@ use std::time::Duration;
 use crate::config::Settings;
 use crate::segment::Region;
 use crate::selection::EventSelection;
+pub use db::Dialect;
 use db::{Db, Sql};
+pub use queue::QueueLife;
 
 pub use crate::time::Millis;
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use const_format::concatcp;
 use tokio_util::sync::CancellationToken;
 
-use super::db::{Db, Sql, SqliteConnection, Tx, params};
+use super::db::{Db, Dialect, Sql, SqliteConnection, Tx, params};
 use super::rows::{DEAD_LETTER_COLUMNS, QUEUED_EVENT_COLUMNS};
 use super::{
     DeadLetter, EXPIRED, IdentityLink, LINK_REFRESH_MILLIS, Millis, NewEvent, OnEvents, QueuedEvent, Rejection, Store,
@@ -108,6 +108,25 @@ const MAX_ANNOUNCEMENT: usize = 7_900;
 /// Events deleted per statement of an ack on SQLite: each chunk is a write of
 /// its own, so an ingest commit waiting for the writer goes between two.
 const SQLITE_ACK_CHUNK: usize = 250;
+
+/// The statements of an event's life in the queue, as the store runs them on
+/// one dialect: for the benchmark's figure of the database engine alone.
+pub struct QueueLife {
+    /// SQLite: one event's row; PostgreSQL: a commit's rows as arrays.
+    pub commit: &'static str,
+    pub read: &'static str,
+    pub ack: &'static str,
+}
+
+impl QueueLife {
+    pub fn of(dialect: Dialect) -> QueueLife {
+        let commit = match dialect {
+            Dialect::Postgres => &ENQUEUE_ARRAYS,
+            Dialect::Sqlite => &INSERT_EVENT,
+        };
+        QueueLife { commit: commit.text(dialect), read: READ.text(dialect), ack: ACK.text(dialect) }
+    }
+}
 
 impl Store {
     /// Commits events and identity links in one transaction.
@@ -310,7 +329,7 @@ impl Store {
 fn insert_rows(c: &mut SqliteConnection, events: &[NewEvent], identities: &[IdentityLink]) -> Result<(), StoreError> {
     let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     {
-        let mut insert = tx.prepare_cached(INSERT_EVENT.text(super::db::Dialect::Sqlite))?;
+        let mut insert = tx.prepare_cached(INSERT_EVENT.text(Dialect::Sqlite))?;
         for event in events {
             insert.execute(rusqlite::params![
                 event.workspace_id,
@@ -321,7 +340,7 @@ fn insert_rows(c: &mut SqliteConnection, events: &[NewEvent], identities: &[Iden
                 event.received_at
             ])?;
         }
-        let mut upsert = tx.prepare_cached(UPSERT_LINK.text(super::db::Dialect::Sqlite))?;
+        let mut upsert = tx.prepare_cached(UPSERT_LINK.text(Dialect::Sqlite))?;
         for link in latest_links(identities) {
             upsert.execute(rusqlite::params![
                 link.workspace_id,
