@@ -1,6 +1,7 @@
 //! The client's address: the socket's peer, or, when the peer is a trusted
 //! proxy, the address it reports in `X-Forwarded-For`; and what of it is
-//! forwarded to Segment as `context.ip`.
+//! forwarded to Segment as `context.ip` (the stricter of the service's and the
+//! workspace's policy).
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,7 +10,7 @@ use axum::http::HeaderMap;
 use ipnet::IpNet;
 use prometheus_client::metrics::counter::Counter;
 
-use crate::config::IpPolicy;
+use crate::domain::IpPolicy;
 
 const FORWARDED_FOR: &str = "x-forwarded-for";
 
@@ -56,13 +57,10 @@ impl ClientIps {
         client
     }
 
-    /// What `context.ip` carries for this client, by the configured policy.
-    pub fn forwarded(&self, client: IpAddr) -> Option<IpAddr> {
-        match self.policy {
-            IpPolicy::Forward => Some(client),
-            IpPolicy::Anonymize => Some(anonymize(client)),
-            IpPolicy::Omit => None,
-        }
+    /// What `context.ip` carries for this client of a workspace with
+    /// `workspace_policy`: the stricter of it and the service's policy.
+    pub fn forwarded(&self, client: IpAddr, workspace_policy: IpPolicy) -> Option<IpAddr> {
+        self.policy.and(workspace_policy).apply(client)
     }
 
     /// A peer that is not a trusted proxy sent `X-Forwarded-For`: most likely
@@ -81,20 +79,6 @@ impl ClientIps {
 
     fn is_trusted(&self, address: IpAddr) -> bool {
         self.trusted_proxies.iter().any(|net| net.contains(&address))
-    }
-}
-
-/// The address with its last octet (IPv4) or its last 80 bits (IPv6) zeroed.
-pub fn anonymize(address: IpAddr) -> IpAddr {
-    match address {
-        IpAddr::V4(v4) => {
-            let [a, b, c, _] = v4.octets();
-            IpAddr::from([a, b, c, 0])
-        }
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            IpAddr::from([s[0], s[1], s[2], 0, 0, 0, 0, 0])
-        }
     }
 }
 
@@ -117,7 +101,7 @@ mod tests {
     #[test]
     fn forwarded_for_is_believed_only_from_trusted_proxies() {
         let ignored = Counter::default();
-        let ips = ClientIps::new(vec!["10.0.0.0/8".parse().unwrap()], IpPolicy::Forward, ignored.clone());
+        let ips = ClientIps::new(vec!["10.0.0.0/8".parse().unwrap()], IpPolicy::Full, ignored.clone());
         let spoofed = headers(&["1.1.1.1, 203.0.113.7"]);
         assert_eq!(ips.client(ip("198.51.100.2"), &spoofed), ip("198.51.100.2"), "an untrusted peer");
         assert_eq!(ips.client(ip("198.51.100.2"), &headers(&[])), ip("198.51.100.2"));
@@ -130,14 +114,12 @@ mod tests {
     }
 
     #[test]
-    fn policies() {
-        let anonymizing = ClientIps::new(vec![], IpPolicy::Anonymize, Counter::default());
-        assert_eq!(anonymizing.forwarded(ip("203.0.113.77")), Some(ip("203.0.113.0")));
-        assert_eq!(anonymizing.forwarded(ip("2001:db8:85a3:1:2:3:4:5")), Some(ip("2001:db8:85a3::")));
-        assert_eq!(ClientIps::new(vec![], IpPolicy::Omit, Counter::default()).forwarded(ip("203.0.113.77")), None);
-        assert_eq!(
-            ClientIps::new(vec![], IpPolicy::Forward, Counter::default()).forwarded(ip("203.0.113.77")),
-            Some(ip("203.0.113.77"))
-        );
+    fn the_stricter_of_the_service_and_workspace_policy_applies() {
+        let truncating = ClientIps::new(vec![], IpPolicy::Truncated, Counter::default());
+        assert_eq!(truncating.forwarded(ip("203.0.113.77"), IpPolicy::Full), Some(ip("203.0.113.0")));
+        assert_eq!(truncating.forwarded(ip("203.0.113.77"), IpPolicy::Omitted), None);
+        let full = ClientIps::new(vec![], IpPolicy::Full, Counter::default());
+        assert_eq!(full.forwarded(ip("203.0.113.77"), IpPolicy::Full), Some(ip("203.0.113.77")));
+        assert_eq!(full.forwarded(ip("2001:db8:85a3:1:2:3:4:5"), IpPolicy::Truncated), Some(ip("2001:db8:85a3::")));
     }
 }

@@ -11,6 +11,8 @@ use ipnet::IpNet;
 use secrecy::SecretString;
 use serde::{Deserialize, Deserializer};
 
+pub use crate::domain::IpPolicy;
+
 const DEFAULTS: &str = include_str!("../config/default.toml");
 
 /// Sections of the settings; `PRODUKTLY_<SECTION>_<KEY>` sets `<key>` in `[<section>]`.
@@ -94,15 +96,6 @@ pub struct IngestSettings {
     pub trusted_proxies: Vec<IpNet>,
     pub ip_policy: IpPolicy,
     pub body_timeout_ms: u64,
-}
-
-/// What `context.ip` forwards of the client address.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum IpPolicy {
-    Forward,
-    Anonymize,
-    Omit,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod client_ip;
 pub mod config;
 pub mod delivery;
+pub mod domain;
 pub mod error;
 pub mod ingest;
 pub mod metrics;

@@ -11,7 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Metric, Registry};
 
-use crate::segment::Region;
+use crate::domain::Region;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Reason {
@@ -65,6 +65,9 @@ pub struct Metrics {
     pub http_connections_closed: Family<Reason, Counter>,
     /// Accepts that failed for want of descriptors or memory.
     pub http_accept_errors: Counter,
+    /// Erasures of a person's data (`POST …/erasures`), and workspaces deleted.
+    pub erasures: Counter,
+    pub workspaces_deleted: Counter,
 }
 
 impl Metrics {
@@ -182,6 +185,13 @@ impl Metrics {
                 r,
                 "http_accept_errors",
                 "Failed accepts of client connections (out of file descriptors or memory)",
+                Counter::default(),
+            ),
+            erasures: registered(r, "erasures", "Erasures of a person's data within a workspace", Counter::default()),
+            workspaces_deleted: registered(
+                r,
+                "workspaces_deleted",
+                "Workspaces deleted with all their data",
                 Counter::default(),
             ),
             registry: std::mem::take(r),

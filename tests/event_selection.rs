@@ -26,14 +26,7 @@ fn nps_submitted(user: &str) -> Value {
 
 /// The payloads of the events queued in the store.
 async fn stored_payloads(db: &TestDb) -> Vec<String> {
-    let sql = "SELECT payload FROM events ORDER BY id";
-    if db.url.starts_with("sqlite:") {
-        let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
-        sqlx::query_scalar(sql).fetch_all(&pool).await.unwrap()
-    } else {
-        let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-        sqlx::query_scalar(sql).fetch_all(&pool).await.unwrap()
-    }
+    common::sql_column(db, "SELECT payload FROM events ORDER BY id").await
 }
 
 async fn selecting(app: &common::TestApp, workspace: &TestWorkspace, selection: Value) -> Value {

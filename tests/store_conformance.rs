@@ -38,6 +38,7 @@ fn config(enabled: bool) -> IntegrationConfig {
         region: Region::Us,
         enabled,
         selection: EventSelection::default(),
+        ip: Default::default(),
     }
 }
 

@@ -15,6 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::extract::{AdminJson, WorkspaceId};
 use super::workspaces::no_such_workspace;
 use crate::catalog;
+use crate::domain::IpPolicy;
 use crate::error::{ApiError, ErrorBody};
 use crate::openapi::{nullable, nullable_array};
 use crate::pattern::{BLANKS, Pattern};
@@ -50,6 +51,9 @@ pub struct IntegrationView {
     /// The properties left out of every event; `null`: none.
     #[serde(skip_serializing_if = "Option::is_none")]
     omit_properties: Option<Option<Vec<String>>>,
+    /// What `context.ip` keeps of the browser's address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ip: Option<IpPolicy>,
     #[serde(skip_serializing_if = "Option::is_none")]
     status: Option<StatusView>,
 }
@@ -102,6 +106,7 @@ impl IntegrationView {
             enabled: Some(integration.enabled),
             events: Some(integration.selection.events),
             omit_properties: Some(integration.selection.omit_properties),
+            ip: Some(integration.ip),
             status: Some(StatusView {
                 state,
                 segment_down_since: segment_down_since.map(millis_to_iso8601),
@@ -121,6 +126,7 @@ impl IntegrationView {
             enabled: None,
             events: None,
             omit_properties: None,
+            ip: None,
             status: None,
         }
     }
@@ -150,6 +156,11 @@ struct IntegrationRequest {
     /// `feedback`); none that a catalog event requires. `null`: none; kept when omitted.
     #[schema(schema_with = omit_properties_schema)]
     omit_properties: Option<Vec<String>>,
+    /// What `context.ip` keeps of the browser's address, applied before an
+    /// event is stored: `full`, `truncated` (the last IPv4 octet or the last
+    /// 80 bits of IPv6 zeroed) or `none`. The service's `ingest.ip_policy`
+    /// applies when stricter. `full` the first time; kept when omitted.
+    ip: Option<IpPolicy>,
 }
 
 /// The fields of `PUT …/integrations/segment`. Parsed by hand so that no error
@@ -160,6 +171,7 @@ struct IntegrationBody {
     enabled: Option<bool>,
     events: Option<Option<Vec<String>>>,
     omit_properties: Option<Option<Vec<String>>>,
+    ip: Option<IpPolicy>,
 }
 
 impl IntegrationBody {
@@ -184,16 +196,22 @@ impl IntegrationBody {
             Some(Value::Bool(enabled)) => Some(enabled),
             Some(_) => return Err(invalid(Some("enabled"), "enabled must be true or false")),
         };
+        let ip_names = || format!("ip must be one of {}", IpPolicy::NAMES.map(|n| format!("\"{n}\"")).join(", "));
+        let ip = match fields.remove("ip") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(ip)) => Some(ip.parse().map_err(|()| invalid(Some("ip"), ip_names()))?),
+            Some(_) => return Err(invalid(Some("ip"), ip_names())),
+        };
         let events = optional_list(&mut fields, "events", "a list of catalog event names")?;
         let omit_properties = optional_list(&mut fields, "omit_properties", "a list of property names")?;
         if let Some(unknown) = fields.keys().next() {
             let message = format!(
-                "unknown field {:?}; expected write_key, region, enabled, events or omit_properties",
+                "unknown field {:?}; expected write_key, region, enabled, events, omit_properties or ip",
                 crate::ingest::shown(unknown)
             );
             return Err(ApiError::InvalidRequest { field: None, message });
         }
-        Ok(IntegrationBody { write_key, region, enabled, events, omit_properties })
+        Ok(IntegrationBody { write_key, region, enabled, events, omit_properties, ip })
     }
 }
 
@@ -292,6 +310,7 @@ pub async fn put(
         region: body.region.or(existing.as_ref().map(|e| e.region)).unwrap_or_default(),
         enabled: body.enabled.or(existing.as_ref().map(|e| e.enabled)).unwrap_or(true),
         selection,
+        ip: body.ip.or(existing.as_ref().map(|e| e.ip)).unwrap_or_default(),
     };
     let integration = app.store.put_integration(&id, &config, now_millis()).await?;
     app.ingest_keys.invalidate();

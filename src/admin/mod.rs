@@ -1,7 +1,8 @@
-//! The admin API the Produktly admin app calls (bearer token): workspaces and
-//! their Segment integration.
+//! The admin API the Produktly admin app calls (bearer token): workspaces,
+//! their Segment integration, and erasure of their data.
 
 mod auth;
+mod erasure;
 mod extract;
 mod integration;
 mod reseal;
@@ -18,8 +19,9 @@ pub use reseal::{Resealed, reseal_write_keys};
 /// The admin routes and their part of the OpenAPI document.
 pub fn router(state: AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::new()
-        .routes(routes!(workspaces::create))
-        .routes(routes!(workspaces::upsert, workspaces::get))
+        .routes(routes!(workspaces::create, workspaces::list))
+        .routes(routes!(workspaces::upsert, workspaces::get, erasure::delete_workspace))
+        .routes(routes!(erasure::erase))
         .routes(routes!(workspaces::rotate_ingest_key))
         .routes(routes!(integration::put, integration::get, integration::delete))
         .routes(routes!(integration::test))

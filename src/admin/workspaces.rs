@@ -1,11 +1,11 @@
-//! Workspaces: create, upsert by id, read, rotate the ingest key.
+//! Workspaces: create, list, upsert by id, read, rotate the ingest key.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 use utoipa::openapi::{ArrayBuilder, ObjectBuilder, Type};
+use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{AdminJson, WorkspaceId};
 use crate::error::{ApiError, ErrorBody};
@@ -138,6 +138,53 @@ pub async fn create(
         return Err(ApiError::WorkspaceExists(workspace.id));
     }
     Ok((StatusCode::CREATED, Json(workspace.into())))
+}
+
+/// Most workspaces listed at once, and how many when not said.
+const MAX_PAGE: usize = 1000;
+const DEFAULT_PAGE: usize = 100;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// How many, in id order.
+    #[param(minimum = 1, maximum = 1000, default = 100)]
+    limit: Option<usize>,
+    /// The cursor: the `next` of the previous page (workspaces with a greater id).
+    after: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkspacePage {
+    workspaces: Vec<WorkspaceView>,
+    /// The `after` of the next page; `null` on the last.
+    next: Option<String>,
+}
+
+/// The workspaces in id order, a page at a time.
+#[utoipa::path(
+    get, path = "/admin/v1/workspaces", tag = "admin", operation_id = "listWorkspaces", params(PageQuery),
+    responses((status = 200, body = WorkspacePage)),
+)]
+pub async fn list(
+    State(app): State<AppState>,
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<WorkspacePage>, ApiError> {
+    let invalid_limit = || ApiError::InvalidRequest {
+        field: Some("limit"),
+        message: format!("limit must be a whole number from 1 to {MAX_PAGE}"),
+    };
+    let Query(query) = query.map_err(|_| invalid_limit())?;
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(invalid_limit());
+    }
+    // One more than the page tells whether another page follows.
+    let mut workspaces = app.store.workspaces(query.after.as_deref().unwrap_or_default(), limit + 1).await?;
+    let more = workspaces.len() > limit;
+    workspaces.truncate(limit);
+    let next = more.then(|| workspaces.last().map(|w| w.id.clone())).flatten();
+    Ok(Json(WorkspacePage { workspaces: workspaces.into_iter().map(WorkspaceView::from).collect(), next }))
 }
 
 /// Creates the workspace with this id, or updates its name and allowed

@@ -1,6 +1,7 @@
 //! Periodic housekeeping: undelivered events past the maximum age become dead
 //! letters (never dropped silently), dead letters and identity links past
-//! their retention are deleted, and the queue's gauges (depth, oldest age) and
+//! their retention are deleted, so is what other instances committed for a
+//! workspace after it was deleted, and the queue's gauges (depth, oldest age) and
 //! the store's reachability are refreshed.
 
 use std::sync::Arc;
@@ -14,6 +15,9 @@ use crate::time::{millis, now_millis};
 
 /// Rows moved or deleted per statement, to keep transactions short.
 const BATCH: usize = 10_000;
+/// How long a deleted workspace's rows are still swept: far longer than any
+/// instance's ingest key cache keeps its key.
+const DELETED_WORKSPACES_SWEPT_FOR: Duration = Duration::from_secs(3600);
 
 pub struct Janitor {
     pub store: Arc<Store>,
@@ -63,6 +67,15 @@ impl Janitor {
             if dead < BATCH as u64 && identities < BATCH as u64 {
                 break;
             }
+        }
+        let swept = self.store.sweep_deleted_workspaces(now - millis(DELETED_WORKSPACES_SWEPT_FOR)).await?;
+        if swept.events + swept.dead_letters + swept.identities > 0 {
+            tracing::info!(
+                events = swept.events,
+                dead_letters = swept.dead_letters,
+                identities = swept.identities,
+                "deleted what was committed for deleted workspaces after they went"
+            );
         }
         let depth = self.store.queue_depth().await?;
         self.metrics.queue_depth.set(i64::try_from(depth).unwrap_or(i64::MAX));

@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use rand::Rng;
 
+use crate::domain::Region;
 use crate::metrics::Metrics;
-use crate::segment::Region;
 use crate::store::{RegionHealth, Store, StoreError};
 use crate::time::{Millis, millis, now_millis};
 

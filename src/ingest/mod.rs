@@ -285,12 +285,13 @@ impl FromRequestParts<AppState> for IngestRequest {
         {
             return Err(ApiError::OriginNotAllowed);
         }
+        let ip = client.and_then(|client| app.client_ips.forwarded(client, target.ip));
         Ok(IngestRequest {
             target,
             received_at,
             user_agent: header_text(&parts.headers, header::USER_AGENT, MAX_USER_AGENT),
             locale: preferred_language(&parts.headers),
-            ip: client.and_then(|client| app.client_ips.forwarded(client)),
+            ip,
         })
     }
 }

@@ -4,25 +4,23 @@
 use const_format::concatcp;
 
 use super::db::{Sql, params};
+use super::erasure::{DELETE_DEAD_LETTERS, DELETE_EVENTS, DELETE_INTEGRATION};
 use super::rows::{INTEGRATION_COLUMNS, stored_list};
 use super::{Integration, IntegrationConfig, Millis, QueueCounts, Store, StoreError};
 
 static PUT: Sql = Sql::new(concatcp!(
     "INSERT INTO integrations \
        (workspace_id, sealed_write_key, write_key_hint, region, enabled, updated_at, next_attempt_at, \
-        forwarded_events, omitted_properties) \
-     VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8) \
+        forwarded_events, omitted_properties, ip) \
+     VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9) \
      ON CONFLICT (workspace_id) DO UPDATE SET sealed_write_key = excluded.sealed_write_key, \
        write_key_hint = excluded.write_key_hint, region = excluded.region, enabled = excluded.enabled, \
-       forwarded_events = excluded.forwarded_events, omitted_properties = excluded.omitted_properties, \
+       forwarded_events = excluded.forwarded_events, omitted_properties = excluded.omitted_properties, ip = excluded.ip, \
        updated_at = excluded.updated_at, next_attempt_at = excluded.next_attempt_at, consecutive_failures = 0 \
      RETURNING ",
     INTEGRATION_COLUMNS
 ));
 static SELECT: Sql = Sql::new(concatcp!("SELECT ", INTEGRATION_COLUMNS, " FROM integrations WHERE workspace_id = $1"));
-static DELETE: Sql = Sql::new("DELETE FROM integrations WHERE workspace_id = $1");
-static DELETE_EVENTS: Sql = Sql::new("DELETE FROM events WHERE workspace_id = $1");
-static DELETE_DEAD_LETTERS: Sql = Sql::new("DELETE FROM dead_letters WHERE workspace_id = $1");
 static COUNTS: Sql = Sql::new(
     "SELECT (SELECT COUNT(*) FROM events WHERE workspace_id = $1), \
             (SELECT COUNT(*) FROM dead_letters WHERE workspace_id = $1)",
@@ -48,6 +46,7 @@ impl Store {
             now,
             stored_list(&config.selection.events),
             stored_list(&config.selection.omit_properties),
+            config.ip.as_str(),
         ];
         self.db.write_one(&PUT, values).await
     }
@@ -59,7 +58,7 @@ impl Store {
     /// Deletes the integration and drops the workspace's queued and dead events.
     pub async fn delete_integration(&self, workspace_id: &str) -> Result<bool, StoreError> {
         let mut tx = self.db.begin().await?;
-        let deleted = tx.execute(&DELETE, params![workspace_id]).await?;
+        let deleted = tx.execute(&DELETE_INTEGRATION, params![workspace_id]).await?;
         tx.execute(&DELETE_EVENTS, params![workspace_id]).await?;
         tx.execute(&DELETE_DEAD_LETTERS, params![workspace_id]).await?;
         tx.commit().await?;

@@ -4,6 +4,7 @@
 //! milliseconds.
 
 mod db;
+mod erasure;
 mod integrations;
 mod leases;
 pub mod postgres;
@@ -19,10 +20,11 @@ use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
 use crate::config::Settings;
-use crate::segment::Region;
+use crate::domain::{IpPolicy, Region};
 use crate::selection::EventSelection;
 pub use db::Dialect;
 use db::{Db, Sql};
+pub use erasure::{Erased, ErasureSubject};
 pub use queue::QueueLife;
 
 pub use crate::time::Millis;
@@ -67,6 +69,8 @@ pub struct IngestTarget {
     pub allowed_origins: Option<String>,
     /// What of the catalog goes to the workspace's Segment.
     pub selection: EventSelection,
+    /// What `context.ip` keeps of the browser's address.
+    pub ip: IpPolicy,
 }
 
 impl IngestTarget {
@@ -113,6 +117,7 @@ pub struct Integration {
     pub region: Region,
     pub enabled: bool,
     pub selection: EventSelection,
+    pub ip: IpPolicy,
     pub consecutive_failures: u32,
     pub next_attempt_at: Millis,
     pub last_delivery_at: Option<Millis>,
@@ -127,6 +132,7 @@ pub struct IntegrationConfig {
     pub region: Region,
     pub enabled: bool,
     pub selection: EventSelection,
+    pub ip: IpPolicy,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -221,7 +227,7 @@ pub enum RoundEnd {
 
 /// The durable state: one concrete store over either database. Each concern
 /// has its file (`workspaces`, `integrations`, `queue`, `leases`, `regions`,
-/// `retention`); each statement is written once there, and the few that the
+/// `retention`, `erasure`); each statement is written once there, and the few that the
 /// dialects cannot share sit side by side in the same file.
 #[derive(Clone)]
 pub struct Store {

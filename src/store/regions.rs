@@ -6,7 +6,7 @@ use const_format::concatcp;
 use super::db::{Sql, params};
 use super::rows::{LEASE_COLUMNS, REGION_COLUMNS};
 use super::{Millis, RegionHealth, Store, StoreError, WorkspaceLease};
-use crate::segment::Region;
+use crate::domain::Region;
 
 static HEALTH: Sql = Sql::new(concatcp!("SELECT ", REGION_COLUMNS, " FROM segment_regions ORDER BY region"));
 static FAILED: Sql = Sql::new(concatcp!(

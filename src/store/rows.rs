@@ -4,7 +4,7 @@ use super::db::{FromRow, Row};
 use super::{
     DeadLetter, IngestTarget, Integration, LastError, QueuedEvent, RegionHealth, StoreError, Workspace, WorkspaceLease,
 };
-use crate::segment::Region;
+use crate::domain::{IpPolicy, Region};
 use crate::selection::EventSelection;
 
 /// The columns `Workspace` reads.
@@ -25,7 +25,7 @@ impl FromRow for Workspace {
 /// The columns `Integration` reads, for `SELECT` and `RETURNING`.
 pub const INTEGRATION_COLUMNS: &str = "workspace_id, sealed_write_key, write_key_hint, region, enabled, \
      forwarded_events, omitted_properties, consecutive_failures, next_attempt_at, last_delivery_at, last_error_at, \
-     last_error_status, last_error_message";
+     last_error_status, last_error_message, ip";
 
 impl FromRow for Integration {
     fn from_row(row: &dyn Row) -> Result<Self, StoreError> {
@@ -44,6 +44,7 @@ impl FromRow for Integration {
             next_attempt_at: row.int(8)?,
             last_delivery_at: row.opt_int(9)?,
             last_error,
+            ip: ip_policy(&row.text(13)?)?,
         })
     }
 }
@@ -98,7 +99,7 @@ impl FromRow for DeadLetter {
 
 /// The columns of an ingest target: the workspace, and what its integration forwards.
 pub const INGEST_TARGET_COLUMNS: &str = "w.id, COALESCE(i.enabled, FALSE), w.allowed_origins, \
-     i.forwarded_events, i.omitted_properties";
+     i.forwarded_events, i.omitted_properties, COALESCE(i.ip, 'full')";
 
 impl FromRow for IngestTarget {
     fn from_row(row: &dyn Row) -> Result<Self, StoreError> {
@@ -107,6 +108,7 @@ impl FromRow for IngestTarget {
             segment_enabled: row.bool(1)?,
             allowed_origins: row.opt_text(2)?,
             selection: selection(row.opt_text(3)?, row.opt_text(4)?)?,
+            ip: ip_policy(&row.text(5)?)?,
         })
     }
 }
@@ -145,6 +147,10 @@ fn selection(events: Option<String>, omitted: Option<String>) -> Result<EventSel
 
 fn region(text: &str) -> Result<Region, StoreError> {
     text.parse().map_err(|()| StoreError::Corrupt(format!("unknown region {text:?}")))
+}
+
+fn ip_policy(text: &str) -> Result<IpPolicy, StoreError> {
+    text.parse().map_err(|()| StoreError::Corrupt(format!("unknown IP policy {text:?}")))
 }
 
 fn status(stored: Option<i64>) -> Option<u16> {

@@ -3,6 +3,7 @@
 use const_format::concatcp;
 
 use super::db::{Sql, params};
+use super::erasure::FORGET_DELETED;
 use super::rows::{INGEST_TARGET_COLUMNS, WORKSPACE_COLUMNS};
 use super::{IngestTarget, Store, StoreError, Workspace};
 
@@ -17,6 +18,8 @@ static UPSERT: Sql = Sql::new(concatcp!(
     WORKSPACE_COLUMNS
 ));
 static SELECT: Sql = Sql::new(concatcp!("SELECT ", WORKSPACE_COLUMNS, " FROM workspaces WHERE id = $1"));
+static PAGE: Sql =
+    Sql::new(concatcp!("SELECT ", WORKSPACE_COLUMNS, " FROM workspaces WHERE id > $1 ORDER BY id LIMIT $2"));
 static ROTATE_KEY: Sql =
     Sql::new(concatcp!("UPDATE workspaces SET ingest_key = $1 WHERE id = $2 RETURNING ", WORKSPACE_COLUMNS));
 static INGEST_TARGET: Sql = Sql::new(concatcp!(
@@ -28,19 +31,31 @@ static INGEST_TARGET: Sql = Sql::new(concatcp!(
 impl Store {
     /// Inserts a workspace; `false` when its id is taken.
     pub async fn insert_workspace(&self, workspace: &Workspace) -> Result<bool, StoreError> {
-        Ok(self.db.write(&INSERT, fields(workspace)).await? == 1)
+        let mut tx = self.db.begin().await?;
+        let inserted = tx.execute(&INSERT, fields(workspace)).await? == 1;
+        tx.execute(&FORGET_DELETED, params![&workspace.id]).await?;
+        tx.commit().await?;
+        Ok(inserted)
     }
 
     /// Inserts a workspace or renames the existing one (keeping its ingest key);
     /// returns it and whether it was created.
     pub async fn upsert_workspace(&self, workspace: &Workspace) -> Result<(Workspace, bool), StoreError> {
-        let stored: Workspace = self.db.write_one(&UPSERT, fields(workspace)).await?;
+        let mut tx = self.db.begin().await?;
+        let stored: Workspace = tx.one(&UPSERT, fields(workspace)).await?;
+        tx.execute(&FORGET_DELETED, params![&workspace.id]).await?;
+        tx.commit().await?;
         let created = stored.ingest_key == workspace.ingest_key;
         Ok((stored, created))
     }
 
     pub async fn workspace(&self, id: &str) -> Result<Option<Workspace>, StoreError> {
         self.db.read_optional(&SELECT, params![id]).await
+    }
+
+    /// Up to `limit` workspaces in id order, from the first id after `after`.
+    pub async fn workspaces(&self, after: &str, limit: usize) -> Result<Vec<Workspace>, StoreError> {
+        self.db.read_all(&PAGE, params![after, limit as i64]).await
     }
 
     pub async fn rotate_ingest_key(&self, id: &str, new_key: &str) -> Result<Option<Workspace>, StoreError> {

@@ -103,6 +103,26 @@ impl Drop for TestDb {
     }
 }
 
+/// The first column of every row `sql` selects, read from the test's database
+/// directly (as an operator would check it).
+pub async fn sql_column<T>(db: &TestDb, sql: &str) -> Vec<T>
+where
+    T: Send
+        + Unpin
+        + for<'r> sqlx::Decode<'r, sqlx::Sqlite>
+        + sqlx::Type<sqlx::Sqlite>
+        + for<'r> sqlx::Decode<'r, sqlx::Postgres>
+        + sqlx::Type<sqlx::Postgres>,
+{
+    if db.url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+        sqlx::query_scalar(sql).fetch_all(&pool).await.unwrap()
+    } else {
+        let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+        sqlx::query_scalar(sql).fetch_all(&pool).await.unwrap()
+    }
+}
+
 /// A database and mock Segment endpoints (US and EU) for one test.
 pub struct Env {
     pub db: TestDb,

@@ -302,6 +302,10 @@ impl Tx {
         Ok(self.all(sql, params).await?.into_iter().next())
     }
 
+    pub async fn one<T: FromRow>(&mut self, sql: &'static Sql, params: Vec<Value>) -> Result<T, StoreError> {
+        self.optional(sql, params).await?.ok_or_else(no_row)
+    }
+
     pub async fn commit(self) -> Result<(), StoreError> {
         match self {
             Tx::Postgres(tx) => Ok(tx.commit().await?),

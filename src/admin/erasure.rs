@@ -1,0 +1,146 @@
+//! Erasing one person's data within a workspace (a GDPR request), and
+//! deleting a workspace with all of its data when its customer leaves.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa::openapi::{ArrayBuilder, ObjectBuilder, Type};
+
+use super::extract::{AdminJson, WorkspaceId};
+use super::workspaces::no_such_workspace;
+use crate::error::ApiError;
+use crate::ingest::event::MAX_ID_CHARS;
+use crate::openapi::{nullable, nullable_array};
+use crate::pattern::BLANKS;
+use crate::state::AppState;
+use crate::store::{Erased, ErasureSubject};
+use crate::time::now_millis;
+
+/// Most anonymous ids one erasure names.
+const MAX_ANONYMOUS_IDS: usize = 1000;
+
+/// Whose data to erase: a user id, anonymous ids, or both (not neither).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(examples(json!({"user_id": "user-42", "anonymous_ids": ["3f1c2b7e-anon"]})))]
+pub struct ErasureRequest {
+    /// The user's id as the events carried it; their linked anonymous ids go too.
+    #[schema(schema_with = user_id_schema)]
+    user_id: Option<String>,
+    /// Anonymous ids of the person (browsers they used before signing in, or never).
+    #[schema(schema_with = anonymous_ids_schema)]
+    anonymous_ids: Option<Vec<String>>,
+}
+
+fn id_schema() -> ObjectBuilder {
+    ObjectBuilder::new().schema_type(Type::String).min_length(Some(1)).max_length(Some(MAX_ID_CHARS))
+}
+
+fn user_id_schema() -> ObjectBuilder {
+    nullable(id_schema())
+}
+
+fn anonymous_ids_schema() -> ArrayBuilder {
+    nullable_array(ArrayBuilder::new().items(id_schema()).max_items(Some(MAX_ANONYMOUS_IDS)))
+}
+
+/// Rows removed, by kind.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErasureView {
+    /// Queued events (not yet delivered to Segment).
+    events: u64,
+    dead_letters: u64,
+    /// anonymousId → userId links.
+    identities: u64,
+}
+
+impl From<Erased> for ErasureView {
+    fn from(erased: Erased) -> ErasureView {
+        ErasureView { events: erased.events, dead_letters: erased.dead_letters, identities: erased.identities }
+    }
+}
+
+/// Removes, within the workspace, the queued events and dead letters that carry
+/// the user id, one of the anonymous ids or an anonymous id linked to the user,
+/// and those links, in one transaction. Events already sent to Segment are
+/// Segment's to delete (its user deletion API); an event being sent at this
+/// moment may still arrive there.
+#[utoipa::path(
+    post, path = "/admin/v1/workspaces/{id}/erasures", tag = "admin", operation_id = "eraseUser", params(WorkspaceId),
+    request_body = ErasureRequest,
+    responses((status = 200, description = "What was removed", body = ErasureView)),
+)]
+pub async fn erase(
+    State(app): State<AppState>,
+    WorkspaceId(id): WorkspaceId,
+    AdminJson(body): AdminJson<ErasureRequest>,
+) -> Result<Json<ErasureView>, ApiError> {
+    let subject = subject(body)?;
+    app.store.workspace(&id).await?.ok_or_else(no_such_workspace)?;
+    let erased = app.store.erase(&id, &subject).await?;
+    app.metrics.dequeued(erased.events);
+    app.metrics.erasures.inc();
+    // An audit line, without the ids themselves.
+    tracing::info!(
+        workspace = %id,
+        by_user_id = subject.user_id.is_some(),
+        anonymous_ids = subject.anonymous_ids.len(),
+        events = erased.events,
+        dead_letters = erased.dead_letters,
+        identities = erased.identities,
+        "erased a person's data"
+    );
+    Ok(Json(erased.into()))
+}
+
+fn subject(body: ErasureRequest) -> Result<ErasureSubject, ApiError> {
+    let invalid = |field, message: String| ApiError::InvalidRequest { field, message };
+    let rule = format!("1 to {MAX_ID_CHARS} characters, not all blank");
+    let valid = |id: &str| !id.trim_matches(BLANKS).is_empty() && id.chars().count() <= MAX_ID_CHARS;
+    if let Some(user_id) = &body.user_id
+        && !valid(user_id)
+    {
+        return Err(invalid(Some("user_id"), format!("user_id must be {rule}")));
+    }
+    let anonymous_ids = body.anonymous_ids.unwrap_or_default();
+    if anonymous_ids.len() > MAX_ANONYMOUS_IDS {
+        return Err(invalid(Some("anonymous_ids"), format!("at most {MAX_ANONYMOUS_IDS} anonymous ids at once")));
+    }
+    if !anonymous_ids.iter().all(|id| valid(id)) {
+        return Err(invalid(Some("anonymous_ids"), format!("each anonymous id must be {rule}")));
+    }
+    if body.user_id.is_none() && anonymous_ids.is_empty() {
+        return Err(invalid(None, "give user_id, anonymous_ids or both".into()));
+    }
+    Ok(ErasureSubject { user_id: body.user_id, anonymous_ids })
+}
+
+/// Deletes the workspace and everything of it (integration and sealed write
+/// key, queued events, dead letters, identity links, delivery state) in one
+/// transaction. Its ingest key is refused at once here and within
+/// `ingest.key_cache_ttl_ms` on other instances; events being sent to Segment at
+/// this moment may still arrive there. Deleting it again changes nothing.
+#[utoipa::path(
+    delete, path = "/admin/v1/workspaces/{id}", tag = "admin", operation_id = "deleteWorkspace", params(WorkspaceId),
+    responses((status = 204, description = "Deleted, or there was no such workspace")),
+)]
+pub async fn delete_workspace(
+    State(app): State<AppState>,
+    WorkspaceId(id): WorkspaceId,
+) -> Result<StatusCode, ApiError> {
+    if let Some(erased) = app.store.delete_workspace(&id, now_millis()).await? {
+        app.ingest_keys.invalidate();
+        app.metrics.dequeued(erased.events);
+        app.metrics.workspaces_deleted.inc();
+        tracing::info!(
+            workspace = %id,
+            events = erased.events,
+            dead_letters = erased.dead_letters,
+            identities = erased.identities,
+            "deleted a workspace with all its data"
+        );
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

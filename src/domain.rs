@@ -1,0 +1,138 @@
+//! The domain's own types, shared by every layer (config, store, ingest,
+//! delivery, admin): they depend on nothing of the service.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// The Segment region a workspace's data lives in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Region {
+    #[default]
+    Us,
+    Eu,
+}
+
+impl Region {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Region::Us => "us",
+            Region::Eu => "eu",
+        }
+    }
+}
+
+impl fmt::Display for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Region {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Region, ()> {
+        match s {
+            "us" => Ok(Region::Us),
+            "eu" => Ok(Region::Eu),
+            _ => Err(()),
+        }
+    }
+}
+
+/// What `context.ip` carries of the browser's address. The service's
+/// `ingest.ip_policy` and each workspace's integration (`ip`) choose one; the
+/// stricter of the two applies, before the event is stored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+pub enum IpPolicy {
+    /// The address as it is.
+    #[default]
+    #[serde(rename = "full", alias = "forward")]
+    Full,
+    /// The last IPv4 octet, or the last 80 bits of IPv6, zeroed (as analytics
+    /// tools truncate addresses).
+    #[serde(rename = "truncated", alias = "anonymize")]
+    Truncated,
+    /// No address at all.
+    #[serde(rename = "none", alias = "omit")]
+    Omitted,
+}
+
+impl IpPolicy {
+    pub const NAMES: [&'static str; 3] = ["full", "truncated", "none"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IpPolicy::Full => "full",
+            IpPolicy::Truncated => "truncated",
+            IpPolicy::Omitted => "none",
+        }
+    }
+
+    /// The stricter of two policies.
+    pub fn and(self, other: IpPolicy) -> IpPolicy {
+        self.max(other)
+    }
+
+    /// What of `address` is kept under this policy.
+    pub fn apply(self, address: IpAddr) -> Option<IpAddr> {
+        match (self, address) {
+            (IpPolicy::Full, _) => Some(address),
+            (IpPolicy::Truncated, IpAddr::V4(v4)) => {
+                let [a, b, c, _] = v4.octets();
+                Some(IpAddr::from([a, b, c, 0]))
+            }
+            (IpPolicy::Truncated, IpAddr::V6(v6)) => {
+                let s = v6.segments();
+                Some(IpAddr::from([s[0], s[1], s[2], 0, 0, 0, 0, 0]))
+            }
+            (IpPolicy::Omitted, _) => None,
+        }
+    }
+}
+
+impl FromStr for IpPolicy {
+    type Err = ();
+    fn from_str(s: &str) -> Result<IpPolicy, ()> {
+        match s {
+            "full" => Ok(IpPolicy::Full),
+            "truncated" => Ok(IpPolicy::Truncated),
+            "none" => Ok(IpPolicy::Omitted),
+            _ => Err(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn policies_keep_all_a_prefix_or_nothing_of_the_address() {
+        assert_eq!(IpPolicy::Full.apply(ip("203.0.113.77")), Some(ip("203.0.113.77")));
+        assert_eq!(IpPolicy::Truncated.apply(ip("203.0.113.77")), Some(ip("203.0.113.0")));
+        assert_eq!(IpPolicy::Truncated.apply(ip("2001:db8:85a3:1:2:3:4:5")), Some(ip("2001:db8:85a3::")));
+        assert_eq!(IpPolicy::Omitted.apply(ip("203.0.113.77")), None);
+    }
+
+    #[test]
+    fn the_stricter_policy_applies() {
+        assert_eq!(IpPolicy::Full.and(IpPolicy::Truncated), IpPolicy::Truncated);
+        assert_eq!(IpPolicy::Omitted.and(IpPolicy::Truncated), IpPolicy::Omitted);
+        assert_eq!(IpPolicy::Full.and(IpPolicy::Full), IpPolicy::Full);
+    }
+
+    #[test]
+    fn names_read_back() {
+        for name in IpPolicy::NAMES {
+            assert_eq!(name.parse::<IpPolicy>().unwrap().as_str(), name);
+        }
+        assert!("anonymize".parse::<IpPolicy>().is_err(), "the old names are only the settings' aliases");
+    }
+}
