@@ -1,7 +1,6 @@
 //! Test harness: the real service on port 0 over a real database (a SQLite
 //! file, or a fresh PostgreSQL database), and a strict mock of Segment's
 //! Tracking API over real HTTP.
-#![allow(dead_code)] // each test crate uses its own part of the harness
 
 pub mod gate;
 pub mod process;
@@ -20,6 +19,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use segment::MockSegment;
+
+/// The longest a test waits for the service to get something done (a
+/// timeout against hangs, not a figure any test promises).
+pub const WAIT: Duration = Duration::from_secs(30);
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
 /// 32 bytes, base64.
@@ -302,6 +305,20 @@ pub async fn json_answer(request: reqwest::RequestBuilder) -> Value {
 /// A valid event of the catalog, for a user.
 pub fn tour_start(user_id: &str) -> Value {
     json!({"event": "tour_start", "userId": user_id, "properties": {"tour_id": "t_1"}})
+}
+
+/// A `tour_start` of `tour` for a user, with its own `messageId`.
+pub fn tour_start_with_id(user_id: &str, tour: &str, message_id: &str) -> Value {
+    json!({"event": "tour_start", "userId": user_id, "messageId": message_id, "properties": {"tour_id": tour}})
+}
+
+/// How many times Segment accepted each `messageId`.
+pub fn count_by_message_id(received: &[segment::Received]) -> std::collections::HashMap<String, usize> {
+    let mut counts = std::collections::HashMap::new();
+    for r in received {
+        *counts.entry(r.message["messageId"].as_str().unwrap().to_owned()).or_insert(0) += 1;
+    }
+    counts
 }
 
 /// Polls `check` until it holds, failing the test after `timeout`.

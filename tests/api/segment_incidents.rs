@@ -3,17 +3,15 @@
 //! a single failing write key stays that workspace's own trouble. Batches go
 //! gzip-compressed.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{Backend, Env, TestApp, TestWorkspace, tour_start};
 use figment::Figment;
 use figment::providers::Serialized;
 use serde_json::{Value, json};
 
-const WAIT: Duration = Duration::from_secs(30);
+use crate::common::{self, Backend, Env, TestApp, TestWorkspace, WAIT, tour_start};
+
 const REGION_UP: &str = "produktly_segment_region_up{region=\"us\"}";
 
 /// Production's backoff (so that a workspace left to it would wait seconds,
@@ -23,18 +21,6 @@ fn incident_settings(figment: Figment) -> Figment {
         .merge(Serialized::default("delivery.backoff_base_ms", 1000))
         .merge(Serialized::default("delivery.backoff_max_ms", 300_000))
         .merge(Serialized::default("delivery.region_probe_interval_ms", 400))
-}
-
-fn event(user_id: &str, message_id: &str) -> Value {
-    json!({"event": "tour_start", "userId": user_id, "messageId": message_id, "properties": {"tour_id": "t"}})
-}
-
-fn deliveries_by_message_id(env: &Env) -> HashMap<String, usize> {
-    let mut counts = HashMap::new();
-    for received in env.segment.accepted() {
-        *counts.entry(received.message["messageId"].as_str().unwrap().to_owned()).or_insert(0) += 1;
-    }
-    counts
 }
 
 async fn workspaces(app: &TestApp, prefix: &str, count: usize) -> Vec<TestWorkspace> {
@@ -63,7 +49,10 @@ async fn an_outage_is_probed_and_every_workspace_resumes_at_once(backend: Backen
     let mut expected = Vec::new();
     for (i, workspace) in all.iter().enumerate() {
         let id = format!("before-{i}");
-        assert_eq!(app.ingest("/v1/track", workspace, &event(&format!("u{i}"), &id)).await.0, 202);
+        assert_eq!(
+            app.ingest("/v1/track", workspace, &common::tour_start_with_id(&format!("u{i}"), "t", &id)).await.0,
+            202
+        );
         expected.push(id);
     }
     region_down(&app).await;
@@ -75,7 +64,10 @@ async fn an_outage_is_probed_and_every_workspace_resumes_at_once(backend: Backen
     let held_from = Instant::now();
     for (i, workspace) in all.iter().enumerate() {
         let id = format!("during-{i}");
-        assert_eq!(app.ingest("/v1/track", workspace, &event(&format!("u{i}"), &id)).await.0, 202);
+        assert_eq!(
+            app.ingest("/v1/track", workspace, &common::tour_start_with_id(&format!("u{i}"), "t", &id)).await.0,
+            202
+        );
         expected.push(id);
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -92,7 +84,7 @@ async fn an_outage_is_probed_and_every_workspace_resumes_at_once(backend: Backen
     let slowest = first_by_key.values().map(|at| at.saturating_duration_since(recovered)).max().unwrap();
     assert!(slowest < Duration::from_secs(3), "the last workspace resumed {slowest:?} after Segment came back");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let counts = deliveries_by_message_id(&env);
+    let counts = common::count_by_message_id(&env.segment.accepted());
     assert!(expected.iter().all(|id| counts.get(id) == Some(&1)), "every event exactly once: {counts:?}");
     assert_eq!(app.metric(REGION_UP).await, 1.0);
     assert_eq!(app.integration(&all[7]).await["status"]["state"], "ok");
@@ -120,7 +112,7 @@ async fn one_failing_write_key_stays_that_workspaces_own(backend: Backend) {
     let healthy = workspaces(&app, "wk_alone_healthy", 2).await;
     env.segment.start_key_outage("wk_alone_failing", 500);
     for i in 0..10 {
-        app.ingest("/v1/track", &failing, &event("f", &format!("failing-{i}"))).await;
+        app.ingest("/v1/track", &failing, &common::tour_start_with_id("f", "t", &format!("failing-{i}"))).await;
     }
     let mut waits = Vec::new();
     let until = Instant::now() + Duration::from_secs(5);
@@ -129,7 +121,7 @@ async fn one_failing_write_key_stays_that_workspaces_own(backend: Backend) {
         for workspace in &healthy {
             let started = Instant::now();
             let id = format!("healthy-{sent}");
-            app.ingest("/v1/track", workspace, &event("h", &id)).await;
+            app.ingest("/v1/track", workspace, &common::tour_start_with_id("h", "t", &id)).await;
             sent += 1;
             env.segment.wait_for(sent, WAIT).await;
             waits.push(started.elapsed());
@@ -198,7 +190,7 @@ async fn a_second_instance_learns_of_the_outage_and_the_recovery() {
     let mut expected = Vec::new();
     for (i, workspace) in all.iter().enumerate() {
         expected.push(format!("first-{i}"));
-        first.ingest("/v1/track", workspace, &event("u", &expected[i])).await;
+        first.ingest("/v1/track", workspace, &common::tour_start_with_id("u", "t", &expected[i])).await;
     }
     region_down(&first).await;
 
@@ -206,7 +198,7 @@ async fn a_second_instance_learns_of_the_outage_and_the_recovery() {
     region_down(&second).await;
     for (i, workspace) in all.iter().enumerate() {
         let id = format!("second-{i}");
-        second.ingest("/v1/track", workspace, &event("u", &id)).await;
+        second.ingest("/v1/track", workspace, &common::tour_start_with_id("u", "t", &id)).await;
         expected.push(id);
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -220,7 +212,7 @@ async fn a_second_instance_learns_of_the_outage_and_the_recovery() {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let counts = deliveries_by_message_id(&env);
+    let counts = common::count_by_message_id(&env.segment.accepted());
     assert!(expected.iter().all(|id| counts.get(id) == Some(&1)), "every event exactly once: {counts:?}");
     first.stop().await;
     second.stop().await;

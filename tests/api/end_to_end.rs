@@ -1,19 +1,15 @@
 //! Guidance events in over real HTTP, Segment `track` calls out at a strict
 //! mock of Segment, on both backends.
 
-mod common;
-
 use std::io::Write;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use common::{Backend, Env, tour_start};
 use produktly_segment::catalog::{self, PropertyType};
 use serde_json::{Map, Value, json};
 
-const WRITE_KEY: &str = "wk_end_to_end_3f9a";
-const WAIT: Duration = Duration::from_secs(10);
+use crate::common::{self, Backend, Env, WAIT, tour_start};
 
+const WRITE_KEY: &str = "wk_end_to_end_3f9a";
 /// A value of the property's type, as the browser sends it.
 fn sample(kind: PropertyType) -> Value {
     match kind {

@@ -1,14 +1,12 @@
 //! A workspace chooses what reaches its Segment: which catalog events, and
 //! which properties are left out. Checked at Segment and in the store itself.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Backend, Env, TestDb, TestWorkspace};
 use serde_json::{Value, json};
 
-const WAIT: Duration = Duration::from_secs(30);
+use crate::common::{self, Backend, Env, TestDb, TestWorkspace, WAIT};
+
 const FEEDBACK: &str = "the onboarding tour was far too long";
 
 fn tour_start(user: &str) -> Value {

@@ -2,14 +2,9 @@
 //! the `userId` last recorded for its `anonymousId`, looked up at delivery;
 //! neither id is refused.
 
-mod common;
-
-use std::time::Duration;
-
-use common::{Backend, Env};
 use serde_json::{Value, json};
 
-const WAIT: Duration = Duration::from_secs(10);
+use crate::common::{self, Backend, Env, WAIT};
 
 fn anonymous(anonymous_id: &str, tour: &str) -> Value {
     json!({"event": "tour_start", "anonymousId": anonymous_id, "properties": {"tour_id": tour}})

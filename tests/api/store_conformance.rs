@@ -1,16 +1,15 @@
 //! One conformance suite for the `Store` trait, run against both backends.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Backend, Env};
 use produktly_segment::segment::Region;
 use produktly_segment::selection::EventSelection;
 use produktly_segment::store::{
     self, IdentityLink, IntegrationConfig, LastError, NewEvent, Rejection, RoundEnd, Store, Workspace, WorkspaceLease,
 };
+
+use crate::common::{Backend, Env};
 
 const NOW: i64 = 1_800_000_000_000;
 const LEASE: i64 = 60_000;

@@ -1,11 +1,10 @@
 //! The admin API: bearer auth, workspaces, the Segment integration, and the
 //! write key never coming back out.
 
-mod common;
-
-use common::{ADMIN_TOKEN, Backend, Env, tour_start};
 use reqwest::Method;
 use serde_json::{Value, json};
+
+use crate::common::{self, ADMIN_TOKEN, Backend, Env, tour_start};
 
 const WRITE_KEY: &str = "wk_admin_secret_3f9a";
 

@@ -1,14 +1,13 @@
 //! Every rejection of the ingest contract, over real HTTP: status, error code,
 //! message, and nothing stored.
 
-mod common;
-
 use std::io::Write;
 use std::time::Duration;
 
-use common::{Backend, Env, TestApp, TestWorkspace, tour_start};
 use figment::providers::Serialized;
 use serde_json::{Value, json};
+
+use crate::common::{Backend, Env, TestApp, TestWorkspace, tour_start};
 
 /// How one case sends its request.
 enum Send {

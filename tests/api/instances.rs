@@ -1,27 +1,14 @@
 //! Several instances on one database, and SIGTERM on the real binary.
 
-mod common;
-
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::process::ServiceProcess;
-use common::{Backend, Env, TestWorkspace};
 use serde_json::{Value, json};
 
+use crate::common::process::ServiceProcess;
+use crate::common::{self, Backend, Env, TestWorkspace};
+
+/// Child processes on one PostgreSQL take longer than the common wait.
 const WAIT: Duration = Duration::from_secs(60);
-
-fn event(message_id: &str) -> Value {
-    json!({"event": "tour_start", "userId": "u", "messageId": message_id, "properties": {"tour_id": "t"}})
-}
-
-fn deliveries_by_message_id(env: &Env) -> HashMap<String, usize> {
-    let mut counts = HashMap::new();
-    for received in env.segment.accepted() {
-        *counts.entry(received.message["messageId"].as_str().unwrap().to_owned()).or_insert(0) += 1;
-    }
-    counts
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_on_one_postgres_deliver_each_event_exactly_once() {
@@ -38,7 +25,7 @@ async fn two_instances_on_one_postgres_deliver_each_event_exactly_once() {
     for request in 0..40 {
         let workspace = &workspaces[request % workspaces.len()];
         let ids: Vec<String> = (0..500).map(|i| format!("r{request}-e{i}")).collect();
-        let batch: Vec<Value> = ids.iter().map(|id| event(id)).collect();
+        let batch: Vec<Value> = ids.iter().map(|id| common::tour_start_with_id("u", "t", id)).collect();
         let instance = if request % 2 == 0 { &first } else { &second };
         let (status, body) = instance.ingest("/v1/batch", workspace, &json!({"batch": batch})).await;
         assert_eq!((status, body["accepted"].clone()), (202, json!(500)));
@@ -46,7 +33,7 @@ async fn two_instances_on_one_postgres_deliver_each_event_exactly_once() {
     }
     env.segment.wait_for(expected.len(), WAIT).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let counts = deliveries_by_message_id(&env);
+    let counts = common::count_by_message_id(&env.segment.accepted());
     assert_eq!(counts.len(), 20_000);
     assert!(expected.iter().all(|id| counts.get(id) == Some(&1)), "every event exactly once");
     let by_first = first.metric("produktly_events_delivered_total").await;
@@ -77,7 +64,7 @@ async fn a_round_longer_than_its_lease_keeps_its_workspace() {
     let batch: Vec<Value> = ids
         .iter()
         .map(|id| {
-            let mut event = event(id);
+            let mut event = common::tour_start_with_id("u", "t", id);
             event["properties"]["notes"] = json!("n".repeat(3000));
             event
         })
@@ -90,7 +77,7 @@ async fn a_round_longer_than_its_lease_keeps_its_workspace() {
 
     env.segment.wait_for(ids.len(), WAIT).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let counts = deliveries_by_message_id(&env);
+    let counts = common::count_by_message_id(&env.segment.accepted());
     assert!(ids.iter().all(|id| counts.get(id) == Some(&1)), "every event exactly once: {counts:?}");
     assert_eq!(second.metric("produktly_events_delivered_total").await, 0.0);
     first.stop().await;
@@ -108,7 +95,7 @@ async fn sigterm_lets_deliveries_in_flight_finish(backend: Backend) {
     let client = service.client();
     let workspace = client.workspace_with_segment("wk_sigterm").await;
     let ids: Vec<String> = (0..300).map(|i| format!("term-{i}")).collect();
-    let batch: Vec<Value> = ids.iter().map(|id| event(id)).collect();
+    let batch: Vec<Value> = ids.iter().map(|id| common::tour_start_with_id("u", "t", id)).collect();
     assert_eq!(client.ingest("/v1/batch", &workspace, &json!({"batch": batch})).await.0, 202);
     common::eventually(WAIT, "a batch in flight", || async { env.segment.request_count().await >= 1 }).await;
 
@@ -121,7 +108,7 @@ async fn sigterm_lets_deliveries_in_flight_finish(backend: Backend) {
     let again = ServiceProcess::start(&env, &[]).await;
     env.segment.wait_for(ids.len(), WAIT).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let counts = deliveries_by_message_id(&env);
+    let counts = common::count_by_message_id(&env.segment.accepted());
     assert!(ids.iter().all(|id| counts.get(id) == Some(&1)), "each event exactly once: {counts:?}");
     assert!(again.terminate(Duration::from_secs(10)).await.success());
 }
@@ -138,7 +125,7 @@ async fn sigterm_with_a_stuck_request_exits_within_the_timeout(backend: Backend)
     let client = service.client();
     let workspace = client.workspace_with_segment("wk_stuck").await;
     let ids: Vec<String> = (0..50).map(|i| format!("stuck-{i}")).collect();
-    let batch: Vec<Value> = ids.iter().map(|id| event(id)).collect();
+    let batch: Vec<Value> = ids.iter().map(|id| common::tour_start_with_id("u", "t", id)).collect();
     client.ingest("/v1/batch", &workspace, &json!({"batch": batch})).await;
     common::eventually(WAIT, "a batch in flight", || async { env.segment.request_count().await >= 1 }).await;
 
@@ -153,13 +140,13 @@ async fn sigterm_with_a_stuck_request_exits_within_the_timeout(backend: Backend)
     env.segment.set_delay(None);
     let again = ServiceProcess::start(&env, &[]).await;
     common::eventually(WAIT, "every event delivered", || async {
-        let counts = deliveries_by_message_id(&env);
+        let counts = common::count_by_message_id(&env.segment.accepted());
         ids.iter().all(|id| counts.contains_key(id))
     })
     .await;
     // The abandoned batch reached the mock before the stop and again after the
     // restart: a duplicate with the same messageId, as at-least-once allows.
-    assert_eq!(deliveries_by_message_id(&env).len(), ids.len());
+    assert_eq!(common::count_by_message_id(&env.segment.accepted()).len(), ids.len());
     assert!(again.terminate(Duration::from_secs(10)).await.success());
 }
 

@@ -2,12 +2,8 @@
 //! addresses, thousands of malformed requests, and property tests of body
 //! decoding and validation over the running server.
 
-mod common;
-
 use std::io::Write;
-use std::time::Duration;
 
-use common::{Backend, Env, TestApp, TestWorkspace, tour_start};
 use figment::providers::Serialized;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -15,7 +11,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
-const WAIT: Duration = Duration::from_secs(20);
+use crate::common::{self, Backend, Env, TestApp, TestWorkspace, WAIT, tour_start};
 
 async fn post_track(app: &TestApp, key: &str, headers: &[(&str, &str)]) -> reqwest::Response {
     let mut request = app.http.post(app.url("/v1/track")).header("x-produktly-key", key).json(&tour_start("u"));

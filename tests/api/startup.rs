@@ -1,13 +1,12 @@
 //! Starting up: secrets generated on the SQLite default and required with
 //! PostgreSQL; the `migrate` subcommand of the real binary.
 
-mod common;
-
 use std::process::Command;
 
-use common::{Backend, Env, TestApp};
 use figment::providers::Serialized;
 use produktly_segment::App;
+
+use crate::common::{self, Backend, Env, TestApp};
 
 async fn sqlite_generates_its_secrets_once_and_keeps_them() {
     let Some(env) = Env::new(Backend::Sqlite).await else {

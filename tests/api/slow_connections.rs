@@ -4,16 +4,15 @@
 //! deadlines, while real requests on new connections are answered; a slow but
 //! honest client still gets through.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::process::ServiceProcess;
-use common::{Backend, Env, TestWorkspace, tour_start};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+
+use crate::common::process::ServiceProcess;
+use crate::common::{Backend, Env, TestWorkspace, tour_start};
 
 /// Leaves the service room for 256 client connections.
 const FILE_LIMIT: u64 = 512;

@@ -2,20 +2,17 @@
 //! (at trace level), the metrics or any response; the sealing key rotates;
 //! a rotated ingest key stops working on every instance.
 
-mod common;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::process::ServiceProcess;
-use common::{ADMIN_TOKEN, Backend, Env, SECRET_KEY, TestWorkspace, tour_start};
 use figment::providers::Serialized;
 use serde_json::{Value, json};
 
-const WRITE_KEY: &str = "wk_LEAKCHECK_9f8e7d6c5b4a";
-const WAIT: Duration = Duration::from_secs(20);
+use crate::common::process::ServiceProcess;
+use crate::common::{self, ADMIN_TOKEN, Backend, Env, SECRET_KEY, TestWorkspace, WAIT, tour_start};
 
+const WRITE_KEY: &str = "wk_LEAKCHECK_9f8e7d6c5b4a";
 async fn no_secret_reaches_logs_metrics_or_responses(backend: Backend) {
     let Some(env) = Env::new(backend).await else { return };
     let service = ServiceProcess::start(&env, &[("RUST_LOG", "trace")]).await;

@@ -1,13 +1,14 @@
-//! The README's operator reference keeps up with the code: every setting of
-//! config/default.toml with its default, and every metric the service exports.
+//! The operator's guide (docs/operations.md) keeps up with the code: every
+//! setting of config/default.toml with its default, and every metric the
+//! service exports.
 
 use figment::Figment;
 use figment::providers::{Format, Toml};
 use produktly_segment::metrics::Metrics;
 use serde_json::Value;
 
-const README: &str = include_str!("../README.md");
-const DEFAULTS: &str = include_str!("../config/default.toml");
+const GUIDE: &str = include_str!("../../docs/operations.md");
+const DEFAULTS: &str = include_str!("../../config/default.toml");
 
 /// `(dotted key, default)` of every setting.
 fn settings() -> Vec<(String, Value)> {
@@ -22,8 +23,8 @@ fn settings() -> Vec<(String, Value)> {
     settings
 }
 
-fn readme_row(key: &str) -> Option<&'static str> {
-    README.lines().find(|line| line.starts_with(&format!("| `{key}` |")))
+fn guide_row(key: &str) -> Option<&'static str> {
+    GUIDE.lines().find(|line| line.starts_with(&format!("| `{key}` |")))
 }
 
 #[test]
@@ -31,16 +32,16 @@ fn every_setting_is_in_the_configuration_table_with_its_default() {
     let settings = settings();
     assert!(settings.len() > 30);
     for (key, default) in settings {
-        let row = readme_row(&key).unwrap_or_else(|| panic!("README: no row for `{key}`"));
+        let row = guide_row(&key).unwrap_or_else(|| panic!("docs/operations.md: no row for `{key}`"));
         let environment = format!("`PRODUKTLY_{}`", key.replace('.', "_").to_uppercase());
-        assert!(row.contains(&environment), "README: the row of `{key}` lacks {environment}");
+        assert!(row.contains(&environment), "docs/operations.md: the row of `{key}` lacks {environment}");
         let default = match default {
             Value::String(text) => text,
             other => other.to_string(),
         };
         if !default.is_empty() {
             let cell = row.split(" | ").nth(2).unwrap();
-            assert!(cell.contains(&format!("`{default}`")), "README: `{key}` defaults to `{default}`, not {cell}");
+            assert!(cell.contains(&format!("`{default}`")), "docs/operations.md: `{key}` defaults to `{default}`, not {cell}");
         }
     }
 }
@@ -52,6 +53,6 @@ fn every_metric_is_described() {
         exported.lines().filter_map(|line| line.strip_prefix("# TYPE ")?.split(' ').next()).collect();
     assert!(names.len() >= 10, "{exported}");
     for name in names {
-        assert!(README.contains(&format!("`{name}")), "README: metric {name} is not described");
+        assert!(GUIDE.contains(&format!("`{name}")), "docs/operations.md: metric {name} is not described");
     }
 }

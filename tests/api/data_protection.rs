@@ -3,16 +3,13 @@
 //! policy applies before an event is stored, and bad requests change nothing.
 //! Checked over HTTP and in the database itself.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Backend, Env, TestApp, TestDb, TestWorkspace};
 use figment::providers::Serialized;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-const WAIT: Duration = Duration::from_secs(30);
+use crate::common::{self, Backend, Env, TestApp, TestDb, TestWorkspace, WAIT};
 
 /// One number from the database (`SELECT COUNT(*) …`).
 async fn count(db: &TestDb, sql: &str) -> i64 {

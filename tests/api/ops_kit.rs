@@ -4,19 +4,18 @@
 //! metrics` (Debian's `prometheus` package; without it these are skipped,
 //! except with `CI=true`, where that is a failure).
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{Backend, Env, tour_start};
 use produktly_segment::metrics::Metrics;
 use serde_json::Value;
 
-const DASHBOARD: &str = include_str!("../ops/grafana/produktly-segment.json");
-const ALERTS: &str = include_str!("../ops/prometheus/alerts.yml");
+use crate::common::{Backend, Env, tour_start};
+
+const DASHBOARD: &str = include_str!("../../ops/grafana/produktly-segment.json");
+const ALERTS: &str = include_str!("../../ops/prometheus/alerts.yml");
 const RULES_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/ops/prometheus");
 
 /// Every series name the service exports, as Prometheus stores them.

@@ -2,28 +2,13 @@
 //! messages become dead letters (and can be replayed), regions and keys apply
 //! to queued events, old events expire into dead letters.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{Backend, Env, TestApp, TestWorkspace, tour_start};
 use figment::providers::Serialized;
 use serde_json::{Value, json};
 
-const WAIT: Duration = Duration::from_secs(10);
-
-fn event(tour: &str, message_id: &str) -> Value {
-    json!({"event": "tour_start", "userId": "u", "messageId": message_id, "properties": {"tour_id": tour}})
-}
-
-fn count_by_message_id(received: &[common::segment::Received]) -> HashMap<String, usize> {
-    let mut counts = HashMap::new();
-    for r in received {
-        *counts.entry(r.message["messageId"].as_str().unwrap().to_owned()).or_insert(0) += 1;
-    }
-    counts
-}
+use crate::common::{self, Backend, Env, TestApp, TestWorkspace, WAIT, tour_start};
 
 async fn dead_letters(app: &TestApp, workspace: &TestWorkspace) -> Vec<Value> {
     let body: Value = common::json_answer(
@@ -40,13 +25,13 @@ async fn two_failures_then_success_deliver_each_event_once_with_its_message_id(b
     let app = env.start_app().await;
     let workspace = app.workspace_with_segment("wk_retry").await;
     env.segment.fail_next(2, 500, &[]).await;
-    let batch: Vec<Value> = (0..5).map(|i| event("t", &format!("m-{i}"))).collect();
+    let batch: Vec<Value> = (0..5).map(|i| common::tour_start_with_id("u", "t", &format!("m-{i}"))).collect();
     let (status, _) = app.ingest("/v1/batch", &workspace, &json!({"batch": batch})).await;
     assert_eq!(status, 202);
 
     env.segment.wait_for(5, WAIT).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let counts = count_by_message_id(&env.segment.accepted());
+    let counts = common::count_by_message_id(&env.segment.accepted());
     let expected: HashMap<String, usize> = (0..5).map(|i| (format!("m-{i}"), 1)).collect();
     assert_eq!(counts, expected);
     assert_eq!(env.segment.request_count().await, 3, "two refused attempts, then one delivery");
@@ -68,8 +53,8 @@ async fn a_refused_message_is_dead_lettered_and_the_rest_delivered(backend: Back
     let app = env.start_app().await;
     let workspace = app.workspace_with_segment("wk_refusals").await;
     env.segment.refuse_messages_where(|m| m["properties"]["tour_id"] == "poison");
-    let mut batch: Vec<Value> = (0..10).map(|i| event("fine", &format!("ok-{i}"))).collect();
-    batch[6] = event("poison", "bad-1");
+    let mut batch: Vec<Value> = (0..10).map(|i| common::tour_start_with_id("u", "fine", &format!("ok-{i}"))).collect();
+    batch[6] = common::tour_start_with_id("u", "poison", "bad-1");
     app.ingest("/v1/batch", &workspace, &json!({"batch": batch})).await;
 
     env.segment.wait_for(9, WAIT).await;
@@ -177,7 +162,7 @@ async fn events_past_the_maximum_age_become_dead_letters(backend: Backend) {
     let app = env.start_app_with(|f| f.merge(Serialized::default("delivery.max_age_secs", 1))).await;
     let workspace = app.workspace_with_segment("wk_expiry").await;
     env.segment.start_outage(500);
-    app.ingest("/v1/track", &workspace, &event("t", "too-old")).await;
+    app.ingest("/v1/track", &workspace, &common::tour_start_with_id("u", "t", "too-old")).await;
     common::eventually(WAIT, "the event to expire", || async {
         app.integration(&workspace).await["status"]["dead"] == 1
     })

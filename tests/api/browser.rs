@@ -6,8 +6,6 @@
 //! one scenario and checks what reached Segment (by `messageId`) and the gate.
 //! Without Node.js or Chromium the tests are skipped, except with `CI=true`.
 
-mod common;
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -16,10 +14,11 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::header::CONTENT_TYPE;
 use axum::routing::get;
-use common::gate::{Logged, TestGate};
-use common::{Backend, Env, TestApp, TestWorkspace};
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
+
+use crate::common::gate::{Logged, TestGate};
+use crate::common::{Backend, Env, TestApp, TestWorkspace};
 
 const PACKAGE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/browser");
 

@@ -3,14 +3,13 @@
 //! generated client needs. (That every schema is exactly as strict as the
 //! server is checked by Schemathesis: `scripts/api-contract.sh`.)
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::{Backend, Env};
 use produktly_segment::catalog;
 use reqwest::Method;
 use serde_json::{Value, json};
+
+use crate::common::{self, Backend, Env};
 
 /// The contract's routes (shared API.md), as `METHOD path`.
 const CONTRACT: &[&str] = &[

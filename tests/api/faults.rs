@@ -2,19 +2,16 @@
 //! reach, Segment down or slow, the disk full. Every event answered `202`
 //! reaches Segment at least once, with its messageId.
 
-mod common;
-
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::process::ServiceProcess;
-use common::proxy::TcpProxy;
-use common::{Backend, Env, ServiceClient, TestWorkspace, tour_start};
 use figment::providers::Serialized;
 use serde_json::{Value, json};
 
-const WAIT: Duration = Duration::from_secs(30);
+use crate::common::process::ServiceProcess;
+use crate::common::proxy::TcpProxy;
+use crate::common::{self, Backend, Env, ServiceClient, TestWorkspace, WAIT, tour_start};
 
 fn batch(prefix: &str, n: usize, size: usize) -> (Vec<String>, Value) {
     let ids: Vec<String> = (0..size).map(|i| format!("{prefix}-{n}-{i}")).collect();
@@ -78,17 +75,9 @@ impl Load {
     }
 }
 
-fn delivered_ids(env: &Env) -> HashMap<String, usize> {
-    let mut counts = HashMap::new();
-    for received in env.segment.accepted() {
-        *counts.entry(received.message["messageId"].as_str().unwrap().to_owned()).or_insert(0) += 1;
-    }
-    counts
-}
-
 async fn every_acknowledged_event_arrives(env: &Env, acknowledged: &[String]) {
     common::eventually(WAIT, "every acknowledged event at Segment", || async {
-        let delivered = delivered_ids(env);
+        let delivered = common::count_by_message_id(&env.segment.accepted());
         acknowledged.iter().all(|id| delivered.contains_key(id))
     })
     .await;
@@ -113,7 +102,7 @@ async fn kill_9_under_load_loses_nothing_acknowledged(backend: Backend) {
 
     every_acknowledged_event_arrives(&env, &acknowledged).await;
     let sent: HashSet<&str> = acknowledged.iter().map(String::as_str).collect();
-    let duplicates = delivered_ids(&env).values().filter(|count| **count > 1).count();
+    let duplicates = common::count_by_message_id(&env.segment.accepted()).values().filter(|count| **count > 1).count();
     eprintln!("kill -9: {} acknowledged, all delivered, {duplicates} delivered twice", sent.len());
     assert!(env.segment.violations().is_empty());
     assert!(restarted.terminate(Duration::from_secs(10)).await.success());
@@ -156,7 +145,7 @@ async fn postgres_out_of_reach_answers_503_and_recovers() {
     let (acknowledged, refused) = load.stop().await;
     assert!(!refused.is_empty(), "some batches were refused during the outage");
     every_acknowledged_event_arrives(&env, &acknowledged).await;
-    let delivered = delivered_ids(&env);
+    let delivered = common::count_by_message_id(&env.segment.accepted());
     for ids in refused {
         assert!(ids.iter().all(|id| !delivered.contains_key(id)), "a refused batch was stored in part");
     }
@@ -227,7 +216,7 @@ async fn a_slow_segment_is_retried_and_blocks_no_one(backend: Backend) {
 
     env.segment.set_key_delay("wk_slow", None);
     every_acknowledged_event_arrives(&env, &slow_ids).await;
-    let delivered = delivered_ids(&env);
+    let delivered = common::count_by_message_id(&env.segment.accepted());
     assert!(delivered.keys().all(|id| slow_ids.contains(id) || fast_ids.contains(id)));
     app.stop().await;
 }
@@ -279,7 +268,7 @@ async fn sqlite_disk_full_answers_503_and_recovers() {
     }
     env.segment.end_outage();
     every_acknowledged_event_arrives(&env, &acknowledged).await;
-    let delivered = delivered_ids(&env);
+    let delivered = common::count_by_message_id(&env.segment.accepted());
     for ids in refused {
         assert!(ids.iter().all(|id| !delivered.contains_key(id)), "a refused batch was stored in part");
     }

@@ -2,15 +2,12 @@
 //! workspace never holds up the others, Segment's rate limits are honoured,
 //! and batches stay within Segment's limits.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Backend, Env, ServiceClient, TestWorkspace, tour_start};
 use figment::providers::Serialized;
 use serde_json::{Value, json};
 
-const WAIT: Duration = Duration::from_secs(20);
+use crate::common::{self, Backend, Env, ServiceClient, TestWorkspace, WAIT, tour_start};
 
 /// Posts one event for `user` and returns how long until the mock has it.
 async fn latency(app: &ServiceClient, env: &Env, workspace: &TestWorkspace, user: &str) -> Duration {
