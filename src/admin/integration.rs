@@ -80,6 +80,17 @@ struct ErrorView {
     message: String,
 }
 
+/// Whether the next attempt waits because the last one was refused or rate
+/// limited (which is not counted as a failure), not merely because delivery
+/// is paced to the workspace's request rate.
+fn waits_after_error(integration: &Integration, now: Millis) -> bool {
+    let error_since_delivery = integration
+        .last_error
+        .as_ref()
+        .is_some_and(|error| integration.last_delivery_at.is_none_or(|delivered| error.at > delivered));
+    integration.next_attempt_at > now && error_since_delivery
+}
+
 impl IntegrationView {
     fn new(integration: Integration, counts: QueueCounts, segment_down_since: Option<Millis>) -> IntegrationView {
         let now = now_millis();
@@ -89,7 +100,7 @@ impl IntegrationView {
             "waiting_for_segment"
         } else if integration.consecutive_failures >= FAILING_AFTER {
             "failing"
-        } else if integration.consecutive_failures > 0 || integration.next_attempt_at > now {
+        } else if integration.consecutive_failures > 0 || waits_after_error(&integration, now) {
             "retrying"
         } else {
             "ok"

@@ -182,6 +182,34 @@ async fn the_integration_shows_only_a_hint_of_the_write_key(backend: Backend) {
     app.stop().await;
 }
 
+/// Delivery paced to the workspace's request rate is healthy: the state reads
+/// `ok` right after a delivery, `retrying` only while a failed attempt waits.
+async fn a_paced_delivery_reads_ok_and_a_failed_one_retrying(backend: Backend) {
+    let Some(env) = Env::new(backend).await else { return };
+    let paced = |f: figment::Figment| {
+        f.merge(figment::providers::Serialized::default("delivery.workspace_max_requests_per_sec", 1))
+            .merge(figment::providers::Serialized::default("delivery.backoff_base_ms", 2000))
+            .merge(figment::providers::Serialized::default("delivery.backoff_max_ms", 2000))
+    };
+    let app = env.start_app_with(paced).await;
+    let workspace = app.workspace_with_segment(WRITE_KEY).await;
+    assert_eq!(app.ingest("/v1/track", &workspace, &tour_start("u-1")).await.0, 202);
+    env.segment.wait_for(1, common::WAIT).await;
+    // The next request may go a second after this one: paced, not retrying.
+    let status = app.integration(&workspace).await["status"].clone();
+    assert_eq!(status["state"], "ok", "{status}");
+    assert_eq!((status["queued"].as_u64(), status["last_error"].is_null()), (Some(0), true), "{status}");
+
+    env.segment.start_outage(503);
+    assert_eq!(app.ingest("/v1/track", &workspace, &tour_start("u-2")).await.0, 202);
+    common::eventually(common::WAIT, "the failed attempt", || async {
+        app.integration(&workspace).await["status"]["state"] == "retrying"
+    })
+    .await;
+    env.segment.end_outage();
+    app.stop().await;
+}
+
 async fn health_readiness_and_metrics(backend: Backend) {
     let Some(env) = Env::new(backend).await else {
         return;
@@ -221,6 +249,7 @@ async fn health_readiness_and_metrics(backend: Backend) {
 }
 
 on_both_backends!(
+    a_paced_delivery_reads_ok_and_a_failed_one_retrying,
     every_admin_route_requires_the_token,
     workspaces_are_created_upserted_read_and_rotated,
     the_integration_shows_only_a_hint_of_the_write_key,
