@@ -284,7 +284,7 @@ impl DeliverySettings {
 }
 
 /// Twice the interval at which a link in use is renewed.
-const MIN_IDENTITY_RETENTION_SECS: u64 = 2 * crate::store::LINK_REFRESH_MILLIS as u64 / 1000;
+const MIN_IDENTITY_RETENTION_SECS: u64 = 2 * crate::domain::LINK_REFRESH_MILLIS as u64 / 1000;
 
 fn invalid<T>(message: &str) -> Result<T, ConfigError> {
     Err(ConfigError::Invalid(message.to_owned()))

@@ -7,6 +7,16 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+/// Longest `userId` / `anonymousId` accepted, in characters.
+pub const MAX_ID_CHARS: usize = 255;
+
+/// A stored identity link seen again with the same user is rewritten (its
+/// time refreshed, for retention) only once it is this old, in milliseconds:
+/// most events of a signed-in user carry the same link, and rewriting it on
+/// every commit cost a row update per commit. Retention (months) ends at most
+/// this much earlier.
+pub const LINK_REFRESH_MILLIS: i64 = 24 * 60 * 60 * 1000;
+
 /// The Segment region a workspace's data lives in.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]

@@ -1,20 +1,25 @@
 //! Produktly's Segment Event Cloud Source: guidance events from the browser
 //! in, Segment `track` calls out, with a durable queue in between.
 //!
-//! Data flows one way: `ingest` (validate against the `catalog`) → `store` →
-//! `delivery` → `segment`. `admin` manages workspaces and their Segment
-//! integration; `ops` serves health, readiness and metrics; `state` is what handlers share; `app` wires it up.
+//! Data flows one way: `ingest` (validate against the `catalog`) → `committer`
+//! (group commit) → `store` → `delivery` → `segment`. `admin` manages
+//! workspaces, their Segment integration and erasure; `ops` serves health,
+//! readiness and metrics; `state` is what handlers share; `app` wires it up.
+//! `domain` holds the types every layer shares. Modules form layers: none uses
+//! one that uses it back (a test checks).
 
 pub mod admin;
 pub mod app;
 pub mod bench;
 pub mod catalog;
 pub mod client_ip;
+pub mod committer;
 pub mod config;
 pub mod delivery;
 pub mod domain;
 pub mod error;
 pub mod ingest;
+pub mod ingest_keys;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;

@@ -11,7 +11,7 @@ use utoipa::openapi::{ArrayBuilder, ObjectBuilder, Type};
 use super::extract::{AdminJson, WorkspaceId};
 use super::workspaces::no_such_workspace;
 use crate::error::ApiError;
-use crate::ingest::event::MAX_ID_CHARS;
+use crate::domain::MAX_ID_CHARS;
 use crate::openapi::{nullable, nullable_array};
 use crate::pattern::BLANKS;
 use crate::state::AppState;

@@ -102,7 +102,7 @@ pub fn postgres(url: &str, workspaces: usize, payload: &str) -> Result<EngineFig
                     &message,
                     &user,
                     &anon,
-                    &crate::store::LINK_REFRESH_MILLIS,
+                    &crate::domain::LINK_REFRESH_MILLIS,
                     &body,
                     &received,
                     &empty,

@@ -15,8 +15,7 @@ use crate::error::{EventError, EventErrorCode as Code};
 use crate::segment::{self, Context, TrackMessage};
 use crate::store::{IdentityLink, NewEvent};
 
-/// Longest `userId` / `anonymousId` accepted, in characters.
-pub const MAX_ID_CHARS: usize = 255;
+use crate::domain::MAX_ID_CHARS;
 
 /// What the request adds to each of its events.
 #[derive(Clone, Debug)]

@@ -3,10 +3,8 @@
 //! the `202` is sent.
 
 mod body;
-mod committer;
 mod cors;
 pub mod event;
-mod keys;
 mod strict_json;
 
 use std::net::IpAddr;
@@ -33,10 +31,8 @@ use crate::state::AppState;
 use crate::store::IngestTarget;
 use body::JsonBody;
 pub use body::read_first;
-pub use committer::Committer;
 pub use cors::cors;
 use event::{Envelope, parse_event, parse_identify};
-pub use keys::IngestKeys;
 use strict_json::JsonLimits;
 pub use strict_json::shown;
 

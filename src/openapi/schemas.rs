@@ -14,7 +14,7 @@ use utoipa::openapi::{KnownFormat, RefOr};
 use utoipa::{PartialSchema, ToSchema};
 
 use crate::catalog::{self, PropertyType};
-use crate::ingest::event::MAX_ID_CHARS;
+use crate::domain::MAX_ID_CHARS;
 use crate::segment::MAX_MESSAGE_ID_CHARS;
 
 /// The schema of a value that may also be `null` (taken as absent).

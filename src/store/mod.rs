@@ -101,11 +101,7 @@ pub struct IdentityLink {
     pub at: Millis,
 }
 
-/// A stored link seen again with the same user is rewritten (its time
-/// refreshed, for retention) only once it is this old: most events of a
-/// signed-in user carry the same link, and rewriting it on every commit cost a
-/// row update per commit. Retention (months) ends at most this much earlier.
-pub const LINK_REFRESH_MILLIS: Millis = 24 * 60 * 60 * 1000;
+use crate::domain::LINK_REFRESH_MILLIS;
 
 /// A workspace's Segment integration: the sealed write key, its settings and
 /// the state of delivery to it.

@@ -18,6 +18,7 @@ mod hostile;
 mod identity;
 mod ingest_rejections;
 mod instances;
+mod layering;
 mod openapi;
 mod ops_kit;
 mod docs_tables;

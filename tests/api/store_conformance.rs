@@ -436,7 +436,7 @@ async fn repeated_links_are_refreshed_once_a_day(backend: Backend) {
         return;
     };
     seeded(store.as_ref(), "w", 0).await;
-    let day = store::LINK_REFRESH_MILLIS;
+    let day = produktly_segment::domain::LINK_REFRESH_MILLIS;
     store
         .enqueue(vec![], vec![link("same", "u", NOW), link("moved", "u", NOW), link("renewed", "u", NOW)])
         .await
