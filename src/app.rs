@@ -14,12 +14,13 @@ use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
 use crate::client_ip::ClientIps;
-use crate::config::Settings;
-use crate::delivery::{Backlog, Delivery, Janitor, Regions};
 use crate::committer::Committer;
+use crate::config::Settings;
+use crate::delivery::{Backlog, Delivery, DeliveryParts, Janitor};
 use crate::ingest_keys::IngestKeys;
 use crate::metrics::Metrics;
 use crate::openapi;
+use crate::queue_depth::QueueDepth;
 use crate::rate_limit::RateLimits;
 use crate::secrets::{Secrets, SecretsError};
 use crate::segment::{BatchLimits, SegmentClient};
@@ -54,10 +55,11 @@ impl App {
     pub async fn build(settings: Settings) -> Result<App, StartError> {
         let secrets = Secrets::resolve(&settings)?;
         let store = store::connect(&settings).await?;
-        let metrics = Arc::new(Metrics::new());
+        let queue_depth = QueueDepth::default();
+        let metrics = Arc::new(Metrics::new(&queue_depth));
         let backlog = Arc::new(Backlog::default());
         let (committer, committer_task) =
-            Committer::spawn(store.clone(), metrics.clone(), backlog.clone(), &settings.ingest);
+            Committer::spawn(store.clone(), metrics.clone(), queue_depth.clone(), backlog.clone(), &settings.ingest);
         let segment = SegmentClient::new(&settings.segment)?;
         let listener =
             server::bind(settings.listen).map_err(|source| StartError::Bind { address: settings.listen, source })?;
@@ -68,29 +70,23 @@ impl App {
             idle_timeout_ms = settings.http.idle_timeout_ms,
             "client connections"
         );
-        let delivery = Arc::new(Delivery {
+        let parts = DeliveryParts {
             store: store.clone(),
             client: segment.clone(),
             sealer: secrets.sealer.clone(),
             metrics: metrics.clone(),
-            settings: settings.delivery.clone(),
-            limits: BatchLimits {
-                max_messages: settings.segment.max_batch_messages,
-                max_bytes: settings.segment.max_batch_bytes,
-            },
+            queue_depth: queue_depth.clone(),
             backlog: backlog.clone(),
-            cursors: Default::default(),
-            regions: Arc::new(Regions::new(
-                store.clone(),
-                metrics.clone(),
-                settings.delivery.region_down_after_failures,
-                settings.delivery.region_probe_interval(),
-            )),
-            store_turns: Delivery::store_turns(),
-        });
+        };
+        let limits = BatchLimits {
+            max_messages: settings.segment.max_batch_messages,
+            max_bytes: settings.segment.max_batch_bytes,
+        };
+        let delivery = Arc::new(Delivery::new(parts, settings.delivery.clone(), limits));
         let janitor = Janitor {
             store: store.clone(),
             metrics: metrics.clone(),
+            queue_depth: queue_depth.clone(),
             interval: settings.delivery.janitor_interval(),
             max_age: settings.delivery.max_age(),
             dead_letter_retention: settings.delivery.dead_letter_retention(),
@@ -110,6 +106,7 @@ impl App {
             metrics,
             secrets,
             committer,
+            queue_depth,
             segment,
             backlog,
         }));

@@ -13,6 +13,7 @@ use crate::config::IngestSettings;
 use crate::delivery::Backlog;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::queue_depth::QueueDepth;
 use crate::store::{IdentityLink, NewEvent, Store, StoreError};
 
 type CommitResult = Result<(), Arc<StoreError>>;
@@ -51,11 +52,12 @@ impl Committer {
     pub fn spawn(
         store: Arc<Store>,
         metrics: Arc<Metrics>,
+        queue_depth: QueueDepth,
         backlog: Arc<Backlog>,
         settings: &IngestSettings,
     ) -> (Committer, JoinHandle<()>) {
         let (jobs, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(rx, store, metrics, backlog, settings.commit_max_rows));
+        let task = tokio::spawn(run(rx, store, metrics, queue_depth, backlog, settings.commit_max_rows));
         let pending = Arc::new(Semaphore::new(settings.max_pending_events.min(Semaphore::MAX_PERMITS)));
         (Committer { jobs, pending }, task)
     }
@@ -79,6 +81,7 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<Job>,
     store: Arc<Store>,
     metrics: Arc<Metrics>,
+    queue_depth: QueueDepth,
     backlog: Arc<Backlog>,
     max_rows: usize,
 ) {
@@ -88,7 +91,7 @@ async fn run(
         gather(&mut rx, &mut jobs, max_rows).await;
         let committed = match failing_since {
             Some(since) if since.elapsed() < FAIL_FAST_FOR => Err(Arc::new(StoreError::RecentlyFailed)),
-            _ => commit_jobs(&mut jobs, store.as_ref(), &metrics).await,
+            _ => commit_jobs(&mut jobs, store.as_ref(), &metrics, &queue_depth).await,
         };
         match &committed {
             Ok(workspaces) => {
@@ -131,7 +134,12 @@ async fn gather(rx: &mut mpsc::UnboundedReceiver<Job>, jobs: &mut Vec<Job>, max_
 
 /// Commits the jobs' events and identity links as one transaction; on success,
 /// the workspaces that got events.
-async fn commit_jobs(jobs: &mut [Job], store: &Store, metrics: &Metrics) -> Result<Vec<String>, Arc<StoreError>> {
+async fn commit_jobs(
+    jobs: &mut [Job],
+    store: &Store,
+    metrics: &Metrics,
+    queue_depth: &QueueDepth,
+) -> Result<Vec<String>, Arc<StoreError>> {
     let events: Vec<NewEvent> = jobs.iter_mut().flat_map(|job| std::mem::take(&mut job.events)).collect();
     let identities: Vec<IdentityLink> = jobs.iter_mut().flat_map(|job| std::mem::take(&mut job.identities)).collect();
     let count = events.len();
@@ -145,7 +153,7 @@ async fn commit_jobs(jobs: &mut [Job], store: &Store, metrics: &Metrics) -> Resu
     match result {
         Ok(()) => {
             metrics.events_accepted.inc_by(count as u64);
-            metrics.queue_depth.inc_by(count as i64);
+            queue_depth.added(count as u64);
             Ok(workspaces)
         }
         Err(e) => {

@@ -25,6 +25,7 @@ pub mod openapi;
 pub mod ops;
 pub mod partner_docs;
 pub mod pattern;
+pub mod queue_depth;
 pub mod rate_limit;
 pub mod sdk;
 pub mod secrets;

@@ -12,6 +12,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Metric, Registry};
 
 use crate::domain::Region;
+use crate::queue_depth::QueueDepth;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Reason {
@@ -44,7 +45,6 @@ pub struct Metrics {
     pub ingest_responses: FrequentLabels<Status>,
     /// Requests whose `X-Forwarded-For` was ignored (the peer is not a trusted proxy).
     pub forwarded_for_ignored: Counter,
-    pub queue_depth: Gauge,
     /// Age of the oldest undelivered event, in seconds (0: none).
     pub queue_oldest_age: Gauge,
     /// 1 when the janitor's last sweep reached the store, else 0.
@@ -71,18 +71,10 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Counts events that left the queue. The gauge is kept between the
-    /// janitor's counts of the store, and never below zero: other instances'
-    /// commits and a count racing with acks would otherwise take it there.
-    pub fn dequeued(&self, events: u64) {
-        let events = i64::try_from(events).unwrap_or(i64::MAX);
-        if self.queue_depth.dec_by(events) < events {
-            self.queue_depth.set(0);
-        }
-    }
-
-    pub fn new() -> Metrics {
+    /// The metrics, with `queue_depth` read from the queue's own counter.
+    pub fn new(queue_depth: &QueueDepth) -> Metrics {
         let mut r = Registry::with_prefix("produktly");
+        r.register_collector(queue_depth.collector());
         let r = &mut r;
         Metrics {
             events_received: registered(r, "events_received", "Events received by ingest", Counter::default()),
@@ -107,7 +99,6 @@ impl Metrics {
                 "Requests whose X-Forwarded-For was ignored: the peer is not in ingest.trusted_proxies",
                 Counter::default(),
             ),
-            queue_depth: registered(r, "queue_depth", "Undelivered events in the store", Gauge::default()),
             queue_oldest_age: registered(
                 r,
                 "queue_oldest_age_seconds",
@@ -267,10 +258,4 @@ impl<L: EncodeLabelSet + Clone + Eq + std::hash::Hash> FrequentLabels<L> {
 fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
     registry.register(name, help, metric.clone());
     metric
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics::new()
-    }
 }

@@ -13,6 +13,9 @@ use regex::Regex;
 /// characters every engine's `\s` agrees on, unlike the wider Unicode spaces.
 pub const BLANKS: [char; 4] = [' ', '\t', '\r', '\n'];
 
+/// Something shows: a character other than a blank.
+pub static VISIBLE: Pattern = Pattern::new("[^ \\t\\r\\n]");
+
 pub struct Pattern {
     source: &'static str,
     compiled: OnceLock<Regex>,

@@ -8,11 +8,12 @@ use axum::extract::ConnectInfo;
 use axum::http::request::Parts;
 
 use crate::client_ip::ClientIps;
+use crate::committer::Committer;
 use crate::config::Settings;
 use crate::delivery::Backlog;
-use crate::committer::Committer;
 use crate::ingest_keys::IngestKeys;
 use crate::metrics::Metrics;
+use crate::queue_depth::QueueDepth;
 use crate::rate_limit::RateLimits;
 use crate::secrets::Secrets;
 use crate::segment::SegmentClient;
@@ -36,6 +37,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub secrets: Secrets,
     pub committer: Committer,
+    /// Undelivered events, as far as this instance knows; gates ingest.
+    pub queue_depth: QueueDepth,
     pub ingest_keys: IngestKeys,
     pub segment: SegmentClient,
     /// What is waiting for delivery; marking it wakes delivery.

@@ -1,19 +1,24 @@
 //! Erasing one person's data within a workspace (a GDPR request), and
 //! deleting a workspace with all of its data when its customer leaves.
 
+use std::borrow::Cow;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
-use utoipa::openapi::{ArrayBuilder, ObjectBuilder, Type};
+use serde_json::json;
+use utoipa::openapi::extensions::Extensions;
+use utoipa::openapi::schema::AdditionalProperties;
+use utoipa::openapi::{ArrayBuilder, ObjectBuilder, RefOr, Schema, Type};
+use utoipa::{PartialSchema, ToSchema};
 
 use super::extract::{AdminJson, WorkspaceId};
 use super::workspaces::no_such_workspace;
-use crate::error::ApiError;
 use crate::domain::MAX_ID_CHARS;
+use crate::error::ApiError;
 use crate::openapi::{nullable, nullable_array};
-use crate::pattern::BLANKS;
+use crate::pattern::VISIBLE;
 use crate::state::AppState;
 use crate::store::{Erased, ErasureSubject};
 use crate::time::now_millis;
@@ -22,28 +27,54 @@ use crate::time::now_millis;
 const MAX_ANONYMOUS_IDS: usize = 1000;
 
 /// Whose data to erase: a user id, anonymous ids, or both (not neither).
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[schema(examples(json!({"user_id": "user-42", "anonymous_ids": ["3f1c2b7e-anon"]})))]
 pub struct ErasureRequest {
-    /// The user's id as the events carried it; their linked anonymous ids go too.
-    #[schema(schema_with = user_id_schema)]
     user_id: Option<String>,
-    /// Anonymous ids of the person (browsers they used before signing in, or never).
-    #[schema(schema_with = anonymous_ids_schema)]
     anonymous_ids: Option<Vec<String>>,
 }
 
-fn id_schema() -> ObjectBuilder {
-    ObjectBuilder::new().schema_type(Type::String).min_length(Some(1)).max_length(Some(MAX_ID_CHARS))
+impl ToSchema for ErasureRequest {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("ErasureRequest")
+    }
 }
 
-fn user_id_schema() -> ObjectBuilder {
-    nullable(id_schema())
-}
-
-fn anonymous_ids_schema() -> ArrayBuilder {
-    nullable_array(ArrayBuilder::new().items(id_schema()).max_items(Some(MAX_ANONYMOUS_IDS)))
+impl PartialSchema for ErasureRequest {
+    fn schema() -> RefOr<Schema> {
+        let id = || {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(MAX_ID_CHARS))
+                .pattern(Some(VISIBLE.source()))
+        };
+        // Either may be left out, not both (`anyOf`; utoipa has no builder for
+        // it on an object, and extensions are written into the schema as they are).
+        let either = Extensions::from_iter([(
+            "anyOf",
+            json!([
+                {"required": ["user_id"], "properties": {"user_id": {"type": "string"}}},
+                {"required": ["anonymous_ids"], "properties": {"anonymous_ids": {"type": "array", "minItems": 1}}},
+            ]),
+        )]);
+        let anonymous_ids = ArrayBuilder::new().items(id()).max_items(Some(MAX_ANONYMOUS_IDS));
+        let request = ObjectBuilder::new()
+            .property(
+                "user_id",
+                nullable(id())
+                    .description(Some("The user's id as the events carried it; their linked anonymous ids go too.")),
+            )
+            .property(
+                "anonymous_ids",
+                nullable_array(anonymous_ids)
+                    .description(Some("Anonymous ids of the person (browsers they used before signing in, or never).")),
+            )
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+            .extensions(Some(either))
+            .examples([json!({"user_id": "user-42", "anonymous_ids": ["3f1c2b7e-anon"]})]);
+        RefOr::T(Schema::Object(request.build()))
+    }
 }
 
 /// Rows removed, by kind.
@@ -80,7 +111,7 @@ pub async fn erase(
     let subject = subject(body)?;
     app.store.workspace(&id).await?.ok_or_else(no_such_workspace)?;
     let erased = app.store.erase(&id, &subject).await?;
-    app.metrics.dequeued(erased.events);
+    app.queue_depth.removed(erased.events);
     app.metrics.erasures.inc();
     // An audit line, without the ids themselves.
     tracing::info!(
@@ -98,7 +129,7 @@ pub async fn erase(
 fn subject(body: ErasureRequest) -> Result<ErasureSubject, ApiError> {
     let invalid = |field, message: String| ApiError::InvalidRequest { field, message };
     let rule = format!("1 to {MAX_ID_CHARS} characters, not all blank");
-    let valid = |id: &str| !id.trim_matches(BLANKS).is_empty() && id.chars().count() <= MAX_ID_CHARS;
+    let valid = |id: &str| VISIBLE.is_match(id) && id.chars().count() <= MAX_ID_CHARS;
     if let Some(user_id) = &body.user_id
         && !valid(user_id)
     {
@@ -132,7 +163,7 @@ pub async fn delete_workspace(
 ) -> Result<StatusCode, ApiError> {
     if let Some(erased) = app.store.delete_workspace(&id, now_millis()).await? {
         app.ingest_keys.invalidate();
-        app.metrics.dequeued(erased.events);
+        app.queue_depth.removed(erased.events);
         app.metrics.workspaces_deleted.inc();
         tracing::info!(
             workspace = %id,

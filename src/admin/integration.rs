@@ -515,7 +515,7 @@ pub async fn dead_letters(
 pub async fn replay(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> Result<Json<ReplayView>, ApiError> {
     app.store.workspace(&id).await?.ok_or_else(no_such_workspace)?;
     let replayed = app.store.replay_dead_letters(&id, now_millis()).await?;
-    app.metrics.queue_depth.inc_by(replayed as i64);
+    app.queue_depth.added(replayed);
     app.backlog.mark([id.as_str()]);
     Ok(Json(ReplayView { replayed }))
 }

@@ -10,15 +10,13 @@ use utoipa::{IntoParams, ToSchema};
 use super::extract::{AdminJson, WorkspaceId};
 use crate::error::{ApiError, ErrorBody};
 use crate::openapi::{self, nullable};
-use crate::pattern::{BLANKS, Pattern};
+use crate::pattern::{BLANKS, Pattern, VISIBLE};
 use crate::state::AppState;
 use crate::store::Workspace;
 use crate::time::{millis_to_iso8601, now_millis};
 
 /// Longest workspace name, in characters.
 const MAX_NAME_CHARS: usize = 200;
-/// A name shows something: a character other than a space, tab or line break.
-static VISIBLE_NAME: Pattern = Pattern::new("[^ \\t\\r\\n]");
 
 /// Most origins a workspace may list.
 const MAX_ORIGINS: usize = 100;
@@ -82,7 +80,7 @@ fn name_schema() -> ObjectBuilder {
         .schema_type(Type::String)
         .min_length(Some(1))
         .max_length(Some(MAX_NAME_CHARS))
-        .pattern(Some(VISIBLE_NAME.source()))
+        .pattern(Some(VISIBLE.source()))
         .description(Some("Shown in the admin app; surrounding spaces and line breaks are removed."))
         .examples(["Acme"])
 }
@@ -245,7 +243,7 @@ fn new_workspace(
     name: String,
     allowed_origins: Option<Vec<String>>,
 ) -> Result<Workspace, ApiError> {
-    if !VISIBLE_NAME.is_match(&name) || name.chars().count() > MAX_NAME_CHARS {
+    if !VISIBLE.is_match(&name) || name.chars().count() > MAX_NAME_CHARS {
         return Err(ApiError::InvalidRequest {
             field: Some("name"),
             message: format!("name must be 1 to {MAX_NAME_CHARS} characters, not all spaces"),

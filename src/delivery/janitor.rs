@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{Metrics, Reason};
+use crate::queue_depth::QueueDepth;
 use crate::store::{Store, StoreError};
 use crate::time::{millis, now_millis};
 
@@ -22,6 +23,7 @@ const DELETED_WORKSPACES_SWEPT_FOR: Duration = Duration::from_secs(3600);
 pub struct Janitor {
     pub store: Arc<Store>,
     pub metrics: Arc<Metrics>,
+    pub queue_depth: QueueDepth,
     pub interval: Duration,
     pub max_age: Duration,
     pub dead_letter_retention: Duration,
@@ -78,7 +80,7 @@ impl Janitor {
             );
         }
         let depth = self.store.queue_depth().await?;
-        self.metrics.queue_depth.set(i64::try_from(depth).unwrap_or(i64::MAX));
+        self.queue_depth.counted(depth);
         let oldest = self.store.oldest_queued_at().await?;
         self.metrics.queue_oldest_age.set(oldest.map_or(0, |at| (now_millis() - at).max(0) / 1000));
         Ok(())

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::DeliverySettings;
 use crate::metrics::Metrics;
+use crate::queue_depth::QueueDepth;
 use crate::secrets::Sealer;
 use crate::segment::{BatchLimits, SegmentClient};
 use crate::store::{Store, WorkspaceLease};
@@ -35,7 +36,7 @@ pub use backlog::Backlog;
 use cursors::Cursors;
 pub use janitor::Janitor;
 use regions::ProbeClaim;
-pub use regions::Regions;
+use regions::Regions;
 
 /// Heavy reads and deletes of the queue by delivery that may run at once,
 /// however many rounds are in flight: a drain after an outage then keeps the
@@ -48,20 +49,55 @@ const STORE_TURNS: usize = 1;
 const WAKE_COALESCE: Duration = Duration::from_millis(10);
 
 pub struct Delivery {
+    store: Arc<Store>,
+    client: SegmentClient,
+    sealer: Sealer,
+    metrics: Arc<Metrics>,
+    queue_depth: QueueDepth,
+    settings: DeliverySettings,
+    limits: BatchLimits,
+    backlog: Arc<Backlog>,
+    cursors: Cursors,
+    regions: Regions,
+    /// See [`STORE_TURNS`].
+    store_turns: Semaphore,
+}
+
+/// What delivery works with: the store, Segment's client, the sealer of write
+/// keys, and what it shares with ingest.
+pub struct DeliveryParts {
     pub store: Arc<Store>,
     pub client: SegmentClient,
     pub sealer: Sealer,
     pub metrics: Arc<Metrics>,
-    pub settings: DeliverySettings,
-    pub limits: BatchLimits,
+    pub queue_depth: QueueDepth,
     pub backlog: Arc<Backlog>,
-    pub cursors: Cursors,
-    pub regions: Arc<Regions>,
-    /// See [`STORE_TURNS`].
-    pub store_turns: Semaphore,
 }
 
 impl Delivery {
+    pub fn new(parts: DeliveryParts, settings: DeliverySettings, limits: BatchLimits) -> Delivery {
+        let DeliveryParts { store, client, sealer, metrics, queue_depth, backlog } = parts;
+        let regions = Regions::new(
+            store.clone(),
+            metrics.clone(),
+            settings.region_down_after_failures,
+            settings.region_probe_interval(),
+        );
+        Delivery {
+            store,
+            client,
+            sealer,
+            metrics,
+            queue_depth,
+            settings,
+            limits,
+            backlog,
+            cursors: Cursors::default(),
+            regions,
+            store_turns: Semaphore::new(STORE_TURNS),
+        }
+    }
+
     /// Delivers until `stop`. Then lets the rounds in flight finish (each is
     /// bounded by the request timeout); those still running after
     /// `drain_timeout` are abandoned and their events given back to the queue.
@@ -104,11 +140,6 @@ impl Delivery {
         if tokio::time::timeout(drain_timeout, rounds.finish_all()).await.is_err() {
             rounds.abandon(self.store.as_ref()).await;
         }
-    }
-
-    /// The turns of [`STORE_TURNS`], for building a `Delivery`.
-    pub fn store_turns() -> Semaphore {
-        Semaphore::new(STORE_TURNS)
     }
 
     /// A turn for one of the queue's operations when it is `heavy` (see

@@ -45,12 +45,6 @@ impl Regions {
         Regions { store, metrics, down_after, probe_interval, known: Mutex::default() }
     }
 
-    /// Whether Segment's answer speaks of the region rather than of the
-    /// workspace: no answer at all (timeout, connection error) or a 5xx.
-    pub fn is_region_wide(status: Option<u16>) -> bool {
-        status.is_none_or(|status| status >= 500)
-    }
-
     /// Reads every region's health as the store has it.
     pub async fn refresh(&self) -> Result<(), StoreError> {
         for health in self.store.region_health().await? {
@@ -99,11 +93,6 @@ impl Regions {
         }
     }
 
-    /// When the region went down, if this instance knows it is.
-    pub fn down_since(&self, region: Region) -> Option<Millis> {
-        self.lock().get(&region).and_then(|h| h.down_since)
-    }
-
     /// Whether a region is down, as this instance knows.
     pub fn any_down(&self) -> bool {
         self.lock().values().any(RegionHealth::is_down)
@@ -141,20 +130,5 @@ impl Regions {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Region, RegionHealth>> {
         self.known.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_no_answer_and_5xx_speak_of_the_region() {
-        assert!(Regions::is_region_wide(None));
-        assert!(Regions::is_region_wide(Some(500)));
-        assert!(Regions::is_region_wide(Some(504)));
-        assert!(!Regions::is_region_wide(Some(400)));
-        assert!(!Regions::is_region_wide(Some(401)));
-        assert!(!Regions::is_region_wide(Some(429)));
     }
 }

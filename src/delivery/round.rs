@@ -7,10 +7,12 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
+use super::Delivery;
 use super::pacing::{Pace, backoff};
 use super::regions::ProbeClaim;
-use super::{Delivery, Regions};
+use crate::config::DeliverySettings;
 use crate::metrics::{Reason, Status};
+use crate::secrets::WriteKey;
 use crate::segment::{self, Batch, Outcome};
 use crate::store::{LastError, Millis, Rejection, RoundEnd, StoreError, WorkspaceLease};
 use crate::time::{iso8601, millis, now_millis};
@@ -66,11 +68,26 @@ impl Delivery {
             Ok(key) => key,
             Err(e) => {
                 tracing::error!(workspace = %lease.workspace_id, error = %e, "cannot unseal the write key");
-                return Ok(self.failure(lease, None, e.to_string(), now_millis()));
+                return Ok(failure(lease, &self.settings, None, e.to_string(), now_millis(), now_millis()));
             }
         };
         let version = self.backlog.version();
-        let mut held_until = Instant::now() + self.settings.lease();
+        let held_until = Instant::now() + self.settings.lease();
+        let Read { batches, count, last_id, received_at } = self.read(lease).await?;
+        let mut pace = Pace::new(self.settings.workspace_request_interval());
+        let sending = Sending { write_key: &write_key, probe, held_until, received_at: &received_at };
+        match self.send(lease, sending, batches, &mut pace).await? {
+            Sent::Stopped(end) => {
+                self.cursors.reset(&lease.workspace_id);
+                Ok(end)
+            }
+            sent => Ok(self.settle(lease, (count, last_id), sent == Sent::Delivered, version, pace.next_allowed())),
+        }
+    }
+
+    /// The workspace's oldest events after its cursor, packed into batches;
+    /// those over Segment's per-message limit dead-lettered at once.
+    async fn read(&self, lease: &WorkspaceLease) -> Result<Read, StoreError> {
         let after = self.cursors.start(&lease.workspace_id);
         let events = {
             // A caught-up workspace's read is small: it need not wait behind a drain's.
@@ -80,8 +97,8 @@ impl Delivery {
             self.metrics.store_op("read", reading.elapsed());
             events
         };
-        let read = events.len();
-        let last_read = events.last().map(|e| e.id);
+        let count = events.len();
+        let last_id = events.last().map(|e| e.id);
         let received_at: HashMap<i64, Millis> = events.iter().map(|e| (e.id, e.received_at)).collect();
         let messages = events.into_iter().map(|e| (e.id, segment::with_user_id(e.payload, e.user_id.as_deref())));
         let packed = segment::pack(messages, self.limits);
@@ -89,79 +106,101 @@ impl Delivery {
             let detail = format!("the message is over Segment's limit of {} bytes", segment::MAX_MESSAGE_BYTES);
             self.dead_letter(lease, &packed.oversized, TOO_LARGE, None, &detail).await?;
         }
+        Ok(Read { batches: packed.batches, count, last_id, received_at })
+    }
 
-        let mut pending: VecDeque<Batch> = packed.batches.into();
-        let mut delivered_any = false;
-        let mut pace = Pace::new(self.settings.workspace_request_interval());
+    /// Sends the batches in turn, paced, while the lease holds, and acts on
+    /// each answer as [`next_step`] says.
+    async fn send(
+        &self,
+        lease: &WorkspaceLease,
+        mut sending: Sending<'_>,
+        batches: Vec<Batch>,
+        pace: &mut Pace,
+    ) -> Result<Sent, StoreError> {
+        let mut pending: VecDeque<Batch> = batches.into();
+        let mut sent = Sent::Nothing;
         while let Some(batch) = pending.pop_front() {
             pace.wait().await;
-            if !self.hold_lease(lease, &mut held_until).await? {
+            if !self.hold_lease(lease, &mut sending.held_until).await? {
                 tracing::warn!(workspace = %lease.workspace_id, "the workspace lease passed to another worker during delivery");
-                self.cursors.reset(&lease.workspace_id);
-                return Ok(RoundEnd::Delivered {
-                    delivered_at: delivered_any.then(now_millis),
-                    next_attempt_at: now_millis(),
-                });
+                let delivered_at = (sent == Sent::Delivered).then(now_millis);
+                return Ok(Sent::Stopped(RoundEnd::Delivered { delivered_at, next_attempt_at: now_millis() }));
             }
             self.metrics.batch_size.observe(batch.len() as f64);
-            let outcome = self.client.send(lease.region, &write_key, batch.body(&iso8601(Utc::now()))).await;
-            let status = match &outcome {
-                Outcome::Delivered { status }
-                | Outcome::Rejected { status, .. }
-                | Outcome::RateLimited { status, .. } => *status,
-                Outcome::Failed { status, .. } => status.unwrap_or(0),
-            };
-            self.metrics.segment_responses.get_or_create(&Status { status }).inc();
-            let region_failed = matches!(&outcome, Outcome::Failed { status, .. } if Regions::is_region_wide(*status));
-            if !region_failed {
+            let outcome = self.client.send(lease.region, sending.write_key, batch.body(&iso8601(Utc::now()))).await;
+            self.metrics.segment_responses.get_or_create(&Status { status: outcome.status() }).inc();
+            if !outcome.is_region_wide_failure() {
                 // Segment answered: whatever it said of this batch, the region is up.
                 self.regions.succeeded(lease.region).await?;
             }
-            match outcome {
-                Outcome::Delivered { .. } => {
-                    self.ack(lease, &batch, &received_at).await?;
-                    delivered_any = true;
+            match next_step(outcome, batch) {
+                Step::Acknowledge(batch) => {
+                    self.ack(lease, &batch, sending.received_at).await?;
+                    sent = Sent::Delivered;
                 }
-                Outcome::Rejected { status, body } => match batch.split() {
-                    // Halve until the refused message is alone; the rest goes through.
-                    Ok((first, second)) => {
-                        pending.push_front(second);
-                        pending.push_front(first);
-                    }
-                    Err(single) => {
-                        self.dead_letter(lease, single.event_ids(), REJECTED, Some(status), &body).await?;
-                    }
-                },
+                Step::Split(first, second) => {
+                    pending.push_front(second);
+                    pending.push_front(first);
+                }
+                Step::DeadLetter { batch, status, body } => {
+                    self.dead_letter(lease, batch.event_ids(), REJECTED, Some(status), &body).await?;
+                }
                 // What was not delivered stays queued for the workspace's next round.
-                Outcome::RateLimited { status, retry_after } => {
-                    self.cursors.reset(&lease.workspace_id);
+                Step::Stop { batch, why } => {
                     self.count_retried(std::iter::once(&batch).chain(&pending));
-                    return Ok(self.rate_limited(status, retry_after, pace.next_allowed()));
-                }
-                Outcome::Failed { status, message } => {
-                    self.cursors.reset(&lease.workspace_id);
-                    self.count_retried(std::iter::once(&batch).chain(&pending));
-                    if region_failed && self.regions.failed(lease.region, probe).await? {
-                        self.backlog.all_behind();
-                        return Ok(waiting_for_region(status, message));
-                    }
-                    return Ok(self.failure(lease, status, message, pace.next_allowed()));
+                    return Ok(Sent::Stopped(self.stopped(lease, why, sending.probe, pace.next_allowed()).await?));
                 }
             }
         }
-        if let Some(last) = last_read {
+        Ok(sent)
+    }
+
+    /// How a round that Segment stopped ends: rate limited, the region down
+    /// (the workspace waits for it), or the workspace's own failure.
+    async fn stopped(
+        &self,
+        lease: &WorkspaceLease,
+        why: Stop,
+        probe: bool,
+        earliest: Millis,
+    ) -> Result<RoundEnd, StoreError> {
+        let now = now_millis();
+        Ok(match why {
+            Stop::RateLimited { status, retry_after } => rate_limited(status, retry_after, now, earliest),
+            Stop::Failed { status, message, region_wide } => {
+                if region_wide && self.regions.failed(lease.region, probe).await? {
+                    self.backlog.all_behind();
+                    waiting_for_region(status, message, now)
+                } else {
+                    failure(lease, &self.settings, status, message, now, earliest)
+                }
+            }
+        })
+    }
+
+    /// After a round that sent everything it read: the cursor moves on, and a
+    /// partial read means the workspace is caught up: it leaves the backlog
+    /// until new events come, and the next batch gets time to fill.
+    fn settle(
+        &self,
+        lease: &WorkspaceLease,
+        (count, last_id): (usize, Option<i64>),
+        delivered: bool,
+        version: u64,
+        earliest: Millis,
+    ) -> RoundEnd {
+        if let Some(last) = last_id {
             self.cursors.advance(&lease.workspace_id, last);
         }
-        // A partial batch means the workspace is caught up: it leaves the
-        // backlog until new events come, and the next batch gets time to fill.
-        let next_attempt_at = if read < self.limits.max_messages {
+        let next_attempt_at = if count < self.limits.max_messages {
             self.backlog.settle(&lease.workspace_id, version);
-            pace.next_allowed().max(now_millis() + millis(self.settings.linger()))
+            earliest.max(now_millis() + millis(self.settings.linger()))
         } else {
             self.backlog.behind(&lease.workspace_id);
-            pace.next_allowed()
+            earliest
         };
-        Ok(RoundEnd::Delivered { delivered_at: delivered_any.then(now_millis), next_attempt_at })
+        RoundEnd::Delivered { delivered_at: delivered.then(now_millis), next_attempt_at }
     }
 
     /// Extends the lease when what is left of it might not cover the next
@@ -197,7 +236,7 @@ impl Delivery {
             tracing::warn!(workspace = %lease.workspace_id, unacked = batch.len() as u64 - acked, "the workspace lease passed to another worker during delivery");
         }
         self.metrics.events_delivered.inc_by(acked);
-        self.metrics.dequeued(acked);
+        self.queue_depth.removed(acked);
         let now = now_millis();
         for id in batch.event_ids() {
             if let Some(received) = received_at.get(id) {
@@ -229,43 +268,216 @@ impl Delivery {
         };
         tracing::warn!(workspace = %lease.workspace_id, reason, status, detail, moved, "events dead-lettered");
         self.metrics.events_dead_lettered.get_or_create(&Reason { reason }).inc_by(moved);
-        self.metrics.dequeued(moved);
+        self.queue_depth.removed(moved);
         Ok(())
     }
+}
 
-    /// A 5xx, timeout or connection error: the workspace backs off, alone,
-    /// and not before `earliest`.
-    fn failure(&self, lease: &WorkspaceLease, status: Option<u16>, message: String, earliest: Millis) -> RoundEnd {
-        let failures = lease.consecutive_failures.saturating_add(1);
-        let wait = backoff(failures, self.settings.backoff_base(), self.settings.backoff_max());
-        tracing::warn!(workspace = %lease.workspace_id, status, failures, wait_ms = millis(wait), %message, "delivery failed; retrying later");
-        let now = now_millis();
-        RoundEnd::Failed {
-            error: LastError { at: now, status, message },
-            next_attempt_at: (now + millis(wait)).max(earliest),
-            counts_as_failure: true,
+/// What a round read: its batches, how many events, the last id, and when
+/// each event was received (for the delivery latency).
+struct Read {
+    batches: Vec<Batch>,
+    count: usize,
+    last_id: Option<i64>,
+    received_at: HashMap<i64, Millis>,
+}
+
+/// What sending a round's batches needs besides them.
+struct Sending<'a> {
+    write_key: &'a WriteKey,
+    /// The one request trying a Segment region that is down.
+    probe: bool,
+    /// Until when the lease is known to hold.
+    held_until: Instant,
+    received_at: &'a HashMap<i64, Millis>,
+}
+
+/// How sending went: nothing delivered (all refused, or nothing read),
+/// something delivered, or stopped before the end, and how the round ends.
+#[derive(Debug, PartialEq)]
+enum Sent {
+    Nothing,
+    Delivered,
+    Stopped(RoundEnd),
+}
+
+/// What one Segment answer to a batch makes the round do next.
+#[derive(Debug)]
+enum Step {
+    /// Segment has them: acknowledge them in the store.
+    Acknowledge(Batch),
+    /// A message of the batch was refused: send the halves, until the refused
+    /// one is alone and the rest goes through.
+    Split(Batch, Batch),
+    /// The refused message, alone: a dead letter.
+    DeadLetter { batch: Batch, status: u16, body: String },
+    /// Stop the round; this batch and those after it stay queued.
+    Stop { batch: Batch, why: Stop },
+}
+
+#[derive(Debug)]
+enum Stop {
+    RateLimited {
+        status: u16,
+        retry_after: Duration,
+    },
+    /// A 5xx, timeout or connection error; `region_wide` when it speaks for
+    /// the whole Segment region rather than this workspace.
+    Failed {
+        status: Option<u16>,
+        message: String,
+        region_wide: bool,
+    },
+}
+
+fn next_step(outcome: Outcome, batch: Batch) -> Step {
+    let region_wide = outcome.is_region_wide_failure();
+    match outcome {
+        Outcome::Delivered { .. } => Step::Acknowledge(batch),
+        Outcome::Rejected { status, body } => match batch.split() {
+            Ok((first, second)) => Step::Split(first, second),
+            Err(single) => Step::DeadLetter { batch: single, status, body },
+        },
+        Outcome::RateLimited { status, retry_after } => {
+            Step::Stop { batch, why: Stop::RateLimited { status, retry_after } }
         }
+        Outcome::Failed { status, message } => Step::Stop { batch, why: Stop::Failed { status, message, region_wide } },
     }
+}
 
-    /// A 429 (or 503 with `Retry-After`): wait as asked, without counting a failure.
-    fn rate_limited(&self, status: u16, retry_after: Duration, earliest: Millis) -> RoundEnd {
-        let now = now_millis();
-        RoundEnd::Failed {
-            error: LastError {
-                at: now,
-                status: Some(status),
-                message: format!("rate limited; retrying after {} ms", retry_after.as_millis()),
-            },
-            next_attempt_at: (now + millis(retry_after)).max(earliest),
-            counts_as_failure: false,
-        }
+/// A 5xx, timeout or connection error: the workspace backs off, alone,
+/// and not before `earliest`.
+fn failure(
+    lease: &WorkspaceLease,
+    settings: &DeliverySettings,
+    status: Option<u16>,
+    message: String,
+    now: Millis,
+    earliest: Millis,
+) -> RoundEnd {
+    let failures = lease.consecutive_failures.saturating_add(1);
+    let wait = backoff(failures, settings.backoff_base(), settings.backoff_max());
+    tracing::warn!(workspace = %lease.workspace_id, status, failures, wait_ms = millis(wait), %message, "delivery failed; retrying later");
+    RoundEnd::Failed {
+        error: LastError { at: now, status, message },
+        next_attempt_at: (now + millis(wait)).max(earliest),
+        counts_as_failure: true,
+    }
+}
+
+/// A 429 (or 503 with `Retry-After`): wait as asked, without counting a failure.
+fn rate_limited(status: u16, retry_after: Duration, now: Millis, earliest: Millis) -> RoundEnd {
+    RoundEnd::Failed {
+        error: LastError {
+            at: now,
+            status: Some(status),
+            message: format!("rate limited; retrying after {} ms", retry_after.as_millis()),
+        },
+        next_attempt_at: (now + millis(retry_after)).max(earliest),
+        counts_as_failure: false,
     }
 }
 
 /// A failure while the workspace's Segment region is down: the workspace
 /// waits for the region without a failure of its own, and is due as soon as
 /// the region is back (leases skip regions that are down).
-fn waiting_for_region(status: Option<u16>, message: String) -> RoundEnd {
-    let now = now_millis();
+fn waiting_for_region(status: Option<u16>, message: String, now: Millis) -> RoundEnd {
     RoundEnd::Failed { error: LastError { at: now, status, message }, next_attempt_at: now, counts_as_failure: false }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Region;
+    use crate::segment::BatchLimits;
+
+    const NOW: Millis = 1_800_000_000_000;
+
+    fn batch(ids: &[i64]) -> Batch {
+        let messages = ids.iter().map(|&id| (id, format!("{{\"messageId\":\"m{id}\"}}")));
+        segment::pack(messages, BatchLimits { max_messages: 100, max_bytes: 100_000 }).batches.remove(0)
+    }
+
+    fn lease(consecutive_failures: u32) -> WorkspaceLease {
+        WorkspaceLease {
+            workspace_id: "w".into(),
+            lease_id: "l".into(),
+            sealed_write_key: "sealed".into(),
+            region: Region::Us,
+            consecutive_failures,
+        }
+    }
+
+    fn settings() -> DeliverySettings {
+        crate::Settings::extract(crate::Settings::defaults()).unwrap().delivery
+    }
+
+    fn failed(status: Option<u16>) -> Outcome {
+        Outcome::Failed { status, message: "no".into() }
+    }
+
+    #[test]
+    fn a_delivered_batch_is_acknowledged_and_a_refused_one_halved_down_to_the_refused_message() {
+        assert!(
+            matches!(next_step(Outcome::Delivered { status: 200 }, batch(&[1, 2])), Step::Acknowledge(b) if b.event_ids() == [1, 2])
+        );
+        let refused = || Outcome::Rejected { status: 400, body: "bad".into() };
+        let Step::Split(first, second) = next_step(refused(), batch(&[1, 2, 3])) else { panic!("halved") };
+        assert_eq!([first.event_ids(), second.event_ids()].concat(), [1, 2, 3]);
+        assert!(
+            matches!(next_step(refused(), batch(&[7])), Step::DeadLetter { batch, status: 400, .. } if batch.event_ids() == [7])
+        );
+    }
+
+    #[test]
+    fn rate_limits_and_failures_stop_the_round_and_only_5xx_or_no_answer_speak_of_the_region() {
+        let limited = Outcome::RateLimited { status: 429, retry_after: Duration::from_secs(3) };
+        assert!(matches!(
+            next_step(limited, batch(&[1])),
+            Step::Stop { why: Stop::RateLimited { status: 429, .. }, .. }
+        ));
+        for (status, region_wide) in
+            [(None, true), (Some(500), true), (Some(503), true), (Some(401), false), (Some(404), false)]
+        {
+            let Step::Stop { why: Stop::Failed { region_wide: found, .. }, .. } =
+                next_step(failed(status), batch(&[1]))
+            else {
+                panic!("{status:?} stops the round")
+            };
+            assert_eq!(found, region_wide, "{status:?}");
+        }
+        assert!(!Outcome::Rejected { status: 400, body: String::new() }.is_region_wide_failure());
+        assert_eq!(failed(None).status(), 0);
+    }
+
+    #[test]
+    fn a_failure_backs_off_within_the_doubled_base_and_counts_while_a_rate_limit_waits_as_asked_and_does_not() {
+        let settings = settings();
+        for failures in 0..6 {
+            let RoundEnd::Failed { next_attempt_at, counts_as_failure, error } =
+                failure(&lease(failures), &settings, Some(503), "down".into(), NOW, NOW)
+            else {
+                panic!("a failure")
+            };
+            let ceiling = settings.backoff_base().saturating_mul(2u32.pow(failures)).min(settings.backoff_max());
+            assert!((NOW..=NOW + millis(ceiling)).contains(&next_attempt_at), "after {failures} failures");
+            assert!(counts_as_failure);
+            assert_eq!((error.at, error.status), (NOW, Some(503)));
+        }
+        let paced = failure(&lease(0), &settings, None, "timeout".into(), NOW, NOW + 60_000);
+        assert!(
+            matches!(paced, RoundEnd::Failed { next_attempt_at, .. } if next_attempt_at >= NOW + 60_000),
+            "never before the pace allows"
+        );
+
+        let limited = rate_limited(429, Duration::from_secs(3), NOW, NOW);
+        assert!(
+            matches!(limited, RoundEnd::Failed { next_attempt_at, counts_as_failure: false, .. } if next_attempt_at == NOW + 3000)
+        );
+        let waiting = waiting_for_region(None, "timeout".into(), NOW);
+        assert!(
+            matches!(waiting, RoundEnd::Failed { next_attempt_at: NOW, counts_as_failure: false, .. }),
+            "due when the region is back"
+        );
+    }
 }

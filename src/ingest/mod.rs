@@ -180,8 +180,7 @@ async fn accept(
     }
     let count = accepted.len();
     if count > 0 {
-        let depth_limit = i64::try_from(app.settings.ingest.max_queue_depth).unwrap_or(i64::MAX);
-        if app.metrics.queue_depth.get() >= depth_limit {
+        if app.queue_depth.get() >= app.settings.ingest.max_queue_depth {
             return Err(ApiError::QueueFull);
         }
         app.committer.commit(accepted, identities).await?;

@@ -32,6 +32,24 @@ pub enum Outcome {
     Failed { status: Option<u16>, message: String },
 }
 
+impl Outcome {
+    /// The HTTP status Segment answered with (0: no answer).
+    pub fn status(&self) -> u16 {
+        match self {
+            Outcome::Delivered { status } | Outcome::Rejected { status, .. } | Outcome::RateLimited { status, .. } => {
+                *status
+            }
+            Outcome::Failed { status, .. } => status.unwrap_or(0),
+        }
+    }
+
+    /// Whether the failure speaks of Segment's region rather than of the
+    /// workspace: no answer at all (timeout, connection error) or a 5xx.
+    pub fn is_region_wide_failure(&self) -> bool {
+        matches!(self, Outcome::Failed { status, .. } if status.is_none_or(|status| status >= 500))
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct SegmentClient {
     http: reqwest::Client,

@@ -194,9 +194,17 @@ async fn a_paced_delivery_reads_ok_and_a_failed_one_retrying(backend: Backend) {
     let app = env.start_app_with(paced).await;
     let workspace = app.workspace_with_segment(WRITE_KEY).await;
     assert_eq!(app.ingest("/v1/track", &workspace, &tour_start("u-1")).await.0, 202);
-    env.segment.wait_for(1, common::WAIT).await;
-    // The next request may go a second after this one: paced, not retrying.
-    let status = app.integration(&workspace).await["status"].clone();
+    // Right after the delivery is recorded, the next request may go only a
+    // second later: paced, not retrying.
+    let deadline = std::time::Instant::now() + common::WAIT;
+    let status = loop {
+        let status = app.integration(&workspace).await["status"].clone();
+        if !status["last_delivery_at"].is_null() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "the delivery was not recorded: {status}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert_eq!(status["state"], "ok", "{status}");
     assert_eq!((status["queued"].as_u64(), status["last_error"].is_null()), (Some(0), true), "{status}");
 

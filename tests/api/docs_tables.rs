@@ -5,6 +5,7 @@
 use figment::Figment;
 use figment::providers::{Format, Toml};
 use produktly_segment::metrics::Metrics;
+use produktly_segment::queue_depth::QueueDepth;
 use serde_json::Value;
 
 const GUIDE: &str = include_str!("../../docs/operations.md");
@@ -41,14 +42,17 @@ fn every_setting_is_in_the_configuration_table_with_its_default() {
         };
         if !default.is_empty() {
             let cell = row.split(" | ").nth(2).unwrap();
-            assert!(cell.contains(&format!("`{default}`")), "docs/operations.md: `{key}` defaults to `{default}`, not {cell}");
+            assert!(
+                cell.contains(&format!("`{default}`")),
+                "docs/operations.md: `{key}` defaults to `{default}`, not {cell}"
+            );
         }
     }
 }
 
 #[test]
 fn every_metric_is_described() {
-    let exported = Metrics::new().encode();
+    let exported = Metrics::new(&QueueDepth::default()).encode();
     let names: Vec<&str> =
         exported.lines().filter_map(|line| line.strip_prefix("# TYPE ")?.split(' ').next()).collect();
     assert!(names.len() >= 10, "{exported}");
