@@ -5,6 +5,7 @@
 //! memory.
 
 mod cpu;
+pub mod database;
 mod engine;
 mod floor;
 mod load;
@@ -13,7 +14,6 @@ mod outage;
 mod service;
 mod slow_clients;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,8 +21,8 @@ use axum::body::Bytes;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::store::postgres;
 use cpu::CpuClock;
+use database::Database;
 use load::{Report, Target, Until};
 use mock::{MockSegment, SENT_PROPERTY};
 use service::Service;
@@ -527,40 +527,5 @@ fn print_table(args: &BenchArgs, rows: &[Row]) {
     println!("|{}|--------|", "-".repeat(width + 2));
     for row in rows {
         println!("| {:width$} | {} |", row.figure, (row.show)(&row.values));
-    }
-}
-
-/// The benchmark's own database, removed afterwards.
-struct Database {
-    url: String,
-    dir: PathBuf,
-    postgres: Option<(String, String)>,
-}
-
-impl Database {
-    async fn create(args: &BenchArgs) -> Result<Database, BenchError> {
-        let name = format!("produktly_bench_{}", uuid::Uuid::new_v4().simple());
-        let dir = std::env::temp_dir().join(&name);
-        std::fs::create_dir_all(&dir)?;
-        match args.backend {
-            BenchBackend::Sqlite => {
-                let url = format!("sqlite://{}?mode=rwc", dir.join("bench.db").display());
-                Ok(Database { url, dir, postgres: None })
-            }
-            BenchBackend::Postgres => {
-                postgres::create_database(&args.postgres_url, &name)
-                    .await
-                    .map_err(|e| BenchError(format!("cannot create the database: {e}")))?;
-                let url = postgres::url_with_database(&args.postgres_url, &name);
-                Ok(Database { url, dir, postgres: Some((args.postgres_url.clone(), name)) })
-            }
-        }
-    }
-
-    async fn remove(self) {
-        if let Some((url, name)) = &self.postgres {
-            let _ = postgres::drop_database(url, name).await;
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use figment::Figment;
 use figment::providers::Serialized;
-use produktly_segment::store::postgres;
+use produktly_segment::bench::database as postgres;
 use produktly_segment::{App, Settings};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -78,7 +78,7 @@ impl TestDb {
             Backend::Postgres => {
                 let admin_url = std::env::var("PRODUKTLY_TEST_POSTGRES_URL").unwrap_or(DEFAULT_POSTGRES.into());
                 let name = format!("produktly_test_{}", uuid::Uuid::new_v4().simple());
-                if let Err(e) = postgres::create_database(&admin_url, &name).await {
+                if let Err(e) = postgres::create_postgres_database(&admin_url, &name).await {
                     if std::env::var("CI").is_ok_and(|ci| ci == "true") {
                         panic!("PostgreSQL at {admin_url} is unreachable and CI=true: {e}");
                     }
@@ -100,7 +100,7 @@ impl Drop for TestDb {
         // Drop runs outside any runtime's async context: use a runtime of its own.
         let _ = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            let _ = runtime.block_on(postgres::drop_database(&admin_url, &name));
+            let _ = runtime.block_on(postgres::drop_postgres_database(&admin_url, &name));
         })
         .join();
     }
