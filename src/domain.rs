@@ -52,6 +52,45 @@ impl FromStr for Region {
     }
 }
 
+/// Why an event left the queue undelivered, as dead letters and the
+/// `events_dead_lettered` metric name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeadLetterReason {
+    /// Segment refused the message (`400`, `413`).
+    Rejected,
+    /// Over Segment's limit for one message.
+    MessageTooLarge,
+    /// Not delivered before `delivery.max_age_secs`.
+    Expired,
+}
+
+impl DeadLetterReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterReason::Rejected => "rejected",
+            DeadLetterReason::MessageTooLarge => "message_too_large",
+            DeadLetterReason::Expired => "expired",
+        }
+    }
+}
+
+/// How delivery to a workspace's Segment fares, as the admin API shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IntegrationState {
+    /// Delivering (or nothing to deliver).
+    Ok,
+    /// An attempt that failed or was rate limited waits for its retry.
+    Retrying,
+    /// 5 or more failures in a row.
+    Failing,
+    /// Disabled.
+    Paused,
+    /// Segment's region is down for every workspace; delivery resumes as soon
+    /// as a probe finds it back.
+    WaitingForSegment,
+}
+
 /// What `context.ip` carries of the browser's address. The service's
 /// `ingest.ip_policy` and each workspace's integration (`ip`) choose one; the
 /// stricter of the two applies, before the event is stored.

@@ -15,7 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::extract::{AdminJson, WorkspaceId};
 use super::workspaces::no_such_workspace;
 use crate::catalog;
-use crate::domain::IpPolicy;
+use crate::domain::{IntegrationState, IpPolicy};
 use crate::error::{ApiError, ErrorBody};
 use crate::openapi::{nullable, nullable_array};
 use crate::pattern::{BLANKS, Pattern};
@@ -60,10 +60,7 @@ pub struct IntegrationView {
 
 #[derive(Debug, Serialize, ToSchema)]
 struct StatusView {
-    /// `ok`, `retrying`, `failing` (5 or more failures in a row), `paused`
-    /// (disabled), or `waiting_for_segment`: Segment's region is down for all
-    /// workspaces, and delivery resumes as soon as a probe finds it back.
-    state: &'static str,
+    state: IntegrationState,
     /// While the region is down: since when.
     #[serde(skip_serializing_if = "Option::is_none")]
     segment_down_since: Option<String>,
@@ -95,15 +92,15 @@ impl IntegrationView {
     fn new(integration: Integration, counts: QueueCounts, segment_down_since: Option<Millis>) -> IntegrationView {
         let now = now_millis();
         let state = if !integration.enabled {
-            "paused"
+            IntegrationState::Paused
         } else if segment_down_since.is_some() {
-            "waiting_for_segment"
+            IntegrationState::WaitingForSegment
         } else if integration.consecutive_failures >= FAILING_AFTER {
-            "failing"
+            IntegrationState::Failing
         } else if integration.consecutive_failures > 0 || waits_after_error(&integration, now) {
-            "retrying"
+            IntegrationState::Retrying
         } else {
-            "ok"
+            IntegrationState::Ok
         };
         let last_error = integration.last_error.map(|LastError { at, status, message }| ErrorView {
             at: millis_to_iso8601(at),

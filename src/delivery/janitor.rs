@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::domain::DeadLetterReason;
 use crate::metrics::{Metrics, Reason};
 use crate::queue_depth::QueueDepth;
 use crate::store::{Store, StoreError};
@@ -53,7 +54,10 @@ impl Janitor {
             let expired = self.store.expire_events(now - millis(self.max_age), now, BATCH).await?;
             if expired > 0 {
                 tracing::warn!(expired, "undelivered events passed the maximum age and became dead letters");
-                self.metrics.events_dead_lettered.get_or_create(&Reason { reason: "expired" }).inc_by(expired);
+                self.metrics
+                    .events_dead_lettered
+                    .get_or_create(&Reason { reason: DeadLetterReason::Expired.as_str() })
+                    .inc_by(expired);
             }
             if expired < BATCH as u64 {
                 break;

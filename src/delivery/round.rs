@@ -11,6 +11,7 @@ use super::Delivery;
 use super::pacing::{Pace, backoff};
 use super::regions::ProbeClaim;
 use crate::config::DeliverySettings;
+use crate::domain::DeadLetterReason;
 use crate::metrics::{Reason, Status};
 use crate::secrets::WriteKey;
 use crate::segment::{self, Batch, Outcome};
@@ -27,11 +28,6 @@ const LEASE_MARGIN: Duration = Duration::from_secs(2);
 /// Acks and dead letters of at most this many events are small enough not
 /// to wait for a turn at the store.
 const SMALL_OPERATION: usize = 100;
-
-/// Reason of a message Segment refused.
-const REJECTED: &str = "rejected";
-/// Reason of a message over Segment's per-message limit.
-const TOO_LARGE: &str = "message_too_large";
 
 impl Delivery {
     /// A `probe` round is the one request trying a Segment region that is down.
@@ -104,7 +100,7 @@ impl Delivery {
         let packed = segment::pack(messages, self.limits);
         if !packed.oversized.is_empty() {
             let detail = format!("the message is over Segment's limit of {} bytes", segment::MAX_MESSAGE_BYTES);
-            self.dead_letter(lease, &packed.oversized, TOO_LARGE, None, &detail).await?;
+            self.dead_letter(lease, &packed.oversized, DeadLetterReason::MessageTooLarge, None, &detail).await?;
         }
         Ok(Read { batches: packed.batches, count, last_id, received_at })
     }
@@ -144,7 +140,7 @@ impl Delivery {
                     pending.push_front(first);
                 }
                 Step::DeadLetter { batch, status, body } => {
-                    self.dead_letter(lease, batch.event_ids(), REJECTED, Some(status), &body).await?;
+                    self.dead_letter(lease, batch.event_ids(), DeadLetterReason::Rejected, Some(status), &body).await?;
                 }
                 // What was not delivered stays queued for the workspace's next round.
                 Step::Stop { batch, why } => {
@@ -254,18 +250,17 @@ impl Delivery {
         &self,
         lease: &WorkspaceLease,
         ids: &[i64],
-        reason: &'static str,
+        reason: DeadLetterReason,
         status: Option<u16>,
         detail: &str,
     ) -> Result<(), StoreError> {
-        let rejections: Vec<Rejection> = ids
-            .iter()
-            .map(|&event_id| Rejection { event_id, reason: reason.to_owned(), status, detail: detail.to_owned() })
-            .collect();
+        let rejections: Vec<Rejection> =
+            ids.iter().map(|&event_id| Rejection { event_id, reason, status, detail: detail.to_owned() }).collect();
         let moved = {
             let _turn = self.store_turn(rejections.len() > SMALL_OPERATION).await;
             self.store.dead_letter(lease, &rejections, now_millis()).await?
         };
+        let reason = reason.as_str();
         tracing::warn!(workspace = %lease.workspace_id, reason, status, detail, moved, "events dead-lettered");
         self.metrics.events_dead_lettered.get_or_create(&Reason { reason }).inc_by(moved);
         self.queue_depth.removed(moved);

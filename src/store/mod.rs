@@ -20,7 +20,7 @@ use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
 use crate::config::Settings;
-use crate::domain::{IpPolicy, Region};
+use crate::domain::{DeadLetterReason, IpPolicy, Region};
 use crate::selection::EventSelection;
 pub use db::Dialect;
 use db::{Db, Sql};
@@ -174,7 +174,7 @@ pub struct QueuedEvent {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rejection {
     pub event_id: i64,
-    pub reason: String,
+    pub reason: DeadLetterReason,
     pub status: Option<u16>,
     pub detail: String,
 }
@@ -268,7 +268,7 @@ pub async fn connect(settings: &Settings) -> Result<Arc<Store>, StoreError> {
 }
 
 /// Reason and detail of events that outlived the maximum age.
-const EXPIRED: (&str, &str) = ("expired", "not delivered before the maximum age");
+const EXPIRED: (DeadLetterReason, &str) = (DeadLetterReason::Expired, "not delivered before the maximum age");
 
 /// Whether the database's newest applied migration is the newest this build has.
 fn schema_is_current(migrator: &sqlx::migrate::Migrator, applied: Option<i64>) -> Result<(), StoreError> {

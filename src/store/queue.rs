@@ -216,7 +216,7 @@ impl Store {
         for rejection in rejections {
             let (id, workspace, lease_id) = (rejection.event_id, &lease.workspace_id, &lease.lease_id);
             let status = rejection.status.map(i64::from);
-            let values = params![id, workspace, lease_id, &rejection.reason, status, &rejection.detail, now];
+            let values = params![id, workspace, lease_id, rejection.reason.as_str(), status, &rejection.detail, now];
             moved += tx.execute(&DEAD_LETTER, values).await?;
             tx.execute(&DELETE_EVENT, params![id, workspace, lease_id]).await?;
         }
@@ -233,7 +233,7 @@ impl Store {
             return Ok(0);
         }
         let (reason, detail) = EXPIRED;
-        let moved = tx.execute(&EXPIRE, params![ids.as_slice(), reason, detail, now]).await?;
+        let moved = tx.execute(&EXPIRE, params![ids.as_slice(), reason.as_str(), detail, now]).await?;
         tx.execute(&DELETE_EVENTS, params![ids.as_slice()]).await?;
         tx.commit().await?;
         Ok(moved)

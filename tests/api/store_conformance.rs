@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use produktly_segment::domain::DeadLetterReason;
 use produktly_segment::segment::Region;
 use produktly_segment::selection::EventSelection;
 use produktly_segment::store::{
@@ -169,7 +170,8 @@ async fn a_stale_lease_changes_nothing(backend: Backend) {
 
     let ids: Vec<i64> = first.iter().map(|e| e.id).collect();
     assert_eq!(store.ack(&stale, &ids).await.unwrap(), 0);
-    let rejection = Rejection { event_id: ids[0], reason: "rejected".into(), status: Some(400), detail: "x".into() };
+    let rejection =
+        Rejection { event_id: ids[0], reason: DeadLetterReason::Rejected, status: Some(400), detail: "x".into() };
     assert_eq!(store.dead_letter(&stale, &[rejection], later).await.unwrap(), 0);
     let delivered = RoundEnd::Delivered { delivered_at: Some(later), next_attempt_at: later };
     store.end_round(&stale, &delivered).await.unwrap();
@@ -207,7 +209,8 @@ async fn failed_events_stay_queued_for_the_next_round(backend: Backend) {
     assert_eq!(again.iter().map(|e| e.message_id.as_str()).collect::<Vec<_>>(), ["m0", "m1", "m2", "m3"]);
     let after = store.queued_events(&next, ids[1], 10).await.unwrap();
     assert_eq!(after.iter().map(|e| e.message_id.as_str()).collect::<Vec<_>>(), ["m2", "m3"], "a read after an id");
-    let rejection = Rejection { event_id: ids[0], reason: "rejected".into(), status: None, detail: "x".into() };
+    let rejection =
+        Rejection { event_id: ids[0], reason: DeadLetterReason::Rejected, status: None, detail: "x".into() };
     store.dead_letter(&next, &[rejection], NOW).await.unwrap();
     assert_eq!(store.queue_depth().await.unwrap(), 3);
 }
@@ -219,8 +222,12 @@ async fn dead_letters_are_kept_listed_and_replayed(backend: Backend) {
     seeded(store.as_ref(), "w", 3).await;
     let lease = lease_one(store.as_ref(), NOW).await;
     let claimed = store.queued_events(&lease, 0, 10).await.unwrap();
-    let rejection =
-        Rejection { event_id: claimed[1].id, reason: "rejected".into(), status: Some(400), detail: "bad".into() };
+    let rejection = Rejection {
+        event_id: claimed[1].id,
+        reason: DeadLetterReason::Rejected,
+        status: Some(400),
+        detail: "bad".into(),
+    };
     assert_eq!(store.dead_letter(&lease, &[rejection], NOW + 7).await.unwrap(), 1);
     let letters = store.dead_letters("w", 10).await.unwrap();
     assert_eq!(letters.len(), 1);
@@ -409,7 +416,8 @@ async fn retention_deletes_only_old_dead_letters_and_identities(backend: Backend
     let lease = lease_one(store.as_ref(), NOW).await;
     let claimed = store.queued_events(&lease, 0, 10).await.unwrap();
     for (event, failed_at) in claimed.iter().zip([NOW - 10, NOW + 10]) {
-        let rejection = Rejection { event_id: event.id, reason: "rejected".into(), status: None, detail: "x".into() };
+        let rejection =
+            Rejection { event_id: event.id, reason: DeadLetterReason::Rejected, status: None, detail: "x".into() };
         store.dead_letter(&lease, &[rejection], failed_at).await.unwrap();
     }
     assert_eq!(store.purge(NOW, NOW, 100).await.unwrap(), (1, 1));
