@@ -174,6 +174,7 @@ async fn run_once(args: &BenchArgs) -> Result<Vec<Row>, BenchError> {
     let shapes =
         [("/v1/track", "/v1/track", 1), ("/v1/batch of 10", "/v1/batch", 10), ("/v1/batch of 100", "/v1/batch", 100)];
     let mut durable = Vec::new();
+    let mut single_durable_rate = f64::NAN;
     for (figure, path, events) in shapes {
         let started = cpu_clock();
         let report =
@@ -184,6 +185,9 @@ async fn run_once(args: &BenchArgs) -> Result<Vec<Row>, BenchError> {
         let cpu = cpu_clock().since(&started).per_event(report.events);
         rows.push(throughput_row(format!("{figure}, {} connections, durable", args.connections), &report, cpu));
         durable.push(cpu);
+        if events == 1 {
+            single_durable_rate = report.events_per_sec();
+        }
     }
 
     // The floor under the durable figures: the same requests, authenticated
@@ -285,6 +289,25 @@ async fn run_once(args: &BenchArgs) -> Result<Vec<Row>, BenchError> {
     });
 
     service.stop()?;
+    // Beside it all, with the service stopped: the usual Node setup, for scale.
+    if let Some((rate, cpu)) = node_peer_phase(args, phase, &mock).await {
+        rows.push(Row {
+            figure: format!(
+                "/v1/track, {} connections, express + @segment/analytics-node (not durable)",
+                args.connections
+            ),
+            values: vec![rate, cpu, single_durable_rate / rate],
+            show: |v| {
+                format!(
+                    "{} requests/s; CPU/request {:.1} µs; durable is {:.1}× its throughput",
+                    thousands(v[0]),
+                    v[1],
+                    v[2]
+                )
+            },
+        });
+    }
+
     database.remove().await;
     Ok(rows)
 }
@@ -293,11 +316,52 @@ async fn run_once(args: &BenchArgs) -> Result<Vec<Row>, BenchError> {
 /// load as `/v1/track`: its requests/s and CPU per request.
 async fn floor_phase(args: &BenchArgs, phase: Duration) -> Result<(f64, f64), BenchError> {
     let address = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    let mut child = std::process::Command::new(std::env::current_exe()?)
-        .args(["bench", "--serve-http-floor", &address.to_string()])
-        .env("RUST_LOG", "warn")
-        .stdin(std::process::Stdio::null())
-        .spawn()?;
+    let mut command = std::process::Command::new(std::env::current_exe()?);
+    command.args(["bench", "--serve-http-floor", &address.to_string()]).env("RUST_LOG", "warn");
+    let (report, cpu) = load_process(command, address, args, phase, |_| async {}).await?;
+    Ok((report.events_per_sec(), cpu))
+}
+
+/// The usual Node setup (express and @segment/analytics-node, in memory, not
+/// durable: `scripts/node-peer`) under the same load, sending to `mock`: its
+/// requests/s and CPU per request until the mock has them. `None` without
+/// `node`, or when its packages are not installed (`npm ci` there).
+async fn node_peer_phase(args: &BenchArgs, phase: Duration, mock: &MockSegment) -> Option<(f64, f64)> {
+    let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/node-peer");
+    if !folder.join("node_modules").is_dir() {
+        eprintln!("the Node peer is left out: run `npm ci` in {}", folder.display());
+        return None;
+    }
+    let address = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?;
+    let mut command = std::process::Command::new("node");
+    command.current_dir(&folder).args(["server.mjs", &address.port().to_string(), &mock.url()]);
+    let before = mock.accepted();
+    let delivered = |events: u64| async move {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while mock.accepted() < before + events && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    match load_process(command, address, args, phase, delivered).await {
+        Ok((report, cpu)) => Some((report.events_per_sec(), cpu)),
+        Err(e) => {
+            eprintln!("the Node peer is left out: {e}");
+            None
+        }
+    }
+}
+
+/// Starts `command` (a server on `address`), loads its `/v1/track` as the
+/// service's, runs `after` before reading its CPU, and stops it: the report,
+/// and CPU per request. `after` is given the requests sent.
+async fn load_process<F: std::future::Future<Output = ()>>(
+    mut command: std::process::Command,
+    address: std::net::SocketAddr,
+    args: &BenchArgs,
+    phase: Duration,
+    after: impl FnOnce(u64) -> F,
+) -> Result<(Report, f64), BenchError> {
+    let mut child = command.stdin(std::process::Stdio::null()).spawn()?;
     let mut up = false;
     for _ in 0..200 {
         if tokio::net::TcpStream::connect(address).await.is_ok() {
@@ -308,16 +372,18 @@ async fn floor_phase(args: &BenchArgs, phase: Duration) -> Result<(f64, f64), Be
     }
     if !up {
         let _ = child.kill();
-        return Err(BenchError("the HTTP floor endpoint did not start".into()));
+        return Err(BenchError(format!("{command:?} did not start")));
     }
-    let target = Target { addr: address, path: "/v1/track", key: "floor".into() };
+    let target = Target { addr: address, path: "/v1/track", key: "reference".into() };
     let started = CpuClock::read(child.id(), false);
     let report = load::closed_loop(&[target], body(1), 1, args.connections, Until::Elapsed(phase)).await;
+    after(report.as_ref().map_or(0, |r| r.events)).await;
     let cpu = CpuClock::read(child.id(), false).since(&started);
     let _ = child.kill();
     let _ = child.wait();
     let report = report?;
-    Ok((report.events_per_sec(), cpu.per_event(report.events)[0]))
+    let per_request = cpu.per_event(report.events)[0];
+    Ok((report, per_request))
 }
 
 /// The engine's queue life on a fresh database of the store's schema.
