@@ -43,6 +43,21 @@ pub enum EventErrorCode {
 }
 
 impl EventErrorCode {
+    pub const ALL: [EventErrorCode; 12] = [
+        EventErrorCode::InvalidEvent,
+        EventErrorCode::MissingField,
+        EventErrorCode::InvalidField,
+        EventErrorCode::UnknownEvent,
+        EventErrorCode::MissingProperty,
+        EventErrorCode::InvalidProperty,
+        EventErrorCode::MissingIdentity,
+        EventErrorCode::MessageTooLarge,
+        EventErrorCode::TooDeep,
+        EventErrorCode::ValueTooLong,
+        EventErrorCode::DuplicateKey,
+        EventErrorCode::TooManyKeys,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             EventErrorCode::InvalidEvent => "invalid_event",
@@ -189,6 +204,76 @@ impl ApiError {
             ApiError::InvalidRequest { .. } => "invalid_request",
             ApiError::Internal(_) => "internal",
         }
+    }
+
+    /// Every code answered with `status`: the API document lists them from
+    /// here rather than spelling them again.
+    pub fn codes(status: StatusCode) -> Vec<&'static str> {
+        let mut codes: Vec<&'static str> =
+            Self::kinds().iter().filter(|e| e.status() == status).map(ApiError::code).collect();
+        if status == StatusCode::BAD_REQUEST {
+            codes.extend(EventErrorCode::ALL.map(EventErrorCode::as_str));
+        }
+        codes
+    }
+
+    /// One error of every kind but `Validation` (whose codes are
+    /// `EventErrorCode::ALL`), with placeholder details.
+    fn kinds() -> [ApiError; 24] {
+        // A new variant fails to compile here until it is listed below too.
+        let _listed = |e: &ApiError| match e {
+            ApiError::Validation(_)
+            | ApiError::NoValidEvents(_)
+            | ApiError::InvalidJson(_)
+            | ApiError::InvalidBody(_)
+            | ApiError::TooManyEvents { .. }
+            | ApiError::MissingIngestKey
+            | ApiError::InvalidIngestKey
+            | ApiError::BodyTooLarge(_)
+            | ApiError::BodyTimeout
+            | ApiError::HeaderTimeout
+            | ApiError::UnsupportedMediaType
+            | ApiError::UnsupportedEncoding(_)
+            | ApiError::InvalidGzip
+            | ApiError::QueueFull
+            | ApiError::RateLimited { .. }
+            | ApiError::OriginNotAllowed
+            | ApiError::StoreUnavailable(_)
+            | ApiError::NotReady
+            | ApiError::Unauthorized
+            | ApiError::NotFound(_)
+            | ApiError::MethodNotAllowed
+            | ApiError::WorkspaceExists(_)
+            | ApiError::WriteKeyRequired
+            | ApiError::InvalidRequest { .. }
+            | ApiError::Internal(_) => {}
+        };
+        [
+            ApiError::NoValidEvents(Vec::new()),
+            ApiError::InvalidJson(String::new()),
+            ApiError::InvalidBody(String::new()),
+            ApiError::TooManyEvents { count: 0, max: 0 },
+            ApiError::MissingIngestKey,
+            ApiError::InvalidIngestKey,
+            ApiError::BodyTooLarge(0),
+            ApiError::BodyTimeout,
+            ApiError::HeaderTimeout,
+            ApiError::UnsupportedMediaType,
+            ApiError::UnsupportedEncoding(String::new()),
+            ApiError::InvalidGzip,
+            ApiError::QueueFull,
+            ApiError::RateLimited { retry_after_secs: 0 },
+            ApiError::OriginNotAllowed,
+            ApiError::StoreUnavailable(Arc::new(StoreError::Busy)),
+            ApiError::NotReady,
+            ApiError::Unauthorized,
+            ApiError::NotFound(String::new()),
+            ApiError::MethodNotAllowed,
+            ApiError::WorkspaceExists(String::new()),
+            ApiError::WriteKeyRequired,
+            ApiError::InvalidRequest { field: None, message: String::new() },
+            ApiError::Internal(String::new()),
+        ]
     }
 
     pub(crate) fn body(&self) -> ErrorBody {

@@ -18,7 +18,7 @@ use utoipa::openapi::security::{
 use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, RefOr};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use crate::error::ErrorBody;
+use crate::error::{ApiError, ErrorBody};
 
 mod schemas;
 
@@ -121,46 +121,43 @@ const fn error(status: &'static str, name: &'static str, description: &'static s
     ErrorAnswer { status, name, description }
 }
 
+impl ErrorAnswer {
+    /// The description, with the codes the service answers this status with.
+    fn described(&self) -> String {
+        let status = axum::http::StatusCode::from_bytes(self.status.as_bytes()).expect("a status code");
+        let codes: Vec<String> = ApiError::codes(status).iter().map(|code| format!("`{code}`")).collect();
+        format!("{} Codes: {}.", self.description, codes.join(", "))
+    }
+}
+
 const ERROR_ANSWERS: &[ErrorAnswer] = &[
     error(
         "400",
         "BadRequest",
-        "The request is invalid; `code` says how and `field` where. Ingest: `invalid_json`, `invalid_body`, \
-         `invalid_gzip`, `too_many_events`, `no_valid_events` (with `rejected`), or an event's own code \
-         (`unknown_event`, `missing_property`, `invalid_property`, `missing_identity`, `invalid_field`, \
-         `message_too_large`, `too_deep`, `value_too_long`, `duplicate_key`, `too_many_keys`). Admin: \
-         `invalid_request`.",
+        "The request is invalid; `code` says how and `field` where (`no_valid_events` lists each event's in `rejected`).",
     ),
-    error("401", "Unauthorized", "`missing_ingest_key`, `invalid_ingest_key`, or (admin) `unauthorized`."),
-    error("403", "Forbidden", "`origin_not_allowed`: the workspace does not accept events from this origin."),
-    error("404", "NotFound", "`not_found`: no such workspace (or integration)."),
-    error(
-        "405",
-        "MethodNotAllowed",
-        "`method_not_allowed`: the path does not serve this method; `Allow` lists those it does.",
-    ),
+    error("401", "Unauthorized", "No valid ingest key (ingest) or admin token (admin)."),
+    error("403", "Forbidden", "The workspace does not accept events from this origin."),
+    error("404", "NotFound", "No such workspace (or integration), or no such path."),
+    error("405", "MethodNotAllowed", "The path does not serve this method; `Allow` lists those it does."),
     error(
         "408",
         "RequestTimeout",
-        "`body_timeout`: the request body did not arrive within `ingest.body_timeout_ms`; `header_timeout`: the \
-         request head did not arrive within `http.header_timeout_ms` (the connection is then closed).",
+        "The request body did not arrive within `ingest.body_timeout_ms`, or the request head within \
+         `http.header_timeout_ms` (the connection is then closed).",
     ),
     error(
         "413",
         "BodyTooLarge",
-        "`body_too_large`: the body is over `ingest.max_body_bytes` (or, inflated, over `ingest.max_decompressed_bytes`).",
+        "The body is over `ingest.max_body_bytes` (or, inflated, over `ingest.max_decompressed_bytes`).",
     ),
     error(
         "415",
         "UnsupportedMediaType",
-        "`unsupported_media_type` (not `application/json` or `text/plain`) or `unsupported_encoding` (not gzip).",
+        "The content type is not `application/json` or `text/plain`, or the encoding not gzip.",
     ),
-    error("429", "RateLimited", "`rate_limited`: retry after `Retry-After` seconds."),
-    error(
-        "503",
-        "Unavailable",
-        "`store_unavailable` or `queue_full`: nothing was stored; retry after `Retry-After` seconds.",
-    ),
+    error("429", "RateLimited", "Retry after `Retry-After` seconds."),
+    error("503", "Unavailable", "Nothing was stored; retry after `Retry-After` seconds."),
 ];
 
 /// The shared error answers each kind of operation can give.
@@ -191,7 +188,7 @@ fn add_error_answers(document: &mut Document) {
     let components = document.components.get_or_insert_with(Default::default);
     for answer in ERROR_ANSWERS {
         let content = ContentBuilder::new().schema(Some(Ref::from_schema_name(ErrorBody::name()))).build();
-        let mut response = ResponseBuilder::new().description(answer.description).content("application/json", content);
+        let mut response = ResponseBuilder::new().description(answer.described()).content("application/json", content);
         let seconds = || ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0));
         response = match answer.status {
             "429" | "503" => response.header(

@@ -138,6 +138,16 @@ async fn every_answer_is_documented_and_the_admin_operations_are_linked() {
         }
     }
     let responses = &document["components"]["responses"];
+    // Each shared answer names the codes the service gives with it.
+    for (name, status) in [("BadRequest", 400), ("Unauthorized", 401), ("Unavailable", 503)] {
+        let description = responses[name]["description"].as_str().unwrap();
+        let status = reqwest::StatusCode::from_u16(status).unwrap();
+        for code in produktly_segment::error::ApiError::codes(status) {
+            assert!(description.contains(&format!("`{code}`")), "{name} lacks {code}: {description}");
+        }
+    }
+    let bad_request = responses["BadRequest"]["description"].as_str().unwrap();
+    assert!(bad_request.contains("`unknown_event`") && bad_request.contains("`invalid_request`"), "{bad_request}");
     for name in ["RateLimited", "Unavailable"] {
         assert_eq!(responses[name]["headers"]["Retry-After"]["schema"]["type"], "integer", "{name}");
     }
