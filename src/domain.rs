@@ -110,7 +110,7 @@ pub enum IpPolicy {
 }
 
 impl IpPolicy {
-    pub const NAMES: [&'static str; 3] = ["full", "truncated", "none"];
+    pub const ALL: [IpPolicy; 3] = [IpPolicy::Full, IpPolicy::Truncated, IpPolicy::Omitted];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -145,12 +145,7 @@ impl IpPolicy {
 impl FromStr for IpPolicy {
     type Err = ();
     fn from_str(s: &str) -> Result<IpPolicy, ()> {
-        match s {
-            "full" => Ok(IpPolicy::Full),
-            "truncated" => Ok(IpPolicy::Truncated),
-            "none" => Ok(IpPolicy::Omitted),
-            _ => Err(()),
-        }
+        IpPolicy::ALL.into_iter().find(|policy| policy.as_str() == s).ok_or(())
     }
 }
 
@@ -179,8 +174,8 @@ mod tests {
 
     #[test]
     fn names_read_back() {
-        for name in IpPolicy::NAMES {
-            assert_eq!(name.parse::<IpPolicy>().unwrap().as_str(), name);
+        for policy in IpPolicy::ALL {
+            assert_eq!(policy.as_str().parse::<IpPolicy>(), Ok(policy));
         }
         assert!("anonymize".parse::<IpPolicy>().is_err(), "the old names are only the settings' aliases");
     }

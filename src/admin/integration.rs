@@ -204,7 +204,8 @@ impl IntegrationBody {
             Some(Value::Bool(enabled)) => Some(enabled),
             Some(_) => return Err(invalid(Some("enabled"), "enabled must be true or false")),
         };
-        let ip_names = || format!("ip must be one of {}", IpPolicy::NAMES.map(|n| format!("\"{n}\"")).join(", "));
+        let ip_names =
+            || format!("ip must be one of {}", IpPolicy::ALL.map(|p| format!("\"{}\"", p.as_str())).join(", "));
         let ip = match fields.remove("ip") {
             None | Some(Value::Null) => None,
             Some(Value::String(ip)) => Some(ip.parse().map_err(|()| invalid(Some("ip"), ip_names()))?),

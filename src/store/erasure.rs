@@ -4,7 +4,7 @@
 //! what other instances commit for it before their key caches expire is
 //! swept too.
 
-use super::db::{Sql, Tx, params};
+use super::db::{Sql, params};
 use super::{Millis, Store, StoreError};
 
 // A workspace's rows, table by table (deleting an integration takes the first two).
@@ -98,7 +98,8 @@ impl Store {
         let mut tx = self.db.begin().await?;
         let mut anonymous_ids = subject.anonymous_ids.clone();
         if let Some(user_id) = &subject.user_id {
-            anonymous_ids.extend(linked_anonymous_ids(&mut tx, workspace_id, user_id).await?);
+            let linked: Vec<String> = tx.all(&LINKED_ANONYMOUS_IDS, params![workspace_id, user_id]).await?;
+            anonymous_ids.extend(linked);
         }
         anonymous_ids.sort_unstable();
         anonymous_ids.dedup();
@@ -111,8 +112,4 @@ impl Store {
         tx.commit().await?;
         Ok(erased)
     }
-}
-
-async fn linked_anonymous_ids(tx: &mut Tx, workspace_id: &str, user_id: &str) -> Result<Vec<String>, StoreError> {
-    tx.all(&LINKED_ANONYMOUS_IDS, params![workspace_id, user_id]).await
 }
