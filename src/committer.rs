@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use crate::config::IngestSettings;
 use crate::delivery::Backlog;
 use crate::error::ApiError;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, StoreOperation};
 use crate::queue_depth::QueueDepth;
 use crate::store::{IdentityLink, NewEvent, Store, StoreError};
 
@@ -149,7 +149,7 @@ async fn commit_jobs(
     let workspaces: Vec<String> = ids.into_iter().map(str::to_owned).collect();
     let started = Instant::now();
     let result = store.enqueue(events, identities).await;
-    metrics.store_op("enqueue", started.elapsed());
+    metrics.store_op(StoreOperation::Enqueue, started.elapsed());
     match result {
         Ok(()) => {
             metrics.events_accepted.inc_by(count as u64);

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::domain::{InvalidWorkspaceId, WorkspaceId};
 use crate::store::StoreError;
 
 /// Seconds a client is asked to wait after a `503`.
@@ -324,6 +325,12 @@ pub async fn method_not_allowed() -> ApiError {
 impl From<EventError> for ApiError {
     fn from(error: EventError) -> ApiError {
         ApiError::Validation(error)
+    }
+}
+
+impl From<InvalidWorkspaceId> for ApiError {
+    fn from(_: InvalidWorkspaceId) -> ApiError {
+        ApiError::InvalidRequest { field: Some("id"), message: WorkspaceId::RULE.into() }
     }
 }
 

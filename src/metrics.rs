@@ -34,6 +34,27 @@ pub struct Operation {
     pub operation: &'static str,
 }
 
+/// The store's calls whose time `store_latency_seconds` shows, by `operation`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreOperation {
+    /// An ingest commit.
+    Enqueue,
+    /// A delivery round's read of queued events.
+    Read,
+    /// Deleting what Segment took.
+    Ack,
+}
+
+impl StoreOperation {
+    fn label(self) -> &'static str {
+        match self {
+            StoreOperation::Enqueue => "enqueue",
+            StoreOperation::Read => "read",
+            StoreOperation::Ack => "ack",
+        }
+    }
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
@@ -197,8 +218,9 @@ impl Metrics {
         self.segment_region_up.get_or_create(&RegionLabel { region: region.as_str() }).set(i64::from(up));
     }
 
-    pub fn store_op(&self, operation: &'static str, elapsed: Duration) {
-        self.store_latency.get_or_create(&Operation { operation }).observe(elapsed.as_secs_f64());
+    pub fn store_op(&self, operation: StoreOperation, elapsed: Duration) {
+        let label = Operation { operation: operation.label() };
+        self.store_latency.get_or_create(&label).observe(elapsed.as_secs_f64());
     }
 
     /// The OpenMetrics text exposition.

@@ -13,9 +13,10 @@ use utoipa::openapi::schema::AdditionalProperties;
 use utoipa::openapi::{ArrayBuilder, ObjectBuilder, RefOr, Schema, Type};
 use utoipa::{PartialSchema, ToSchema};
 
-use super::extract::{AdminJson, WorkspaceId};
+use super::extract::AdminJson;
 use super::workspaces::no_such_workspace;
 use crate::domain::MAX_ID_CHARS;
+use crate::domain::WorkspaceId;
 use crate::error::ApiError;
 use crate::openapi::{nullable, nullable_array};
 use crate::pattern::VISIBLE;
@@ -105,7 +106,7 @@ impl From<Erased> for ErasureView {
 )]
 pub async fn erase(
     State(app): State<AppState>,
-    WorkspaceId(id): WorkspaceId,
+    id: WorkspaceId,
     AdminJson(body): AdminJson<ErasureRequest>,
 ) -> Result<Json<ErasureView>, ApiError> {
     let subject = subject(body)?;
@@ -157,10 +158,7 @@ fn subject(body: ErasureRequest) -> Result<ErasureSubject, ApiError> {
     delete, path = "/admin/v1/workspaces/{id}", tag = "admin", operation_id = "deleteWorkspace", params(WorkspaceId),
     responses((status = 204, description = "Deleted, or there was no such workspace")),
 )]
-pub async fn delete_workspace(
-    State(app): State<AppState>,
-    WorkspaceId(id): WorkspaceId,
-) -> Result<StatusCode, ApiError> {
+pub async fn delete_workspace(State(app): State<AppState>, id: WorkspaceId) -> Result<StatusCode, ApiError> {
     if let Some(erased) = app.store.delete_workspace(&id, now_millis()).await? {
         app.ingest_keys.invalidate();
         app.queue_depth.removed(erased.events);

@@ -12,9 +12,10 @@ use utoipa::openapi::extensions::Extensions;
 use utoipa::openapi::{ArrayBuilder, ObjectBuilder, Type};
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::{AdminJson, WorkspaceId};
+use super::extract::AdminJson;
 use super::workspaces::no_such_workspace;
 use crate::catalog;
+use crate::domain::WorkspaceId;
 use crate::domain::{IntegrationState, IpPolicy};
 use crate::error::{ApiError, ErrorBody};
 use crate::openapi::{nullable, nullable_array};
@@ -296,7 +297,7 @@ fn invalid(field: Option<&'static str>, message: impl Into<String>) -> ApiError 
 )]
 pub async fn put(
     State(app): State<AppState>,
-    WorkspaceId(id): WorkspaceId,
+    id: WorkspaceId,
     AdminJson(body): AdminJson<Value>,
 ) -> Result<Json<IntegrationView>, ApiError> {
     let body = IntegrationBody::parse(body)?;
@@ -334,7 +335,7 @@ pub async fn put(
     operation_id = "getSegmentIntegration",
     responses((status = 200, description = "With `configured: false` when the workspace has none", body = IntegrationView)),
 )]
-pub async fn get(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> Result<Json<IntegrationView>, ApiError> {
+pub async fn get(State(app): State<AppState>, id: WorkspaceId) -> Result<Json<IntegrationView>, ApiError> {
     app.store.workspace(&id).await?.ok_or_else(no_such_workspace)?;
     let Some(integration) = app.store.integration(&id).await? else {
         return Ok(Json(IntegrationView::not_configured()));
@@ -356,7 +357,7 @@ async fn view(app: &AppState, integration: Integration) -> Result<IntegrationVie
     operation_id = "deleteSegmentIntegration",
     responses((status = 204, description = "Removed")),
 )]
-pub async fn delete(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> Result<StatusCode, ApiError> {
+pub async fn delete(State(app): State<AppState>, id: WorkspaceId) -> Result<StatusCode, ApiError> {
     if !app.store.delete_integration(&id).await? {
         return Err(ApiError::NotFound("the workspace has no Segment integration".into()));
     }
@@ -384,7 +385,7 @@ pub struct TestView {
         (status = 500, description = "`internal`: the stored write key cannot be opened (the sealing key changed)", body = ErrorBody),
     ),
 )]
-pub async fn test(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> Result<Json<TestView>, ApiError> {
+pub async fn test(State(app): State<AppState>, id: WorkspaceId) -> Result<Json<TestView>, ApiError> {
     let integration = app
         .store
         .integration(&id)
@@ -489,7 +490,7 @@ impl DeadLetterView {
 )]
 pub async fn dead_letters(
     State(app): State<AppState>,
-    WorkspaceId(id): WorkspaceId,
+    id: WorkspaceId,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<DeadLettersView>, ApiError> {
     let invalid_limit = || invalid(Some("limit"), format!("limit must be a whole number from 1 to {MAX_LIST_LIMIT}"));
@@ -510,7 +511,7 @@ pub async fn dead_letters(
     operation_id = "replayDeadLetters",
     responses((status = 200, body = ReplayView)),
 )]
-pub async fn replay(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> Result<Json<ReplayView>, ApiError> {
+pub async fn replay(State(app): State<AppState>, id: WorkspaceId) -> Result<Json<ReplayView>, ApiError> {
     app.store.workspace(&id).await?.ok_or_else(no_such_workspace)?;
     let replayed = app.store.replay_dead_letters(&id, now_millis()).await?;
     app.queue_depth.added(replayed);

@@ -7,40 +7,17 @@ use serde::{Deserialize, Serialize};
 use utoipa::openapi::{ArrayBuilder, ObjectBuilder, Type};
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::{AdminJson, WorkspaceId};
+use super::extract::{AdminJson, workspace_id_schema};
+use crate::domain::{AllowedOrigins, InvalidOrigins, MAX_ORIGINS, ORIGIN, WorkspaceId};
 use crate::error::{ApiError, ErrorBody};
 use crate::openapi::{self, nullable};
-use crate::pattern::{BLANKS, Pattern, VISIBLE};
+use crate::pattern::{BLANKS, VISIBLE};
 use crate::state::AppState;
 use crate::store::Workspace;
 use crate::time::{millis_to_iso8601, now_millis};
 
 /// Longest workspace name, in characters.
 const MAX_NAME_CHARS: usize = 200;
-
-/// Most origins a workspace may list.
-const MAX_ORIGINS: usize = 100;
-
-/// An origin as browsers send it: `http` or `https`, a host name or IPv4
-/// address, and a port when it is not the default; a final `/` is allowed.
-macro_rules! octet {
-    () => {
-        "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
-    };
-}
-macro_rules! label {
-    ($first:literal) => {
-        concat!($first, "([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
-    };
-}
-static ORIGIN: Pattern = Pattern::new(concat!(
-    "^https?://(",
-    concat!("(", octet!(), "\\.){3}", octet!()),
-    "|",
-    // The last label starts with a letter: one that does not reads as an IPv4 address.
-    concat!("(", label!("[A-Za-z0-9]"), "\\.)*", label!("[A-Za-z]")),
-    ")(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?/?$",
-));
 
 /// A new workspace.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -72,7 +49,7 @@ pub struct WorkspaceUpdate {
 }
 
 fn optional_id() -> ObjectBuilder {
-    nullable(WorkspaceId::schema())
+    nullable(workspace_id_schema())
 }
 
 fn name_schema() -> ObjectBuilder {
@@ -112,7 +89,7 @@ impl From<Workspace> for WorkspaceView {
             id: w.id,
             name: w.name,
             ingest_key: w.ingest_key,
-            allowed_origins: w.allowed_origins.map(|origins| origins.split(' ').map(str::to_owned).collect()),
+            allowed_origins: w.allowed_origins.map(|origins| origins.as_slice().to_vec()),
             created_at: millis_to_iso8601(w.created_at),
         }
     }
@@ -129,7 +106,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<WorkspaceView>), ApiError> {
     let id = match body.id {
         Some(id) => WorkspaceId::parse(id)?,
-        None => WorkspaceId(format!("ws_{}", uuid::Uuid::new_v4().simple())),
+        None => WorkspaceId::generate(),
     };
     let workspace = new_workspace(id, body.name, body.allowed_origins)?;
     if !app.store.insert_workspace(&workspace).await? {
@@ -197,7 +174,7 @@ pub async fn upsert(
     id: WorkspaceId,
     AdminJson(body): AdminJson<WorkspaceBody>,
 ) -> Result<(StatusCode, Json<WorkspaceView>), ApiError> {
-    if body.id.as_ref().is_some_and(|body_id| *body_id != id.0) {
+    if body.id.as_ref().is_some_and(|body_id| *body_id != *id) {
         return Err(ApiError::InvalidRequest {
             field: Some("id"),
             message: "the id in the body differs from the path".into(),
@@ -213,7 +190,7 @@ pub async fn upsert(
     get, path = "/admin/v1/workspaces/{id}", tag = "admin", operation_id = "getWorkspace", params(WorkspaceId),
     responses((status = 200, body = WorkspaceView)),
 )]
-pub async fn get(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> Result<Json<WorkspaceView>, ApiError> {
+pub async fn get(State(app): State<AppState>, id: WorkspaceId) -> Result<Json<WorkspaceView>, ApiError> {
     let workspace = app.store.workspace(&id).await?.ok_or_else(no_such_workspace)?;
     Ok(Json(workspace.into()))
 }
@@ -225,10 +202,7 @@ pub async fn get(State(app): State<AppState>, WorkspaceId(id): WorkspaceId) -> R
     params(WorkspaceId),
     responses((status = 200, description = "The workspace with its new ingest key", body = WorkspaceView)),
 )]
-pub async fn rotate_ingest_key(
-    State(app): State<AppState>,
-    WorkspaceId(id): WorkspaceId,
-) -> Result<Json<WorkspaceView>, ApiError> {
+pub async fn rotate_ingest_key(State(app): State<AppState>, id: WorkspaceId) -> Result<Json<WorkspaceView>, ApiError> {
     let workspace = app.store.rotate_ingest_key(&id, &new_ingest_key()).await?.ok_or_else(no_such_workspace)?;
     app.ingest_keys.invalidate();
     Ok(Json(workspace.into()))
@@ -238,11 +212,7 @@ pub fn no_such_workspace() -> ApiError {
     ApiError::NotFound("no such workspace".into())
 }
 
-fn new_workspace(
-    WorkspaceId(id): WorkspaceId,
-    name: String,
-    allowed_origins: Option<Vec<String>>,
-) -> Result<Workspace, ApiError> {
+fn new_workspace(id: WorkspaceId, name: String, allowed_origins: Option<Vec<String>>) -> Result<Workspace, ApiError> {
     if !VISIBLE.is_match(&name) || name.chars().count() > MAX_NAME_CHARS {
         return Err(ApiError::InvalidRequest {
             field: Some("name"),
@@ -250,39 +220,15 @@ fn new_workspace(
         });
     }
     let name = name.trim_matches(BLANKS).to_owned();
-    let allowed_origins = allowed_origins.map(|origins| parse_origins(&origins)).transpose()?;
+    let allowed_origins = allowed_origins.map(AllowedOrigins::parse).transpose().map_err(|e| {
+        let message = match &e {
+            InvalidOrigins::NotAnOrigin(origin) => format!("{:?} is {e}", crate::ingest::shown(origin)),
+            InvalidOrigins::TooMany => e.to_string(),
+        };
+        ApiError::InvalidRequest { field: Some("allowed_origins"), message }
+    })?;
+    let id = id.into_string();
     Ok(Workspace { id, name, ingest_key: new_ingest_key(), created_at: now_millis(), allowed_origins })
-}
-
-/// Origins as browsers send them (`https://app.example.com`, with a port when
-/// not the default), normalized and space-separated for storage.
-fn parse_origins(origins: &[String]) -> Result<String, ApiError> {
-    let invalid = |message: String| ApiError::InvalidRequest { field: Some("allowed_origins"), message };
-    if origins.len() > MAX_ORIGINS {
-        return Err(invalid(format!("at most {MAX_ORIGINS} origins may be listed")));
-    }
-    let mut parsed = Vec::with_capacity(origins.len());
-    for origin in origins {
-        if !ORIGIN.is_match(origin) {
-            return Err(invalid(format!(
-                "{:?} is not an origin such as https://app.example.com",
-                crate::ingest::shown(origin)
-            )));
-        }
-        parsed.push(normalized_origin(origin));
-    }
-    Ok(parsed.join(" "))
-}
-
-/// An origin (already matched) as a browser's `Origin` header spells it:
-/// lower case, without a final `/` or the scheme's default port.
-fn normalized_origin(origin: &str) -> String {
-    let origin = origin.strip_suffix('/').unwrap_or(origin).to_ascii_lowercase();
-    let default_port = if origin.starts_with("https:") { ":443" } else { ":80" };
-    match origin.strip_suffix(default_port) {
-        Some(without_port) => without_port.to_owned(),
-        None => origin,
-    }
 }
 
 /// A public ingest key: `pk_` and 128 random bits.

@@ -12,7 +12,7 @@ use super::pacing::{Pace, backoff};
 use super::regions::ProbeClaim;
 use crate::config::DeliverySettings;
 use crate::domain::DeadLetterReason;
-use crate::metrics::{Reason, Status};
+use crate::metrics::{Reason, Status, StoreOperation};
 use crate::secrets::WriteKey;
 use crate::segment::{self, Batch, Outcome};
 use crate::store::{LastError, Millis, Rejection, RoundEnd, StoreError, WorkspaceLease};
@@ -90,7 +90,7 @@ impl Delivery {
             let _turn = self.store_turn(!self.backlog.is_caught_up(&lease.workspace_id)).await;
             let reading = Instant::now();
             let events = self.store.queued_events(lease, after, self.limits.max_messages).await?;
-            self.metrics.store_op("read", reading.elapsed());
+            self.metrics.store_op(StoreOperation::Read, reading.elapsed());
             events
         };
         let count = events.len();
@@ -223,7 +223,7 @@ impl Delivery {
             let _turn = self.store_turn(batch.len() > SMALL_OPERATION).await;
             let started = Instant::now();
             let acked = self.store.ack(lease, batch.event_ids()).await?;
-            self.metrics.store_op("ack", started.elapsed());
+            self.metrics.store_op(StoreOperation::Ack, started.elapsed());
             acked
         };
         if acked < batch.len() as u64 {

@@ -20,7 +20,7 @@ use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
 use crate::config::Settings;
-use crate::domain::{DeadLetterReason, IpPolicy, Region};
+use crate::domain::{AllowedOrigins, DeadLetterReason, IpPolicy, Region};
 use crate::selection::EventSelection;
 pub use db::Dialect;
 use db::{Db, Sql};
@@ -56,8 +56,8 @@ pub struct Workspace {
     pub name: String,
     pub ingest_key: String,
     pub created_at: Millis,
-    /// Browser origins allowed to send events, space-separated; `None`: any.
-    pub allowed_origins: Option<String>,
+    /// Browser origins allowed to send events; `None`: any.
+    pub allowed_origins: Option<AllowedOrigins>,
 }
 
 /// What ingest needs to know about the workspace an ingest key belongs to.
@@ -66,7 +66,7 @@ pub struct IngestTarget {
     pub workspace_id: String,
     pub segment_enabled: bool,
     /// As in [`Workspace::allowed_origins`].
-    pub allowed_origins: Option<String>,
+    pub allowed_origins: Option<AllowedOrigins>,
     /// What of the catalog goes to the workspace's Segment.
     pub selection: EventSelection,
     /// What `context.ip` keeps of the browser's address.
@@ -76,7 +76,7 @@ pub struct IngestTarget {
 impl IngestTarget {
     /// Whether a browser on `origin` may send events for this workspace.
     pub fn allows(&self, origin: &str) -> bool {
-        self.allowed_origins.as_deref().is_none_or(|allowed| allowed.split(' ').any(|o| o == origin))
+        self.allowed_origins.as_ref().is_none_or(|allowed| allowed.allows(origin))
     }
 }
 

@@ -4,7 +4,7 @@ use super::db::{FromRow, Row};
 use super::{
     DeadLetter, IngestTarget, Integration, LastError, QueuedEvent, RegionHealth, StoreError, Workspace, WorkspaceLease,
 };
-use crate::domain::{IpPolicy, Region};
+use crate::domain::{AllowedOrigins, IpPolicy, Region};
 use crate::selection::EventSelection;
 
 /// The columns `Workspace` reads.
@@ -17,7 +17,7 @@ impl FromRow for Workspace {
             name: row.text(1)?,
             ingest_key: row.text(2)?,
             created_at: row.int(3)?,
-            allowed_origins: row.opt_text(4)?,
+            allowed_origins: origins(row.opt_text(4)?),
         })
     }
 }
@@ -106,7 +106,7 @@ impl FromRow for IngestTarget {
         Ok(IngestTarget {
             workspace_id: row.text(0)?,
             segment_enabled: row.bool(1)?,
-            allowed_origins: row.opt_text(2)?,
+            allowed_origins: origins(row.opt_text(2)?),
             selection: selection(row.opt_text(3)?, row.opt_text(4)?)?,
             ip: ip_policy(&row.text(5)?)?,
         })
@@ -143,6 +143,10 @@ fn selection(events: Option<String>, omitted: Option<String>) -> Result<EventSel
             .map_err(|e| StoreError::Corrupt(format!("a stored event selection is not a JSON list: {e}")))
     };
     Ok(EventSelection { events: list(events)?, omit_properties: list(omitted)? })
+}
+
+fn origins(stored: Option<String>) -> Option<AllowedOrigins> {
+    stored.as_deref().map(AllowedOrigins::from_stored)
 }
 
 fn region(text: &str) -> Result<Region, StoreError> {

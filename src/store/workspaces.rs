@@ -6,6 +6,7 @@ use super::db::{Sql, params};
 use super::erasure::FORGET_DELETED;
 use super::rows::{INGEST_TARGET_COLUMNS, WORKSPACE_COLUMNS};
 use super::{IngestTarget, Store, StoreError, Workspace};
+use crate::domain::AllowedOrigins;
 
 static INSERT: Sql = Sql::new(
     "INSERT INTO workspaces (id, name, ingest_key, created_at, allowed_origins) VALUES ($1, $2, $3, $4, $5) \
@@ -74,6 +75,6 @@ fn fields(workspace: &Workspace) -> Vec<super::db::Value> {
         &workspace.name,
         &workspace.ingest_key,
         workspace.created_at,
-        workspace.allowed_origins.as_deref()
+        workspace.allowed_origins.as_ref().map(AllowedOrigins::to_stored)
     ]
 }

@@ -86,64 +86,28 @@ pub enum Value {
     Texts(Vec<String>),
 }
 
-impl From<i64> for Value {
-    fn from(value: i64) -> Value {
-        Value::Int(Some(value))
-    }
+/// How each type a statement takes as a parameter becomes a [`Value`].
+macro_rules! values {
+    ($($from:ty => |$v:ident| $value:expr),* $(,)?) => {
+        $(impl From<$from> for Value {
+            fn from($v: $from) -> Value {
+                $value
+            }
+        })*
+    };
 }
 
-impl From<Option<i64>> for Value {
-    fn from(value: Option<i64>) -> Value {
-        Value::Int(value)
-    }
-}
-
-impl From<&str> for Value {
-    fn from(value: &str) -> Value {
-        Value::Text(Some(value.to_owned()))
-    }
-}
-
-impl From<&String> for Value {
-    fn from(value: &String) -> Value {
-        Value::Text(Some(value.clone()))
-    }
-}
-
-impl From<String> for Value {
-    fn from(value: String) -> Value {
-        Value::Text(Some(value))
-    }
-}
-
-impl From<Option<String>> for Value {
-    fn from(value: Option<String>) -> Value {
-        Value::Text(value)
-    }
-}
-
-impl From<Option<&str>> for Value {
-    fn from(value: Option<&str>) -> Value {
-        Value::Text(value.map(str::to_owned))
-    }
-}
-
-impl From<bool> for Value {
-    fn from(value: bool) -> Value {
-        Value::Bool(value)
-    }
-}
-
-impl From<&[i64]> for Value {
-    fn from(value: &[i64]) -> Value {
-        Value::Ints(value.to_vec())
-    }
-}
-
-impl From<&[String]> for Value {
-    fn from(value: &[String]) -> Value {
-        Value::Texts(value.to_vec())
-    }
+values! {
+    i64 => |v| Value::Int(Some(v)),
+    Option<i64> => |v| Value::Int(v),
+    &str => |v| Value::Text(Some(v.to_owned())),
+    &String => |v| Value::Text(Some(v.clone())),
+    String => |v| Value::Text(Some(v)),
+    Option<String> => |v| Value::Text(v),
+    Option<&str> => |v| Value::Text(v.map(str::to_owned)),
+    bool => |v| Value::Bool(v),
+    &[i64] => |v| Value::Ints(v.to_vec()),
+    &[String] => |v| Value::Texts(v.to_vec()),
 }
 
 /// Parameters `$1`, `$2`, … of a statement.
