@@ -92,7 +92,7 @@ fn waits_after_error(integration: &Integration, now: Millis) -> bool {
 impl IntegrationView {
     fn new(integration: Integration, counts: QueueCounts, segment_down_since: Option<Millis>) -> IntegrationView {
         let now = now_millis();
-        let state = if !integration.enabled {
+        let state = if !integration.config.enabled {
             IntegrationState::Paused
         } else if segment_down_since.is_some() {
             IntegrationState::WaitingForSegment
@@ -103,6 +103,7 @@ impl IntegrationView {
         } else {
             IntegrationState::Ok
         };
+        let config = integration.config;
         let last_error = integration.last_error.map(|LastError { at, status, message }| ErrorView {
             at: millis_to_iso8601(at),
             status,
@@ -110,12 +111,12 @@ impl IntegrationView {
         });
         IntegrationView {
             configured: true,
-            write_key_hint: Some(integration.write_key_hint),
-            region: Some(integration.region),
-            enabled: Some(integration.enabled),
-            events: Some(integration.selection.events),
-            omit_properties: Some(integration.selection.omit_properties),
-            ip: Some(integration.ip),
+            write_key_hint: Some(config.write_key_hint),
+            region: Some(config.region),
+            enabled: Some(config.enabled),
+            events: Some(config.selection.events),
+            omit_properties: Some(config.selection.omit_properties),
+            ip: Some(config.ip),
             status: Some(StatusView {
                 state,
                 segment_down_since: segment_down_since.map(millis_to_iso8601),
@@ -302,7 +303,7 @@ pub async fn put(
 ) -> Result<Json<IntegrationView>, ApiError> {
     let body = IntegrationBody::parse(body)?;
     app.store.workspace(&id).await?.ok_or_else(no_such_workspace)?;
-    let existing = app.store.integration(&id).await?;
+    let existing = app.store.integration(&id).await?.map(|integration| integration.config);
     let (sealed_write_key, write_key_hint) = match (&body.write_key, &existing) {
         (Some(key), _) => (app.secrets.sealer.seal(&id, key), key.hint()),
         (None, Some(existing)) => (existing.sealed_write_key.clone(), existing.write_key_hint.clone()),
@@ -347,7 +348,7 @@ pub async fn get(State(app): State<AppState>, id: WorkspaceId) -> Result<Json<In
 async fn view(app: &AppState, integration: Integration) -> Result<IntegrationView, ApiError> {
     let counts = app.store.queue_counts(&integration.workspace_id).await?;
     let regions = app.store.region_health().await?;
-    let down_since = regions.into_iter().find(|r| r.region == integration.region).and_then(|r| r.down_since);
+    let down_since = regions.into_iter().find(|r| r.region == integration.config.region).and_then(|r| r.down_since);
     Ok(IntegrationView::new(integration, counts, down_since))
 }
 
@@ -394,7 +395,7 @@ pub async fn test(State(app): State<AppState>, id: WorkspaceId) -> Result<Json<T
     let write_key = app
         .secrets
         .sealer
-        .unseal(&id, &integration.sealed_write_key)
+        .unseal(&id, &integration.config.sealed_write_key)
         .map_err(|e| ApiError::Internal(format!("cannot unseal the write key: {e}")))?;
     let message_id = uuid::Uuid::new_v4().to_string();
     let now = iso8601(chrono::Utc::now());
@@ -404,7 +405,7 @@ pub async fn test(State(app): State<AppState>, id: WorkspaceId) -> Result<Json<T
         TrackMessage::new(TEST_EVENT, &message_id, Some("produktly-test"), &now, &properties, &context).to_json();
     let limits = BatchLimits { max_messages: 1, max_bytes: segment::MAX_MESSAGE_BYTES * 2 };
     let batch = segment::pack([(0, message)], limits).batches.remove(0);
-    let outcome = app.segment.send(integration.region, &write_key, batch.body(&now)).await;
+    let outcome = app.segment.send(integration.config.region, &write_key, batch.body(&now)).await;
     let (outcome, status, message) = match outcome {
         Outcome::Delivered { status } => ("delivered", Some(status), "Segment accepted the test event".to_owned()),
         Outcome::Rejected { status, body } => ("rejected", Some(status), body),

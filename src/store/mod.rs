@@ -108,12 +108,7 @@ use crate::domain::LINK_REFRESH_MILLIS;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Integration {
     pub workspace_id: String,
-    pub sealed_write_key: String,
-    pub write_key_hint: String,
-    pub region: Region,
-    pub enabled: bool,
-    pub selection: EventSelection,
-    pub ip: IpPolicy,
+    pub config: IntegrationConfig,
     pub consecutive_failures: u32,
     pub next_attempt_at: Millis,
     pub last_delivery_at: Option<Millis>,

@@ -2,7 +2,8 @@
 
 use super::db::{FromRow, Row};
 use super::{
-    DeadLetter, IngestTarget, Integration, LastError, QueuedEvent, RegionHealth, StoreError, Workspace, WorkspaceLease,
+    DeadLetter, IngestTarget, Integration, IntegrationConfig, LastError, QueuedEvent, RegionHealth, StoreError,
+    Workspace, WorkspaceLease,
 };
 use crate::domain::{AllowedOrigins, IpPolicy, Region};
 use crate::selection::EventSelection;
@@ -33,18 +34,21 @@ impl FromRow for Integration {
             (Some(at), Some(message)) => Some(LastError { at, status: status(row.opt_int(11)?), message }),
             _ => None,
         };
-        Ok(Integration {
-            workspace_id: row.text(0)?,
+        let config = IntegrationConfig {
             sealed_write_key: row.text(1)?,
             write_key_hint: row.text(2)?,
             region: region(&row.text(3)?)?,
             enabled: row.bool(4)?,
             selection: selection(row.opt_text(5)?, row.opt_text(6)?)?,
+            ip: ip_policy(&row.text(13)?)?,
+        };
+        Ok(Integration {
+            workspace_id: row.text(0)?,
+            config,
             consecutive_failures: count(row.int(7)?),
             next_attempt_at: row.int(8)?,
             last_delivery_at: row.opt_int(9)?,
             last_error,
-            ip: ip_policy(&row.text(13)?)?,
         })
     }
 }

@@ -111,9 +111,9 @@ async fn workspaces_and_ingest_targets(backend: Backend) {
     let selection =
         EventSelection { events: Some(vec!["tour_start".into()]), omit_properties: Some(vec!["feedback".into()]) };
     let chosen = IntegrationConfig { selection: selection.clone(), ..config(true) };
-    assert_eq!(store.put_integration("a", &chosen, NOW).await.unwrap().selection, selection);
+    assert_eq!(store.put_integration("a", &chosen, NOW).await.unwrap().config.selection, selection);
     assert_eq!(store.ingest_target("pk_a").await.unwrap().unwrap().selection, selection);
-    assert_eq!(store.integration("a").await.unwrap().unwrap().selection, selection);
+    assert_eq!(store.integration("a").await.unwrap().unwrap().config.selection, selection);
 
     let rotated = store.rotate_ingest_key("a", "pk_new").await.unwrap().unwrap();
     assert_eq!(rotated.ingest_key, "pk_new");
