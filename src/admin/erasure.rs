@@ -15,8 +15,7 @@ use utoipa::{PartialSchema, ToSchema};
 
 use super::extract::AdminJson;
 use super::workspaces::no_such_workspace;
-use crate::domain::MAX_ID_CHARS;
-use crate::domain::WorkspaceId;
+use crate::domain::{MAX_ID_CHARS, WorkspaceId};
 use crate::error::ApiError;
 use crate::openapi::{nullable, nullable_array};
 use crate::pattern::VISIBLE;
