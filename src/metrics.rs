@@ -11,7 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Metric, Registry};
 
-use crate::domain::Region;
+use crate::domain::{DeadLetterReason, Region};
 use crate::queue_depth::QueueDepth;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -212,6 +212,10 @@ impl Metrics {
 
     pub fn rejected(&self, reason: &'static str) {
         self.events_rejected.get_or_create(&Reason { reason }).inc();
+    }
+
+    pub fn dead_lettered(&self, reason: DeadLetterReason, count: u64) {
+        self.events_dead_lettered.get_or_create(&Reason { reason: reason.as_str() }).inc_by(count);
     }
 
     pub fn set_region_up(&self, region: Region, up: bool) {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::DeadLetterReason;
-use crate::metrics::{Metrics, Reason};
+use crate::metrics::Metrics;
 use crate::queue_depth::QueueDepth;
 use crate::store::{Store, StoreError};
 use crate::time::{millis, now_millis};
@@ -54,10 +54,7 @@ impl Janitor {
             let expired = self.store.expire_events(now - millis(self.max_age), now, BATCH).await?;
             if expired > 0 {
                 tracing::warn!(expired, "undelivered events passed the maximum age and became dead letters");
-                self.metrics
-                    .events_dead_lettered
-                    .get_or_create(&Reason { reason: DeadLetterReason::Expired.as_str() })
-                    .inc_by(expired);
+                self.metrics.dead_lettered(DeadLetterReason::Expired, expired);
             }
             if expired < BATCH as u64 {
                 break;

@@ -12,7 +12,7 @@ use super::pacing::{Pace, backoff};
 use super::regions::ProbeClaim;
 use crate::config::DeliverySettings;
 use crate::domain::DeadLetterReason;
-use crate::metrics::{Reason, Status, StoreOperation};
+use crate::metrics::{Status, StoreOperation};
 use crate::secrets::WriteKey;
 use crate::segment::{self, Batch, Outcome};
 use crate::store::{LastError, Millis, Rejection, RoundEnd, StoreError, WorkspaceLease};
@@ -260,9 +260,8 @@ impl Delivery {
             let _turn = self.store_turn(rejections.len() > SMALL_OPERATION).await;
             self.store.dead_letter(lease, &rejections, now_millis()).await?
         };
-        let reason = reason.as_str();
-        tracing::warn!(workspace = %lease.workspace_id, reason, status, detail, moved, "events dead-lettered");
-        self.metrics.events_dead_lettered.get_or_create(&Reason { reason }).inc_by(moved);
+        tracing::warn!(workspace = %lease.workspace_id, reason = reason.as_str(), status, detail, moved, "events dead-lettered");
+        self.metrics.dead_lettered(reason, moved);
         self.queue_depth.removed(moved);
         Ok(())
     }
