@@ -265,7 +265,7 @@ impl ApiError {
             ApiError::QueueFull,
             ApiError::RateLimited { retry_after_secs: 0 },
             ApiError::OriginNotAllowed,
-            ApiError::StoreUnavailable(Arc::new(StoreError::Busy)),
+            ApiError::StoreUnavailable(Arc::new(StoreError::RecentlyFailed)),
             ApiError::NotReady,
             ApiError::Unauthorized,
             ApiError::NotFound(String::new()),

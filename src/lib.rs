@@ -15,6 +15,7 @@ pub mod catalog;
 pub mod client_ip;
 pub mod committer;
 pub mod config;
+pub mod db;
 pub mod delivery;
 pub mod domain;
 pub mod error;

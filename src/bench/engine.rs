@@ -10,7 +10,8 @@ use std::time::Instant;
 
 use super::BenchError;
 use super::cpu::CpuClock;
-use crate::store::{Dialect, QueueLife};
+use crate::db::Dialect;
+use crate::store::QueueLife;
 
 /// Events per commit, as the group commit gathers them under load.
 pub const COMMIT_ROWS: usize = 32;

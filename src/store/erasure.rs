@@ -4,8 +4,8 @@
 //! what other instances commit for it before their key caches expire is
 //! swept too.
 
-use super::db::{Sql, params};
 use super::{Millis, Store, StoreError};
+use crate::db::{Sql, params};
 
 // A workspace's rows, table by table (deleting an integration takes the first two).
 pub(super) static DELETE_EVENTS: Sql = Sql::new("DELETE FROM events WHERE workspace_id = $1");
@@ -76,7 +76,7 @@ impl Store {
     /// went (by instances that still knew their ingest key), and forgets the
     /// workspaces deleted before `forget_before`.
     pub async fn sweep_deleted_workspaces(&self, forget_before: Millis) -> Result<Erased, StoreError> {
-        let deleted: i64 = self.db.read_one(&ANY_DELETED, params![]).await?;
+        let deleted: i64 = self.db.one(&ANY_DELETED, params![]).await?;
         if deleted == 0 {
             return Ok(Erased::default());
         }

@@ -3,10 +3,10 @@
 
 use const_format::concatcp;
 
-use super::db::{Sql, params};
 use super::erasure::{DELETE_DEAD_LETTERS, DELETE_EVENTS, DELETE_INTEGRATION};
 use super::rows::{INTEGRATION_COLUMNS, stored_list};
 use super::{Integration, IntegrationConfig, Millis, QueueCounts, Store, StoreError};
+use crate::db::{Sql, params};
 
 static PUT: Sql = Sql::new(concatcp!(
     "INSERT INTO integrations \
@@ -48,11 +48,11 @@ impl Store {
             stored_list(&config.selection.omit_properties),
             config.ip.as_str(),
         ];
-        self.db.write_one(&PUT, values).await
+        Ok(self.db.one(&PUT, values).await?)
     }
 
     pub async fn integration(&self, workspace_id: &str) -> Result<Option<Integration>, StoreError> {
-        self.db.read_optional(&SELECT, params![workspace_id]).await
+        Ok(self.db.optional(&SELECT, params![workspace_id]).await?)
     }
 
     /// Deletes the integration and drops the workspace's queued and dead events.
@@ -67,17 +67,17 @@ impl Store {
 
     /// Undelivered and dead-lettered events of one workspace.
     pub async fn queue_counts(&self, workspace_id: &str) -> Result<QueueCounts, StoreError> {
-        let (queued, dead): (i64, i64) = self.db.read_one(&COUNTS, params![workspace_id]).await?;
+        let (queued, dead): (i64, i64) = self.db.one(&COUNTS, params![workspace_id]).await?;
         Ok(QueueCounts { queued: queued as u64, dead: dead as u64 })
     }
 
     /// Every integration's workspace and sealed write key.
     pub async fn sealed_write_keys(&self) -> Result<Vec<(String, String)>, StoreError> {
-        self.db.read_all(&SEALED_KEYS, params![]).await
+        Ok(self.db.all(&SEALED_KEYS, params![]).await?)
     }
 
     /// Replaces a workspace's sealed write key if it is still `old`; whether it was.
     pub async fn replace_sealed_write_key(&self, workspace_id: &str, old: &str, new: &str) -> Result<bool, StoreError> {
-        Ok(self.db.write(&REPLACE_SEALED_KEY, params![new, workspace_id, old]).await? == 1)
+        Ok(self.db.execute(&REPLACE_SEALED_KEY, params![new, workspace_id, old]).await? == 1)
     }
 }

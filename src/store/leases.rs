@@ -4,9 +4,9 @@
 
 use const_format::concatcp;
 
-use super::db::{Sql, params};
 use super::rows::LEASE_COLUMNS;
 use super::{Millis, RoundEnd, Store, StoreError, WorkspaceLease};
+use crate::db::{Sql, params};
 
 /// The condition that an integration's Segment region is not down.
 pub(super) const REGION_UP: &str = "region NOT IN (SELECT region FROM segment_regions WHERE down_since IS NOT NULL)";
@@ -52,25 +52,25 @@ impl Store {
         lease_until: Millis,
         limit: usize,
     ) -> Result<Vec<WorkspaceLease>, StoreError> {
-        self.db.write_all(&LEASE, params![lease_until, now, limit as i64, candidates]).await
+        Ok(self.db.all(&LEASE, params![lease_until, now, limit as i64, candidates]).await?)
     }
 
     /// The earliest time one of the enabled `candidates` in a region that is
     /// up may be leased (its next attempt, or the end of its current lease).
     pub async fn next_due(&self, candidates: &[String], now: Millis) -> Result<Option<Millis>, StoreError> {
-        self.db.read_one(&NEXT_DUE, params![now, candidates]).await
+        Ok(self.db.one(&NEXT_DUE, params![now, candidates]).await?)
     }
 
     /// Extends the workspace lease to `until`, if it is still held; `false`
     /// when another worker has taken the workspace.
     pub async fn extend_lease(&self, lease: &WorkspaceLease, until: Millis) -> Result<bool, StoreError> {
-        Ok(self.db.write(&EXTEND, params![until, &lease.workspace_id, &lease.lease_id]).await? == 1)
+        Ok(self.db.execute(&EXTEND, params![until, &lease.workspace_id, &lease.lease_id]).await? == 1)
     }
 
     /// Gives the workspace lease back at once, so another worker may take the
     /// workspace without waiting for the lease to run out.
     pub async fn release_lease(&self, lease: &WorkspaceLease) -> Result<(), StoreError> {
-        self.db.write(&RELEASE, params![&lease.workspace_id, &lease.lease_id]).await?;
+        self.db.execute(&RELEASE, params![&lease.workspace_id, &lease.lease_id]).await?;
         Ok(())
     }
 
@@ -80,7 +80,7 @@ impl Store {
         match end {
             RoundEnd::Delivered { delivered_at, next_attempt_at } => {
                 let values = params![*next_attempt_at, *delivered_at, workspace, lease_id];
-                self.db.write(&END_DELIVERED, values).await?
+                self.db.execute(&END_DELIVERED, values).await?
             }
             RoundEnd::Failed { error, next_attempt_at, counts_as_failure } => {
                 let values = params![
@@ -92,7 +92,7 @@ impl Store {
                     workspace,
                     lease_id,
                 ];
-                self.db.write(&END_FAILED, values).await?
+                self.db.execute(&END_FAILED, values).await?
             }
         };
         Ok(())

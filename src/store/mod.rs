@@ -1,18 +1,15 @@
 //! Durable state: workspaces, Segment integrations (sealed write keys and
 //! delivery state), the event queue, dead letters and identity mappings, on
-//! PostgreSQL or SQLite behind one SQL layer (`db`). Times are Unix
+//! PostgreSQL or SQLite behind one SQL layer (`crate::db`). Times are Unix
 //! milliseconds.
 
-mod db;
 mod erasure;
 mod integrations;
 mod leases;
-pub mod postgres;
 mod queue;
 mod regions;
 mod retention;
 mod rows;
-mod sqlite;
 mod workspaces;
 
 use std::sync::Arc;
@@ -20,10 +17,9 @@ use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
 use crate::config::Settings;
+use crate::db::{Db, DbError, Dialect, Sql};
 use crate::domain::{AllowedOrigins, DeadLetterReason, IpPolicy, Region};
 use crate::selection::EventSelection;
-pub use db::Dialect;
-use db::{Db, Sql};
 pub use erasure::{Erased, ErasureSubject};
 pub use queue::QueueLife;
 
@@ -34,20 +30,12 @@ pub type OnEvents = Arc<dyn Fn(Vec<String>) + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
-    #[error("migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(transparent)]
+    Database(#[from] DbError),
     #[error("the database schema is not at the version this build expects")]
     SchemaOutdated,
     #[error("the database failed a moment ago; not tried again yet")]
     RecentlyFailed,
-    #[error("stored data is invalid: {0}")]
-    Corrupt(String),
-    #[error("SQLite error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("the database is busy: the statement did not get its turn in time")]
-    Busy,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -235,23 +223,20 @@ static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations
 static APPLIED_VERSION: Sql = Sql::new("SELECT MAX(version) FROM _sqlx_migrations WHERE success");
 
 impl Store {
-    /// Opens the database `url` names and brings its schema up to date (on
-    /// PostgreSQL under sqlx's advisory lock, so instances starting together
-    /// do not race). `connections`: the pool's size (read connections on
-    /// SQLite); `wait`: how long a statement waits for a connection (on
-    /// SQLite, for its turn at the writer) before it fails.
+    /// Opens the database `url` names and brings its schema up to date (as
+    /// [`Db::open`] says).
     pub async fn open(url: &str, connections: u32, wait: Duration) -> Result<Store, StoreError> {
-        let (db, migrator) = if url.starts_with("postgres") {
-            (Db::Postgres(postgres::open(url, connections, wait, &POSTGRES_MIGRATIONS).await?), &POSTGRES_MIGRATIONS)
-        } else {
-            (Db::Sqlite(sqlite::open(url, connections, wait, &SQLITE_MIGRATIONS).await?), &SQLITE_MIGRATIONS)
+        let migrator = match Dialect::of_url(url) {
+            Dialect::Postgres => &POSTGRES_MIGRATIONS,
+            Dialect::Sqlite => &SQLITE_MIGRATIONS,
         };
+        let db = Db::open(url, connections, wait, migrator).await?;
         Ok(Store { db, migrator, announced: Arc::new(AtomicI64::new(0)) })
     }
 
     /// Ok when the database answers and its schema is this build's.
     pub async fn check_ready(&self) -> Result<(), StoreError> {
-        let applied: Option<i64> = self.db.read_one(&APPLIED_VERSION, vec![]).await?;
+        let applied: Option<i64> = self.db.one(&APPLIED_VERSION, vec![]).await?;
         schema_is_current(self.migrator, applied)
     }
 }

@@ -9,12 +9,12 @@ use std::time::Duration;
 use const_format::concatcp;
 use tokio_util::sync::CancellationToken;
 
-use super::db::{Db, Dialect, Sql, SqliteConnection, Tx, params};
 use super::rows::{DEAD_LETTER_COLUMNS, QUEUED_EVENT_COLUMNS};
 use super::{
     DeadLetter, EXPIRED, IdentityLink, LINK_REFRESH_MILLIS, Millis, NewEvent, OnEvents, QueuedEvent, Rejection, Store,
     StoreError, WorkspaceLease, latest_links,
 };
+use crate::db::{Db, DbError, Dialect, Sql, SqliteConnection, Tx, params};
 use crate::time::now_millis;
 
 /// The condition under which a worker's writes to events take effect: its
@@ -152,10 +152,11 @@ impl Store {
                     .bind(EVENTS_CHANNEL)
                     .bind(announcement)
                     .execute(&db.pool)
-                    .await?;
+                    .await
+                    .map_err(DbError::from)?;
                 Ok(())
             }
-            Db::Sqlite(db) => db.write(move |c| insert_rows(c, &events, &identities)).await,
+            Db::Sqlite(db) => Ok(db.write(move |c| insert_rows(c, &events, &identities)).await?),
         }
     }
 
@@ -163,7 +164,7 @@ impl Store {
     /// probes the queue per workspace: delivery polls it, it does not ask it
     /// at every turn.
     pub async fn workspaces_with_events(&self) -> Result<Vec<String>, StoreError> {
-        self.db.read_all(&WORKSPACES_WITH_EVENTS, params![]).await
+        Ok(self.db.all(&WORKSPACES_WITH_EVENTS, params![]).await?)
     }
 
     /// The leased workspace's `limit` oldest queued events with an id above
@@ -175,7 +176,7 @@ impl Store {
         after: i64,
         limit: usize,
     ) -> Result<Vec<QueuedEvent>, StoreError> {
-        self.db.read_all(&READ, params![&lease.workspace_id, after, limit as i64]).await
+        Ok(self.db.all(&READ, params![&lease.workspace_id, after, limit as i64]).await?)
     }
 
     /// Deletes delivered events, if the lease is still held.
@@ -197,7 +198,7 @@ impl Store {
             Db::Sqlite(_) => {
                 let mut deleted = 0;
                 for chunk in event_ids.chunks(SQLITE_ACK_CHUNK) {
-                    deleted += self.db.write(&ACK, held(chunk)).await?;
+                    deleted += self.db.execute(&ACK, held(chunk)).await?;
                 }
                 Ok(deleted)
             }
@@ -241,16 +242,16 @@ impl Store {
 
     /// Undelivered events of all workspaces.
     pub async fn queue_depth(&self) -> Result<u64, StoreError> {
-        Ok(self.db.read_one::<i64>(&DEPTH, params![]).await? as u64)
+        Ok(self.db.one::<i64>(&DEPTH, params![]).await? as u64)
     }
 
     /// When the oldest undelivered event was received, if any is waiting.
     pub async fn oldest_queued_at(&self) -> Result<Option<Millis>, StoreError> {
-        self.db.read_one(&OLDEST, params![]).await
+        Ok(self.db.one(&OLDEST, params![]).await?)
     }
 
     pub async fn dead_letters(&self, workspace_id: &str, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
-        self.db.read_all(&DEAD_LETTERS, params![workspace_id, limit as i64]).await
+        Ok(self.db.all(&DEAD_LETTERS, params![workspace_id, limit as i64]).await?)
     }
 
     /// Requeues every dead letter of the workspace, with a fresh age.
@@ -326,7 +327,7 @@ impl Store {
 /// SQLite's commit: one transaction of prepared single-row inserts (no
 /// statement to parse, and no statement journal as a multi-row insert needs).
 /// Their parameters appear in the order of their numbers, so they bind by position.
-fn insert_rows(c: &mut SqliteConnection, events: &[NewEvent], identities: &[IdentityLink]) -> Result<(), StoreError> {
+fn insert_rows(c: &mut SqliteConnection, events: &[NewEvent], identities: &[IdentityLink]) -> Result<(), DbError> {
     let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     {
         let mut insert = tx.prepare_cached(INSERT_EVENT.text(Dialect::Sqlite))?;

@@ -3,9 +3,9 @@
 
 use const_format::concatcp;
 
-use super::db::{Sql, params};
 use super::rows::{LEASE_COLUMNS, REGION_COLUMNS};
 use super::{Millis, RegionHealth, Store, StoreError, WorkspaceLease};
+use crate::db::{Sql, params};
 use crate::domain::Region;
 
 static HEALTH: Sql = Sql::new(concatcp!("SELECT ", REGION_COLUMNS, " FROM segment_regions ORDER BY region"));
@@ -44,7 +44,7 @@ static END_PROBE: Sql =
 impl Store {
     /// Every region's health.
     pub async fn region_health(&self) -> Result<Vec<RegionHealth>, StoreError> {
-        self.db.read_all(&HEALTH, params![]).await
+        Ok(self.db.all(&HEALTH, params![]).await?)
     }
 
     /// Counts a region-wide failure. The region goes down at `down_after`
@@ -60,7 +60,7 @@ impl Store {
         probe: bool,
     ) -> Result<RegionHealth, StoreError> {
         let values = params![region.as_str(), i64::from(down_after), now, next_probe_at, probe];
-        self.db.write_one(&FAILED, values).await
+        Ok(self.db.one(&FAILED, values).await?)
     }
 
     /// A success in the region: it is up, its failures forgotten. If it was
@@ -109,7 +109,7 @@ impl Store {
         claimed_until: Millis,
         next_probe_at: Millis,
     ) -> Result<(), StoreError> {
-        self.db.write(&END_PROBE, params![region.as_str(), claimed_until, next_probe_at]).await?;
+        self.db.execute(&END_PROBE, params![region.as_str(), claimed_until, next_probe_at]).await?;
         Ok(())
     }
 }

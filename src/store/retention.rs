@@ -1,7 +1,7 @@
 //! What is kept only for a while: dead letters and identity links.
 
-use super::db::{Sql, params};
 use super::{Millis, Store, StoreError};
+use crate::db::{Sql, params};
 
 static PURGE_DEAD_LETTERS: Sql =
     Sql::new("DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters WHERE failed_at < $1 LIMIT $2)");
@@ -18,8 +18,8 @@ impl Store {
         identities_before: Millis,
         limit: usize,
     ) -> Result<(u64, u64), StoreError> {
-        let dead = self.db.write(&PURGE_DEAD_LETTERS, params![dead_before, limit as i64]).await?;
-        let identities = self.db.write(&PURGE_IDENTITIES, params![identities_before, limit as i64]).await?;
+        let dead = self.db.execute(&PURGE_DEAD_LETTERS, params![dead_before, limit as i64]).await?;
+        let identities = self.db.execute(&PURGE_IDENTITIES, params![identities_before, limit as i64]).await?;
         Ok((dead, identities))
     }
 }

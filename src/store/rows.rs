@@ -1,10 +1,10 @@
 //! The store's types as rows: the columns each reads, in order, and how.
 
-use super::db::{FromRow, Row};
 use super::{
-    DeadLetter, IngestTarget, Integration, IntegrationConfig, LastError, QueuedEvent, RegionHealth, StoreError,
-    Workspace, WorkspaceLease,
+    DeadLetter, IngestTarget, Integration, IntegrationConfig, LastError, QueuedEvent, RegionHealth, Workspace,
+    WorkspaceLease,
 };
+use crate::db::{DbError, FromRow, Row};
 use crate::domain::{AllowedOrigins, IpPolicy, Region};
 use crate::selection::EventSelection;
 
@@ -12,7 +12,7 @@ use crate::selection::EventSelection;
 pub const WORKSPACE_COLUMNS: &str = "id, name, ingest_key, created_at, allowed_origins";
 
 impl FromRow for Workspace {
-    fn from_row(row: &dyn Row) -> Result<Self, StoreError> {
+    fn from_row(row: &dyn Row) -> Result<Self, DbError> {
         Ok(Workspace {
             id: row.text(0)?,
             name: row.text(1)?,
@@ -29,7 +29,7 @@ pub const INTEGRATION_COLUMNS: &str = "workspace_id, sealed_write_key, write_key
      last_error_status, last_error_message, ip";
 
 impl FromRow for Integration {
-    fn from_row(row: &dyn Row) -> Result<Self, StoreError> {
+    fn from_row(row: &dyn Row) -> Result<Self, DbError> {
         let last_error = match (row.opt_int(10)?, row.opt_text(12)?) {
             (Some(at), Some(message)) => Some(LastError { at, status: status(row.opt_int(11)?), message }),
             _ => None,
@@ -57,7 +57,7 @@ impl FromRow for Integration {
 pub const LEASE_COLUMNS: &str = "workspace_id, lease_id, sealed_write_key, region, consecutive_failures";
 
 impl FromRow for WorkspaceLease {
-    fn from_row(row: &dyn Row) -> Result<Self, StoreError> {
+    fn from_row(row: &dyn Row) -> Result<Self, DbError> {
         Ok(WorkspaceLease {
             workspace_id: row.text(0)?,
             lease_id: row.text(1)?,
@@ -72,7 +72,7 @@ impl FromRow for WorkspaceLease {
 pub const REGION_COLUMNS: &str = "region, failures, down_since, next_probe_at";
 
 impl FromRow for RegionHealth {
-    fn from_row(row: &dyn Row) -> Result<Self, StoreError> {
+    fn from_row(row: &dyn Row) -> Result<Self, DbError> {
         Ok(RegionHealth {
             region: region(&row.text(0)?)?,
             failures: count(row.int(1)?),
@@ -86,7 +86,7 @@ pub const DEAD_LETTER_COLUMNS: &str =
     "message_id, user_id, anonymous_id, payload, reason, status, detail, received_at, failed_at";
 
 impl FromRow for DeadLetter {
-    fn from_row(row: &dyn Row) -> Result<Self, StoreError> {
+    fn from_row(row: &dyn Row) -> Result<Self, DbError> {
         Ok(DeadLetter {
             message_id: row.text(0)?,
             user_id: row.opt_text(1)?,
@@ -106,7 +106,7 @@ pub const INGEST_TARGET_COLUMNS: &str = "w.id, COALESCE(i.enabled, FALSE), w.all
      i.forwarded_events, i.omitted_properties, COALESCE(i.ip, 'full')";
 
 impl FromRow for IngestTarget {
-    fn from_row(row: &dyn Row) -> Result<Self, StoreError> {
+    fn from_row(row: &dyn Row) -> Result<Self, DbError> {
         Ok(IngestTarget {
             workspace_id: row.text(0)?,
             segment_enabled: row.bool(1)?,
@@ -122,7 +122,7 @@ pub const QUEUED_EVENT_COLUMNS: &str =
     "e.id, e.message_id, COALESCE(e.user_id, i.user_id), e.anonymous_id, e.payload, e.received_at";
 
 impl FromRow for QueuedEvent {
-    fn from_row(row: &dyn Row) -> Result<Self, StoreError> {
+    fn from_row(row: &dyn Row) -> Result<Self, DbError> {
         Ok(QueuedEvent {
             id: row.int(0)?,
             message_id: row.text(1)?,
@@ -139,12 +139,12 @@ pub fn stored_list(list: &Option<Vec<String>>) -> Option<String> {
     list.as_ref().map(|items| serde_json::to_string(items).expect("strings always serialize"))
 }
 
-fn selection(events: Option<String>, omitted: Option<String>) -> Result<EventSelection, StoreError> {
+fn selection(events: Option<String>, omitted: Option<String>) -> Result<EventSelection, DbError> {
     let list = |stored: Option<String>| {
         stored
             .map(|text| serde_json::from_str(&text))
             .transpose()
-            .map_err(|e| StoreError::Corrupt(format!("a stored event selection is not a JSON list: {e}")))
+            .map_err(|e| DbError::Corrupt(format!("a stored event selection is not a JSON list: {e}")))
     };
     Ok(EventSelection { events: list(events)?, omit_properties: list(omitted)? })
 }
@@ -153,12 +153,12 @@ fn origins(stored: Option<String>) -> Option<AllowedOrigins> {
     stored.as_deref().map(AllowedOrigins::from_stored)
 }
 
-fn region(text: &str) -> Result<Region, StoreError> {
-    text.parse().map_err(|()| StoreError::Corrupt(format!("unknown region {text:?}")))
+fn region(text: &str) -> Result<Region, DbError> {
+    text.parse().map_err(|()| DbError::Corrupt(format!("unknown region {text:?}")))
 }
 
-fn ip_policy(text: &str) -> Result<IpPolicy, StoreError> {
-    text.parse().map_err(|()| StoreError::Corrupt(format!("unknown IP policy {text:?}")))
+fn ip_policy(text: &str) -> Result<IpPolicy, DbError> {
+    text.parse().map_err(|()| DbError::Corrupt(format!("unknown IP policy {text:?}")))
 }
 
 fn status(stored: Option<i64>) -> Option<u16> {

@@ -2,10 +2,10 @@
 
 use const_format::concatcp;
 
-use super::db::{Sql, params};
 use super::erasure::FORGET_DELETED;
 use super::rows::{INGEST_TARGET_COLUMNS, WORKSPACE_COLUMNS};
 use super::{IngestTarget, Store, StoreError, Workspace};
+use crate::db::{Sql, params};
 use crate::domain::AllowedOrigins;
 
 static INSERT: Sql = Sql::new(
@@ -51,25 +51,25 @@ impl Store {
     }
 
     pub async fn workspace(&self, id: &str) -> Result<Option<Workspace>, StoreError> {
-        self.db.read_optional(&SELECT, params![id]).await
+        Ok(self.db.optional(&SELECT, params![id]).await?)
     }
 
     /// Up to `limit` workspaces in id order, from the first id after `after`.
     pub async fn workspaces(&self, after: &str, limit: usize) -> Result<Vec<Workspace>, StoreError> {
-        self.db.read_all(&PAGE, params![after, limit as i64]).await
+        Ok(self.db.all(&PAGE, params![after, limit as i64]).await?)
     }
 
     pub async fn rotate_ingest_key(&self, id: &str, new_key: &str) -> Result<Option<Workspace>, StoreError> {
-        self.db.write_optional(&ROTATE_KEY, params![new_key, id]).await
+        Ok(self.db.optional(&ROTATE_KEY, params![new_key, id]).await?)
     }
 
     /// The workspace an ingest key belongs to, with what ingest needs of it.
     pub async fn ingest_target(&self, ingest_key: &str) -> Result<Option<IngestTarget>, StoreError> {
-        self.db.read_optional(&INGEST_TARGET, params![ingest_key]).await
+        Ok(self.db.optional(&INGEST_TARGET, params![ingest_key]).await?)
     }
 }
 
-fn fields(workspace: &Workspace) -> Vec<super::db::Value> {
+fn fields(workspace: &Workspace) -> Vec<crate::db::Value> {
     params![
         &workspace.id,
         &workspace.name,

@@ -4,18 +4,22 @@
 //! a write costs one hand-over to that thread and back, and a transaction
 //! holds the thread until it commits. Reads run on a few read-only
 //! connections on blocking threads, and in WAL mode never wait for the writer.
+//! Opening it, sqlx applies the migrations (its migration table is the
+//! schema's version record).
 
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{OpenFlags, ToSql};
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use tokio::sync::{Semaphore, oneshot};
 
-use super::{Dialect, FromRow, Row, Sql, Value};
-use crate::store::StoreError;
+use super::{DbError, Dialect, FromRow, Row, Sql, Value};
 
 /// The connection jobs run on.
 pub type SqliteConnection = rusqlite::Connection;
@@ -43,26 +47,40 @@ struct Inner {
 }
 
 impl Sqlite {
-    /// Opens the database at `path` (it must exist, migrated), with a writer
-    /// thread and up to `readers` read connections.
-    pub fn open(path: PathBuf, readers: usize, wait: Duration) -> Result<Sqlite, StoreError> {
+    /// Opens (creating it if need be) and migrates the database `url` names,
+    /// with a writer thread and up to `readers` read connections.
+    pub(super) async fn open(
+        url: &str,
+        readers: u32,
+        wait: Duration,
+        migrations: &Migrator,
+    ) -> Result<Sqlite, DbError> {
+        let options = SqliteConnectOptions::from_str(url)?.create_if_missing(true).journal_mode(SqliteJournalMode::Wal);
+        let path = options.get_filename().to_owned();
+        if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(folder)?;
+        }
+        let migrating = SqlitePoolOptions::new().max_connections(1).acquire_timeout(wait).connect_with(options).await?;
+        migrations.run(&migrating).await?;
+        migrating.close().await;
+        Sqlite::start(path, readers.clamp(1, 8) as usize, wait)
+    }
+
+    fn start(path: PathBuf, readers: usize, wait: Duration) -> Result<Sqlite, DbError> {
         let connection = SqliteConnection::open(&path)?;
         connection.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
         prepare(&connection)?;
         let (writer, jobs) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name("sqlite-writer".into())
-            .spawn(move || {
-                let mut connection = connection;
-                for job in jobs {
-                    job(&mut connection);
-                }
-            })
-            .map_err(|e| StoreError::Corrupt(format!("cannot start the SQLite writer thread: {e}")))?;
+        std::thread::Builder::new().name("sqlite-writer".into()).spawn(move || {
+            let mut connection = connection;
+            for job in jobs {
+                job(&mut connection);
+            }
+        })?;
         let inner = Inner {
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
-            reader_slots: Semaphore::new(readers.max(1)),
+            reader_slots: Semaphore::new(readers),
             path,
             wait,
         };
@@ -72,8 +90,8 @@ impl Sqlite {
     /// Runs `work` on the writing connection, after the writes before it.
     pub async fn write<R: Send + 'static>(
         &self,
-        work: impl FnOnce(&mut SqliteConnection) -> Result<R, StoreError> + Send + 'static,
-    ) -> Result<R, StoreError> {
+        work: impl FnOnce(&mut SqliteConnection) -> Result<R, DbError> + Send + 'static,
+    ) -> Result<R, DbError> {
         let (reply, answer) = oneshot::channel();
         let turn = Arc::new(AtomicU8::new(QUEUED));
         let job_turn = turn.clone();
@@ -88,25 +106,25 @@ impl Sqlite {
         match tokio::time::timeout(self.inner.wait, &mut answer).await {
             Ok(answered) => answered.map_err(|_| closed())?,
             Err(_) if turn.compare_exchange(QUEUED, ABANDONED, Ordering::AcqRel, Ordering::Acquire).is_ok() => {
-                Err(StoreError::Busy)
+                Err(DbError::Busy)
             }
             // It started meanwhile: its answer comes.
             Err(_) => answer.await.map_err(|_| closed())?,
         }
     }
 
-    fn submit(&self, job: Job) -> Result<(), StoreError> {
+    fn submit(&self, job: Job) -> Result<(), DbError> {
         self.inner.writer.lock().unwrap_or_else(|p| p.into_inner()).send(job).map_err(|_| closed())
     }
 
     /// Runs `work` on a read connection.
     pub async fn read<R: Send + 'static>(
         &self,
-        work: impl FnOnce(&SqliteConnection) -> Result<R, StoreError> + Send + 'static,
-    ) -> Result<R, StoreError> {
+        work: impl FnOnce(&SqliteConnection) -> Result<R, DbError> + Send + 'static,
+    ) -> Result<R, DbError> {
         let slot = tokio::time::timeout(self.inner.wait, self.inner.reader_slots.acquire())
             .await
-            .map_err(|_| StoreError::Busy)?
+            .map_err(|_| DbError::Busy)?
             .map_err(|_| closed())?;
         let inner = self.inner.clone();
         let result = tokio::task::spawn_blocking(move || {
@@ -119,18 +137,18 @@ impl Sqlite {
             result
         })
         .await
-        .map_err(|e| StoreError::Corrupt(format!("a SQLite read failed: {e}")))?;
+        .map_err(|e| DbError::Corrupt(format!("a SQLite read failed: {e}")))?;
         drop(slot);
         result
     }
 
     /// Begins a transaction: it holds the writer until it commits or is dropped.
-    pub async fn begin(&self) -> Result<Transaction, StoreError> {
+    pub async fn begin(&self) -> Result<Transaction, DbError> {
         let (steps, received) = mpsc::channel::<Step>();
         let (began, begun) = oneshot::channel();
         self.submit(Box::new(move |connection| {
             if let Err(e) = connection.execute_batch("BEGIN IMMEDIATE") {
-                let _ = began.send(Err(StoreError::from(e)));
+                let _ = began.send(Err(DbError::from(e)));
                 return;
             }
             if began.send(Ok(())).is_ok() {
@@ -138,7 +156,7 @@ impl Sqlite {
                     match step {
                         Step::Run(job) => job(connection),
                         Step::Commit(reply) => {
-                            let committed = connection.execute_batch("COMMIT").map_err(StoreError::from);
+                            let committed = connection.execute_batch("COMMIT").map_err(DbError::from);
                             let _ = reply.send(committed);
                             if connection.is_autocommit() {
                                 return;
@@ -151,7 +169,7 @@ impl Sqlite {
             // Given up, dropped or failed to commit: nothing of it stays.
             let _ = connection.execute_batch("ROLLBACK");
         }))?;
-        let answered = tokio::time::timeout(self.inner.wait, begun).await.map_err(|_| StoreError::Busy)?;
+        let answered = tokio::time::timeout(self.inner.wait, begun).await.map_err(|_| DbError::Busy)?;
         answered.map_err(|_| closed())??;
         Ok(Transaction { steps })
     }
@@ -168,14 +186,14 @@ pub struct Transaction {
 
 enum Step {
     Run(Job),
-    Commit(oneshot::Sender<Result<(), StoreError>>),
+    Commit(oneshot::Sender<Result<(), DbError>>),
 }
 
 impl Transaction {
     pub async fn run<R: Send + 'static>(
         &self,
-        work: impl FnOnce(&mut SqliteConnection) -> Result<R, StoreError> + Send + 'static,
-    ) -> Result<R, StoreError> {
+        work: impl FnOnce(&mut SqliteConnection) -> Result<R, DbError> + Send + 'static,
+    ) -> Result<R, DbError> {
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move |connection| {
             let _ = reply.send(work(connection));
@@ -184,32 +202,32 @@ impl Transaction {
         answer.await.map_err(|_| closed())?
     }
 
-    pub async fn commit(self) -> Result<(), StoreError> {
+    pub async fn commit(self) -> Result<(), DbError> {
         let (reply, answer) = oneshot::channel();
         self.steps.send(Step::Commit(reply)).map_err(|_| closed())?;
         answer.await.map_err(|_| closed())?
     }
 }
 
-fn closed() -> StoreError {
-    StoreError::Corrupt("the SQLite writer thread has stopped".into())
+fn closed() -> DbError {
+    DbError::WriterStopped
 }
 
-fn open_reader(path: &PathBuf) -> Result<SqliteConnection, StoreError> {
+fn open_reader(path: &PathBuf) -> Result<SqliteConnection, DbError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
     let connection = SqliteConnection::open_with_flags(path, flags)?;
     prepare(&connection)?;
     Ok(connection)
 }
 
-fn prepare(connection: &SqliteConnection) -> Result<(), StoreError> {
+fn prepare(connection: &SqliteConnection) -> Result<(), DbError> {
     connection.busy_timeout(BUSY_TIMEOUT)?;
     connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(())
 }
 
 /// Runs a statement; the rows it changed.
-pub fn execute(connection: &SqliteConnection, sql: &Sql, params: &[Value]) -> Result<u64, StoreError> {
+pub fn execute(connection: &SqliteConnection, sql: &Sql, params: &[Value]) -> Result<u64, DbError> {
     let started = Instant::now();
     let text = sql.text(Dialect::Sqlite);
     let mut statement = connection.prepare_cached(text)?;
@@ -220,7 +238,7 @@ pub fn execute(connection: &SqliteConnection, sql: &Sql, params: &[Value]) -> Re
 }
 
 /// Every row a statement returns, read into `T`.
-pub fn all<T: FromRow>(connection: &SqliteConnection, sql: &Sql, params: &[Value]) -> Result<Vec<T>, StoreError> {
+pub fn all<T: FromRow>(connection: &SqliteConnection, sql: &Sql, params: &[Value]) -> Result<Vec<T>, DbError> {
     let started = Instant::now();
     let text = sql.text(Dialect::Sqlite);
     let mut statement = connection.prepare_cached(text)?;
@@ -247,7 +265,7 @@ fn traced(text: &str, started: Instant, rows: u64) {
 
 /// Binds `params` to `$1`, `$2`, … by name: SQLite numbers named parameters
 /// in the order they first appear, not by the number in their name.
-pub fn bind(statement: &mut rusqlite::Statement<'_>, params: &[Value]) -> Result<(), StoreError> {
+pub fn bind(statement: &mut rusqlite::Statement<'_>, params: &[Value]) -> Result<(), DbError> {
     for (i, value) in params.iter().enumerate() {
         if let Some(index) = statement.parameter_index(&format!("${}", i + 1))? {
             statement.raw_bind_parameter(index, value)?;
@@ -270,23 +288,23 @@ impl ToSql for Value {
 }
 
 impl Row for rusqlite::Row<'_> {
-    fn int(&self, column: usize) -> Result<i64, StoreError> {
+    fn int(&self, column: usize) -> Result<i64, DbError> {
         Ok(self.get(column)?)
     }
 
-    fn opt_int(&self, column: usize) -> Result<Option<i64>, StoreError> {
+    fn opt_int(&self, column: usize) -> Result<Option<i64>, DbError> {
         Ok(self.get(column)?)
     }
 
-    fn text(&self, column: usize) -> Result<String, StoreError> {
+    fn text(&self, column: usize) -> Result<String, DbError> {
         Ok(self.get(column)?)
     }
 
-    fn opt_text(&self, column: usize) -> Result<Option<String>, StoreError> {
+    fn opt_text(&self, column: usize) -> Result<Option<String>, DbError> {
         Ok(self.get(column)?)
     }
 
-    fn bool(&self, column: usize) -> Result<bool, StoreError> {
+    fn bool(&self, column: usize) -> Result<bool, DbError> {
         Ok(self.get(column)?)
     }
 }

@@ -4,6 +4,7 @@
 //! dialects differ (`IN_LIST($n)`, `NEW_LEASE_ID`, `SKIP_LOCKED`, `LOCK_ROW`,
 //! `ROW_ID`), rendered once per dialect. Parameters are [`Value`]s; rows are
 //! read by position through [`Row`] into types that implement [`FromRow`].
+//! It knows no table: the store's statements are the store's.
 //!
 //! PostgreSQL runs on sqlx's pool. SQLite runs on rusqlite: every write on
 //! one thread that owns the writing connection and its prepared statements
@@ -14,17 +15,43 @@ mod postgres;
 mod sqlite;
 
 use std::sync::OnceLock;
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
 
 pub use postgres::Postgres;
 pub use sqlite::{Sqlite, SqliteConnection};
 
-use super::StoreError;
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("SQLite error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("the database is busy: the statement did not get its turn in time")]
+    Busy,
+    #[error("the SQLite writer thread has stopped")]
+    WriterStopped,
+    #[error("cannot open the database: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+}
 
 /// Which database a statement is rendered for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dialect {
     Postgres,
     Sqlite,
+}
+
+impl Dialect {
+    /// The database a URL names: PostgreSQL's `postgres…` URLs, else SQLite.
+    pub fn of_url(url: &str) -> Dialect {
+        if url.starts_with("postgres") { Dialect::Postgres } else { Dialect::Sqlite }
+    }
 }
 
 /// A statement, written once; rendered for each dialect the first time it runs there.
@@ -37,6 +64,11 @@ pub struct Sql {
 impl Sql {
     pub const fn new(template: &'static str) -> Sql {
         Sql { template, postgres: OnceLock::new(), sqlite: OnceLock::new() }
+    }
+
+    /// Whether it only reads (SQLite runs it on a read connection).
+    pub fn is_read(&self) -> bool {
+        self.template.starts_with("SELECT")
     }
 
     /// The statement as `dialect` reads it.
@@ -112,56 +144,57 @@ values! {
 
 /// Parameters `$1`, `$2`, … of a statement.
 macro_rules! params {
-    ($($value:expr),* $(,)?) => { vec![$($crate::store::db::Value::from($value)),*] };
+    ($($value:expr),* $(,)?) => { vec![$($crate::db::Value::from($value)),*] };
 }
 pub(crate) use params;
 
 /// One row of a result, read by column position.
 pub trait Row {
-    fn int(&self, column: usize) -> Result<i64, StoreError>;
-    fn opt_int(&self, column: usize) -> Result<Option<i64>, StoreError>;
-    fn text(&self, column: usize) -> Result<String, StoreError>;
-    fn opt_text(&self, column: usize) -> Result<Option<String>, StoreError>;
-    fn bool(&self, column: usize) -> Result<bool, StoreError>;
+    fn int(&self, column: usize) -> Result<i64, DbError>;
+    fn opt_int(&self, column: usize) -> Result<Option<i64>, DbError>;
+    fn text(&self, column: usize) -> Result<String, DbError>;
+    fn opt_text(&self, column: usize) -> Result<Option<String>, DbError>;
+    fn bool(&self, column: usize) -> Result<bool, DbError>;
 }
 
 /// A type a row reads into.
 pub trait FromRow: Sized + Send + 'static {
-    fn from_row(row: &dyn Row) -> Result<Self, StoreError>;
+    fn from_row(row: &dyn Row) -> Result<Self, DbError>;
 }
 
 impl FromRow for i64 {
-    fn from_row(row: &dyn Row) -> Result<Self, StoreError> {
+    fn from_row(row: &dyn Row) -> Result<Self, DbError> {
         row.int(0)
     }
 }
 
 impl FromRow for Option<i64> {
-    fn from_row(row: &dyn Row) -> Result<Self, StoreError> {
+    fn from_row(row: &dyn Row) -> Result<Self, DbError> {
         row.opt_int(0)
     }
 }
 
 impl FromRow for String {
-    fn from_row(row: &dyn Row) -> Result<Self, StoreError> {
+    fn from_row(row: &dyn Row) -> Result<Self, DbError> {
         row.text(0)
     }
 }
 
 impl FromRow for (String, String) {
-    fn from_row(row: &dyn Row) -> Result<Self, StoreError> {
+    fn from_row(row: &dyn Row) -> Result<Self, DbError> {
         Ok((row.text(0)?, row.text(1)?))
     }
 }
 
 impl FromRow for (i64, i64) {
-    fn from_row(row: &dyn Row) -> Result<Self, StoreError> {
+    fn from_row(row: &dyn Row) -> Result<Self, DbError> {
         Ok((row.int(0)?, row.int(1)?))
     }
 }
 
-/// The database: PostgreSQL or SQLite, behind the same calls. Reads and
-/// writes are told apart because SQLite serves them on different connections.
+/// The database: PostgreSQL or SQLite, behind the same calls. On SQLite a
+/// statement that begins with `SELECT` runs on a read connection, any other
+/// on the writer.
 #[derive(Clone)]
 pub enum Db {
     Postgres(Postgres),
@@ -169,6 +202,18 @@ pub enum Db {
 }
 
 impl Db {
+    /// Opens the database `url` names and applies `migrations` (on PostgreSQL
+    /// under sqlx's advisory lock, so instances starting together do not
+    /// race). `connections`: the pool's size (read connections on SQLite);
+    /// `wait`: how long a statement waits for a connection (on SQLite, for
+    /// its turn at the writer) before it fails.
+    pub async fn open(url: &str, connections: u32, wait: Duration, migrations: &Migrator) -> Result<Db, DbError> {
+        Ok(match Dialect::of_url(url) {
+            Dialect::Postgres => Db::Postgres(Postgres::open(url, connections, wait, migrations).await?),
+            Dialect::Sqlite => Db::Sqlite(Sqlite::open(url, connections, wait, migrations).await?),
+        })
+    }
+
     pub fn dialect(&self) -> Dialect {
         match self {
             Db::Postgres(_) => Dialect::Postgres,
@@ -176,62 +221,37 @@ impl Db {
         }
     }
 
-    /// Every row a read returns.
-    pub async fn read_all<T: FromRow>(&self, sql: &'static Sql, params: Vec<Value>) -> Result<Vec<T>, StoreError> {
+    /// Every row a statement returns.
+    pub async fn all<T: FromRow>(&self, sql: &'static Sql, params: Vec<Value>) -> Result<Vec<T>, DbError> {
         match self {
-            Db::Postgres(db) => db.all(sql, params).await,
-            Db::Sqlite(db) => db.read(move |c| sqlite::all(c, sql, &params)).await,
-        }
-    }
-
-    /// The row a read returns, if any.
-    pub async fn read_optional<T: FromRow>(
-        &self,
-        sql: &'static Sql,
-        params: Vec<Value>,
-    ) -> Result<Option<T>, StoreError> {
-        Ok(self.read_all(sql, params).await?.into_iter().next())
-    }
-
-    /// The one row a read returns.
-    pub async fn read_one<T: FromRow>(&self, sql: &'static Sql, params: Vec<Value>) -> Result<T, StoreError> {
-        self.read_optional(sql, params).await?.ok_or_else(no_row)
-    }
-
-    /// Runs a write; the rows it changed.
-    pub async fn write(&self, sql: &'static Sql, params: Vec<Value>) -> Result<u64, StoreError> {
-        match self {
-            Db::Postgres(db) => db.execute(sql, params).await,
-            Db::Sqlite(db) => db.write(move |c| sqlite::execute(c, sql, &params)).await,
-        }
-    }
-
-    /// Every row a write returns (`RETURNING`).
-    pub async fn write_all<T: FromRow>(&self, sql: &'static Sql, params: Vec<Value>) -> Result<Vec<T>, StoreError> {
-        match self {
-            Db::Postgres(db) => db.all(sql, params).await,
+            Db::Postgres(db) => postgres::all(&db.pool, sql, &params).await,
+            Db::Sqlite(db) if sql.is_read() => db.read(move |c| sqlite::all(c, sql, &params)).await,
             Db::Sqlite(db) => db.write(move |c| sqlite::all(c, sql, &params)).await,
         }
     }
 
-    /// The row a write returns, if any.
-    pub async fn write_optional<T: FromRow>(
-        &self,
-        sql: &'static Sql,
-        params: Vec<Value>,
-    ) -> Result<Option<T>, StoreError> {
-        Ok(self.write_all(sql, params).await?.into_iter().next())
+    /// The row a statement returns, if any.
+    pub async fn optional<T: FromRow>(&self, sql: &'static Sql, params: Vec<Value>) -> Result<Option<T>, DbError> {
+        Ok(self.all(sql, params).await?.into_iter().next())
     }
 
-    /// The one row a write returns.
-    pub async fn write_one<T: FromRow>(&self, sql: &'static Sql, params: Vec<Value>) -> Result<T, StoreError> {
-        self.write_optional(sql, params).await?.ok_or_else(no_row)
+    /// The one row a statement returns.
+    pub async fn one<T: FromRow>(&self, sql: &'static Sql, params: Vec<Value>) -> Result<T, DbError> {
+        self.optional(sql, params).await?.ok_or_else(no_row)
+    }
+
+    /// Runs a write; the rows it changed.
+    pub async fn execute(&self, sql: &'static Sql, params: Vec<Value>) -> Result<u64, DbError> {
+        match self {
+            Db::Postgres(db) => postgres::execute(&db.pool, sql, &params).await,
+            Db::Sqlite(db) => db.write(move |c| sqlite::execute(c, sql, &params)).await,
+        }
     }
 
     /// A transaction: its statements run in order, and take effect together on `commit`.
-    pub async fn begin(&self) -> Result<Tx, StoreError> {
+    pub async fn begin(&self) -> Result<Tx, DbError> {
         Ok(match self {
-            Db::Postgres(db) => Tx::Postgres(db.begin().await?),
+            Db::Postgres(db) => Tx::Postgres(db.pool.begin().await?),
             Db::Sqlite(db) => Tx::Sqlite(db.begin().await?),
         })
     }
@@ -244,33 +264,29 @@ pub enum Tx {
 }
 
 impl Tx {
-    pub async fn execute(&mut self, sql: &'static Sql, params: Vec<Value>) -> Result<u64, StoreError> {
+    pub async fn execute(&mut self, sql: &'static Sql, params: Vec<Value>) -> Result<u64, DbError> {
         match self {
-            Tx::Postgres(tx) => postgres::execute_on(tx, sql, params).await,
+            Tx::Postgres(tx) => postgres::execute(&mut **tx, sql, &params).await,
             Tx::Sqlite(tx) => tx.run(move |c| sqlite::execute(c, sql, &params)).await,
         }
     }
 
-    pub async fn all<T: FromRow>(&mut self, sql: &'static Sql, params: Vec<Value>) -> Result<Vec<T>, StoreError> {
+    pub async fn all<T: FromRow>(&mut self, sql: &'static Sql, params: Vec<Value>) -> Result<Vec<T>, DbError> {
         match self {
-            Tx::Postgres(tx) => postgres::all_on(tx, sql, params).await,
+            Tx::Postgres(tx) => postgres::all(&mut **tx, sql, &params).await,
             Tx::Sqlite(tx) => tx.run(move |c| sqlite::all(c, sql, &params)).await,
         }
     }
 
-    pub async fn optional<T: FromRow>(
-        &mut self,
-        sql: &'static Sql,
-        params: Vec<Value>,
-    ) -> Result<Option<T>, StoreError> {
+    pub async fn optional<T: FromRow>(&mut self, sql: &'static Sql, params: Vec<Value>) -> Result<Option<T>, DbError> {
         Ok(self.all(sql, params).await?.into_iter().next())
     }
 
-    pub async fn one<T: FromRow>(&mut self, sql: &'static Sql, params: Vec<Value>) -> Result<T, StoreError> {
+    pub async fn one<T: FromRow>(&mut self, sql: &'static Sql, params: Vec<Value>) -> Result<T, DbError> {
         self.optional(sql, params).await?.ok_or_else(no_row)
     }
 
-    pub async fn commit(self) -> Result<(), StoreError> {
+    pub async fn commit(self) -> Result<(), DbError> {
         match self {
             Tx::Postgres(tx) => Ok(tx.commit().await?),
             Tx::Sqlite(tx) => tx.commit().await,
@@ -278,8 +294,8 @@ impl Tx {
     }
 }
 
-fn no_row() -> StoreError {
-    StoreError::Corrupt("a statement that returns a row returned none".into())
+fn no_row() -> DbError {
+    DbError::Corrupt("a statement that returns a row returned none".into())
 }
 
 #[cfg(test)]
