@@ -162,34 +162,23 @@ pub trait FromRow: Sized + Send + 'static {
     fn from_row(row: &dyn Row) -> Result<Self, DbError>;
 }
 
-impl FromRow for i64 {
-    fn from_row(row: &dyn Row) -> Result<Self, DbError> {
-        row.int(0)
-    }
+/// How each type a statement's row may read into is read.
+macro_rules! from_rows {
+    ($($into:ty => |$row:ident| $read:expr),* $(,)?) => {
+        $(impl FromRow for $into {
+            fn from_row($row: &dyn Row) -> Result<Self, DbError> {
+                $read
+            }
+        })*
+    };
 }
 
-impl FromRow for Option<i64> {
-    fn from_row(row: &dyn Row) -> Result<Self, DbError> {
-        row.opt_int(0)
-    }
-}
-
-impl FromRow for String {
-    fn from_row(row: &dyn Row) -> Result<Self, DbError> {
-        row.text(0)
-    }
-}
-
-impl FromRow for (String, String) {
-    fn from_row(row: &dyn Row) -> Result<Self, DbError> {
-        Ok((row.text(0)?, row.text(1)?))
-    }
-}
-
-impl FromRow for (i64, i64) {
-    fn from_row(row: &dyn Row) -> Result<Self, DbError> {
-        Ok((row.int(0)?, row.int(1)?))
-    }
+from_rows! {
+    i64 => |row| row.int(0),
+    Option<i64> => |row| row.opt_int(0),
+    String => |row| row.text(0),
+    (String, String) => |row| Ok((row.text(0)?, row.text(1)?)),
+    (i64, i64) => |row| Ok((row.int(0)?, row.int(1)?)),
 }
 
 /// The database: PostgreSQL or SQLite, behind the same calls. On SQLite a

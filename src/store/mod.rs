@@ -262,12 +262,9 @@ fn schema_is_current(migrator: &sqlx::migrate::Migrator, applied: Option<i64>) -
 fn latest_links(links: &[IdentityLink]) -> Vec<&IdentityLink> {
     let mut latest: std::collections::HashMap<(&str, &str), &IdentityLink> = std::collections::HashMap::new();
     for link in links {
-        let key = (link.workspace_id.as_str(), link.anonymous_id.as_str());
-        match latest.get(&key) {
-            Some(existing) if existing.at > link.at => {}
-            _ => {
-                latest.insert(key, link);
-            }
+        let kept = latest.entry((&link.workspace_id, &link.anonymous_id)).or_insert(link);
+        if link.at >= kept.at {
+            *kept = link;
         }
     }
     latest.into_values().collect()
