@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::pattern::Pattern;
+use crate::pattern::{Pattern, shown};
 
 /// Longest `userId` / `anonymousId` accepted, in characters.
 pub const MAX_ID_CHARS: usize = 255;
@@ -103,7 +103,7 @@ pub enum InvalidOrigins {
     #[error("at most {MAX_ORIGINS} origins may be listed")]
     TooMany,
     /// The first entry that is not an origin.
-    #[error("not an origin such as https://app.example.com")]
+    #[error("{:?} is not an origin such as https://app.example.com", shown(.0))]
     NotAnOrigin(String),
 }
 

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::domain::{InvalidWorkspaceId, WorkspaceId};
+use crate::domain::{InvalidOrigins, InvalidWorkspaceId, WorkspaceId};
 use crate::store::StoreError;
 
 /// Seconds a client is asked to wait after a `503`.
@@ -331,6 +331,12 @@ impl From<EventError> for ApiError {
 impl From<InvalidWorkspaceId> for ApiError {
     fn from(_: InvalidWorkspaceId) -> ApiError {
         ApiError::InvalidRequest { field: Some("id"), message: WorkspaceId::RULE.into() }
+    }
+}
+
+impl From<InvalidOrigins> for ApiError {
+    fn from(e: InvalidOrigins) -> ApiError {
+        ApiError::InvalidRequest { field: Some("allowed_origins"), message: e.to_string() }
     }
 }
 

@@ -13,6 +13,18 @@ use regex::Regex;
 /// characters every engine's `\s` agrees on, unlike the wider Unicode spaces.
 pub const BLANKS: [char; 4] = [' ', '\t', '\r', '\n'];
 
+/// Longest part of a client's text an error message quotes, in characters.
+const SHOWN_CHARS: usize = 64;
+
+/// A client's key or text as an error message quotes it: at most `SHOWN_CHARS` characters.
+pub fn shown(text: &str) -> String {
+    if text.chars().count() <= SHOWN_CHARS {
+        text.to_owned()
+    } else {
+        format!("{}…", text.chars().take(SHOWN_CHARS).collect::<String>())
+    }
+}
+
 /// Something shows: a character other than a blank.
 pub static VISIBLE: Pattern = Pattern::new("[^ \\t\\r\\n]");
 

@@ -18,7 +18,7 @@ use crate::catalog;
 use crate::domain::{IntegrationState, IpPolicy, WorkspaceId};
 use crate::error::{ApiError, ErrorBody};
 use crate::openapi::{nullable, nullable_array};
-use crate::pattern::{BLANKS, Pattern};
+use crate::pattern::{BLANKS, Pattern, shown};
 use crate::secrets::WriteKey;
 use crate::segment::{self, BatchLimits, Context, Outcome, Region, TrackMessage};
 use crate::selection::{self, EventSelection};
@@ -217,7 +217,7 @@ impl IntegrationBody {
         if let Some(unknown) = fields.keys().next() {
             let message = format!(
                 "unknown field {:?}; expected write_key, region, enabled, events, omit_properties or ip",
-                crate::ingest::shown(unknown)
+                shown(unknown)
             );
             return Err(ApiError::InvalidRequest { field: None, message });
         }

@@ -8,7 +8,7 @@ use utoipa::openapi::{ArrayBuilder, ObjectBuilder, Type};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{AdminJson, workspace_id_schema};
-use crate::domain::{AllowedOrigins, InvalidOrigins, MAX_ORIGINS, ORIGIN, WorkspaceId};
+use crate::domain::{AllowedOrigins, MAX_ORIGINS, ORIGIN, WorkspaceId};
 use crate::error::{ApiError, ErrorBody};
 use crate::openapi::{self, nullable};
 use crate::pattern::{BLANKS, VISIBLE};
@@ -220,13 +220,7 @@ fn new_workspace(id: WorkspaceId, name: String, allowed_origins: Option<Vec<Stri
         });
     }
     let name = name.trim_matches(BLANKS).to_owned();
-    let allowed_origins = allowed_origins.map(AllowedOrigins::parse).transpose().map_err(|e| {
-        let message = match &e {
-            InvalidOrigins::NotAnOrigin(origin) => format!("{:?} is {e}", crate::ingest::shown(origin)),
-            InvalidOrigins::TooMany => e.to_string(),
-        };
-        ApiError::InvalidRequest { field: Some("allowed_origins"), message }
-    })?;
+    let allowed_origins = allowed_origins.map(AllowedOrigins::parse).transpose()?;
     let id = id.into_string();
     Ok(Workspace { id, name, ingest_key: new_ingest_key(), created_at: now_millis(), allowed_origins })
 }

@@ -104,17 +104,17 @@ impl Sqlite {
         self.submit(job)?;
         let mut answer = answer;
         match tokio::time::timeout(self.inner.wait, &mut answer).await {
-            Ok(answered) => answered.map_err(|_| closed())?,
+            Ok(answered) => answered.map_err(|_| DbError::WriterStopped)?,
             Err(_) if turn.compare_exchange(QUEUED, ABANDONED, Ordering::AcqRel, Ordering::Acquire).is_ok() => {
                 Err(DbError::Busy)
             }
             // It started meanwhile: its answer comes.
-            Err(_) => answer.await.map_err(|_| closed())?,
+            Err(_) => answer.await.map_err(|_| DbError::WriterStopped)?,
         }
     }
 
     fn submit(&self, job: Job) -> Result<(), DbError> {
-        self.inner.writer.lock().unwrap_or_else(|p| p.into_inner()).send(job).map_err(|_| closed())
+        self.inner.writer.lock().unwrap_or_else(|p| p.into_inner()).send(job).map_err(|_| DbError::WriterStopped)
     }
 
     /// Runs `work` on a read connection.
@@ -125,7 +125,7 @@ impl Sqlite {
         let slot = tokio::time::timeout(self.inner.wait, self.inner.reader_slots.acquire())
             .await
             .map_err(|_| DbError::Busy)?
-            .map_err(|_| closed())?;
+            .map_err(|_| DbError::WriterStopped)?;
         let inner = self.inner.clone();
         let result = tokio::task::spawn_blocking(move || {
             let connection = match inner.readers.lock().unwrap_or_else(|p| p.into_inner()).pop() {
@@ -170,7 +170,7 @@ impl Sqlite {
             let _ = connection.execute_batch("ROLLBACK");
         }))?;
         let answered = tokio::time::timeout(self.inner.wait, begun).await.map_err(|_| DbError::Busy)?;
-        answered.map_err(|_| closed())??;
+        answered.map_err(|_| DbError::WriterStopped)??;
         Ok(Transaction { steps })
     }
 }
@@ -198,19 +198,15 @@ impl Transaction {
         let job: Job = Box::new(move |connection| {
             let _ = reply.send(work(connection));
         });
-        self.steps.send(Step::Run(job)).map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())?
+        self.steps.send(Step::Run(job)).map_err(|_| DbError::WriterStopped)?;
+        answer.await.map_err(|_| DbError::WriterStopped)?
     }
 
     pub async fn commit(self) -> Result<(), DbError> {
         let (reply, answer) = oneshot::channel();
-        self.steps.send(Step::Commit(reply)).map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())?
+        self.steps.send(Step::Commit(reply)).map_err(|_| DbError::WriterStopped)?;
+        answer.await.map_err(|_| DbError::WriterStopped)?
     }
-}
-
-fn closed() -> DbError {
-    DbError::WriterStopped
 }
 
 fn open_reader(path: &PathBuf) -> Result<SqliteConnection, DbError> {

@@ -9,13 +9,12 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use super::strict_json::shown;
 use crate::catalog;
+use crate::domain::MAX_ID_CHARS;
 use crate::error::{EventError, EventErrorCode as Code};
+use crate::pattern::shown;
 use crate::segment::{self, Context, TrackMessage};
 use crate::store::{IdentityLink, NewEvent};
-
-use crate::domain::MAX_ID_CHARS;
 
 /// What the request adds to each of its events.
 #[derive(Clone, Debug)]

@@ -34,7 +34,6 @@ pub use body::read_first;
 pub use cors::cors;
 use event::{Envelope, parse_event, parse_identify};
 use strict_json::JsonLimits;
-pub use strict_json::shown;
 
 const KEY_HEADER: &str = "x-produktly-key";
 /// Longest user agent forwarded, in bytes.

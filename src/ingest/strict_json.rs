@@ -10,9 +10,7 @@ use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
 use crate::error::{EventError, EventErrorCode};
-
-/// Longest key or excerpt of one shown in an error message.
-const SHOWN_CHARS: usize = 64;
+use crate::pattern::shown;
 
 #[derive(Clone, Copy, Debug)]
 pub struct JsonLimits {
@@ -149,15 +147,6 @@ impl<'de> Visitor<'de> for Strict<'_> {
             object.insert(key, value);
         }
         Ok(Value::Object(object))
-    }
-}
-
-/// A key or text as shown in a message: at most `SHOWN_CHARS` characters.
-pub fn shown(text: &str) -> String {
-    if text.chars().count() <= SHOWN_CHARS {
-        text.to_owned()
-    } else {
-        format!("{}…", text.chars().take(SHOWN_CHARS).collect::<String>())
     }
 }
 

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use crate::config::Settings;
 use crate::db::{Db, DbError, Dialect, Sql};
-use crate::domain::{AllowedOrigins, DeadLetterReason, IpPolicy, Region};
+use crate::domain::{AllowedOrigins, DeadLetterReason, IpPolicy, LINK_REFRESH_MILLIS, Region};
 use crate::selection::EventSelection;
 pub use erasure::{Erased, ErasureSubject};
 pub use queue::QueueLife;
@@ -88,8 +88,6 @@ pub struct IdentityLink {
     pub user_id: String,
     pub at: Millis,
 }
-
-use crate::domain::LINK_REFRESH_MILLIS;
 
 /// A workspace's Segment integration: the sealed write key, its settings and
 /// the state of delivery to it.
