@@ -72,6 +72,10 @@ const scenarios = {
       await Promise.all([page.waitForURL(`${AWAY}/**`), page.click("#go")]);
       await page.close();
     }
+    // The user comes back once more: a click whose keepalive request the
+    // browser cut off goes with the next page, as each earlier click's does.
+    const next = await open(context, report);
+    await next.evaluate(() => window.tracker.flush());
   },
 
   // The service out of reach while 10 events are tracked; the page goes away;
