@@ -56,7 +56,7 @@ impl App {
         let secrets = Secrets::resolve(&settings)?;
         let store = store::connect(&settings).await?;
         let queue_depth = QueueDepth::default();
-        let metrics = Arc::new(Metrics::new(&queue_depth));
+        let metrics = Arc::new(Metrics::new(&queue_depth, &store.connection_counts()));
         let backlog = Arc::new(Backlog::default());
         let (committer, committer_task) =
             Committer::spawn(store.clone(), metrics.clone(), queue_depth.clone(), backlog.clone(), &settings.ingest);

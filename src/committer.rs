@@ -2,6 +2,13 @@
 //! everything waiting as one transaction, then answers every request in it.
 //! While one commit runs, the next batch gathers, so the database sees few,
 //! large transactions instead of one per request.
+//!
+//! A commit has a bound (`ingest.commit_timeout_ms`): past it, its requests
+//! are answered `503` while the commit goes on by itself, never cancelled.
+//! (A commit waiting for a synchronous standby that is gone would otherwise
+//! hold every request; and PostgreSQL reports a commit cancelled during that
+//! wait as committed, on one disk only.) If it lands later, the clients'
+//! retries carry the same messageIds and are not stored again.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +33,15 @@ const FAIL_FAST_FOR: Duration = Duration::from_secs(1);
 /// A commit of fewer events than this waits up to `GATHER_FOR` for more.
 const SMALL_COMMIT: usize = 16;
 const GATHER_FOR: Duration = Duration::from_millis(1);
+
+/// What a commit updates once it has landed, even after its requests were answered.
+#[derive(Clone)]
+struct Landing {
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    queue_depth: QueueDepth,
+    backlog: Arc<Backlog>,
+}
 
 struct Job {
     events: Vec<NewEvent>,
@@ -57,7 +73,8 @@ impl Committer {
         settings: &IngestSettings,
     ) -> (Committer, JoinHandle<()>) {
         let (jobs, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(rx, store, metrics, queue_depth, backlog, settings.commit_max_rows));
+        let landing = Landing { store, metrics, queue_depth, backlog };
+        let task = tokio::spawn(run(rx, landing, settings.commit_max_rows, settings.commit_timeout()));
         let pending = Arc::new(Semaphore::new(settings.max_pending_events.min(Semaphore::MAX_PERMITS)));
         (Committer { jobs, pending }, task)
     }
@@ -77,31 +94,20 @@ impl Committer {
     }
 }
 
-async fn run(
-    mut rx: mpsc::UnboundedReceiver<Job>,
-    store: Arc<Store>,
-    metrics: Arc<Metrics>,
-    queue_depth: QueueDepth,
-    backlog: Arc<Backlog>,
-    max_rows: usize,
-) {
+async fn run(mut rx: mpsc::UnboundedReceiver<Job>, landing: Landing, max_rows: usize, bound: Duration) {
     let mut failing_since: Option<Instant> = None;
     while let Some(first) = rx.recv().await {
         let mut jobs = vec![first];
         gather(&mut rx, &mut jobs, max_rows).await;
-        let committed = match failing_since {
+        let result = match failing_since {
             Some(since) if since.elapsed() < FAIL_FAST_FOR => Err(Arc::new(StoreError::RecentlyFailed)),
-            _ => commit_jobs(&mut jobs, store.as_ref(), &metrics, &queue_depth).await,
+            _ => commit_jobs(&mut jobs, &landing, bound).await,
         };
-        match &committed {
-            Ok(workspaces) => {
-                failing_since = None;
-                backlog.mark(workspaces.iter().map(String::as_str));
-            }
+        match &result {
+            Ok(()) => failing_since = None,
             Err(e) if !matches!(**e, StoreError::RecentlyFailed) => failing_since = Some(Instant::now()),
             Err(_) => {}
         }
-        let result: CommitResult = committed.map(|_| ());
         for job in jobs {
             // A request that gave up waiting has nobody to answer.
             let _ = job.done.send(result.clone());
@@ -132,33 +138,50 @@ async fn gather(rx: &mut mpsc::UnboundedReceiver<Job>, jobs: &mut Vec<Job>, max_
     }
 }
 
-/// Commits the jobs' events and identity links as one transaction; on success,
-/// the workspaces that got events.
-async fn commit_jobs(
-    jobs: &mut [Job],
-    store: &Store,
-    metrics: &Metrics,
-    queue_depth: &QueueDepth,
-) -> Result<Vec<String>, Arc<StoreError>> {
+/// Commits the jobs' events and identity links as one transaction, waiting
+/// for it at most `bound`; a commit past its bound goes on by itself.
+async fn commit_jobs(jobs: &mut [Job], landing: &Landing, bound: Duration) -> CommitResult {
     let events: Vec<NewEvent> = jobs.iter_mut().flat_map(|job| std::mem::take(&mut job.events)).collect();
     let identities: Vec<IdentityLink> = jobs.iter_mut().flat_map(|job| std::mem::take(&mut job.identities)).collect();
     let count = events.len();
-    let mut ids: Vec<&str> = events.iter().map(|e| e.workspace_id.as_str()).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let workspaces: Vec<String> = ids.into_iter().map(str::to_owned).collect();
-    let started = Instant::now();
-    let result = store.enqueue(events, identities).await;
-    metrics.store_op(StoreOperation::Enqueue, started.elapsed());
-    match result {
-        Ok(()) => {
-            metrics.events_accepted.inc_by(count as u64);
-            queue_depth.added(count as u64);
-            Ok(workspaces)
-        }
-        Err(e) => {
+    let mut commit = Box::pin(landing.clone().commit(events, identities));
+    match tokio::time::timeout(bound, &mut commit).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
             tracing::error!(error = %e, events = count, "group commit failed");
             Err(Arc::new(e))
         }
+        Err(_) => {
+            tracing::error!(events = count, bound_ms = bound.as_millis() as u64, "group commit past its bound");
+            tokio::spawn(async move {
+                match commit.await {
+                    Ok(()) => tracing::warn!(
+                        events = count,
+                        "a commit answered 503 past its bound has landed; retries of its events are not stored again"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, events = count, "a commit past its bound failed"),
+                }
+            });
+            Err(Arc::new(StoreError::CommitTimedOut(bound)))
+        }
+    }
+}
+
+impl Landing {
+    /// Commits, then counts the events and wakes their delivery.
+    async fn commit(self, events: Vec<NewEvent>, identities: Vec<IdentityLink>) -> Result<(), StoreError> {
+        let count = events.len() as u64;
+        let mut workspaces: Vec<String> = events.iter().map(|e| e.workspace_id.clone()).collect();
+        workspaces.sort_unstable();
+        workspaces.dedup();
+        let started = Instant::now();
+        let result = self.store.enqueue(events, identities).await;
+        self.metrics.store_op(StoreOperation::Enqueue, started.elapsed());
+        let stored = result?;
+        self.metrics.events_accepted.inc_by(count);
+        self.metrics.events_already_queued.inc_by(count - stored);
+        self.queue_depth.added(stored);
+        self.backlog.mark(workspaces.iter().map(String::as_str));
+        Ok(())
     }
 }

@@ -85,6 +85,7 @@ pub struct IngestSettings {
     pub max_batch_events: usize,
     pub max_pending_events: usize,
     pub commit_max_rows: usize,
+    pub commit_timeout_ms: u64,
     pub max_queue_depth: u64,
     pub key_cache_ttl_ms: u64,
     pub max_json_depth: usize,
@@ -166,8 +167,11 @@ impl Settings {
         if self.http.header_timeout_ms == 0 || self.http.idle_timeout_ms == 0 {
             return invalid("http.header_timeout_ms and http.idle_timeout_ms must be positive");
         }
-        if self.ingest.commit_max_rows == 0 || self.ingest.max_pending_events == 0 {
-            return invalid("ingest.commit_max_rows and ingest.max_pending_events must be positive");
+        if self.ingest.commit_max_rows == 0 || self.ingest.max_pending_events == 0 || self.ingest.commit_timeout_ms == 0
+        {
+            return invalid(
+                "ingest.commit_max_rows, ingest.max_pending_events and ingest.commit_timeout_ms must be positive",
+            );
         }
         if self.delivery.max_concurrent_requests == 0 || self.delivery.workspace_max_requests_per_sec == 0 {
             return invalid(
@@ -243,6 +247,9 @@ impl IngestSettings {
     }
     pub fn body_timeout(&self) -> Duration {
         Duration::from_millis(self.body_timeout_ms)
+    }
+    pub fn commit_timeout(&self) -> Duration {
+        Duration::from_millis(self.commit_timeout_ms)
     }
 }
 

@@ -11,6 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Metric, Registry};
 
+use crate::db::ConnectionCounts;
 use crate::domain::{DeadLetterReason, Region};
 use crate::queue_depth::QueueDepth;
 
@@ -61,6 +62,8 @@ pub struct Metrics {
     registry: Registry,
     pub events_received: Counter,
     pub events_accepted: Counter,
+    /// Accepted events not stored again: their messageId was already queued (retries).
+    pub events_already_queued: Counter,
     pub events_rejected: Family<Reason, Counter>,
     pub events_discarded: FrequentLabels<Reason>,
     pub ingest_responses: FrequentLabels<Status>,
@@ -92,14 +95,35 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// The metrics, with `queue_depth` read from the queue's own counter.
-    pub fn new(queue_depth: &QueueDepth) -> Metrics {
+    /// The metrics, with `queue_depth` read from the queue's own counter and
+    /// the database's connection counts from the SQL layer's.
+    pub fn new(queue_depth: &QueueDepth, connections: &ConnectionCounts) -> Metrics {
         let mut r = Registry::with_prefix("produktly");
         r.register_collector(queue_depth.collector());
         let r = &mut r;
+        registered(
+            r,
+            "database_connections_opened",
+            "Connections opened to PostgreSQL (each one that broke is replaced by a new one)",
+            connections.opened.clone(),
+        );
+        registered(
+            r,
+            "database_failovers",
+            "Times the connections moved to a new PostgreSQL primary, or were replaced because the server stopped \
+             taking writes",
+            connections.failovers.clone(),
+        );
         Metrics {
             events_received: registered(r, "events_received", "Events received by ingest", Counter::default()),
             events_accepted: registered(r, "events_accepted", "Events committed to the queue", Counter::default()),
+            events_already_queued: registered(
+                r,
+                "events_already_queued",
+                "Accepted events not stored again: their messageId was already queued (a retry of a commit whose \
+                 answer was lost)",
+                Counter::default(),
+            ),
             events_rejected: registered(r, "events_rejected", "Events refused at ingest, by reason", Family::default()),
             events_discarded: FrequentLabels::new(
                 registered(

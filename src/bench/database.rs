@@ -53,7 +53,8 @@ pub async fn drop_postgres_database(url: &str, name: &str) -> Result<(), sqlx::E
     run_admin(url, &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await
 }
 
-async fn run_admin(url: &str, statement: &str) -> Result<(), sqlx::Error> {
+/// Runs one statement on the server at `url`, on a connection of its own.
+pub async fn run_admin(url: &str, statement: &str) -> Result<(), sqlx::Error> {
     use sqlx::Connection;
     let connect = sqlx::PgConnection::connect(url);
     let mut connection =

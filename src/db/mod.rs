@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use sqlx::migrate::Migrator;
 
-pub use postgres::Postgres;
+pub use postgres::{ConnectionCounts, Postgres};
 pub use sqlite::{Sqlite, SqliteConnection};
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +38,12 @@ pub enum DbError {
     Io(#[from] std::io::Error),
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+    #[error("the database URL is not valid: {0}")]
+    InvalidUrl(String),
+    #[error("no PostgreSQL host takes writes: {0}")]
+    NoPrimary(String),
+    #[error("the database server does not take writes")]
+    ReadOnly,
 }
 
 /// Which database a statement is rendered for.
@@ -213,7 +219,7 @@ impl Db {
     /// Every row a statement returns.
     pub async fn all<T: FromRow>(&self, sql: &'static Sql, params: Vec<Value>) -> Result<Vec<T>, DbError> {
         match self {
-            Db::Postgres(db) => postgres::all(&db.pool, sql, &params).await,
+            Db::Postgres(db) => db.all(sql, &params).await,
             Db::Sqlite(db) if sql.is_read() => db.read(move |c| sqlite::all(c, sql, &params)).await,
             Db::Sqlite(db) => db.write(move |c| sqlite::all(c, sql, &params)).await,
         }
@@ -232,15 +238,24 @@ impl Db {
     /// Runs a write; the rows it changed.
     pub async fn execute(&self, sql: &'static Sql, params: Vec<Value>) -> Result<u64, DbError> {
         match self {
-            Db::Postgres(db) => postgres::execute(&db.pool, sql, &params).await,
+            Db::Postgres(db) => db.execute(sql, &params).await,
             Db::Sqlite(db) => db.write(move |c| sqlite::execute(c, sql, &params)).await,
+        }
+    }
+
+    /// Whether the database takes writes (on PostgreSQL, the server in use
+    /// may have become a standby).
+    pub async fn check_writable(&self) -> Result<(), DbError> {
+        match self {
+            Db::Postgres(db) => db.check_writable().await,
+            Db::Sqlite(_) => Ok(()),
         }
     }
 
     /// A transaction: its statements run in order, and take effect together on `commit`.
     pub async fn begin(&self) -> Result<Tx, DbError> {
         Ok(match self {
-            Db::Postgres(db) => Tx::Postgres(db.pool.begin().await?),
+            Db::Postgres(db) => Tx::Postgres(db.begin().await?),
             Db::Sqlite(db) => Tx::Sqlite(db.begin().await?),
         })
     }
@@ -248,21 +263,21 @@ impl Db {
 
 /// A transaction; dropped without `commit`, it rolls back.
 pub enum Tx {
-    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+    Postgres(postgres::PgTransaction),
     Sqlite(sqlite::Transaction),
 }
 
 impl Tx {
     pub async fn execute(&mut self, sql: &'static Sql, params: Vec<Value>) -> Result<u64, DbError> {
         match self {
-            Tx::Postgres(tx) => postgres::execute(&mut **tx, sql, &params).await,
+            Tx::Postgres(tx) => tx.execute(sql, &params).await,
             Tx::Sqlite(tx) => tx.run(move |c| sqlite::execute(c, sql, &params)).await,
         }
     }
 
     pub async fn all<T: FromRow>(&mut self, sql: &'static Sql, params: Vec<Value>) -> Result<Vec<T>, DbError> {
         match self {
-            Tx::Postgres(tx) => postgres::all(&mut **tx, sql, &params).await,
+            Tx::Postgres(tx) => tx.all(sql, &params).await,
             Tx::Sqlite(tx) => tx.run(move |c| sqlite::all(c, sql, &params)).await,
         }
     }
@@ -277,7 +292,7 @@ impl Tx {
 
     pub async fn commit(self) -> Result<(), DbError> {
         match self {
-            Tx::Postgres(tx) => Ok(tx.commit().await?),
+            Tx::Postgres(tx) => tx.commit().await,
             Tx::Sqlite(tx) => tx.commit().await,
         }
     }

@@ -17,7 +17,7 @@ use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
 use crate::config::Settings;
-use crate::db::{Db, DbError, Dialect, Sql};
+use crate::db::{ConnectionCounts, Db, DbError, Dialect, Sql};
 use crate::domain::{AllowedOrigins, DeadLetterReason, IpPolicy, LINK_REFRESH_MILLIS, Region};
 use crate::selection::EventSelection;
 pub use erasure::{Erased, ErasureSubject};
@@ -36,6 +36,8 @@ pub enum StoreError {
     SchemaOutdated,
     #[error("the database failed a moment ago; not tried again yet")]
     RecentlyFailed,
+    #[error("the commit did not complete within {0:?}")]
+    CommitTimedOut(Duration),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -232,10 +234,19 @@ impl Store {
         Ok(Store { db, migrator, announced: Arc::new(AtomicI64::new(0)) })
     }
 
-    /// Ok when the database answers and its schema is this build's.
+    /// Ok when the database answers, takes writes, and its schema is this build's.
     pub async fn check_ready(&self) -> Result<(), StoreError> {
         let applied: Option<i64> = self.db.one(&APPLIED_VERSION, vec![]).await?;
+        self.db.check_writable().await?;
         schema_is_current(self.migrator, applied)
+    }
+
+    /// PostgreSQL's connection counts (none on SQLite), for the metrics.
+    pub fn connection_counts(&self) -> ConnectionCounts {
+        match &self.db {
+            Db::Postgres(db) => db.connection_counts().clone(),
+            Db::Sqlite(_) => ConnectionCounts::default(),
+        }
     }
 }
 

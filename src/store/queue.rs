@@ -22,31 +22,39 @@ use crate::time::now_millis;
 const LEASE_HELD: &str = "workspace_id = $2 \
      AND EXISTS (SELECT 1 FROM integrations WHERE workspace_id = $2 AND lease_id = $3)";
 
+/// An event whose messageId the workspace's queue already holds is a retry
+/// of one stored before (its answer was lost): it is not stored again.
+const ALREADY_QUEUED: &str = " ON CONFLICT (workspace_id, message_id) DO NOTHING";
+
 /// An identity link is rewritten when its user changed, or once it is a day
 /// old (`$5`), and never by an older one.
 const LINK_CONFLICT: &str = " ON CONFLICT (workspace_id, anonymous_id) DO UPDATE SET user_id = excluded.user_id, \
      updated_at = excluded.updated_at WHERE excluded.updated_at >= identities.updated_at \
      AND (excluded.user_id <> identities.user_id OR excluded.updated_at >= identities.updated_at + $5)";
 
-static INSERT_EVENT: Sql = Sql::new(
+static INSERT_EVENT: Sql = Sql::new(concatcp!(
     "INSERT INTO events (workspace_id, message_id, user_id, anonymous_id, payload, received_at) \
      VALUES ($1, $2, $3, $4, $5, $6)",
-);
+    ALREADY_QUEUED
+));
 static UPSERT_LINK: Sql = Sql::new(concatcp!(
     "INSERT INTO identities (workspace_id, anonymous_id, user_id, updated_at) VALUES ($1, $2, $3, $4)",
     LINK_CONFLICT
 ));
-/// PostgreSQL takes a commit's rows as column arrays, in one round trip, and
-/// announces them in the same statement.
+/// PostgreSQL takes a commit's rows as column arrays, in one round trip,
+/// announces them in the same statement, and answers how many were new.
 static ENQUEUE_ARRAYS: Sql = Sql::new(concatcp!(
     "WITH new_events AS ( \
        INSERT INTO events (workspace_id, message_id, user_id, anonymous_id, payload, received_at) \
-       SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $6::text[], $7::bigint[])), \
+       SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $6::text[], $7::bigint[])",
+    ALREADY_QUEUED,
+    " RETURNING 1), \
      new_links AS ( \
        INSERT INTO identities (workspace_id, anonymous_id, user_id, updated_at) \
        SELECT * FROM UNNEST($8::text[], $9::text[], $10::text[], $11::bigint[])",
     LINK_CONFLICT,
-    ") SELECT pg_notify($12, $13) WHERE $13 <> ''"
+    ") SELECT (SELECT COUNT(*) FROM new_events), \
+              (SELECT COUNT(*) FROM (SELECT pg_notify($12, $13) WHERE $13 <> '') AS announced)"
 ));
 static WORKSPACES_WITH_EVENTS: Sql = Sql::new(
     "SELECT workspace_id FROM integrations i \
@@ -89,11 +97,12 @@ static DEAD_LETTERS: Sql = Sql::new(concatcp!(
     " FROM dead_letters WHERE workspace_id = $1 ORDER BY id LIMIT $2"
 ));
 static DEAD_LETTER_IDS: Sql = Sql::new("SELECT id FROM dead_letters WHERE workspace_id = $1 ORDER BY id LOCK_ROW");
-static REPLAY: Sql = Sql::new(
+static REPLAY: Sql = Sql::new(concatcp!(
     "INSERT INTO events (workspace_id, message_id, user_id, anonymous_id, payload, received_at) \
      SELECT workspace_id, message_id, user_id, anonymous_id, payload, $2 \
      FROM dead_letters WHERE id IN_LIST($1) ORDER BY id",
-);
+    ALREADY_QUEUED
+));
 static DELETE_DEAD_LETTERS: Sql = Sql::new("DELETE FROM dead_letters WHERE id IN_LIST($1)");
 static ANNOUNCE: Sql = Sql::new("SELECT pg_notify($1, '')");
 
@@ -129,15 +138,16 @@ impl QueueLife {
 }
 
 impl Store {
-    /// Commits events and identity links in one transaction.
-    pub async fn enqueue(&self, events: Vec<NewEvent>, identities: Vec<IdentityLink>) -> Result<(), StoreError> {
+    /// Commits events and identity links in one transaction; the number of
+    /// events stored (the others were already queued: retries).
+    pub async fn enqueue(&self, events: Vec<NewEvent>, identities: Vec<IdentityLink>) -> Result<u64, StoreError> {
         match &self.db {
             Db::Postgres(db) => {
                 let announcement = self.announcement(&events);
                 let column = |f: fn(&NewEvent) -> Option<&str>| events.iter().map(f).collect::<Vec<_>>();
                 let links = latest_links(&identities);
                 let link_column = |f: fn(&IdentityLink) -> &str| links.iter().map(|l| f(l)).collect::<Vec<_>>();
-                sqlx::query(ENQUEUE_ARRAYS.text(self.db.dialect()))
+                let enqueued = sqlx::query_as::<_, (i64, i64)>(ENQUEUE_ARRAYS.text(self.db.dialect()))
                     .bind(column(|e| Some(&e.workspace_id)))
                     .bind(column(|e| Some(&e.message_id)))
                     .bind(column(|e| e.user_id.as_deref()))
@@ -151,10 +161,9 @@ impl Store {
                     .bind(links.iter().map(|l| l.at).collect::<Vec<_>>())
                     .bind(EVENTS_CHANNEL)
                     .bind(announcement)
-                    .execute(&db.pool)
-                    .await
-                    .map_err(DbError::from)?;
-                Ok(())
+                    .fetch_one(&db.pool())
+                    .await;
+                Ok(db.observed(enqueued)?.0 as u64)
             }
             Db::Sqlite(db) => Ok(db.write(move |c| insert_rows(c, &events, &identities)).await?),
         }
@@ -272,9 +281,10 @@ impl Store {
     pub async fn listen_for_events(&self, on_events: OnEvents, stop: CancellationToken) {
         let Db::Postgres(db) = &self.db else { return };
         loop {
+            let pool = db.pool();
             let listened = tokio::select! {
                 _ = stop.cancelled() => return,
-                listened = relay_notifications(&db.pool, &on_events) => listened,
+                listened = relay_notifications(&pool, &on_events) => listened,
             };
             if let Err(e) = listened {
                 tracing::warn!(error = %e, "lost the event notifications; polling until they are back");
@@ -327,19 +337,20 @@ impl Store {
 /// SQLite's commit: one transaction of prepared single-row inserts (no
 /// statement to parse, and no statement journal as a multi-row insert needs).
 /// Their parameters appear in the order of their numbers, so they bind by position.
-fn insert_rows(c: &mut SqliteConnection, events: &[NewEvent], identities: &[IdentityLink]) -> Result<(), DbError> {
+fn insert_rows(c: &mut SqliteConnection, events: &[NewEvent], identities: &[IdentityLink]) -> Result<u64, DbError> {
     let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut stored = 0;
     {
         let mut insert = tx.prepare_cached(INSERT_EVENT.text(Dialect::Sqlite))?;
         for event in events {
-            insert.execute(rusqlite::params![
+            stored += insert.execute(rusqlite::params![
                 event.workspace_id,
                 event.message_id,
                 event.user_id,
                 event.anonymous_id,
                 event.payload,
                 event.received_at
-            ])?;
+            ])? as u64;
         }
         let mut upsert = tx.prepare_cached(UPSERT_LINK.text(Dialect::Sqlite))?;
         for link in latest_links(identities) {
@@ -354,7 +365,7 @@ fn insert_rows(c: &mut SqliteConnection, events: &[NewEvent], identities: &[Iden
     }
     // Dropped on an error above, the transaction rolls back.
     tx.commit()?;
-    Ok(())
+    Ok(stored)
 }
 
 /// Passes on every announcement until the connection fails.

@@ -4,6 +4,7 @@
 
 use figment::Figment;
 use figment::providers::{Format, Toml};
+use produktly_segment::db::ConnectionCounts;
 use produktly_segment::metrics::Metrics;
 use produktly_segment::queue_depth::QueueDepth;
 use serde_json::Value;
@@ -52,7 +53,7 @@ fn every_setting_is_in_the_configuration_table_with_its_default() {
 
 #[test]
 fn every_metric_is_described() {
-    let exported = Metrics::new(&QueueDepth::default()).encode();
+    let exported = Metrics::new(&QueueDepth::default(), &ConnectionCounts::default()).encode();
     let names: Vec<&str> =
         exported.lines().filter_map(|line| line.strip_prefix("# TYPE ")?.split(' ').next()).collect();
     assert!(names.len() >= 10, "{exported}");

@@ -143,6 +143,41 @@ async fn claims_resolve_user_ids_and_follow_arrival_order(backend: Backend) {
     assert_eq!(claimed[1].received_at, events[1].received_at);
 }
 
+/// An event whose messageId is queued in its workspace is acknowledged and
+/// not stored again (a retry after a lost answer); another workspace's, or one
+/// already delivered, is stored. A replayed dead letter that is queued again
+/// meanwhile is queued once.
+async fn a_queued_message_id_is_stored_once(backend: Backend) {
+    let Some((_env, store)) = open(backend).await else {
+        return;
+    };
+    seeded(store.as_ref(), "w", 0).await;
+    assert!(store.insert_workspace(&workspace("v")).await.unwrap());
+    let first = [event("w", 1, Some("u"), None), event("w", 2, Some("u"), None)];
+    assert_eq!(store.enqueue(first.to_vec(), vec![]).await.unwrap(), 2);
+    let retried = [event("w", 2, Some("u"), None), event("w", 3, Some("u"), None), event("w", 3, Some("u"), None)];
+    assert_eq!(store.enqueue(retried.to_vec(), vec![]).await.unwrap(), 1, "only m3 is new, once");
+    assert_eq!(store.enqueue(vec![event("v", 2, Some("u"), None)], vec![]).await.unwrap(), 1, "another workspace");
+    assert_eq!(store.queue_counts("w").await.unwrap().queued, 3);
+
+    let lease = lease_one(store.as_ref(), NOW).await;
+    let queued = store.queued_events(&lease, 0, 10).await.unwrap();
+    let ids: Vec<_> = queued.iter().map(|e| e.message_id.as_str()).collect();
+    assert_eq!(ids, ["m1", "m2", "m3"]);
+    let m1 = queued[0].id;
+    let rejection =
+        Rejection { event_id: m1, reason: DeadLetterReason::Rejected, status: Some(400), detail: "bad".into() };
+    assert_eq!(store.dead_letter(&lease, &[rejection], NOW).await.unwrap(), 1);
+    assert_eq!(store.ack(&lease, &[queued[1].id]).await.unwrap(), 1);
+    // m1 comes back from the browser while its dead letter waits; m2 was delivered.
+    assert_eq!(
+        store.enqueue(vec![event("w", 1, Some("u"), None), event("w", 2, Some("u"), None)], vec![]).await.unwrap(),
+        2
+    );
+    assert_eq!(store.replay_dead_letters("w", NOW + 9).await.unwrap(), 0, "m1 is queued already");
+    assert_eq!(store.queue_counts("w").await.unwrap(), store::QueueCounts { queued: 3, dead: 0 });
+}
+
 /// Acks and dead letters take effect only under the current
 /// lease: a worker whose lease ran out cannot undo another's work.
 async fn a_stale_lease_changes_nothing(backend: Backend) {
@@ -515,6 +550,7 @@ on_both_backends!(
     commits_wake_listeners,
     workspaces_and_ingest_targets,
     claims_resolve_user_ids_and_follow_arrival_order,
+    a_queued_message_id_is_stored_once,
     a_stale_lease_changes_nothing,
     failed_events_stay_queued_for_the_next_round,
     dead_letters_are_kept_listed_and_replayed,
