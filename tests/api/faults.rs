@@ -3,15 +3,16 @@
 //! reaches Segment at least once, with its messageId.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use figment::providers::Serialized;
 use serde_json::{Value, json};
 
+use crate::common::load::{self, Attempt, Load, Shape};
 use crate::common::process::ServiceProcess;
 use crate::common::proxy::TcpProxy;
-use crate::common::{self, Backend, Env, ServiceClient, TestWorkspace, WAIT, tour_start};
+use crate::common::{self, Backend, Env, TestWorkspace, WAIT, tour_start};
 
 fn batch(prefix: &str, n: usize, size: usize) -> (Vec<String>, Value) {
     let ids: Vec<String> = (0..size).map(|i| format!("{prefix}-{n}-{i}")).collect();
@@ -22,69 +23,22 @@ fn batch(prefix: &str, n: usize, size: usize) -> (Vec<String>, Value) {
     (ids, json!({"batch": events}))
 }
 
-/// A refused batch's ids, and when its request went.
-type Refused = (Instant, Vec<String>);
-
-/// Sends batches at a steady pace until stopped; remembers which ids were
-/// acknowledged (`202`) and which batches were refused (`503`).
-struct Load {
-    acknowledged: Arc<Mutex<Vec<String>>>,
-    refused: Arc<Mutex<Vec<Refused>>>,
-    stop: tokio_util::sync::CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+/// A steady load of batches of 10 that does not retry.
+fn load(base: &str, workspace: &TestWorkspace, prefix: &str, every: Duration) -> Load {
+    Load::start(base, &workspace.ingest_key, prefix, Shape { events: 10, every, retry: false })
 }
 
-impl Load {
-    fn start(base: String, workspace: TestWorkspace, prefix: &'static str, every: Duration) -> Load {
-        let acknowledged = Arc::new(Mutex::new(Vec::new()));
-        let refused = Arc::new(Mutex::new(Vec::new()));
-        let stop = tokio_util::sync::CancellationToken::new();
-        let task = tokio::spawn({
-            let (acknowledged, refused, stop) = (acknowledged.clone(), refused.clone(), stop.clone());
-            async move {
-                let client = ServiceClient::new(base);
-                for n in 0.. {
-                    if stop.is_cancelled() {
-                        return;
-                    }
-                    let (ids, body) = batch(prefix, n, 10);
-                    let sent_at = Instant::now();
-                    let sent = client
-                        .http
-                        .post(client.url("/v1/batch"))
-                        .header("x-produktly-key", &workspace.ingest_key)
-                        .timeout(Duration::from_secs(5))
-                        .json(&body)
-                        .send()
-                        .await;
-                    match sent.map(|r| r.status().as_u16()) {
-                        Ok(202) => acknowledged.lock().unwrap().extend(ids),
-                        Ok(503) => refused.lock().unwrap().push((sent_at, ids)),
-                        Ok(other) => panic!("unexpected answer {other}"),
-                        Err(_) => {} // no answer: the process is down
-                    }
-                    tokio::time::sleep(every).await;
-                }
-            }
-        });
-        Load { acknowledged, refused, stop, task }
-    }
+/// A batch refused with `503`: when it went, and its ids.
+type Refused = (Instant, Arc<Vec<String>>);
 
-    async fn stop(self) -> (Vec<String>, Vec<Refused>) {
-        self.stop.cancel();
-        self.task.await.unwrap();
-        let acknowledged = self.acknowledged.lock().unwrap().clone();
-        let refused = self.refused.lock().unwrap().clone();
-        (acknowledged, refused)
+/// What a load got: the ids answered `202`, and each batch refused. Nothing
+/// else is answered.
+fn outcomes(attempts: &[Attempt]) -> (Vec<String>, Vec<Refused>) {
+    for attempt in attempts {
+        assert!(matches!(attempt.status, None | Some(202 | 503)), "unexpected answer {:?}", attempt.status);
     }
-}
-
-async fn every_acknowledged_event_arrives(env: &Env, acknowledged: &[String]) {
-    common::eventually(WAIT, "every acknowledged event at Segment", || async {
-        let delivered = common::count_by_message_id(&env.segment.accepted());
-        acknowledged.iter().all(|id| delivered.contains_key(id))
-    })
-    .await;
+    let refused = attempts.iter().filter(|a| a.status == Some(503)).map(|a| (a.sent, a.ids.clone())).collect();
+    (load::acknowledged(attempts), refused)
 }
 
 async fn kill_9_under_load_loses_nothing_acknowledged(backend: Backend) {
@@ -95,16 +49,16 @@ async fn kill_9_under_load_loses_nothing_acknowledged(backend: Backend) {
     let service = ServiceProcess::start(&env, &short_lease).await;
     let port: u16 = service.base.rsplit(':').next().unwrap().parse().unwrap();
     let workspace = service.client().workspace_with_segment("wk_kill9").await;
-    let load = Load::start(service.base.clone(), workspace, "kill9", Duration::from_millis(10));
+    let load = load(&service.base, &workspace, "kill9", Duration::from_millis(10));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     service.kill();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let restarted = ServiceProcess::start_on(&env, port, &short_lease).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    let (acknowledged, _) = load.stop().await;
+    let (acknowledged, _) = outcomes(&load.stop(Duration::ZERO).await);
     assert!(acknowledged.len() > 500, "the load ran: {} acknowledged", acknowledged.len());
 
-    every_acknowledged_event_arrives(&env, &acknowledged).await;
+    common::every_event_arrives(&env.segment, &acknowledged).await;
     let sent: HashSet<&str> = acknowledged.iter().map(String::as_str).collect();
     let duplicates = common::count_by_message_id(&env.segment.accepted()).values().filter(|count| **count > 1).count();
     eprintln!("kill -9: {} acknowledged, all delivered, {duplicates} delivered twice", sent.len());
@@ -121,7 +75,7 @@ async fn postgres_out_of_reach_answers_503_and_recovers() {
     let proxied = env.db.url.replace("127.0.0.1:5432", &proxy.addr.to_string());
     let app = env.start_app_with(|f| f.merge(Serialized::default("database_url", proxied))).await;
     let workspace = app.workspace_with_segment("wk_pg_outage").await;
-    let load = Load::start(app.base.clone(), workspace.clone(), "pg", Duration::from_millis(20));
+    let load = load(&app.base, &workspace, "pg", Duration::from_millis(20));
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let cut_at = Instant::now();
@@ -147,9 +101,9 @@ async fn postgres_out_of_reach_answers_503_and_recovers() {
     eprintln!("ingest recovered {:?} after the database came back", restored.elapsed());
     assert_eq!(app.http.get(app.url("/readyz")).send().await.unwrap().status(), 200);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (acknowledged, refused) = load.stop().await;
+    let (acknowledged, refused) = outcomes(&load.stop(Duration::ZERO).await);
     assert!(!refused.is_empty(), "some batches were refused during the outage");
-    every_acknowledged_event_arrives(&env, &acknowledged).await;
+    common::every_event_arrives(&env.segment, &acknowledged).await;
     let delivered = common::count_by_message_id(&env.segment.accepted());
     for (sent_at, ids) in refused {
         // A commit in flight at the cut may have reached the database and lost
@@ -198,7 +152,7 @@ async fn segment_outage_then_recovery(backend: Backend) {
     assert_eq!(status["state"], "waiting_for_segment", "failures in a row with no success: the region is down");
 
     env.segment.end_outage();
-    every_acknowledged_event_arrives(&env, &acknowledged).await;
+    common::every_event_arrives(&env.segment, &acknowledged).await;
     common::eventually(WAIT, "the queue to empty", || async {
         app.integration(&workspace).await["status"]["queued"] == 0
     })
@@ -220,7 +174,7 @@ async fn a_slow_segment_is_retried_and_blocks_no_one(backend: Backend) {
     let started = Instant::now();
     let (fast_ids, body) = batch("fast", 0, 5);
     app.ingest("/v1/batch", &fast, &body).await;
-    every_acknowledged_event_arrives(&env, &fast_ids).await;
+    common::every_event_arrives(&env.segment, &fast_ids).await;
     assert!(started.elapsed() < Duration::from_secs(2), "the fast workspace waited {:?}", started.elapsed());
     common::eventually(WAIT, "timeouts of the slow workspace", || async {
         app.metric("produktly_segment_responses_total{status=\"0\"}").await >= 1.0
@@ -228,7 +182,7 @@ async fn a_slow_segment_is_retried_and_blocks_no_one(backend: Backend) {
     .await;
 
     env.segment.set_key_delay("wk_slow", None);
-    every_acknowledged_event_arrives(&env, &slow_ids).await;
+    common::every_event_arrives(&env.segment, &slow_ids).await;
     let delivered = common::count_by_message_id(&env.segment.accepted());
     assert!(delivered.keys().all(|id| slow_ids.contains(id) || fast_ids.contains(id)));
     app.stop().await;
@@ -280,7 +234,7 @@ async fn sqlite_disk_full_answers_503_and_recovers() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     env.segment.end_outage();
-    every_acknowledged_event_arrives(&env, &acknowledged).await;
+    common::every_event_arrives(&env.segment, &acknowledged).await;
     let delivered = common::count_by_message_id(&env.segment.accepted());
     for ids in refused {
         assert!(ids.iter().all(|id| !delivered.contains_key(id)), "a refused batch was stored in part");

@@ -13,6 +13,7 @@ mod delivery;
 mod docs_tables;
 mod end_to_end;
 mod event_selection;
+mod failover;
 mod fairness;
 mod faults;
 mod hostile;

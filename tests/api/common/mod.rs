@@ -3,6 +3,7 @@
 //! Tracking API over real HTTP.
 
 pub mod gate;
+pub mod load;
 pub mod process;
 pub mod proxy;
 pub mod segment;
@@ -66,6 +67,18 @@ pub struct TestDb {
 }
 
 impl TestDb {
+    /// On PostgreSQL, runs `statement` on the server (as its superuser, from
+    /// another database): what an operator or an HA manager would do to it.
+    pub async fn on_server(&self, statement: &str) {
+        let (admin_url, _) = self.postgres.as_ref().expect("a PostgreSQL database");
+        postgres::run_admin(admin_url, statement).await.unwrap();
+    }
+
+    /// The PostgreSQL database's name.
+    pub fn name(&self) -> &str {
+        &self.postgres.as_ref().expect("a PostgreSQL database").1
+    }
+
     /// A fresh database, or `None` when PostgreSQL is unreachable outside CI
     /// (with `CI=true` that is a failure, not a skip).
     pub async fn new(backend: Backend) -> Option<TestDb> {
@@ -136,7 +149,17 @@ pub struct Env {
 impl Env {
     pub async fn new(backend: Backend) -> Option<Env> {
         let db = TestDb::new(backend).await?;
-        Some(Env { db, segment: MockSegment::start().await, eu_segment: MockSegment::start().await })
+        Some(Env::with(db).await)
+    }
+
+    /// On a database that exists (and stays): the HA lab's.
+    pub async fn on_database(url: &str) -> Env {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        Env::with(TestDb { url: url.to_owned(), dir, postgres: None }).await
+    }
+
+    async fn with(db: TestDb) -> Env {
+        Env { db, segment: MockSegment::start().await, eu_segment: MockSegment::start().await }
     }
 
     /// Settings for an instance on this environment: fast polling and
@@ -319,6 +342,15 @@ pub fn count_by_message_id(received: &[segment::Received]) -> std::collections::
         *counts.entry(r.message["messageId"].as_str().unwrap().to_owned()).or_insert(0) += 1;
     }
     counts
+}
+
+/// Waits until Segment has every one of `ids`.
+pub async fn every_event_arrives(segment: &MockSegment, ids: &[String]) {
+    eventually(WAIT, "every acknowledged event at Segment", || async {
+        let delivered = count_by_message_id(&segment.accepted());
+        ids.iter().all(|id| delivered.contains_key(id))
+    })
+    .await;
 }
 
 /// Polls `check` until it holds, failing the test after `timeout`.

@@ -39,6 +39,10 @@ impl ServiceProcess {
 
     async fn launch(env: &Env, port: u16, mut command: Command, extra: &[(&str, &str)]) -> ServiceProcess {
         let log = env.db.dir.path().join(format!("service-{port}.log"));
+        // The tests' own settings are not the service's (it refuses unknown ones).
+        for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("PRODUKTLY_TEST_")) {
+            command.env_remove(name);
+        }
         command
             .env("PRODUKTLY_LISTEN", format!("127.0.0.1:{port}"))
             .env("DATABASE_URL", &env.db.url)
