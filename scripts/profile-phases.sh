@@ -12,12 +12,12 @@ backend="${1:?sqlite or postgres}"
 out="${2:-target/profile-$backend}"
 cd "$(dirname "$0")/.."
 mkdir -p "$out"
-bin=target/release/produktly-segment
-[ -x "$bin" ] || cargo build --release --locked
+bin=target/release/produktly-bench
+[ -x "$bin" ] || cargo build --release --locked -p produktly-bench
 
-"$bin" bench --backend "$backend" --seconds 20 --backlog 100000 > "$out/bench.txt" 2>&1 &
+"$bin" --backend "$backend" --seconds 20 --backlog 100000 > "$out/bench.txt" 2>&1 &
 bench=$!
-until service=$(pgrep -f "produktly-segment serve" | head -1); do sleep 0.2; done
+until service=$(pgrep -f "produktly-bench --serve$" | head -1); do sleep 0.2; done
 address=$(tr '\0' '\n' < "/proc/$service/environ" | sed -n 's/^PRODUKTLY_LISTEN=//p')
 counter() { curl -s "http://$address/metrics" | grep -F "$1" | grep -v '^#' | awk '{s += $NF} END {print s + 0}'; }
 record() { perf record -F 1999 -p "$1" -o "$out/$2.data" -- sleep 12 > /dev/null 2>&1; }
@@ -26,7 +26,7 @@ until [ "$(counter produktly_events_received_total)" -gt 20000 ]; do sleep 0.2; 
 record "$service" durable
 until [ "$(counter 'reason="segment_not_configured"')" -gt 20000 ]; do sleep 0.2; done
 record "$service" not-stored
-until floor=$(pgrep -f "bench --serve-http-floor"); do sleep 0.2; done
+until floor=$(pgrep -f "produktly-bench --serve-http-floor"); do sleep 0.2; done
 sleep 3
 record "$floor" floor
 wait "$bench"

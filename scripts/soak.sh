@@ -15,9 +15,9 @@ cd "$(dirname "$0")/.."
 backend=${1:-sqlite}
 seconds=${2:-600}
 rate=${3:-9000}
-cargo build --release --locked --quiet
+cargo build --release --locked --quiet -p produktly-bench
 if [ "${RESTART_POSTGRES:-0}" = 1 ] && [ "$backend" = postgres ]; then
   ( sleep $((seconds / 2)); echo "restarting PostgreSQL"; \
     pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main restart ) &
 fi
-exec target/release/produktly-segment bench --backend "$backend" --soak "$seconds" --soak-rate "$rate"
+exec target/release/produktly-bench --backend "$backend" --soak "$seconds" --soak-rate "$rate"

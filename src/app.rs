@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -13,21 +13,23 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
-use crate::client_ip::ClientIps;
-use crate::committer::Committer;
+use crate::admin::{self, Admin, AdminState};
 use crate::config::Settings;
-use crate::delivery::{Backlog, Delivery, DeliveryParts, Janitor};
-use crate::ingest_keys::IngestKeys;
+use crate::delivery::segment::{BatchLimits, SegmentClient};
+use crate::delivery::{Delivery, DeliveryParts, Janitor};
+use crate::http::client_ip::ClientIps;
+use crate::http::ops::{self, OpsState};
+use crate::http::rate_limit::RateLimit;
+use crate::http::server::{self, ConnectionLimits};
+use crate::http::{error, openapi, sdk};
+use crate::ingest::committer::Committer;
+use crate::ingest::keys::IngestKeys;
+use crate::ingest::{self, Ingest, IngestState};
 use crate::metrics::Metrics;
-use crate::openapi;
-use crate::queue_depth::QueueDepth;
-use crate::rate_limit::RateLimits;
+use crate::queue::Queue;
+use crate::queue::depth::QueueDepth;
 use crate::secrets::{Secrets, SecretsError};
-use crate::segment::{BatchLimits, SegmentClient};
-use crate::server::{self, ConnectionLimits};
-use crate::state::{AppState, Shared};
 use crate::store::{self, OnEvents, StoreError};
-use crate::{admin, error, ingest, ops, sdk};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -43,9 +45,16 @@ pub enum StartError {
 
 pub struct App {
     listener: TcpListener,
-    state: AppState,
     router: Router,
     connection_limits: ConnectionLimits,
+    settings: Settings,
+    queue: Queue,
+    metrics: Arc<Metrics>,
+    store: Arc<store::Store>,
+    /// Kept to forget idle clients of their rate limits.
+    ingest: IngestState,
+    admin: AdminState,
+    admin_token_file: Option<PathBuf>,
     delivery: Arc<Delivery>,
     janitor: Janitor,
     committer: JoinHandle<()>,
@@ -55,11 +64,10 @@ impl App {
     pub async fn build(settings: Settings) -> Result<App, StartError> {
         let secrets = Secrets::resolve(&settings)?;
         let store = store::connect(&settings).await?;
-        let queue_depth = QueueDepth::default();
-        let metrics = Arc::new(Metrics::new(&queue_depth, &store.connection_counts()));
-        let backlog = Arc::new(Backlog::default());
-        let (committer, committer_task) =
-            Committer::spawn(store.clone(), metrics.clone(), queue_depth.clone(), backlog.clone(), &settings.ingest);
+        let depth = QueueDepth::default();
+        let metrics = Arc::new(Metrics::new([depth.collector(), store.connection_counts().collector()]));
+        let queue = Queue::new(store.clone(), metrics.clone(), depth);
+        let (committer, committer_task) = Committer::spawn(queue.clone(), &settings.ingest);
         let segment = SegmentClient::new(&settings.segment)?;
         let listener =
             server::bind(settings.listen).map_err(|source| StartError::Bind { address: settings.listen, source })?;
@@ -70,49 +78,70 @@ impl App {
             idle_timeout_ms = settings.http.idle_timeout_ms,
             "client connections"
         );
-        let parts = DeliveryParts {
-            store: store.clone(),
-            client: segment.clone(),
-            sealer: secrets.sealer.clone(),
-            metrics: metrics.clone(),
-            queue_depth: queue_depth.clone(),
-            backlog: backlog.clone(),
-        };
         let limits = BatchLimits {
             max_messages: settings.segment.max_batch_messages,
             max_bytes: settings.segment.max_batch_bytes,
         };
+        let parts = DeliveryParts {
+            store: store.clone(),
+            queue: queue.clone(),
+            client: segment.clone(),
+            sealer: secrets.sealer.clone(),
+            metrics: metrics.clone(),
+        };
         let delivery = Arc::new(Delivery::new(parts, settings.delivery.clone(), limits));
         let janitor = Janitor {
             store: store.clone(),
+            queue: queue.clone(),
             metrics: metrics.clone(),
-            queue_depth: queue_depth.clone(),
             interval: settings.delivery.janitor_interval(),
             max_age: settings.delivery.max_age(),
             dead_letter_retention: settings.delivery.dead_letter_retention(),
             identity_retention: settings.delivery.identity_retention(),
         };
-        let state = AppState(Arc::new(Shared {
-            ingest_keys: IngestKeys::new(store.clone(), settings.ingest.key_cache_ttl()),
-            client_ips: ClientIps::new(
-                settings.ingest.trusted_proxies.clone(),
-                settings.ingest.ip_policy,
-                metrics.forwarded_for_ignored.clone(),
-            ),
-            rate_limits: RateLimits::new(&settings),
-            openapi: OnceLock::new(),
-            settings,
-            store,
-            metrics,
-            secrets,
+        let ingest_keys = IngestKeys::new(store.clone(), settings.ingest.key_cache_ttl());
+        let client_ips = Arc::new(ClientIps::new(
+            settings.ingest.trusted_proxies.clone(),
+            settings.ingest.ip_policy,
+            metrics.forwarded_for_ignored.clone(),
+        ));
+        let ingest = IngestState::new(Ingest {
+            settings: settings.ingest.clone(),
+            keys: ingest_keys.clone(),
             committer,
-            queue_depth,
+            queue: queue.clone(),
+            client_ips: client_ips.clone(),
+            per_client: RateLimit::per_sec(settings.ingest.ip_requests_per_sec),
+            per_workspace: RateLimit::per_sec(settings.ingest.key_requests_per_sec),
+            metrics: metrics.clone(),
+        });
+        let admin_token_file = secrets.admin_token_file.clone();
+        let admin = AdminState::new(Admin {
+            store: store.clone(),
+            queue: queue.clone(),
+            secrets,
+            ingest_keys,
             segment,
-            backlog,
-        }));
-        let (router, document) = routes(state.clone());
-        let _ = state.openapi.set(document.to_json().expect("the OpenAPI document serializes"));
-        Ok(App { listener, state, router, connection_limits, delivery, janitor, committer: committer_task })
+            client_ips,
+            per_client: RateLimit::per_sec(settings.admin_requests_per_sec),
+        });
+        let ops = OpsState { store: store.clone(), metrics: metrics.clone(), openapi: Arc::default() };
+        let router = routes(&ingest, &admin, &ops, settings.ingest.max_batch_events);
+        Ok(App {
+            listener,
+            router,
+            connection_limits,
+            settings,
+            queue,
+            metrics,
+            store,
+            ingest,
+            admin,
+            admin_token_file,
+            delivery,
+            janitor,
+            committer: committer_task,
+        })
     }
 
     /// The address the server listens on (the real port when configured as 0).
@@ -122,7 +151,7 @@ impl App {
 
     /// Where the generated admin token is, when it was generated.
     pub fn admin_token_file(&self) -> Option<&PathBuf> {
-        self.state.secrets.admin_token_file.as_ref()
+        self.admin_token_file.as_ref()
     }
 
     /// Serves and delivers until `stop` is cancelled. Then stops taking
@@ -130,18 +159,31 @@ impl App {
     /// and lets deliveries in flight finish; whatever still runs after the
     /// shutdown timeout is cut off, its events left in or given back to the queue.
     pub async fn run(self, stop: CancellationToken) {
-        let App { listener, state, router, connection_limits, delivery, janitor, committer } = self;
-        let timeout = state.settings.shutdown_timeout();
+        let App {
+            listener,
+            router,
+            connection_limits,
+            settings,
+            queue,
+            metrics,
+            store,
+            ingest,
+            admin,
+            admin_token_file: _,
+            delivery,
+            janitor,
+            committer,
+        } = self;
+        let timeout = settings.shutdown_timeout();
         let delivery = tokio::spawn(delivery.run(stop.clone(), timeout));
         let janitor = tokio::spawn(janitor.run(stop.clone()));
         let listener_task = {
-            let (store, backlog, stop) = (state.store.clone(), state.backlog.clone(), stop.clone());
-            let on_events: OnEvents = Arc::new(move |workspaces| backlog.mark(workspaces.iter().map(String::as_str)));
+            let stop = stop.clone();
+            let on_events: OnEvents = Arc::new(move |workspaces| queue.announced(&workspaces));
             tokio::spawn(async move { store.listen_for_events(on_events, stop).await })
         };
-        let metrics = state.metrics.clone();
         // The last handle here: the commit task ends once every handle is gone.
-        let forgetting = tokio::spawn(forget_idle_rate_limits(state, stop.clone()));
+        let forgetting = tokio::spawn(forget_idle_rate_limits(ingest, admin, stop.clone()));
         tokio::select! {
             () = server::serve(listener, router, connection_limits, metrics, stop.clone()) => {}
             () = after_stop(&stop, timeout) => {
@@ -158,13 +200,49 @@ impl App {
     }
 }
 
+/// Runs the service until SIGTERM or Ctrl-C, then drains (what
+/// `produktly-segment serve` does).
+pub async fn serve_until_signalled(settings: Settings) -> Result<(), StartError> {
+    let app = App::build(settings).await?;
+    tracing::info!(address = %app.local_addr(), "listening");
+    if let Some(path) = app.admin_token_file() {
+        tracing::info!(path = %path.display(), "the admin API token is in this file");
+    }
+    let stop = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(stop.clone()));
+    app.run(stop).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Cancels on SIGTERM or Ctrl-C.
+async fn cancel_on_signal(stop: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("stopping: finishing requests and deliveries in flight");
+    stop.cancel();
+}
+
 /// Keeps the rate limiters' memory to the clients seen lately.
-async fn forget_idle_rate_limits(state: AppState, stop: CancellationToken) {
+async fn forget_idle_rate_limits(ingest: IngestState, admin: AdminState, stop: CancellationToken) {
     let mut ticks = tokio::time::interval(Duration::from_secs(10));
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = ticks.tick() => state.rate_limits.forget_idle(),
+            _ = ticks.tick() => {
+                ingest.forget_idle();
+                admin.per_client.forget_idle();
+            }
         }
     }
 }
@@ -175,23 +253,24 @@ async fn after_stop(stop: &CancellationToken, timeout: Duration) {
     tokio::time::sleep(timeout).await;
 }
 
-/// Every route, and the OpenAPI document of them all.
-fn routes(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
-    let (ingest, ingest_api) = ingest::router(state.clone());
-    let (admin, admin_api) = admin::router(state.clone());
-    let (ops, ops_api) = ops::router();
-    let (sdk, sdk_api) = sdk::router();
-    let document = openapi::document([ingest_api, admin_api, ops_api, sdk_api], state.settings.ingest.max_batch_events);
-    let router = ingest
-        .merge(admin)
-        .merge(ops)
-        .merge(sdk)
+/// Every route, each area with its state; the OpenAPI document of them all
+/// goes to the ops state.
+fn routes(ingest: &IngestState, admin: &AdminState, ops: &OpsState, max_batch_events: usize) -> Router {
+    let (ingest_routes, ingest_api) = ingest::router(ingest.clone());
+    let (admin_routes, admin_api) = admin::router(admin.clone());
+    let (ops_routes, ops_api) = ops::router();
+    let (sdk_routes, sdk_api) = sdk::router();
+    let document = openapi::document([ingest_api, admin_api, ops_api, sdk_api], max_batch_events);
+    let _ = ops.openapi.set(document.to_json().expect("the OpenAPI document serializes"));
+    ingest_routes
+        .with_state(ingest.clone())
+        .merge(admin_routes.with_state(admin.clone()))
+        .merge(ops_routes.with_state(ops.clone()))
+        .merge(sdk_routes)
         .fallback(error::no_such_endpoint)
         .method_not_allowed_fallback(error::method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), ingest::read_first))
+        .layer(axum::middleware::from_fn_with_state(ingest.clone(), ingest::read_first))
         // Outside the body reader, so that its answers (408, 413) carry CORS too.
-        .layer(axum::middleware::from_fn_with_state(state.clone(), ingest::cors))
+        .layer(axum::middleware::from_fn_with_state(ingest.clone(), ingest::cors))
         .layer(TraceLayer::new_for_http())
-        .with_state(state);
-    (router, document)
 }

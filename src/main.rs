@@ -1,11 +1,12 @@
-//! The `produktly-segment` command: `serve` (the default) or `migrate`.
+//! The `produktly-segment` command: `serve` (the default), `migrate`, `reseal`,
+//! `docs`, `healthcheck`.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use produktly_segment::domain::partner_docs;
 use produktly_segment::secrets::Secrets;
-use produktly_segment::{App, Settings, admin, bench, partner_docs, store, telemetry};
-use tokio_util::sync::CancellationToken;
+use produktly_segment::{Settings, admin, app, store, telemetry};
 
 /// Produktly's Segment Event Cloud Source. Configuration: config/default.toml,
 /// the file named by PRODUKTLY_CONFIG, then PRODUKTLY_* environment variables.
@@ -30,8 +31,6 @@ enum Command {
     /// Re-seal every stored write key with the current PRODUKTLY_SECRET_KEY
     /// (give the old key in PRODUKTLY_PREVIOUS_SECRET_KEYS) and exit.
     Reseal,
-    /// Start the service with a mock Segment, load it, and print the figures.
-    Bench(bench::BenchArgs),
     /// Write the event and property tables of the partner documentation from
     /// the catalog (with --check: only tell whether they are up to date).
     Docs {
@@ -58,7 +57,6 @@ async fn main() -> ExitCode {
         Command::Serve => serve(settings).await,
         Command::Migrate => migrate(settings).await,
         Command::Reseal => reseal(settings).await,
-        Command::Bench(args) => bench::run(args).await.map_err(Into::into),
         Command::Docs { check } => docs(check),
         Command::Healthcheck => healthcheck(&settings).await,
     };
@@ -72,16 +70,7 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
-    let app = App::build(settings).await?;
-    tracing::info!(address = %app.local_addr(), "listening");
-    if let Some(path) = app.admin_token_file() {
-        tracing::info!(path = %path.display(), "the admin API token is in this file");
-    }
-    let stop = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(stop.clone()));
-    app.run(stop).await;
-    tracing::info!("stopped");
-    Ok(())
+    Ok(app::serve_until_signalled(settings).await?)
 }
 
 async fn migrate(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
@@ -128,22 +117,4 @@ async fn healthcheck(settings: &Settings) -> Result<(), Box<dyn std::error::Erro
         .send()
         .await?;
     if response.status().is_success() { Ok(()) } else { Err(format!("/healthz answered {}", response.status()).into()) }
-}
-
-/// Cancels on SIGTERM or Ctrl-C.
-async fn cancel_on_signal(stop: CancellationToken) {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("stopping: finishing requests and deliveries in flight");
-    stop.cancel();
 }

@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -11,9 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Metric, Registry};
 
-use crate::db::ConnectionCounts;
 use crate::domain::{DeadLetterReason, Region};
-use crate::queue_depth::QueueDepth;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Reason {
@@ -95,25 +94,15 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// The metrics, with `queue_depth` read from the queue's own counter and
-    /// the database's connection counts from the SQL layer's.
-    pub fn new(queue_depth: &QueueDepth, connections: &ConnectionCounts) -> Metrics {
+    /// The metrics, with those that other parts keep themselves (the queue's
+    /// depth, the database's connection counts) read from their `collectors`
+    /// at each scrape.
+    pub fn new(collectors: impl IntoIterator<Item = Box<dyn Collector>>) -> Metrics {
         let mut r = Registry::with_prefix("produktly");
-        r.register_collector(queue_depth.collector());
+        for collector in collectors {
+            r.register_collector(collector);
+        }
         let r = &mut r;
-        registered(
-            r,
-            "database_connections_opened",
-            "Connections opened to PostgreSQL (each one that broke is replaced by a new one)",
-            connections.opened.clone(),
-        );
-        registered(
-            r,
-            "database_failovers",
-            "Times the connections moved to a new PostgreSQL primary, or were replaced because the server stopped \
-             taking writes",
-            connections.failovers.clone(),
-        );
         Metrics {
             events_received: registered(r, "events_received", "Events received by ingest", Counter::default()),
             events_accepted: registered(r, "events_accepted", "Events committed to the queue", Counter::default()),

@@ -5,11 +5,11 @@ use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::Response;
 
-use crate::error::ApiError;
-use crate::state::AppState;
+use super::AdminState;
+use crate::http::error::ApiError;
 
 /// Lets the request through only with `Authorization: Bearer <admin token>`.
-pub async fn require_admin(State(app): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
+pub async fn require_admin(State(app): State<AdminState>, request: Request, next: Next) -> Result<Response, ApiError> {
     let token = request
         .headers()
         .get(AUTHORIZATION)
@@ -23,10 +23,10 @@ pub async fn require_admin(State(app): State<AppState>, request: Request, next: 
 }
 
 /// Lets the request through unless its client is over the admin rate limit.
-pub async fn limit_rate(State(app): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
+pub async fn limit_rate(State(app): State<AdminState>, request: Request, next: Next) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
-    if let Some(client) = app.client_ip(&parts) {
-        app.rate_limits.admin_client(client)?;
+    if let Some(client) = app.client_ips.of(&parts) {
+        app.per_client.check(&client)?;
     }
     Ok(next.run(Request::from_parts(parts, body)).await)
 }

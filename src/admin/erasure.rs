@@ -13,15 +13,15 @@ use utoipa::openapi::schema::AdditionalProperties;
 use utoipa::openapi::{ArrayBuilder, ObjectBuilder, RefOr, Schema, Type};
 use utoipa::{PartialSchema, ToSchema};
 
+use super::AdminState;
 use super::extract::AdminJson;
 use super::workspaces::no_such_workspace;
+use crate::domain::pattern::VISIBLE;
+use crate::domain::time::now_millis;
 use crate::domain::{MAX_ID_CHARS, WorkspaceId};
-use crate::error::ApiError;
-use crate::openapi::{nullable, nullable_array};
-use crate::pattern::VISIBLE;
-use crate::state::AppState;
+use crate::http::error::ApiError;
+use crate::http::openapi::{nullable, nullable_array};
 use crate::store::{Erased, ErasureSubject};
-use crate::time::now_millis;
 
 /// Most anonymous ids one erasure names.
 const MAX_ANONYMOUS_IDS: usize = 1000;
@@ -104,15 +104,13 @@ impl From<Erased> for ErasureView {
     responses((status = 200, description = "What was removed", body = ErasureView)),
 )]
 pub async fn erase(
-    State(app): State<AppState>,
+    State(app): State<AdminState>,
     id: WorkspaceId,
     AdminJson(body): AdminJson<ErasureRequest>,
 ) -> Result<Json<ErasureView>, ApiError> {
     let subject = subject(body)?;
     app.store.workspace(&id).await?.ok_or_else(no_such_workspace)?;
-    let erased = app.store.erase(&id, &subject).await?;
-    app.queue_depth.removed(erased.events);
-    app.metrics.erasures.inc();
+    let erased = app.queue.erase(&id, &subject).await?;
     // An audit line, without the ids themselves.
     tracing::info!(
         workspace = %id,
@@ -157,11 +155,9 @@ fn subject(body: ErasureRequest) -> Result<ErasureSubject, ApiError> {
     delete, path = "/admin/v1/workspaces/{id}", tag = "admin", operation_id = "deleteWorkspace", params(WorkspaceId),
     responses((status = 204, description = "Deleted, or there was no such workspace")),
 )]
-pub async fn delete_workspace(State(app): State<AppState>, id: WorkspaceId) -> Result<StatusCode, ApiError> {
-    if let Some(erased) = app.store.delete_workspace(&id, now_millis()).await? {
+pub async fn delete_workspace(State(app): State<AdminState>, id: WorkspaceId) -> Result<StatusCode, ApiError> {
+    if let Some(erased) = app.queue.delete_workspace(&id, now_millis()).await? {
         app.ingest_keys.invalidate();
-        app.queue_depth.removed(erased.events);
-        app.metrics.workspaces_deleted.inc();
         tracing::info!(
             workspace = %id,
             events = erased.events,

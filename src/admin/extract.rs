@@ -9,7 +9,7 @@ use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::{ObjectBuilder, Required, Type};
 
 use crate::domain::{WORKSPACE_ID, WorkspaceId};
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 /// A JSON request body.
 pub struct AdminJson<T>(pub T);

@@ -12,19 +12,19 @@ use utoipa::openapi::extensions::Extensions;
 use utoipa::openapi::{ArrayBuilder, ObjectBuilder, Type};
 use utoipa::{IntoParams, ToSchema};
 
+use super::AdminState;
 use super::extract::AdminJson;
 use super::workspaces::no_such_workspace;
-use crate::catalog;
-use crate::domain::{IntegrationState, IpPolicy, WorkspaceId};
-use crate::error::{ApiError, ErrorBody};
-use crate::openapi::{nullable, nullable_array};
-use crate::pattern::{BLANKS, Pattern, shown};
+use crate::delivery::segment::{self, BatchLimits, Context, Outcome, Region, TrackMessage};
+use crate::domain::catalog;
+use crate::domain::pattern::{BLANKS, Pattern, shown};
+use crate::domain::selection::{self, EventSelection};
+use crate::domain::time::{iso8601, millis_to_iso8601, now_millis};
+use crate::domain::{DeadLetterReason, IntegrationState, IpPolicy, WorkspaceId};
+use crate::http::error::{ApiError, ErrorBody};
+use crate::http::openapi::{nullable, nullable_array};
 use crate::secrets::WriteKey;
-use crate::segment::{self, BatchLimits, Context, Outcome, Region, TrackMessage};
-use crate::selection::{self, EventSelection};
-use crate::state::AppState;
 use crate::store::{DeadLetter, Integration, IntegrationConfig, LastError, Millis, QueueCounts};
-use crate::time::{iso8601, millis_to_iso8601, now_millis};
 
 /// A Segment write key: 1 to 256 visible ASCII characters; blanks around it
 /// (as a paste brings) are removed.
@@ -296,7 +296,7 @@ fn invalid(field: Option<&'static str>, message: impl Into<String>) -> ApiError 
     ),
 )]
 pub async fn put(
-    State(app): State<AppState>,
+    State(app): State<AdminState>,
     id: WorkspaceId,
     AdminJson(body): AdminJson<Value>,
 ) -> Result<Json<IntegrationView>, ApiError> {
@@ -325,7 +325,7 @@ pub async fn put(
     let integration = app.store.put_integration(&id, &config, now_millis()).await?;
     app.ingest_keys.invalidate();
     // Events may be waiting for this integration (disabled before, or failing).
-    app.backlog.mark([id.as_str()]);
+    app.queue.wake(&id);
     view(&app, integration).await.map(Json)
 }
 
@@ -335,7 +335,7 @@ pub async fn put(
     operation_id = "getSegmentIntegration",
     responses((status = 200, description = "With `configured: false` when the workspace has none", body = IntegrationView)),
 )]
-pub async fn get(State(app): State<AppState>, id: WorkspaceId) -> Result<Json<IntegrationView>, ApiError> {
+pub async fn get(State(app): State<AdminState>, id: WorkspaceId) -> Result<Json<IntegrationView>, ApiError> {
     app.store.workspace(&id).await?.ok_or_else(no_such_workspace)?;
     let Some(integration) = app.store.integration(&id).await? else {
         return Ok(Json(IntegrationView::not_configured()));
@@ -344,7 +344,7 @@ pub async fn get(State(app): State<AppState>, id: WorkspaceId) -> Result<Json<In
 }
 
 /// The integration with its queue counts and its Segment region's health.
-async fn view(app: &AppState, integration: Integration) -> Result<IntegrationView, ApiError> {
+async fn view(app: &AdminState, integration: Integration) -> Result<IntegrationView, ApiError> {
     let counts = app.store.queue_counts(&integration.workspace_id).await?;
     let regions = app.store.region_health().await?;
     let down_since = regions.into_iter().find(|r| r.region == integration.config.region).and_then(|r| r.down_since);
@@ -357,8 +357,8 @@ async fn view(app: &AppState, integration: Integration) -> Result<IntegrationVie
     operation_id = "deleteSegmentIntegration",
     responses((status = 204, description = "Removed")),
 )]
-pub async fn delete(State(app): State<AppState>, id: WorkspaceId) -> Result<StatusCode, ApiError> {
-    if !app.store.delete_integration(&id).await? {
+pub async fn delete(State(app): State<AdminState>, id: WorkspaceId) -> Result<StatusCode, ApiError> {
+    if !app.queue.delete_integration(&id).await? {
         return Err(ApiError::NotFound("the workspace has no Segment integration".into()));
     }
     app.ingest_keys.invalidate();
@@ -385,7 +385,7 @@ pub struct TestView {
         (status = 500, description = "`internal`: the stored write key cannot be opened (the sealing key changed)", body = ErrorBody),
     ),
 )]
-pub async fn test(State(app): State<AppState>, id: WorkspaceId) -> Result<Json<TestView>, ApiError> {
+pub async fn test(State(app): State<AdminState>, id: WorkspaceId) -> Result<Json<TestView>, ApiError> {
     let integration = app
         .store
         .integration(&id)
@@ -441,7 +441,7 @@ fn limit_schema() -> ObjectBuilder {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DeadLetterView {
     message_id: String,
-    reason: String,
+    reason: DeadLetterReason,
     status: Option<u16>,
     detail: String,
     received_at: String,
@@ -489,7 +489,7 @@ impl DeadLetterView {
     ),
 )]
 pub async fn dead_letters(
-    State(app): State<AppState>,
+    State(app): State<AdminState>,
     id: WorkspaceId,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<DeadLettersView>, ApiError> {
@@ -511,10 +511,8 @@ pub async fn dead_letters(
     operation_id = "replayDeadLetters",
     responses((status = 200, body = ReplayView)),
 )]
-pub async fn replay(State(app): State<AppState>, id: WorkspaceId) -> Result<Json<ReplayView>, ApiError> {
+pub async fn replay(State(app): State<AdminState>, id: WorkspaceId) -> Result<Json<ReplayView>, ApiError> {
     app.store.workspace(&id).await?.ok_or_else(no_such_workspace)?;
-    let replayed = app.store.replay_dead_letters(&id, now_millis()).await?;
-    app.queue_depth.added(replayed);
-    app.backlog.mark([id.as_str()]);
+    let replayed = app.queue.replay(&id, now_millis()).await?;
     Ok(Json(ReplayView { replayed }))
 }

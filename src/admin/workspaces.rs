@@ -7,14 +7,14 @@ use serde::{Deserialize, Serialize};
 use utoipa::openapi::{ArrayBuilder, ObjectBuilder, Type};
 use utoipa::{IntoParams, ToSchema};
 
+use super::AdminState;
 use super::extract::{AdminJson, workspace_id_schema};
+use crate::domain::pattern::{BLANKS, VISIBLE};
+use crate::domain::time::{millis_to_iso8601, now_millis};
 use crate::domain::{AllowedOrigins, MAX_ORIGINS, ORIGIN, WorkspaceId};
-use crate::error::{ApiError, ErrorBody};
-use crate::openapi::{self, nullable};
-use crate::pattern::{BLANKS, VISIBLE};
-use crate::state::AppState;
+use crate::http::error::{ApiError, ErrorBody};
+use crate::http::openapi::{self, nullable};
 use crate::store::Workspace;
-use crate::time::{millis_to_iso8601, now_millis};
 
 /// Longest workspace name, in characters.
 const MAX_NAME_CHARS: usize = 200;
@@ -76,7 +76,8 @@ fn origins_schema() -> ArrayBuilder {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WorkspaceView {
-    id: String,
+    #[schema(value_type = String)]
+    id: WorkspaceId,
     name: String,
     ingest_key: String,
     allowed_origins: Option<Vec<String>>,
@@ -101,7 +102,7 @@ impl From<Workspace> for WorkspaceView {
     responses((status = 201, body = WorkspaceView), (status = 409, description = "The id is taken", body = ErrorBody)),
 )]
 pub async fn create(
-    State(app): State<AppState>,
+    State(app): State<AdminState>,
     AdminJson(body): AdminJson<WorkspaceBody>,
 ) -> Result<(StatusCode, Json<WorkspaceView>), ApiError> {
     let id = match body.id {
@@ -133,7 +134,8 @@ pub struct PageQuery {
 pub struct WorkspacePage {
     workspaces: Vec<WorkspaceView>,
     /// The `after` of the next page; `null` on the last.
-    next: Option<String>,
+    #[schema(value_type = Option<String>)]
+    next: Option<WorkspaceId>,
 }
 
 /// The workspaces in id order, a page at a time.
@@ -142,7 +144,7 @@ pub struct WorkspacePage {
     responses((status = 200, body = WorkspacePage)),
 )]
 pub async fn list(
-    State(app): State<AppState>,
+    State(app): State<AdminState>,
     query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<WorkspacePage>, ApiError> {
     let invalid_limit = || ApiError::InvalidRequest {
@@ -170,7 +172,7 @@ pub async fn list(
     responses((status = 200, description = "Updated", body = WorkspaceView), (status = 201, description = "Created", body = WorkspaceView)),
 )]
 pub async fn upsert(
-    State(app): State<AppState>,
+    State(app): State<AdminState>,
     id: WorkspaceId,
     AdminJson(body): AdminJson<WorkspaceBody>,
 ) -> Result<(StatusCode, Json<WorkspaceView>), ApiError> {
@@ -190,7 +192,7 @@ pub async fn upsert(
     get, path = "/admin/v1/workspaces/{id}", tag = "admin", operation_id = "getWorkspace", params(WorkspaceId),
     responses((status = 200, body = WorkspaceView)),
 )]
-pub async fn get(State(app): State<AppState>, id: WorkspaceId) -> Result<Json<WorkspaceView>, ApiError> {
+pub async fn get(State(app): State<AdminState>, id: WorkspaceId) -> Result<Json<WorkspaceView>, ApiError> {
     let workspace = app.store.workspace(&id).await?.ok_or_else(no_such_workspace)?;
     Ok(Json(workspace.into()))
 }
@@ -202,7 +204,10 @@ pub async fn get(State(app): State<AppState>, id: WorkspaceId) -> Result<Json<Wo
     params(WorkspaceId),
     responses((status = 200, description = "The workspace with its new ingest key", body = WorkspaceView)),
 )]
-pub async fn rotate_ingest_key(State(app): State<AppState>, id: WorkspaceId) -> Result<Json<WorkspaceView>, ApiError> {
+pub async fn rotate_ingest_key(
+    State(app): State<AdminState>,
+    id: WorkspaceId,
+) -> Result<Json<WorkspaceView>, ApiError> {
     let workspace = app.store.rotate_ingest_key(&id, &new_ingest_key()).await?.ok_or_else(no_such_workspace)?;
     app.ingest_keys.invalidate();
     Ok(Json(workspace.into()))
@@ -221,7 +226,6 @@ fn new_workspace(id: WorkspaceId, name: String, allowed_origins: Option<Vec<Stri
     }
     let name = name.trim_matches(BLANKS).to_owned();
     let allowed_origins = allowed_origins.map(AllowedOrigins::parse).transpose()?;
-    let id = id.into_string();
     Ok(Workspace { id, name, ingest_key: new_ingest_key(), created_at: now_millis(), allowed_origins })
 }
 

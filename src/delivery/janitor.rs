@@ -9,11 +9,10 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::DeadLetterReason;
+use crate::domain::time::{millis, now_millis};
 use crate::metrics::Metrics;
-use crate::queue_depth::QueueDepth;
+use crate::queue::Queue;
 use crate::store::{Store, StoreError};
-use crate::time::{millis, now_millis};
 
 /// Rows moved or deleted per statement, to keep transactions short.
 const BATCH: usize = 10_000;
@@ -23,8 +22,8 @@ const DELETED_WORKSPACES_SWEPT_FOR: Duration = Duration::from_secs(3600);
 
 pub struct Janitor {
     pub store: Arc<Store>,
+    pub queue: Queue,
     pub metrics: Arc<Metrics>,
-    pub queue_depth: QueueDepth,
     pub interval: Duration,
     pub max_age: Duration,
     pub dead_letter_retention: Duration,
@@ -51,10 +50,9 @@ impl Janitor {
     async fn sweep(&self) -> Result<(), StoreError> {
         let now = now_millis();
         loop {
-            let expired = self.store.expire_events(now - millis(self.max_age), now, BATCH).await?;
+            let expired = self.queue.expire(now - millis(self.max_age), now, BATCH).await?;
             if expired > 0 {
                 tracing::warn!(expired, "undelivered events passed the maximum age and became dead letters");
-                self.metrics.dead_lettered(DeadLetterReason::Expired, expired);
             }
             if expired < BATCH as u64 {
                 break;
@@ -80,8 +78,7 @@ impl Janitor {
                 "deleted what was committed for deleted workspaces after they went"
             );
         }
-        let depth = self.store.queue_depth().await?;
-        self.queue_depth.counted(depth);
+        self.queue.recount().await?;
         let oldest = self.store.oldest_queued_at().await?;
         self.metrics.queue_oldest_age.set(oldest.map_or(0, |at| (now_millis() - at).max(0) / 1000));
         Ok(())

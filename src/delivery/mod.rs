@@ -8,12 +8,14 @@
 //! oldest events, sends them, and acks, dead-letters or keeps each one. No
 //! transaction is open while Segment is called.
 
-mod backlog;
 mod cursors;
 mod janitor;
 mod pacing;
 mod regions;
 mod round;
+pub mod segment;
+
+use segment::{BatchLimits, SegmentClient};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,14 +27,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::DeliverySettings;
+use crate::domain::WorkspaceId;
+use crate::domain::time::{millis, now_millis};
 use crate::metrics::Metrics;
-use crate::queue_depth::QueueDepth;
+use crate::queue::{Backlog, Queue};
 use crate::secrets::Sealer;
-use crate::segment::{BatchLimits, SegmentClient};
 use crate::store::{Store, WorkspaceLease};
-use crate::time::{millis, now_millis};
-
-pub use backlog::Backlog;
 use cursors::Cursors;
 pub use janitor::Janitor;
 use regions::ProbeClaim;
@@ -53,7 +53,7 @@ pub struct Delivery {
     client: SegmentClient,
     sealer: Sealer,
     metrics: Arc<Metrics>,
-    queue_depth: QueueDepth,
+    queue: Queue,
     settings: DeliverySettings,
     limits: BatchLimits,
     backlog: Arc<Backlog>,
@@ -63,20 +63,20 @@ pub struct Delivery {
     store_turns: Semaphore,
 }
 
-/// What delivery works with: the store, Segment's client, the sealer of write
-/// keys, and what it shares with ingest.
+/// What delivery works with: the store, the queue it takes events from,
+/// Segment's client and the sealer of write keys.
 pub struct DeliveryParts {
     pub store: Arc<Store>,
+    pub queue: Queue,
     pub client: SegmentClient,
     pub sealer: Sealer,
     pub metrics: Arc<Metrics>,
-    pub queue_depth: QueueDepth,
-    pub backlog: Arc<Backlog>,
 }
 
 impl Delivery {
     pub fn new(parts: DeliveryParts, settings: DeliverySettings, limits: BatchLimits) -> Delivery {
-        let DeliveryParts { store, client, sealer, metrics, queue_depth, backlog } = parts;
+        let DeliveryParts { store, queue, client, sealer, metrics } = parts;
+        let backlog = queue.backlog().clone();
         let regions = Regions::new(
             store.clone(),
             metrics.clone(),
@@ -88,7 +88,7 @@ impl Delivery {
             client,
             sealer,
             metrics,
-            queue_depth,
+            queue,
             settings,
             limits,
             backlog,
@@ -169,7 +169,7 @@ impl Delivery {
     /// How long to wait for the next workspace to fall due, when nothing is due
     /// now: until the earliest one may be leased, at most the poll interval.
     /// With no free slot, only a finishing round (or new events) matters.
-    async fn idle_time(&self, candidates: &[String], slot_free: bool) -> Duration {
+    async fn idle_time(&self, candidates: &[WorkspaceId], slot_free: bool) -> Duration {
         let poll = self.settings.poll_interval();
         if !slot_free || candidates.is_empty() {
             return poll;
@@ -190,7 +190,7 @@ impl Delivery {
 
     /// For each Segment region that is down and due for a probe, one of its
     /// workspaces among the candidates, leased for a round that probes it.
-    async fn lease_probes(&self, candidates: &[String], free: usize) -> Vec<(WorkspaceLease, ProbeClaim)> {
+    async fn lease_probes(&self, candidates: &[WorkspaceId], free: usize) -> Vec<(WorkspaceLease, ProbeClaim)> {
         if free == 0 || candidates.is_empty() {
             return Vec::new();
         }
@@ -220,7 +220,7 @@ impl Delivery {
     /// each: first those found caught up last time (their rounds are short, so
     /// a workspace with a few new events is not kept waiting behind a drain),
     /// then the others, longest-waiting first.
-    async fn lease(&self, candidates: &mut [String], free: usize) -> Vec<WorkspaceLease> {
+    async fn lease(&self, candidates: &mut [WorkspaceId], free: usize) -> Vec<WorkspaceLease> {
         let first = self.backlog.caught_up_first(candidates);
         let (caught_up, behind) = candidates.split_at(first);
         let mut leased = self.lease_among(caught_up, free).await;
@@ -228,7 +228,7 @@ impl Delivery {
         leased
     }
 
-    async fn lease_among(&self, candidates: &[String], free: usize) -> Vec<WorkspaceLease> {
+    async fn lease_among(&self, candidates: &[WorkspaceId], free: usize) -> Vec<WorkspaceLease> {
         if free == 0 || candidates.is_empty() {
             return Vec::new();
         }

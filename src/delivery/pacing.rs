@@ -6,8 +6,8 @@ use std::time::Duration;
 use rand::Rng;
 use tokio::time::Instant;
 
+use crate::domain::time::{millis, now_millis};
 use crate::store::Millis;
-use crate::time::{millis, now_millis};
 
 /// Capped exponential backoff with full jitter: a uniformly random wait up to
 /// `base * 2^(failures - 1)`, capped at `max`. Jitter keeps many workspaces

@@ -21,9 +21,9 @@ use std::time::Duration;
 use rand::Rng;
 
 use crate::domain::Region;
+use crate::domain::time::{Millis, millis, now_millis};
 use crate::metrics::Metrics;
 use crate::store::{RegionHealth, Store, StoreError};
-use crate::time::{Millis, millis, now_millis};
 
 /// A probe's hold on its region: no other probe goes before `until`.
 #[derive(Clone, Copy, Debug)]

@@ -11,12 +11,12 @@ use super::Delivery;
 use super::pacing::{Pace, backoff};
 use super::regions::ProbeClaim;
 use crate::config::DeliverySettings;
+use crate::delivery::segment::{self, Batch, Outcome};
 use crate::domain::DeadLetterReason;
+use crate::domain::time::{iso8601, millis, now_millis};
 use crate::metrics::{Status, StoreOperation};
 use crate::secrets::WriteKey;
-use crate::segment::{self, Batch, Outcome};
 use crate::store::{LastError, Millis, Rejection, RoundEnd, StoreError, WorkspaceLease};
-use crate::time::{iso8601, millis, now_millis};
 
 /// How often a lease is offered back to a store that failed.
 const GIVE_BACK_RETRY: Duration = Duration::from_secs(1);
@@ -221,18 +221,13 @@ impl Delivery {
     ) -> Result<(), StoreError> {
         let acked = {
             let _turn = self.store_turn(batch.len() > SMALL_OPERATION).await;
-            let started = Instant::now();
-            let acked = self.store.ack(lease, batch.event_ids()).await?;
-            self.metrics.store_op(StoreOperation::Ack, started.elapsed());
-            acked
+            self.queue.ack(lease, batch.event_ids()).await?
         };
         if acked < batch.len() as u64 {
             // The lease ran out and another worker took the workspace; it sends these
             // again with the same messageIds, which Segment de-duplicates.
             tracing::warn!(workspace = %lease.workspace_id, unacked = batch.len() as u64 - acked, "the workspace lease passed to another worker during delivery");
         }
-        self.metrics.events_delivered.inc_by(acked);
-        self.queue_depth.removed(acked);
         let now = now_millis();
         for id in batch.event_ids() {
             if let Some(received) = received_at.get(id) {
@@ -254,15 +249,12 @@ impl Delivery {
         status: Option<u16>,
         detail: &str,
     ) -> Result<(), StoreError> {
-        let rejections: Vec<Rejection> =
-            ids.iter().map(|&event_id| Rejection { event_id, reason, status, detail: detail.to_owned() }).collect();
+        let why = Rejection { reason, status, detail: detail.to_owned() };
         let moved = {
-            let _turn = self.store_turn(rejections.len() > SMALL_OPERATION).await;
-            self.store.dead_letter(lease, &rejections, now_millis()).await?
+            let _turn = self.store_turn(ids.len() > SMALL_OPERATION).await;
+            self.queue.dead_letter(lease, ids, &why, now_millis()).await?
         };
         tracing::warn!(workspace = %lease.workspace_id, reason = reason.as_str(), status, detail, moved, "events dead-lettered");
-        self.metrics.dead_lettered(reason, moved);
-        self.queue_depth.removed(moved);
         Ok(())
     }
 }
@@ -382,8 +374,8 @@ fn waiting_for_region(status: Option<u16>, message: String, now: Millis) -> Roun
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::Region;
-    use crate::segment::BatchLimits;
+    use crate::delivery::segment::BatchLimits;
+    use crate::domain::{Region, WorkspaceId};
 
     const NOW: Millis = 1_800_000_000_000;
 
@@ -394,7 +386,7 @@ mod tests {
 
     fn lease(consecutive_failures: u32) -> WorkspaceLease {
         WorkspaceLease {
-            workspace_id: "w".into(),
+            workspace_id: WorkspaceId::stored("w".into()),
             lease_id: "l".into(),
             sealed_write_key: "sealed".into(),
             region: Region::Us,

@@ -13,8 +13,8 @@ use flate2::read::MultiGzDecoder;
 use http_body_util::BodyExt;
 use serde_json::value::RawValue;
 
-use crate::error::ApiError;
-use crate::state::AppState;
+use super::IngestState;
+use crate::http::error::ApiError;
 
 /// A request body, read and inflated within the limits, not yet parsed.
 #[derive(Debug)]
@@ -28,11 +28,11 @@ impl JsonBody {
     }
 }
 
-impl FromRequest<AppState> for JsonBody {
+impl FromRequest<IngestState> for JsonBody {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
-        let limits = &state.settings.ingest;
+    async fn from_request(request: Request, state: &IngestState) -> Result<Self, ApiError> {
+        let limits = &state.settings;
         check_content_type(request.headers())?;
         let encoding = content_encoding(request.headers())?;
         // Already read in full, within the limit, by `read_first`.
@@ -50,8 +50,8 @@ impl FromRequest<AppState> for JsonBody {
 /// before anything answers: a request refused early (unknown key, wrong
 /// method, bad content type) would otherwise leave its body unread, and a
 /// client still sending it would get a reset connection instead of the answer.
-pub async fn read_first(State(app): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
-    let limits = &app.settings.ingest;
+pub async fn read_first(State(app): State<IngestState>, request: Request, next: Next) -> Result<Response, ApiError> {
+    let limits = &app.settings;
     let (parts, body) = request.into_parts();
     let declared =
         parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());

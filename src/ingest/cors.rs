@@ -17,16 +17,16 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::IngestState;
 use super::{KEY_HEADER, query_key};
-use crate::error::ApiError;
-use crate::state::AppState;
+use crate::http::error::ApiError;
 
 /// How long browsers may reuse a preflight answer, in seconds.
 const PREFLIGHT_MAX_AGE: u32 = 3600;
 /// The paths CORS applies to: the ingest API.
 const INGEST_PATHS: &str = "/v1/";
 
-pub async fn cors(State(app): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn cors(State(app): State<IngestState>, request: Request, next: Next) -> Response {
     if !request.uri().path().starts_with(INGEST_PATHS) {
         return next.run(request).await;
     }
@@ -50,10 +50,10 @@ fn allow(headers: &mut HeaderMap, origin: Option<HeaderValue>) {
     }
 }
 
-async fn preflight(app: &AppState, key: Option<String>, origin: Option<&HeaderValue>) -> Result<Response, ApiError> {
+async fn preflight(app: &IngestState, key: Option<String>, origin: Option<&HeaderValue>) -> Result<Response, ApiError> {
     let origin_text = origin.and_then(|o| o.to_str().ok());
     if let (Some(key), Some(origin)) = (key, origin_text)
-        && let Some(target) = app.ingest_keys.resolve(&key).await?
+        && let Some(target) = app.keys.resolve(&key).await?
         && !target.allows(origin)
     {
         return Err(ApiError::OriginNotAllowed);

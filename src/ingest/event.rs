@@ -9,17 +9,17 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use crate::catalog;
-use crate::domain::MAX_ID_CHARS;
-use crate::error::{EventError, EventErrorCode as Code};
-use crate::pattern::shown;
-use crate::segment::{self, Context, TrackMessage};
+use crate::delivery::segment::{self, Context, TrackMessage};
+use crate::domain::catalog;
+use crate::domain::pattern::shown;
+use crate::domain::{MAX_ID_CHARS, WorkspaceId};
+use crate::http::error::{EventError, EventErrorCode as Code};
 use crate::store::{IdentityLink, NewEvent};
 
 /// What the request adds to each of its events.
 #[derive(Clone, Debug)]
 pub struct Envelope<'a> {
-    pub workspace_id: &'a str,
+    pub workspace_id: &'a WorkspaceId,
     /// The server's clock when the request arrived.
     pub received_at: DateTime<Utc>,
     /// The batch's `sentAt`, used for events without their own.
@@ -86,7 +86,7 @@ pub fn parse_event(value: Value, envelope: &Envelope) -> Result<Accepted, EventE
     let received_at = envelope.received_at.timestamp_millis();
     let identity_link = identity_link(envelope.workspace_id, &identity, received_at);
     let event = NewEvent {
-        workspace_id: envelope.workspace_id.to_owned(),
+        workspace_id: envelope.workspace_id.clone(),
         message_id,
         user_id: identity.user_id,
         anonymous_id: identity.anonymous_id,
@@ -97,7 +97,11 @@ pub fn parse_event(value: Value, envelope: &Envelope) -> Result<Accepted, EventE
 }
 
 /// The body of `/v1/identify`: both ids are required.
-pub fn parse_identify(value: &Value, workspace_id: &str, at: DateTime<Utc>) -> Result<IdentityLink, EventError> {
+pub fn parse_identify(
+    value: &Value,
+    workspace_id: &WorkspaceId,
+    at: DateTime<Utc>,
+) -> Result<IdentityLink, EventError> {
     let Value::Object(fields) = value else {
         return Err(EventError::new(Code::InvalidEvent, None, "the body must be a JSON object".into()));
     };
@@ -106,16 +110,16 @@ pub fn parse_identify(value: &Value, workspace_id: &str, at: DateTime<Utc>) -> R
     let (Some(user_id), Some(anonymous_id)) = (identity.user_id, identity.anonymous_id) else {
         return Err(EventError::new(Code::MissingIdentity, None, "identify needs both userId and anonymousId".into()));
     };
-    Ok(IdentityLink { workspace_id: workspace_id.to_owned(), anonymous_id, user_id, at: at.timestamp_millis() })
+    Ok(IdentityLink { workspace_id: workspace_id.clone(), anonymous_id, user_id, at: at.timestamp_millis() })
 }
 
 /// An event with both ids tells which user the anonymous id belongs to.
-fn identity_link(workspace_id: &str, identity: &Identity, at: i64) -> Option<IdentityLink> {
+fn identity_link(workspace_id: &WorkspaceId, identity: &Identity, at: i64) -> Option<IdentityLink> {
     let (Some(user_id), Some(anonymous_id)) = (&identity.user_id, &identity.anonymous_id) else {
         return None;
     };
     Some(IdentityLink {
-        workspace_id: workspace_id.to_owned(),
+        workspace_id: workspace_id.clone(),
         anonymous_id: anonymous_id.clone(),
         user_id: user_id.clone(),
         at,
@@ -290,9 +294,11 @@ mod tests {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
     }
 
+    static WORKSPACE: std::sync::LazyLock<WorkspaceId> = std::sync::LazyLock::new(|| WorkspaceId::stored("ws".into()));
+
     fn envelope() -> Envelope<'static> {
         Envelope {
-            workspace_id: "ws",
+            workspace_id: &WORKSPACE,
             received_at: at("2026-11-29T10:00:05Z"),
             sent_at: None,
             user_agent: Some("Mozilla/5.0"),

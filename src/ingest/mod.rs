@@ -3,8 +3,11 @@
 //! the `202` is sent.
 
 mod body;
+pub mod committer;
 mod cors;
 pub mod event;
+pub mod keys;
+mod state;
 mod strict_json;
 
 use std::net::IpAddr;
@@ -24,23 +27,22 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::error::{self, ApiError, IndexedEventError};
+use crate::http::error::{self, ApiError, IndexedEventError};
+use crate::http::openapi::{BatchRequest, CatalogEvent, date_time, present_ingest_id};
 use crate::metrics::{NOT_CONFIGURED, NOT_SELECTED, Reason, Status};
-use crate::openapi::{BatchRequest, CatalogEvent, date_time, present_ingest_id};
-use crate::state::AppState;
 use crate::store::IngestTarget;
 use body::JsonBody;
 pub use body::read_first;
 pub use cors::cors;
 use event::{Envelope, parse_event, parse_identify};
-use strict_json::JsonLimits;
+pub use state::{Ingest, IngestState};
 
 const KEY_HEADER: &str = "x-produktly-key";
 /// Longest user agent forwarded, in bytes.
 const MAX_USER_AGENT: usize = 512;
 
 /// The ingest routes and their part of the OpenAPI document.
-pub fn router(state: AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+pub fn router(state: IngestState) -> (Router<IngestState>, utoipa::openapi::OpenApi) {
     let (router, api) =
         OpenApiRouter::new().routes(routes!(track)).routes(routes!(batch)).routes(routes!(identify)).split_for_parts();
     let router = router
@@ -62,7 +64,7 @@ struct IdentifyRequest {
     sent_at: Option<String>,
 }
 
-async fn count_responses(State(app): State<AppState>, request: Request, next: Next) -> Response {
+async fn count_responses(State(app): State<IngestState>, request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     app.metrics.ingest_responses.inc_by(&Status { status: response.status().as_u16() }, 1);
     response
@@ -91,7 +93,7 @@ struct Answer {
     request_body(content((CatalogEvent = "application/json"), (CatalogEvent = "text/plain"))),
     responses((status = 202, description = "Stored (or discarded; see the body)", body = Answer)),
 )]
-async fn track(State(app): State<AppState>, request: IngestRequest, body: JsonBody) -> Result<Response, ApiError> {
+async fn track(State(app): State<IngestState>, request: IngestRequest, body: JsonBody) -> Result<Response, ApiError> {
     accept(&app, &request, vec![body.json()?], None, Shape::Single).await
 }
 
@@ -101,8 +103,8 @@ async fn track(State(app): State<AppState>, request: IngestRequest, body: JsonBo
     request_body(content((BatchRequest = "application/json"), (BatchRequest = "text/plain"))),
     responses((status = 202, description = "Stored (or discarded; see the body)", body = Answer)),
 )]
-async fn batch(State(app): State<AppState>, request: IngestRequest, body: JsonBody) -> Result<Response, ApiError> {
-    let (events, sent_at) = split_batch(body.json()?, app.settings.ingest.max_batch_events)?;
+async fn batch(State(app): State<IngestState>, request: IngestRequest, body: JsonBody) -> Result<Response, ApiError> {
+    let (events, sent_at) = split_batch(body.json()?, app.settings.max_batch_events)?;
     accept(&app, &request, events, sent_at, Shape::Batch).await
 }
 
@@ -112,8 +114,12 @@ async fn batch(State(app): State<AppState>, request: IngestRequest, body: JsonBo
     request_body(content((IdentifyRequest = "application/json"), (IdentifyRequest = "text/plain"))),
     responses((status = 202, description = "Recorded (or discarded; see the body)", body = Answer)),
 )]
-async fn identify(State(app): State<AppState>, request: IngestRequest, body: JsonBody) -> Result<Response, ApiError> {
-    let body = strict_json::parse(body.json()?.get(), &json_limits(&app))?;
+async fn identify(
+    State(app): State<IngestState>,
+    request: IngestRequest,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    let body = strict_json::parse(body.json()?.get(), &app.json_limits())?;
     let link = parse_identify(&body, &request.target.workspace_id, request.received_at)?;
     if !request.target.segment_enabled {
         // Nothing to deliver; an identify is not an event, so not counted as one.
@@ -135,7 +141,7 @@ enum Shape {
 }
 
 async fn accept(
-    app: &AppState,
+    app: &IngestState,
     request: &IngestRequest,
     events: Vec<&RawValue>,
     sent_at: Option<DateTime<Utc>>,
@@ -148,7 +154,7 @@ async fn accept(
     let mut rejected = Vec::new();
     let mut not_selected = 0;
     // One event's tree at a time: a batch is never held parsed as a whole.
-    let limits = json_limits(app);
+    let limits = app.json_limits();
     for (index, raw) in events.into_iter().enumerate() {
         match strict_json::parse(raw.get(), &limits).and_then(|value| parse_event(value, &envelope)) {
             // Valid, but not one the workspace forwards: never stored.
@@ -179,7 +185,7 @@ async fn accept(
     }
     let count = accepted.len();
     if count > 0 {
-        if app.queue_depth.get() >= app.settings.ingest.max_queue_depth {
+        if app.queue.depth() >= app.settings.max_queue_depth {
             return Err(ApiError::QueueFull);
         }
         app.committer.commit(accepted, identities).await?;
@@ -189,7 +195,7 @@ async fn accept(
 
 /// Valid events answered but not stored: the workspace has no enabled
 /// Segment integration (there is nowhere to deliver them).
-fn not_configured(app: &AppState, count: usize, rejected: Vec<IndexedEventError>) -> Response {
+fn not_configured(app: &IngestState, count: usize, rejected: Vec<IndexedEventError>) -> Response {
     app.metrics.events_discarded.inc_by(&Reason { reason: NOT_CONFIGURED }, count as u64);
     answer(Answer { accepted: 0, discarded: Some(count), reason: Some(NOT_CONFIGURED), rejected })
 }
@@ -226,15 +232,6 @@ fn split_batch(body: &RawValue, max_events: usize) -> Result<(Vec<&RawValue>, Op
     Ok((events, sent_at))
 }
 
-fn json_limits(app: &AppState) -> JsonLimits {
-    let ingest = &app.settings.ingest;
-    JsonLimits {
-        max_depth: ingest.max_json_depth,
-        max_string_bytes: ingest.max_string_bytes,
-        max_object_keys: ingest.max_object_keys,
-    }
-}
-
 /// The authenticated workspace of an ingest request and what the request
 /// itself tells about the browser.
 #[derive(Debug)]
@@ -260,20 +257,20 @@ impl IngestRequest {
     }
 }
 
-impl FromRequestParts<AppState> for IngestRequest {
+impl FromRequestParts<IngestState> for IngestRequest {
     type Rejection = ApiError;
 
     /// Who is calling: the client address (rate limited), the workspace of the
     /// key (rate limited, origin checked) and what the headers tell.
-    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, app: &IngestState) -> Result<Self, ApiError> {
         let received_at = Utc::now();
-        let client = app.client_ip(parts);
+        let client = app.client_ips.of(parts);
         if let Some(client) = client {
-            app.rate_limits.ingest_client(client)?;
+            app.per_client.check(&client)?;
         }
         let key = ingest_key(parts).ok_or(ApiError::MissingIngestKey)?;
-        let target = app.ingest_keys.resolve(&key).await?.ok_or(ApiError::InvalidIngestKey)?;
-        app.rate_limits.ingest_workspace(&target.workspace_id)?;
+        let target = app.keys.resolve(&key).await?.ok_or(ApiError::InvalidIngestKey)?;
+        app.per_workspace.check(&target.workspace_id)?;
         if let Some(origin) = parts.headers.get(header::ORIGIN)
             && !target.allows(origin.to_str().unwrap_or_default())
         {
@@ -327,7 +324,7 @@ fn preferred_language(headers: &HeaderMap) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::{EventError, EventErrorCode};
+    use crate::http::error::{EventError, EventErrorCode};
     use serde_json::json;
 
     #[test]

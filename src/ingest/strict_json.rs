@@ -9,8 +9,8 @@ use std::fmt;
 use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
-use crate::error::{EventError, EventErrorCode};
-use crate::pattern::shown;
+use crate::domain::pattern::shown;
+use crate::http::error::{EventError, EventErrorCode};
 
 #[derive(Clone, Copy, Debug)]
 pub struct JsonLimits {

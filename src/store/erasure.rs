@@ -5,7 +5,7 @@
 //! swept too.
 
 use super::{Millis, Store, StoreError};
-use crate::db::{Sql, params};
+use crate::store::db::{Sql, params};
 
 // A workspace's rows, table by table (deleting an integration takes the first two).
 pub(super) static DELETE_EVENTS: Sql = Sql::new("DELETE FROM events WHERE workspace_id = $1");

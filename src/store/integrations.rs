@@ -6,7 +6,7 @@ use const_format::concatcp;
 use super::erasure::{DELETE_DEAD_LETTERS, DELETE_EVENTS, DELETE_INTEGRATION};
 use super::rows::{INTEGRATION_COLUMNS, stored_list};
 use super::{Integration, IntegrationConfig, Millis, QueueCounts, Store, StoreError};
-use crate::db::{Sql, params};
+use crate::store::db::{Sql, params};
 
 static PUT: Sql = Sql::new(concatcp!(
     "INSERT INTO integrations \
@@ -55,14 +55,15 @@ impl Store {
         Ok(self.db.optional(&SELECT, params![workspace_id]).await?)
     }
 
-    /// Deletes the integration and drops the workspace's queued and dead events.
-    pub async fn delete_integration(&self, workspace_id: &str) -> Result<bool, StoreError> {
+    /// Deletes the integration and drops the workspace's queued and dead
+    /// events; the queued events dropped, if it had an integration.
+    pub async fn delete_integration(&self, workspace_id: &str) -> Result<Option<u64>, StoreError> {
         let mut tx = self.db.begin().await?;
         let deleted = tx.execute(&DELETE_INTEGRATION, params![workspace_id]).await?;
-        tx.execute(&DELETE_EVENTS, params![workspace_id]).await?;
+        let events = tx.execute(&DELETE_EVENTS, params![workspace_id]).await?;
         tx.execute(&DELETE_DEAD_LETTERS, params![workspace_id]).await?;
         tx.commit().await?;
-        Ok(deleted == 1)
+        Ok((deleted == 1).then_some(events))
     }
 
     /// Undelivered and dead-lettered events of one workspace.

@@ -6,7 +6,8 @@ use const_format::concatcp;
 
 use super::rows::LEASE_COLUMNS;
 use super::{Millis, RoundEnd, Store, StoreError, WorkspaceLease};
-use crate::db::{Sql, params};
+use crate::domain::WorkspaceId;
+use crate::store::db::{Sql, params};
 
 /// The condition that an integration's Segment region is not down.
 pub(super) const REGION_UP: &str = "region NOT IN (SELECT region FROM segment_regions WHERE down_since IS NOT NULL)";
@@ -47,7 +48,7 @@ impl Store {
     /// unleased and in a region that is up, longest-waiting first.
     pub async fn lease_workspaces(
         &self,
-        candidates: &[String],
+        candidates: &[WorkspaceId],
         now: Millis,
         lease_until: Millis,
         limit: usize,
@@ -57,7 +58,7 @@ impl Store {
 
     /// The earliest time one of the enabled `candidates` in a region that is
     /// up may be leased (its next attempt, or the end of its current lease).
-    pub async fn next_due(&self, candidates: &[String], now: Millis) -> Result<Option<Millis>, StoreError> {
+    pub async fn next_due(&self, candidates: &[WorkspaceId], now: Millis) -> Result<Option<Millis>, StoreError> {
         Ok(self.db.one(&NEXT_DUE, params![now, candidates]).await?)
     }
 

@@ -1,8 +1,9 @@
 //! Durable state: workspaces, Segment integrations (sealed write keys and
 //! delivery state), the event queue, dead letters and identity mappings, on
-//! PostgreSQL or SQLite behind one SQL layer (`crate::db`). Times are Unix
+//! PostgreSQL or SQLite behind one SQL layer (`crate::store::db`). Times are Unix
 //! milliseconds.
 
+pub mod db;
 mod erasure;
 mod integrations;
 mod leases;
@@ -17,16 +18,16 @@ use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
 use crate::config::Settings;
-use crate::db::{ConnectionCounts, Db, DbError, Dialect, Sql};
-use crate::domain::{AllowedOrigins, DeadLetterReason, IpPolicy, LINK_REFRESH_MILLIS, Region};
-use crate::selection::EventSelection;
+use crate::domain::selection::EventSelection;
+use crate::domain::{AllowedOrigins, DeadLetterReason, IpPolicy, LINK_REFRESH_MILLIS, Region, WorkspaceId};
+use crate::store::db::{ConnectionCounts, Db, DbError, Dialect, Sql};
 pub use erasure::{Erased, ErasureSubject};
 pub use queue::QueueLife;
 
-pub use crate::time::Millis;
+pub use crate::domain::time::Millis;
 
 /// Told the workspace ids of events another instance committed.
-pub type OnEvents = Arc<dyn Fn(Vec<String>) + Send + Sync>;
+pub type OnEvents = Arc<dyn Fn(Vec<WorkspaceId>) + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -42,7 +43,7 @@ pub enum StoreError {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Workspace {
-    pub id: String,
+    pub id: WorkspaceId,
     pub name: String,
     pub ingest_key: String,
     pub created_at: Millis,
@@ -53,7 +54,7 @@ pub struct Workspace {
 /// What ingest needs to know about the workspace an ingest key belongs to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IngestTarget {
-    pub workspace_id: String,
+    pub workspace_id: WorkspaceId,
     pub segment_enabled: bool,
     /// As in [`Workspace::allowed_origins`].
     pub allowed_origins: Option<AllowedOrigins>,
@@ -74,7 +75,7 @@ impl IngestTarget {
 /// as JSON without `userId`, which is added at delivery (own or resolved).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewEvent {
-    pub workspace_id: String,
+    pub workspace_id: WorkspaceId,
     pub message_id: String,
     pub user_id: Option<String>,
     pub anonymous_id: Option<String>,
@@ -85,7 +86,7 @@ pub struct NewEvent {
 /// "This browser's anonymous id belongs to that user."
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdentityLink {
-    pub workspace_id: String,
+    pub workspace_id: WorkspaceId,
     pub anonymous_id: String,
     pub user_id: String,
     pub at: Millis,
@@ -95,7 +96,7 @@ pub struct IdentityLink {
 /// the state of delivery to it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Integration {
-    pub workspace_id: String,
+    pub workspace_id: WorkspaceId,
     pub config: IntegrationConfig,
     pub consecutive_failures: u32,
     pub next_attempt_at: Millis,
@@ -134,7 +135,7 @@ pub struct QueueCounts {
 /// and dead letters change nothing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkspaceLease {
-    pub workspace_id: String,
+    pub workspace_id: WorkspaceId,
     pub lease_id: String,
     pub sealed_write_key: String,
     pub region: Region,
@@ -153,10 +154,9 @@ pub struct QueuedEvent {
     pub received_at: Millis,
 }
 
-/// Why one queued event becomes a dead letter.
+/// Why queued events become dead letters.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rejection {
-    pub event_id: i64,
     pub reason: DeadLetterReason,
     pub status: Option<u16>,
     pub detail: String,
@@ -168,7 +168,7 @@ pub struct DeadLetter {
     pub user_id: Option<String>,
     pub anonymous_id: Option<String>,
     pub payload: String,
-    pub reason: String,
+    pub reason: DeadLetterReason,
     pub status: Option<u16>,
     pub detail: String,
     pub received_at: Millis,
@@ -268,12 +268,17 @@ fn schema_is_current(migrator: &sqlx::migrate::Migrator, applied: Option<i64>) -
 }
 
 /// Identity links with one per anonymous id, the latest, as one upsert takes them.
-fn latest_links(links: &[IdentityLink]) -> Vec<&IdentityLink> {
-    let mut latest: std::collections::HashMap<(&str, &str), &IdentityLink> = std::collections::HashMap::new();
+fn latest_links(links: Vec<IdentityLink>) -> Vec<IdentityLink> {
+    let mut latest: std::collections::HashMap<(WorkspaceId, String), IdentityLink> = std::collections::HashMap::new();
     for link in links {
-        let kept = latest.entry((&link.workspace_id, &link.anonymous_id)).or_insert(link);
-        if link.at >= kept.at {
-            *kept = link;
+        match latest.entry((link.workspace_id.clone(), link.anonymous_id.clone())) {
+            std::collections::hash_map::Entry::Occupied(mut kept) if link.at >= kept.get().at => {
+                kept.insert(link);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {}
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(link);
+            }
         }
     }
     latest.into_values().collect()

@@ -14,8 +14,9 @@ use super::{
     DeadLetter, EXPIRED, IdentityLink, LINK_REFRESH_MILLIS, Millis, NewEvent, OnEvents, QueuedEvent, Rejection, Store,
     StoreError, WorkspaceLease, latest_links,
 };
-use crate::db::{Db, DbError, Dialect, Sql, SqliteConnection, Tx, params};
-use crate::time::now_millis;
+use crate::domain::WorkspaceId;
+use crate::domain::time::now_millis;
+use crate::store::db::{Db, Dialect, Sql, Tx, params};
 
 /// The condition under which a worker's writes to events take effect: its
 /// workspace lease (`$2` workspace, `$3` lease id) is still the current one.
@@ -141,38 +142,62 @@ impl Store {
     /// Commits events and identity links in one transaction; the number of
     /// events stored (the others were already queued: retries).
     pub async fn enqueue(&self, events: Vec<NewEvent>, identities: Vec<IdentityLink>) -> Result<u64, StoreError> {
-        match &self.db {
-            Db::Postgres(db) => {
+        let links = latest_links(identities);
+        match self.db.dialect() {
+            // The commit's rows as column arrays, in one round trip.
+            Dialect::Postgres => {
                 let announcement = self.announcement(&events);
-                let column = |f: fn(&NewEvent) -> Option<&str>| events.iter().map(f).collect::<Vec<_>>();
-                let links = latest_links(&identities);
-                let link_column = |f: fn(&IdentityLink) -> &str| links.iter().map(|l| f(l)).collect::<Vec<_>>();
-                let enqueued = sqlx::query_as::<_, (i64, i64)>(ENQUEUE_ARRAYS.text(self.db.dialect()))
-                    .bind(column(|e| Some(&e.workspace_id)))
-                    .bind(column(|e| Some(&e.message_id)))
-                    .bind(column(|e| e.user_id.as_deref()))
-                    .bind(column(|e| e.anonymous_id.as_deref()))
-                    .bind(LINK_REFRESH_MILLIS)
-                    .bind(column(|e| Some(&e.payload)))
-                    .bind(events.iter().map(|e| e.received_at).collect::<Vec<_>>())
-                    .bind(link_column(|l| &l.workspace_id))
-                    .bind(link_column(|l| &l.anonymous_id))
-                    .bind(link_column(|l| &l.user_id))
-                    .bind(links.iter().map(|l| l.at).collect::<Vec<_>>())
-                    .bind(EVENTS_CHANNEL)
-                    .bind(announcement)
-                    .fetch_one(&db.pool())
-                    .await;
-                Ok(db.observed(enqueued)?.0 as u64)
+                let mut columns = EventColumns::default();
+                for event in events {
+                    columns.push(event);
+                }
+                let mut link_columns = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                for link in links {
+                    link_columns.0.push(link.workspace_id.into_string());
+                    link_columns.1.push(link.anonymous_id);
+                    link_columns.2.push(link.user_id);
+                    link_columns.3.push(link.at);
+                }
+                let EventColumns { workspace, message, user, anonymous, payload, received } = columns;
+                let values = params![
+                    workspace,
+                    message,
+                    user,
+                    anonymous,
+                    LINK_REFRESH_MILLIS,
+                    payload,
+                    received,
+                    link_columns.0,
+                    link_columns.1,
+                    link_columns.2,
+                    link_columns.3,
+                    EVENTS_CHANNEL,
+                    announcement,
+                ];
+                let (stored, _): (i64, i64) = self.db.one(&ENQUEUE_ARRAYS, values).await?;
+                Ok(stored as u64)
             }
-            Db::Sqlite(db) => Ok(db.write(move |c| insert_rows(c, &events, &identities)).await?),
+            // Prepared single-row inserts in one transaction: no statement to
+            // parse, and no statement journal as a multi-row insert needs.
+            Dialect::Sqlite => {
+                let event_rows = events
+                    .into_iter()
+                    .map(|e| params![e.workspace_id, e.message_id, e.user_id, e.anonymous_id, e.payload, e.received_at])
+                    .collect();
+                let link_rows = links
+                    .into_iter()
+                    .map(|l| params![l.workspace_id, l.anonymous_id, l.user_id, l.at, LINK_REFRESH_MILLIS])
+                    .collect();
+                let changed = self.db.write_rows(vec![(&INSERT_EVENT, event_rows), (&UPSERT_LINK, link_rows)]).await?;
+                Ok(changed[0])
+            }
         }
     }
 
     /// The workspaces with an enabled integration and queued events. This
     /// probes the queue per workspace: delivery polls it, it does not ask it
     /// at every turn.
-    pub async fn workspaces_with_events(&self) -> Result<Vec<String>, StoreError> {
+    pub async fn workspaces_with_events(&self) -> Result<Vec<WorkspaceId>, StoreError> {
         Ok(self.db.all(&WORKSPACES_WITH_EVENTS, params![]).await?)
     }
 
@@ -218,17 +243,18 @@ impl Store {
     pub async fn dead_letter(
         &self,
         lease: &WorkspaceLease,
-        rejections: &[Rejection],
+        event_ids: &[i64],
+        why: &Rejection,
         now: Millis,
     ) -> Result<u64, StoreError> {
         let mut tx = self.db.begin().await?;
         let mut moved = 0;
-        for rejection in rejections {
-            let (id, workspace, lease_id) = (rejection.event_id, &lease.workspace_id, &lease.lease_id);
-            let status = rejection.status.map(i64::from);
-            let values = params![id, workspace, lease_id, rejection.reason.as_str(), status, &rejection.detail, now];
+        let (workspace, lease_id) = (&lease.workspace_id, &lease.lease_id);
+        let status = why.status.map(i64::from);
+        for &id in event_ids {
+            let values = params![id, workspace.as_str(), lease_id, why.reason.as_str(), status, &why.detail, now];
             moved += tx.execute(&DEAD_LETTER, values).await?;
-            tx.execute(&DELETE_EVENT, params![id, workspace, lease_id]).await?;
+            tx.execute(&DELETE_EVENT, params![id, workspace.as_str(), lease_id]).await?;
         }
         tx.commit().await?;
         Ok(moved)
@@ -279,12 +305,18 @@ impl Store {
     /// until `stop`: a hint only, since delivery also polls. Without
     /// cross-instance notification (SQLite serves one instance) it returns at once.
     pub async fn listen_for_events(&self, on_events: OnEvents, stop: CancellationToken) {
-        let Db::Postgres(db) = &self.db else { return };
+        if self.db.dialect() == Dialect::Sqlite {
+            return;
+        }
+        let relay = |payload: &str| {
+            on_events(
+                payload.split(',').filter(|id| !id.is_empty()).map(|id| WorkspaceId::stored(id.to_owned())).collect(),
+            )
+        };
         loop {
-            let pool = db.pool();
             let listened = tokio::select! {
                 _ = stop.cancelled() => return,
-                listened = relay_notifications(&pool, &on_events) => listened,
+                listened = self.db.listen(EVENTS_CHANNEL, relay) => listened,
             };
             if let Err(e) = listened {
                 tracing::warn!(error = %e, "lost the event notifications; polling until they are back");
@@ -334,46 +366,24 @@ impl Store {
     }
 }
 
-/// SQLite's commit: one transaction of prepared single-row inserts (no
-/// statement to parse, and no statement journal as a multi-row insert needs).
-/// Their parameters appear in the order of their numbers, so they bind by position.
-fn insert_rows(c: &mut SqliteConnection, events: &[NewEvent], identities: &[IdentityLink]) -> Result<u64, DbError> {
-    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let mut stored = 0;
-    {
-        let mut insert = tx.prepare_cached(INSERT_EVENT.text(Dialect::Sqlite))?;
-        for event in events {
-            stored += insert.execute(rusqlite::params![
-                event.workspace_id,
-                event.message_id,
-                event.user_id,
-                event.anonymous_id,
-                event.payload,
-                event.received_at
-            ])? as u64;
-        }
-        let mut upsert = tx.prepare_cached(UPSERT_LINK.text(Dialect::Sqlite))?;
-        for link in latest_links(identities) {
-            upsert.execute(rusqlite::params![
-                link.workspace_id,
-                link.anonymous_id,
-                link.user_id,
-                link.at,
-                LINK_REFRESH_MILLIS
-            ])?;
-        }
-    }
-    // Dropped on an error above, the transaction rolls back.
-    tx.commit()?;
-    Ok(stored)
+/// A commit's events as the column arrays PostgreSQL takes.
+#[derive(Default)]
+struct EventColumns {
+    workspace: Vec<String>,
+    message: Vec<String>,
+    user: Vec<Option<String>>,
+    anonymous: Vec<Option<String>>,
+    payload: Vec<String>,
+    received: Vec<i64>,
 }
 
-/// Passes on every announcement until the connection fails.
-async fn relay_notifications(pool: &sqlx::PgPool, on_events: &OnEvents) -> Result<(), sqlx::Error> {
-    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
-    listener.listen(EVENTS_CHANNEL).await?;
-    loop {
-        let notification = listener.recv().await?;
-        on_events(notification.payload().split(',').filter(|id| !id.is_empty()).map(str::to_owned).collect());
+impl EventColumns {
+    fn push(&mut self, event: NewEvent) {
+        self.workspace.push(event.workspace_id.into_string());
+        self.message.push(event.message_id);
+        self.user.push(event.user_id);
+        self.anonymous.push(event.anonymous_id);
+        self.payload.push(event.payload);
+        self.received.push(event.received_at);
     }
 }

@@ -5,8 +5,9 @@ use const_format::concatcp;
 
 use super::rows::{LEASE_COLUMNS, REGION_COLUMNS};
 use super::{Millis, RegionHealth, Store, StoreError, WorkspaceLease};
-use crate::db::{Sql, params};
 use crate::domain::Region;
+use crate::domain::WorkspaceId;
+use crate::store::db::{Sql, params};
 
 static HEALTH: Sql = Sql::new(concatcp!("SELECT ", REGION_COLUMNS, " FROM segment_regions ORDER BY region"));
 static FAILED: Sql = Sql::new(concatcp!(
@@ -85,7 +86,7 @@ impl Store {
     pub async fn lease_probe(
         &self,
         region: Region,
-        candidates: &[String],
+        candidates: &[WorkspaceId],
         now: Millis,
         lease_until: Millis,
     ) -> Result<Option<WorkspaceLease>, StoreError> {

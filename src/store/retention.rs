@@ -1,7 +1,7 @@
 //! What is kept only for a while: dead letters and identity links.
 
 use super::{Millis, Store, StoreError};
-use crate::db::{Sql, params};
+use crate::store::db::{Sql, params};
 
 static PURGE_DEAD_LETTERS: Sql =
     Sql::new("DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters WHERE failed_at < $1 LIMIT $2)");

@@ -4,9 +4,9 @@ use super::{
     DeadLetter, IngestTarget, Integration, IntegrationConfig, LastError, QueuedEvent, RegionHealth, Workspace,
     WorkspaceLease,
 };
-use crate::db::{DbError, FromRow, Row};
-use crate::domain::{AllowedOrigins, IpPolicy, Region};
-use crate::selection::EventSelection;
+use crate::domain::selection::EventSelection;
+use crate::domain::{AllowedOrigins, IpPolicy, Region, WorkspaceId};
+use crate::store::db::{DbError, FromRow, Row};
 
 /// The columns `Workspace` reads.
 pub const WORKSPACE_COLUMNS: &str = "id, name, ingest_key, created_at, allowed_origins";
@@ -14,7 +14,7 @@ pub const WORKSPACE_COLUMNS: &str = "id, name, ingest_key, created_at, allowed_o
 impl FromRow for Workspace {
     fn from_row(row: &dyn Row) -> Result<Self, DbError> {
         Ok(Workspace {
-            id: row.text(0)?,
+            id: WorkspaceId::stored(row.text(0)?),
             name: row.text(1)?,
             ingest_key: row.text(2)?,
             created_at: row.int(3)?,
@@ -43,7 +43,7 @@ impl FromRow for Integration {
             ip: ip_policy(&row.text(13)?)?,
         };
         Ok(Integration {
-            workspace_id: row.text(0)?,
+            workspace_id: WorkspaceId::stored(row.text(0)?),
             config,
             consecutive_failures: count(row.int(7)?),
             next_attempt_at: row.int(8)?,
@@ -59,7 +59,7 @@ pub const LEASE_COLUMNS: &str = "workspace_id, lease_id, sealed_write_key, regio
 impl FromRow for WorkspaceLease {
     fn from_row(row: &dyn Row) -> Result<Self, DbError> {
         Ok(WorkspaceLease {
-            workspace_id: row.text(0)?,
+            workspace_id: WorkspaceId::stored(row.text(0)?),
             lease_id: row.text(1)?,
             sealed_write_key: row.text(2)?,
             region: region(&row.text(3)?)?,
@@ -92,7 +92,7 @@ impl FromRow for DeadLetter {
             user_id: row.opt_text(1)?,
             anonymous_id: row.opt_text(2)?,
             payload: row.text(3)?,
-            reason: row.text(4)?,
+            reason: row.text(4)?.parse().map_err(|()| DbError::Corrupt("an unknown dead-letter reason".into()))?,
             status: status(row.opt_int(5)?),
             detail: row.text(6)?,
             received_at: row.int(7)?,
@@ -108,7 +108,7 @@ pub const INGEST_TARGET_COLUMNS: &str = "w.id, COALESCE(i.enabled, FALSE), w.all
 impl FromRow for IngestTarget {
     fn from_row(row: &dyn Row) -> Result<Self, DbError> {
         Ok(IngestTarget {
-            workspace_id: row.text(0)?,
+            workspace_id: WorkspaceId::stored(row.text(0)?),
             segment_enabled: row.bool(1)?,
             allowed_origins: origins(row.opt_text(2)?),
             selection: selection(row.opt_text(3)?, row.opt_text(4)?)?,
@@ -147,6 +147,12 @@ fn selection(events: Option<String>, omitted: Option<String>) -> Result<EventSel
             .map_err(|e| DbError::Corrupt(format!("a stored event selection is not a JSON list: {e}")))
     };
     Ok(EventSelection { events: list(events)?, omit_properties: list(omitted)? })
+}
+
+impl FromRow for WorkspaceId {
+    fn from_row(row: &dyn Row) -> Result<Self, DbError> {
+        Ok(WorkspaceId::stored(row.text(0)?))
+    }
 }
 
 fn origins(stored: Option<String>) -> Option<AllowedOrigins> {

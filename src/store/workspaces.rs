@@ -5,8 +5,8 @@ use const_format::concatcp;
 use super::erasure::FORGET_DELETED;
 use super::rows::{INGEST_TARGET_COLUMNS, WORKSPACE_COLUMNS};
 use super::{IngestTarget, Store, StoreError, Workspace};
-use crate::db::{Sql, params};
 use crate::domain::AllowedOrigins;
+use crate::store::db::{Sql, params};
 
 static INSERT: Sql = Sql::new(
     "INSERT INTO workspaces (id, name, ingest_key, created_at, allowed_origins) VALUES ($1, $2, $3, $4, $5) \
@@ -69,7 +69,7 @@ impl Store {
     }
 }
 
-fn fields(workspace: &Workspace) -> Vec<crate::db::Value> {
+fn fields(workspace: &Workspace) -> Vec<crate::store::db::Value> {
     params![
         &workspace.id,
         &workspace.name,

@@ -4,9 +4,9 @@
 
 use figment::Figment;
 use figment::providers::{Format, Toml};
-use produktly_segment::db::ConnectionCounts;
 use produktly_segment::metrics::Metrics;
-use produktly_segment::queue_depth::QueueDepth;
+use produktly_segment::queue::depth::QueueDepth;
+use produktly_segment::store::db::ConnectionCounts;
 use serde_json::Value;
 
 const GUIDE: &str = include_str!("../../docs/operations.md");
@@ -53,7 +53,7 @@ fn every_setting_is_in_the_configuration_table_with_its_default() {
 
 #[test]
 fn every_metric_is_described() {
-    let exported = Metrics::new(&QueueDepth::default(), &ConnectionCounts::default()).encode();
+    let exported = Metrics::new([QueueDepth::default().collector(), ConnectionCounts::default().collector()]).encode();
     let names: Vec<&str> =
         exported.lines().filter_map(|line| line.strip_prefix("# TYPE ")?.split(' ').next()).collect();
     assert!(names.len() >= 10, "{exported}");

@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use chrono::{DateTime, Utc};
-use produktly_segment::catalog::{self, PropertyType};
+use produktly_segment::domain::catalog::{self, PropertyType};
 use serde_json::{Map, Value, json};
 
 use crate::common::{self, Backend, Env, WAIT, tour_start};

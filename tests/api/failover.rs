@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use figment::providers::Serialized;
-use produktly_segment::bench::database::run_admin;
+use scratch_db::run_on_server;
 
 use crate::common::load::{self, Attempt, Load, Shape};
 use crate::common::proxy::TcpProxy;
@@ -150,8 +150,11 @@ async fn a_server_that_stops_taking_writes_is_left_until_it_takes_them_again() {
     let opened = app.metric("produktly_database_connections_opened_total").await;
 
     let name = env.db.name().to_owned();
-    env.db.on_server(&format!("ALTER DATABASE \"{name}\" SET default_transaction_read_only = on")).await;
-    env.db.on_server(&format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")).await;
+    env.db.on_server(&format!("ALTER DATABASE \"{name}\" SET default_transaction_read_only = on")).await.unwrap();
+    env.db
+        .on_server(&format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
+        .await
+        .unwrap();
     for n in 1..=3 {
         let started = Instant::now();
         let (status, body) =
@@ -161,7 +164,7 @@ async fn a_server_that_stops_taking_writes_is_left_until_it_takes_them_again() {
     }
     assert_eq!(app.http.get(app.url("/readyz")).send().await.unwrap().status(), 503);
 
-    env.db.on_server(&format!("ALTER DATABASE \"{name}\" RESET default_transaction_read_only")).await;
+    env.db.on_server(&format!("ALTER DATABASE \"{name}\" RESET default_transaction_read_only")).await.unwrap();
     let writable = Instant::now();
     common::eventually(Duration::from_secs(15), "ingest to recover", || async {
         app.ingest("/v1/track", &workspace, &tour_start_with_id("u", "t", "ro-after")).await.0 == 202
@@ -340,7 +343,7 @@ async fn ha_lab_crash_switchover_and_standby_loss() {
     let primary: u16 = lab.run("primary").await.parse().unwrap();
     let standby = if primary == 5462 { 5463 } else { 5462 };
     let on_primary = format!("postgres://postgres@127.0.0.1:{primary}/produktly?sslmode=disable");
-    run_admin(&on_primary, "CREATE TABLE failover_probe (n int)").await.unwrap();
+    run_on_server(&on_primary, "CREATE TABLE failover_probe (n int)").await.unwrap();
     let readiness_stop = tokio_util::sync::CancellationToken::new();
     let readiness = watch_readiness(service.base.clone(), readiness_stop.clone());
     tokio::time::sleep(Duration::from_secs(10)).await;

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use produktly_segment::catalog;
+use produktly_segment::domain::catalog;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -142,7 +142,7 @@ async fn every_answer_is_documented_and_the_admin_operations_are_linked() {
     for (name, status) in [("BadRequest", 400), ("Unauthorized", 401), ("Unavailable", 503)] {
         let description = responses[name]["description"].as_str().unwrap();
         let status = reqwest::StatusCode::from_u16(status).unwrap();
-        for code in produktly_segment::error::ApiError::codes(status) {
+        for code in produktly_segment::http::error::ApiError::codes(status) {
             assert!(description.contains(&format!("`{code}`")), "{name} lacks {code}: {description}");
         }
     }

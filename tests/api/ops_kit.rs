@@ -9,9 +9,9 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use produktly_segment::db::ConnectionCounts;
 use produktly_segment::metrics::Metrics;
-use produktly_segment::queue_depth::QueueDepth;
+use produktly_segment::queue::depth::QueueDepth;
+use produktly_segment::store::db::ConnectionCounts;
 use serde_json::Value;
 
 use crate::common::{Backend, Env, tour_start};
@@ -23,7 +23,9 @@ const RULES_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/ops/prometheus");
 /// Every series name the service exports, as Prometheus stores them.
 fn exported_series() -> BTreeSet<String> {
     let mut series = BTreeSet::new();
-    for line in Metrics::new(&QueueDepth::default(), &ConnectionCounts::default()).encode().lines() {
+    for line in
+        Metrics::new([QueueDepth::default().collector(), ConnectionCounts::default().collector()]).encode().lines()
+    {
         let Some(declaration) = line.strip_prefix("# TYPE ") else { continue };
         let mut words = declaration.split(' ');
         let (Some(name), Some(kind)) = (words.next(), words.next()) else { continue };

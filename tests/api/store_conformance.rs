@@ -3,9 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use produktly_segment::domain::DeadLetterReason;
-use produktly_segment::segment::Region;
-use produktly_segment::selection::EventSelection;
+use produktly_segment::delivery::segment::Region;
+use produktly_segment::domain::selection::EventSelection;
+use produktly_segment::domain::{DeadLetterReason, WorkspaceId};
 use produktly_segment::store::{
     self, IdentityLink, IntegrationConfig, LastError, NewEvent, Rejection, RoundEnd, Store, Workspace, WorkspaceLease,
 };
@@ -21,9 +21,13 @@ async fn open(backend: Backend) -> Option<(Env, Arc<Store>)> {
     Some((env, store))
 }
 
+fn ws(id: &str) -> WorkspaceId {
+    WorkspaceId::stored(id.into())
+}
+
 fn workspace(id: &str) -> Workspace {
     Workspace {
-        id: id.into(),
+        id: ws(id),
         name: format!("{id} name"),
         ingest_key: format!("pk_{id}"),
         created_at: NOW,
@@ -44,7 +48,7 @@ fn config(enabled: bool) -> IntegrationConfig {
 
 fn event(workspace: &str, n: u32, user: Option<&str>, anonymous: Option<&str>) -> NewEvent {
     NewEvent {
-        workspace_id: workspace.into(),
+        workspace_id: ws(workspace),
         message_id: format!("m{n}"),
         user_id: user.map(Into::into),
         anonymous_id: anonymous.map(Into::into),
@@ -56,7 +60,7 @@ fn event(workspace: &str, n: u32, user: Option<&str>, anonymous: Option<&str>) -
 /// A workspace with an enabled integration and `count` queued events.
 /// "Anonymous id `anonymous` of workspace `w` is `user`", as of `at`.
 fn link(anonymous: &str, user: &str, at: i64) -> IdentityLink {
-    IdentityLink { workspace_id: "w".into(), anonymous_id: anonymous.into(), user_id: user.into(), at }
+    IdentityLink { workspace_id: ws("w"), anonymous_id: anonymous.into(), user_id: user.into(), at }
 }
 
 async fn seeded(store: &Store, id: &str, count: u32) {
@@ -165,9 +169,8 @@ async fn a_queued_message_id_is_stored_once(backend: Backend) {
     let ids: Vec<_> = queued.iter().map(|e| e.message_id.as_str()).collect();
     assert_eq!(ids, ["m1", "m2", "m3"]);
     let m1 = queued[0].id;
-    let rejection =
-        Rejection { event_id: m1, reason: DeadLetterReason::Rejected, status: Some(400), detail: "bad".into() };
-    assert_eq!(store.dead_letter(&lease, &[rejection], NOW).await.unwrap(), 1);
+    let rejection = Rejection { reason: DeadLetterReason::Rejected, status: Some(400), detail: "bad".into() };
+    assert_eq!(store.dead_letter(&lease, &[m1], &rejection, NOW).await.unwrap(), 1);
     assert_eq!(store.ack(&lease, &[queued[1].id]).await.unwrap(), 1);
     // m1 comes back from the browser while its dead letter waits; m2 was delivered.
     assert_eq!(
@@ -205,9 +208,8 @@ async fn a_stale_lease_changes_nothing(backend: Backend) {
 
     let ids: Vec<i64> = first.iter().map(|e| e.id).collect();
     assert_eq!(store.ack(&stale, &ids).await.unwrap(), 0);
-    let rejection =
-        Rejection { event_id: ids[0], reason: DeadLetterReason::Rejected, status: Some(400), detail: "x".into() };
-    assert_eq!(store.dead_letter(&stale, &[rejection], later).await.unwrap(), 0);
+    let rejection = Rejection { reason: DeadLetterReason::Rejected, status: Some(400), detail: "x".into() };
+    assert_eq!(store.dead_letter(&stale, &[ids[0]], &rejection, later).await.unwrap(), 0);
     let delivered = RoundEnd::Delivered { delivered_at: Some(later), next_attempt_at: later };
     store.end_round(&stale, &delivered).await.unwrap();
     store.release_lease(&stale).await.unwrap();
@@ -244,9 +246,8 @@ async fn failed_events_stay_queued_for_the_next_round(backend: Backend) {
     assert_eq!(again.iter().map(|e| e.message_id.as_str()).collect::<Vec<_>>(), ["m0", "m1", "m2", "m3"]);
     let after = store.queued_events(&next, ids[1], 10).await.unwrap();
     assert_eq!(after.iter().map(|e| e.message_id.as_str()).collect::<Vec<_>>(), ["m2", "m3"], "a read after an id");
-    let rejection =
-        Rejection { event_id: ids[0], reason: DeadLetterReason::Rejected, status: None, detail: "x".into() };
-    store.dead_letter(&next, &[rejection], NOW).await.unwrap();
+    let rejection = Rejection { reason: DeadLetterReason::Rejected, status: None, detail: "x".into() };
+    store.dead_letter(&next, &[ids[0]], &rejection, NOW).await.unwrap();
     assert_eq!(store.queue_depth().await.unwrap(), 3);
 }
 
@@ -257,13 +258,8 @@ async fn dead_letters_are_kept_listed_and_replayed(backend: Backend) {
     seeded(store.as_ref(), "w", 3).await;
     let lease = lease_one(store.as_ref(), NOW).await;
     let claimed = store.queued_events(&lease, 0, 10).await.unwrap();
-    let rejection = Rejection {
-        event_id: claimed[1].id,
-        reason: DeadLetterReason::Rejected,
-        status: Some(400),
-        detail: "bad".into(),
-    };
-    assert_eq!(store.dead_letter(&lease, &[rejection], NOW + 7).await.unwrap(), 1);
+    let rejection = Rejection { reason: DeadLetterReason::Rejected, status: Some(400), detail: "bad".into() };
+    assert_eq!(store.dead_letter(&lease, &[claimed[1].id], &rejection, NOW + 7).await.unwrap(), 1);
     let letters = store.dead_letters("w", 10).await.unwrap();
     assert_eq!(letters.len(), 1);
     let letter = &letters[0];
@@ -298,7 +294,7 @@ async fn old_events_expire_into_dead_letters(backend: Backend) {
     let mut expired: Vec<_> = letters.iter().map(|l| l.message_id.as_str()).collect();
     expired.sort_unstable();
     assert_eq!(expired, ["m0", "m1", "m2"]);
-    assert!(letters.iter().all(|l| l.reason == "expired"));
+    assert!(letters.iter().all(|l| l.reason == DeadLetterReason::Expired));
     assert_eq!(store.queue_depth().await.unwrap(), 2);
     assert_eq!(store.expire_events(NOW + 3, NOW + 10, 100).await.unwrap(), 0);
 }
@@ -317,7 +313,7 @@ async fn workspaces_are_leased_when_due_longest_waiting_first(backend: Backend) 
     let mut with_events = store.workspaces_with_events().await.unwrap();
     with_events.sort_unstable();
     assert_eq!(with_events, ["busy", "other"], "enabled workspaces with events");
-    let only_other = store.lease_workspaces(&["other".to_owned()], NOW, NOW, 10).await.unwrap();
+    let only_other = store.lease_workspaces(&[ws("other")], NOW, NOW, 10).await.unwrap();
     assert_eq!(only_other.len(), 1, "only candidates are leased");
     assert_eq!(only_other[0].workspace_id, "other");
     store.release_lease(&only_other[0]).await.unwrap();
@@ -338,9 +334,9 @@ async fn workspaces_are_leased_when_due_longest_waiting_first(backend: Backend) 
         lease_with_events(store.as_ref(), NOW + 5, NOW + LEASE, 10).await.unwrap().is_empty(),
         "neither is due yet"
     );
-    let candidates = ["busy".to_owned(), "other".to_owned(), "off".to_owned()];
+    let candidates = [ws("busy"), ws("other"), ws("off")];
     assert_eq!(store.next_due(&candidates, NOW + 5).await.unwrap(), Some(NOW + 10), "the earlier of the two");
-    assert_eq!(store.next_due(&["off".to_owned()], NOW).await.unwrap(), None, "disabled ones are never due");
+    assert_eq!(store.next_due(&[ws("off")], NOW).await.unwrap(), None, "disabled ones are never due");
     let next = lease_with_events(store.as_ref(), NOW + 2000, NOW + LEASE, 1).await.unwrap();
     assert_eq!(next[0].workspace_id, "other", "the longest-waiting workspace comes first");
     let busy = lease_one(store.as_ref(), NOW + 2000).await;
@@ -377,7 +373,7 @@ async fn a_region_goes_down_is_probed_and_comes_back(backend: Backend) {
     for id in ["first", "second"] {
         seeded(store, id, 1).await;
     }
-    let candidates = ["first".to_owned(), "second".to_owned()];
+    let candidates = [ws("first"), ws("second")];
     let first = store.lease_workspaces(&candidates[..1], NOW, NOW + LEASE, 1).await.unwrap().remove(0);
     let failed = RoundEnd::Failed {
         error: LastError { at: NOW, status: Some(500), message: "down".into() },
@@ -435,8 +431,8 @@ async fn deleting_an_integration_drops_its_events(backend: Backend) {
     };
     seeded(store.as_ref(), "gone", 3).await;
     seeded(store.as_ref(), "kept", 2).await;
-    assert!(store.delete_integration("gone").await.unwrap());
-    assert!(!store.delete_integration("gone").await.unwrap());
+    assert!(store.delete_integration("gone").await.unwrap().is_some());
+    assert!(store.delete_integration("gone").await.unwrap().is_none());
     assert_eq!(store.integration("gone").await.unwrap(), None);
     assert_eq!(store.queue_counts("gone").await.unwrap(), store::QueueCounts::default());
     assert_eq!(store.queue_depth().await.unwrap(), 2);
@@ -451,9 +447,8 @@ async fn retention_deletes_only_old_dead_letters_and_identities(backend: Backend
     let lease = lease_one(store.as_ref(), NOW).await;
     let claimed = store.queued_events(&lease, 0, 10).await.unwrap();
     for (event, failed_at) in claimed.iter().zip([NOW - 10, NOW + 10]) {
-        let rejection =
-            Rejection { event_id: event.id, reason: DeadLetterReason::Rejected, status: None, detail: "x".into() };
-        store.dead_letter(&lease, &[rejection], failed_at).await.unwrap();
+        let rejection = Rejection { reason: DeadLetterReason::Rejected, status: None, detail: "x".into() };
+        store.dead_letter(&lease, &[event.id], &rejection, failed_at).await.unwrap();
     }
     assert_eq!(store.purge(NOW, NOW, 100).await.unwrap(), (1, 1));
     let letters = store.dead_letters("w", 10).await.unwrap();
@@ -538,7 +533,7 @@ async fn commits_wake_listeners(backend: Backend) {
     };
     tokio::time::timeout(Duration::from_secs(10), heard).await.expect("a commit is announced");
     let heard = heard_workspaces.lock().unwrap().clone();
-    assert!(!heard.is_empty() && heard.iter().all(|w| w == "w"), "announcements name the workspace: {heard:?}");
+    assert!(!heard.is_empty() && heard.iter().all(|w| *w == "w"), "announcements name the workspace: {heard:?}");
     stop.cancel();
     listening.await.unwrap();
 }

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use figment::Figment;
 use figment::providers::Serialized;
-use produktly_segment::bench::database as postgres;
 use produktly_segment::{App, Settings};
+use scratch_db::{Engine, ScratchDb};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -60,62 +60,25 @@ pub enum Backend {
 }
 
 /// A database of its own for one test, removed afterwards.
-pub struct TestDb {
-    pub url: String,
-    pub dir: tempfile::TempDir,
-    postgres: Option<(String, String)>,
-}
+pub type TestDb = ScratchDb;
 
-impl TestDb {
-    /// On PostgreSQL, runs `statement` on the server (as its superuser, from
-    /// another database): what an operator or an HA manager would do to it.
-    pub async fn on_server(&self, statement: &str) {
-        let (admin_url, _) = self.postgres.as_ref().expect("a PostgreSQL database");
-        postgres::run_admin(admin_url, statement).await.unwrap();
-    }
-
-    /// The PostgreSQL database's name.
-    pub fn name(&self) -> &str {
-        &self.postgres.as_ref().expect("a PostgreSQL database").1
-    }
-
-    /// A fresh database, or `None` when PostgreSQL is unreachable outside CI
-    /// (with `CI=true` that is a failure, not a skip).
-    pub async fn new(backend: Backend) -> Option<TestDb> {
-        let dir = tempfile::tempdir().expect("a temporary folder");
-        match backend {
-            Backend::Sqlite => {
-                let url = format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display());
-                Some(TestDb { url, dir, postgres: None })
-            }
-            Backend::Postgres => {
-                let admin_url = std::env::var("PRODUKTLY_TEST_POSTGRES_URL").unwrap_or(DEFAULT_POSTGRES.into());
-                let name = format!("produktly_test_{}", uuid::Uuid::new_v4().simple());
-                if let Err(e) = postgres::create_postgres_database(&admin_url, &name).await {
-                    if std::env::var("CI").is_ok_and(|ci| ci == "true") {
-                        panic!("PostgreSQL at {admin_url} is unreachable and CI=true: {e}");
-                    }
-                    eprintln!("skipping: PostgreSQL at {admin_url} is unreachable ({e})");
-                    return None;
-                }
-                let url = postgres::url_with_database(&admin_url, &name);
-                Some(TestDb { url, dir, postgres: Some((admin_url, name)) })
-            }
+/// A fresh database, or `None` when PostgreSQL is unreachable outside CI
+/// (with `CI=true` that is a failure, not a skip).
+pub async fn test_db(backend: Backend) -> Option<TestDb> {
+    let engine = match backend {
+        Backend::Sqlite => Engine::Sqlite,
+        Backend::Postgres => Engine::Postgres,
+    };
+    let server = std::env::var("PRODUKTLY_TEST_POSTGRES_URL").unwrap_or(DEFAULT_POSTGRES.into());
+    match ScratchDb::create(engine, &server, "produktly_test").await {
+        Ok(db) => Some(db),
+        Err(e) if std::env::var("CI").is_ok_and(|ci| ci == "true") => {
+            panic!("PostgreSQL at {server} is unreachable and CI=true: {e}")
         }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let Some((admin_url, name)) = self.postgres.take() else {
-            return;
-        };
-        // Drop runs outside any runtime's async context: use a runtime of its own.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            let _ = runtime.block_on(postgres::drop_postgres_database(&admin_url, &name));
-        })
-        .join();
+        Err(e) => {
+            eprintln!("skipping: PostgreSQL at {server} is unreachable ({e})");
+            None
+        }
     }
 }
 
@@ -148,14 +111,13 @@ pub struct Env {
 
 impl Env {
     pub async fn new(backend: Backend) -> Option<Env> {
-        let db = TestDb::new(backend).await?;
+        let db = test_db(backend).await?;
         Some(Env::with(db).await)
     }
 
     /// On a database that exists (and stays): the HA lab's.
     pub async fn on_database(url: &str) -> Env {
-        let dir = tempfile::tempdir().expect("a temporary folder");
-        Env::with(TestDb { url: url.to_owned(), dir, postgres: None }).await
+        Env::with(ScratchDb::existing(url).expect("a temporary folder")).await
     }
 
     async fn with(db: TestDb) -> Env {

@@ -1,0 +1,101 @@
+//! Databases of their own for the tests and the benchmark: a SQLite file in a
+//! temporary folder, or a fresh database on a PostgreSQL server, removed when
+//! dropped. Not used by the service itself.
+
+use std::time::Duration;
+
+const SQLITE_FILE: &str = "scratch.db";
+
+/// Which database engine a scratch database is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    /// A fresh database on the PostgreSQL server this URL reaches (as a
+    /// user that may create databases).
+    Postgres,
+}
+
+/// A database and a folder of its own (the SQLite file's, and the data
+/// folder of a service run on it), both removed when dropped.
+pub struct ScratchDb {
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    postgres: Option<(String, String)>,
+}
+
+impl ScratchDb {
+    /// A fresh database: on SQLite a file in a new folder; on PostgreSQL a
+    /// database named `{prefix}_{random}` created through `server_url`.
+    pub async fn create(engine: Engine, server_url: &str, prefix: &str) -> Result<ScratchDb, sqlx::Error> {
+        let dir = tempfile::Builder::new().prefix(prefix).tempdir()?;
+        match engine {
+            Engine::Sqlite => {
+                let url = format!("sqlite://{}?mode=rwc", dir.path().join(SQLITE_FILE).display());
+                Ok(ScratchDb { url, dir, postgres: None })
+            }
+            Engine::Postgres => {
+                let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+                run_on_server(server_url, &format!("CREATE DATABASE \"{name}\"")).await?;
+                let url = url_with_database(server_url, &name);
+                Ok(ScratchDb { url, dir, postgres: Some((server_url.to_owned(), name)) })
+            }
+        }
+    }
+
+    /// The SQLite file (on PostgreSQL, where it would be: nothing is there).
+    pub fn sqlite_path(&self) -> std::path::PathBuf {
+        self.dir.path().join(SQLITE_FILE)
+    }
+
+    /// A database that exists and stays (an HA lab's, say), with a folder of its own.
+    pub fn existing(url: &str) -> std::io::Result<ScratchDb> {
+        Ok(ScratchDb { url: url.to_owned(), dir: tempfile::tempdir()?, postgres: None })
+    }
+
+    /// On PostgreSQL, runs `statement` on the server, from another database:
+    /// what an operator or an HA manager would do to it.
+    pub async fn on_server(&self, statement: &str) -> Result<(), sqlx::Error> {
+        let (server_url, _) = self.postgres.as_ref().expect("a PostgreSQL scratch database");
+        run_on_server(server_url, statement).await
+    }
+
+    /// The PostgreSQL database's name.
+    pub fn name(&self) -> &str {
+        &self.postgres.as_ref().expect("a PostgreSQL scratch database").1
+    }
+}
+
+impl Drop for ScratchDb {
+    fn drop(&mut self) {
+        let Some((server_url, name)) = self.postgres.take() else {
+            return;
+        };
+        // Drop runs outside any runtime's async context: use a runtime of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+            let _ = runtime.block_on(run_on_server(&server_url, &drop));
+        })
+        .join();
+    }
+}
+
+/// Runs one statement on the server at `url`, on a connection of its own.
+pub async fn run_on_server(url: &str, statement: &str) -> Result<(), sqlx::Error> {
+    use sqlx::Connection;
+    let connect = sqlx::PgConnection::connect(url);
+    let mut connection =
+        tokio::time::timeout(Duration::from_secs(5), connect).await.map_err(|_| sqlx::Error::PoolTimedOut)??;
+    sqlx::query(statement).execute(&mut connection).await?;
+    connection.close().await
+}
+
+/// `url` with its database replaced by `name`.
+pub fn url_with_database(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let server = base.rsplit_once('/').map_or(base, |(server, _)| server);
+    match query {
+        Some(query) => format!("{server}/{name}?{query}"),
+        None => format!("{server}/{name}"),
+    }
+}
