@@ -258,9 +258,7 @@ impl TinyDisk {
             .status()
             .is_ok_and(|s| s.success());
         if !mounted {
-            assert!(std::env::var("CI").map_or(true, |ci| ci != "true"), "cannot mount a tmpfs in CI");
-            eprintln!("skipping: cannot mount a tmpfs here (needs root)");
-            return None;
+            return common::skip("cannot mount a tmpfs here (needs root)");
         }
         Some(TinyDisk { path: dir.path().to_owned(), _dir: dir })
     }

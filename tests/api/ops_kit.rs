@@ -14,7 +14,7 @@ use produktly_segment::queue::depth::QueueDepth;
 use produktly_segment::store::db::ConnectionCounts;
 use serde_json::Value;
 
-use crate::common::{Backend, Env, tour_start};
+use crate::common::{Backend, Env, skip, tour_start};
 
 const DASHBOARD: &str = include_str!("../../ops/grafana/produktly-segment.json");
 const ALERTS: &str = include_str!("../../ops/prometheus/alerts.yml");
@@ -107,12 +107,7 @@ fn promtool() -> Option<&'static str> {
     if found.is_ok_and(|status| status.success()) {
         return Some("promtool");
     }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "promtool is not installed and CI=true (apt-get install prometheus)"
-    );
-    eprintln!("promtool is not installed: skipped");
-    None
+    skip("promtool is not installed (apt-get install prometheus)")
 }
 
 fn run_promtool(promtool: &str, args: &[&str], directory: &Path, input: Option<&str>) {

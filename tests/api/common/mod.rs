@@ -9,6 +9,8 @@ pub mod proxy;
 pub mod segment;
 
 use std::future::Future;
+use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use figment::Figment;
@@ -72,14 +74,36 @@ pub async fn test_db(backend: Backend) -> Option<TestDb> {
     let server = std::env::var("PRODUKTLY_TEST_POSTGRES_URL").unwrap_or(DEFAULT_POSTGRES.into());
     match ScratchDb::create(engine, &server, "produktly_test").await {
         Ok(db) => Some(db),
-        Err(e) if std::env::var("CI").is_ok_and(|ci| ci == "true") => {
-            panic!("PostgreSQL at {server} is unreachable and CI=true: {e}")
-        }
-        Err(e) => {
-            eprintln!("skipping: PostgreSQL at {server} is unreachable ({e})");
-            None
-        }
+        Err(e) => skip(&format!("PostgreSQL at {server} is unreachable ({e})")),
     }
+}
+
+/// Whether this run is CI's, where a missing part fails a test instead of
+/// skipping it.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|ci| ci == "true")
+}
+
+static SKIPPED: AtomicUsize = AtomicUsize::new(0);
+
+/// The end of a test whose real part (PostgreSQL, Chromium, …) is `missing`:
+/// with `CI=true` a failure. Otherwise the test says `SKIPPED` and why, past
+/// the harness's output capture (which would hide it behind an `ok`), and
+/// the run ends by counting the skips.
+pub fn skip<T>(missing: &str) -> Option<T> {
+    assert!(!in_ci(), "{missing}, and CI=true: this is a failure, not a skip");
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {missing}");
+    if SKIPPED.fetch_add(1, Ordering::SeqCst) == 0 {
+        // SAFETY: registers a plain function with no state of its own, run once at exit.
+        unsafe { libc::atexit(count_skips) };
+    }
+    None
+}
+
+extern "C" fn count_skips() {
+    let skipped = SKIPPED.load(Ordering::SeqCst);
+    let _ = writeln!(std::io::stderr(), "{skipped} tests SKIPPED (the lines above say why); with CI=true they fail");
 }
 
 /// The first column of every row `sql` selects, read from the test's database
