@@ -29,7 +29,7 @@ use crate::metrics::Metrics;
 use crate::queue::Queue;
 use crate::queue::depth::QueueDepth;
 use crate::secrets::{Secrets, SecretsError};
-use crate::store::{self, OnEvents, StoreError};
+use crate::store::{self, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -50,7 +50,6 @@ pub struct App {
     settings: Settings,
     queue: Queue,
     metrics: Arc<Metrics>,
-    store: Arc<store::Store>,
     /// Kept to forget idle clients of their rate limits.
     ingest: IngestState,
     admin: AdminState,
@@ -134,7 +133,6 @@ impl App {
             settings,
             queue,
             metrics,
-            store,
             ingest,
             admin,
             admin_token_file,
@@ -166,7 +164,6 @@ impl App {
             settings,
             queue,
             metrics,
-            store,
             ingest,
             admin,
             admin_token_file: _,
@@ -179,8 +176,7 @@ impl App {
         let janitor = tokio::spawn(janitor.run(stop.clone()));
         let listener_task = {
             let stop = stop.clone();
-            let on_events: OnEvents = Arc::new(move |workspaces| queue.announced(&workspaces));
-            tokio::spawn(async move { store.listen_for_events(on_events, stop).await })
+            tokio::spawn(async move { queue.listen_for_announcements(stop).await })
         };
         // The last handle here: the commit task ends once every handle is gone.
         let forgetting = tokio::spawn(forget_idle_rate_limits(ingest, admin, stop.clone()));

@@ -12,13 +12,15 @@ pub mod depth;
 use std::sync::Arc;
 use std::time::Instant;
 
+use tokio_util::sync::CancellationToken;
+
 pub use backlog::Backlog;
 use depth::QueueDepth;
 
 use crate::domain::{DeadLetterReason, WorkspaceId};
 use crate::metrics::{Metrics, StoreOperation};
 use crate::store::{
-    Erased, ErasureSubject, IdentityLink, Millis, NewEvent, Rejection, Store, StoreError, WorkspaceLease,
+    Erased, ErasureSubject, IdentityLink, Millis, NewEvent, OnEvents, Rejection, Store, StoreError, WorkspaceLease,
 };
 
 #[derive(Clone)]
@@ -44,9 +46,11 @@ impl Queue {
         &self.backlog
     }
 
-    /// Another instance committed events for these workspaces.
-    pub fn announced(&self, workspaces: &[WorkspaceId]) {
-        self.backlog.mark(workspaces);
+    /// Marks the workspaces other instances commit events for, until `stop`.
+    pub async fn listen_for_announcements(&self, stop: CancellationToken) {
+        let backlog = self.backlog.clone();
+        let on_events: OnEvents = Arc::new(move |workspaces| backlog.mark(&workspaces));
+        self.store.listen_for_events(on_events, stop).await
     }
 
     /// Events of this workspace may be deliverable now (its integration changed).
