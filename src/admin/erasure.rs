@@ -125,23 +125,25 @@ pub async fn erase(
 }
 
 fn subject(body: ErasureRequest) -> Result<ErasureSubject, ApiError> {
-    let invalid = |field, message: String| ApiError::InvalidRequest { field, message };
     let rule = format!("1 to {MAX_ID_CHARS} characters, not all blank");
     let valid = |id: &str| VISIBLE.is_match(id) && id.chars().count() <= MAX_ID_CHARS;
     if let Some(user_id) = &body.user_id
         && !valid(user_id)
     {
-        return Err(invalid(Some("user_id"), format!("user_id must be {rule}")));
+        return Err(ApiError::invalid(Some("user_id"), format!("user_id must be {rule}")));
     }
     let anonymous_ids = body.anonymous_ids.unwrap_or_default();
     if anonymous_ids.len() > MAX_ANONYMOUS_IDS {
-        return Err(invalid(Some("anonymous_ids"), format!("at most {MAX_ANONYMOUS_IDS} anonymous ids at once")));
+        return Err(ApiError::invalid(
+            Some("anonymous_ids"),
+            format!("at most {MAX_ANONYMOUS_IDS} anonymous ids at once"),
+        ));
     }
     if !anonymous_ids.iter().all(|id| valid(id)) {
-        return Err(invalid(Some("anonymous_ids"), format!("each anonymous id must be {rule}")));
+        return Err(ApiError::invalid(Some("anonymous_ids"), format!("each anonymous id must be {rule}")));
     }
     if body.user_id.is_none() && anonymous_ids.is_empty() {
-        return Err(invalid(None, "give user_id, anonymous_ids or both".into()));
+        return Err(ApiError::invalid(None, "give user_id, anonymous_ids or both"));
     }
     Ok(ErasureSubject { user_id: body.user_id, anonymous_ids })
 }

@@ -1,31 +1,51 @@
 //! Extractors of the admin API that answer malformed input with the API's
 //! JSON errors.
 
+use std::fmt;
+
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
-use serde::de::DeserializeOwned;
+use serde::de::{self, DeserializeOwned};
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
 use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::{ObjectBuilder, Required, Type};
 
 use crate::domain::{WORKSPACE_ID, WorkspaceId};
-use crate::http::error::ApiError;
+use crate::http::error::{self, ApiError};
 
-/// A JSON request body.
+/// A JSON request body. A body that is not an object, or whose fields do not
+/// fit `T`, is answered with the first error, naming the field at fault.
 pub struct AdminJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for AdminJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(request, state).await.map_err(|_| ApiError::InvalidRequest {
-            field: None,
-            message: "the request body could not be read".into(),
-        })?;
-        serde_json::from_slice(&bytes)
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|_| ApiError::invalid(None, "the request body could not be read"))?;
+        let body: Value =
+            serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid(None, format!("invalid JSON body: {e}")))?;
+        if !body.is_object() {
+            return Err(ApiError::invalid(None, "the body must be a JSON object"));
+        }
+        // Read from a `Value`, serde's messages carry no position.
+        serde_path_to_error::deserialize(body)
             .map(AdminJson)
-            .map_err(|e| ApiError::InvalidRequest { field: None, message: format!("invalid JSON body: {e}") })
+            .map_err(|e| ApiError::invalid(error::field_at(e.path()).as_deref(), e.into_inner().to_string()))
     }
+}
+
+/// Reads a field as `T`; a value that does not fit is answered with `message`,
+/// which never repeats the value (serde's own messages would).
+pub fn fitting<'de, T: DeserializeOwned, D: Deserializer<'de>>(
+    field: D,
+    message: impl fmt::Display,
+) -> Result<T, D::Error> {
+    let value = Value::deserialize(field)?;
+    T::deserialize(value).map_err(|_| de::Error::custom(message))
 }
 
 /// The rule of workspace ids as a schema, for the path parameter and request bodies.

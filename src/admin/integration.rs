@@ -5,19 +5,19 @@
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, de};
 use serde_json::value::RawValue;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, json};
 use utoipa::openapi::extensions::Extensions;
 use utoipa::openapi::{ArrayBuilder, ObjectBuilder, Type};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AdminState;
-use super::extract::AdminJson;
+use super::extract::{AdminJson, fitting};
 use super::workspaces::no_such_workspace;
 use crate::delivery::segment::{self, BatchLimits, Context, Outcome, Region, TrackMessage};
 use crate::domain::catalog;
-use crate::domain::pattern::{BLANKS, Pattern, shown};
+use crate::domain::pattern::{BLANKS, Pattern};
 use crate::domain::selection::{self, EventSelection};
 use crate::domain::time::{iso8601, millis_to_iso8601, now_millis};
 use crate::domain::{DeadLetterReason, IntegrationState, IpPolicy, WorkspaceId};
@@ -141,108 +141,71 @@ impl IntegrationView {
     }
 }
 
-// The body as documented. It is parsed by hand (into `IntegrationBody`) so
-// that no error message can echo the key; `Deserialize` is derived for
-// `deny_unknown_fields`, which the schema shows as `additionalProperties: false`.
+// Each field's error messages are written here, so that none can echo the write key.
 /// The Segment integration's settings; omitted fields keep their values.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(examples(json!({"write_key": "SfG4uPhWHpTeYyTcnHCs4GOLbvXBrV3t", "region": "us"})))]
-#[allow(dead_code)] // describes the body for the API document
-struct IntegrationRequest {
+pub struct IntegrationRequest {
     /// The Segment source's write key; required the first time (else `409`), kept when omitted.
-    #[schema(schema_with = write_key_schema)]
-    write_key: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>, schema_with = write_key_schema)]
+    write_key: Option<WriteKey>,
     /// Kept when omitted; `us` the first time.
+    #[serde(default, deserialize_with = "region")]
     region: Option<Region>,
     /// Kept when omitted; `true` the first time.
+    #[serde(default, deserialize_with = "enabled")]
     enabled: Option<bool>,
     /// The catalog events to forward; others are answered as discarded and not
     /// stored. `null`: all of them (the first time when omitted); kept when omitted.
+    #[serde(default, deserialize_with = "events")]
     #[schema(schema_with = events_schema)]
-    events: Option<Vec<String>>,
+    events: Option<Option<Vec<String>>>,
     /// Properties to leave out of every event before it is stored (such as
     /// `feedback`); none that a catalog event requires. `null`: none; kept when omitted.
+    #[serde(default, deserialize_with = "omit_properties")]
     #[schema(schema_with = omit_properties_schema)]
-    omit_properties: Option<Vec<String>>,
+    omit_properties: Option<Option<Vec<String>>>,
     /// What `context.ip` keeps of the browser's address, applied before an
     /// event is stored: `full`, `truncated` (the last IPv4 octet or the last
     /// 80 bits of IPv6 zeroed) or `none`. The service's `ingest.ip_policy`
     /// applies when stricter. `full` the first time; kept when omitted.
+    #[serde(default, deserialize_with = "ip")]
     ip: Option<IpPolicy>,
 }
 
-/// The fields of `PUT …/integrations/segment`. Parsed by hand so that no error
-/// message can ever echo the write key. `None`: keep what is set.
-struct IntegrationBody {
-    write_key: Option<WriteKey>,
-    region: Option<Region>,
-    enabled: Option<bool>,
-    events: Option<Option<Vec<String>>>,
-    omit_properties: Option<Option<Vec<String>>>,
-    ip: Option<IpPolicy>,
+// `null` is taken as omitted, except for the lists, where it says "all" or "none".
+fn region<'de, D: Deserializer<'de>>(field: D) -> Result<Option<Region>, D::Error> {
+    fitting(field, "region must be \"us\" or \"eu\"")
 }
 
-impl IntegrationBody {
-    fn parse(body: Value) -> Result<IntegrationBody, ApiError> {
-        let Value::Object(mut fields) = body else {
-            return Err(invalid(None, "the body must be a JSON object"));
-        };
-        let write_key = match fields.remove("write_key") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(key)) => Some(parse_write_key(&key)?),
-            Some(_) => return Err(invalid(Some("write_key"), "write_key must be a string")),
-        };
-        let region = match fields.remove("region") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(region)) => {
-                Some(region.parse().map_err(|()| invalid(Some("region"), "region must be \"us\" or \"eu\""))?)
-            }
-            Some(_) => return Err(invalid(Some("region"), "region must be \"us\" or \"eu\"")),
-        };
-        let enabled = match fields.remove("enabled") {
-            None | Some(Value::Null) => None,
-            Some(Value::Bool(enabled)) => Some(enabled),
-            Some(_) => return Err(invalid(Some("enabled"), "enabled must be true or false")),
-        };
-        let ip_names =
-            || format!("ip must be one of {}", IpPolicy::ALL.map(|p| format!("\"{}\"", p.as_str())).join(", "));
-        let ip = match fields.remove("ip") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(ip)) => Some(ip.parse().map_err(|()| invalid(Some("ip"), ip_names()))?),
-            Some(_) => return Err(invalid(Some("ip"), ip_names())),
-        };
-        let events = optional_list(&mut fields, "events", "a list of catalog event names")?;
-        let omit_properties = optional_list(&mut fields, "omit_properties", "a list of property names")?;
-        if let Some(unknown) = fields.keys().next() {
-            let message = format!(
-                "unknown field {:?}; expected write_key, region, enabled, events, omit_properties or ip",
-                shown(unknown)
-            );
-            return Err(ApiError::InvalidRequest { field: None, message });
-        }
-        Ok(IntegrationBody { write_key, region, enabled, events, omit_properties, ip })
-    }
+fn enabled<'de, D: Deserializer<'de>>(field: D) -> Result<Option<bool>, D::Error> {
+    fitting(field, "enabled must be true or false")
 }
 
-/// A list of strings or `null`, or `None` when the field is absent.
-fn optional_list(
-    fields: &mut Map<String, Value>,
-    field: &'static str,
-    what: &str,
-) -> Result<Option<Option<Vec<String>>>, ApiError> {
-    let wrong = || invalid(Some(field), format!("{field} must be {what}, or null"));
-    match fields.remove(field) {
-        None => Ok(None),
-        Some(Value::Null) => Ok(Some(None)),
-        Some(Value::Array(items)) => {
-            let names = items.into_iter().map(|item| match item {
-                Value::String(name) => Ok(name),
-                _ => Err(wrong()),
-            });
-            Ok(Some(Some(names.collect::<Result<_, _>>()?)))
+fn ip<'de, D: Deserializer<'de>>(field: D) -> Result<Option<IpPolicy>, D::Error> {
+    let names = IpPolicy::ALL.map(|p| format!("\"{}\"", p.as_str())).join(", ");
+    fitting(field, format!("ip must be one of {names}"))
+}
+
+fn events<'de, D: Deserializer<'de>>(field: D) -> Result<Option<Option<Vec<String>>>, D::Error> {
+    fitting(field, "events must be a list of catalog event names, or null").map(Some)
+}
+
+fn omit_properties<'de, D: Deserializer<'de>>(field: D) -> Result<Option<Option<Vec<String>>>, D::Error> {
+    fitting(field, "omit_properties must be a list of property names, or null").map(Some)
+}
+
+impl<'de> Deserialize<'de> for WriteKey {
+    fn deserialize<D: Deserializer<'de>>(field: D) -> Result<WriteKey, D::Error> {
+        let key: String = fitting(field, "write_key must be a string")?;
+        if !WRITE_KEY.is_match(&key) {
+            return Err(de::Error::custom(
+                "write_key must be the Segment source's write key: 1 to 256 visible ASCII characters",
+            ));
         }
-        Some(_) => Err(wrong()),
+        Ok(WriteKey::new(key.trim_matches(BLANKS)))
     }
 }
 
@@ -264,22 +227,8 @@ fn omit_properties_schema() -> ArrayBuilder {
     nullable_array(ArrayBuilder::new().items(name).unique_items(true).max_items(Some(selection::MAX_OMITTED)))
 }
 
-fn parse_write_key(key: &str) -> Result<WriteKey, ApiError> {
-    if !WRITE_KEY.is_match(key) {
-        return Err(invalid(
-            Some("write_key"),
-            "write_key must be the Segment source's write key: 1 to 256 visible ASCII characters",
-        ));
-    }
-    Ok(WriteKey::new(key.trim_matches(BLANKS)))
-}
-
 fn write_key_schema() -> ObjectBuilder {
     nullable(ObjectBuilder::new().schema_type(Type::String).pattern(Some(WRITE_KEY.source())))
-}
-
-fn invalid(field: Option<&'static str>, message: impl Into<String>) -> ApiError {
-    ApiError::InvalidRequest { field, message: message.into() }
 }
 
 /// Sets the write key, region, enabled flag and what is forwarded. Omitted
@@ -298,9 +247,8 @@ fn invalid(field: Option<&'static str>, message: impl Into<String>) -> ApiError 
 pub async fn put(
     State(app): State<AdminState>,
     id: WorkspaceId,
-    AdminJson(body): AdminJson<Value>,
+    AdminJson(body): AdminJson<IntegrationRequest>,
 ) -> Result<Json<IntegrationView>, ApiError> {
-    let body = IntegrationBody::parse(body)?;
     app.store.workspace(&id).await?.ok_or_else(no_such_workspace)?;
     let existing = app.store.integration(&id).await?.map(|integration| integration.config);
     let (sealed_write_key, write_key_hint) = match (&body.write_key, &existing) {
@@ -313,7 +261,7 @@ pub async fn put(
         body.events.unwrap_or(current.events),
         body.omit_properties.unwrap_or(current.omit_properties),
     )
-    .map_err(|e| invalid(Some(e.field()), e.to_string()))?;
+    .map_err(|e| ApiError::invalid(Some(e.field()), e.to_string()))?;
     let config = IntegrationConfig {
         sealed_write_key,
         write_key_hint,
@@ -493,7 +441,8 @@ pub async fn dead_letters(
     id: WorkspaceId,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<DeadLettersView>, ApiError> {
-    let invalid_limit = || invalid(Some("limit"), format!("limit must be a whole number from 1 to {MAX_LIST_LIMIT}"));
+    let invalid_limit =
+        || ApiError::invalid(Some("limit"), format!("limit must be a whole number from 1 to {MAX_LIST_LIMIT}"));
     let Query(query) = query.map_err(|_| invalid_limit())?;
     let limit = query.limit.unwrap_or(DEFAULT_LIST_LIMIT);
     if !(1..=MAX_LIST_LIMIT).contains(&limit) {

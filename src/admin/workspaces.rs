@@ -33,15 +33,15 @@ pub struct WorkspaceBody {
     allowed_origins: Option<Vec<String>>,
 }
 
-// Parsed as a `WorkspaceBody`: an `id` equal to the path's is tolerated in the
-// body, as the contract shows it. `Deserialize` is derived for
-// `deny_unknown_fields`, which the schema shows as `additionalProperties: false`.
 /// A workspace's name and origins; its id is the path's.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(examples(json!({"name": "Acme", "allowed_origins": ["https://app.acme.com"]})))]
-#[allow(dead_code)] // describes the body for the API document; parsed as a `WorkspaceBody`
 pub struct WorkspaceUpdate {
+    /// Tolerated when it is the path's id, as the admin app may send the
+    /// workspace it read; any other id is refused.
+    #[schema(schema_with = optional_id)]
+    id: Option<String>,
     #[schema(schema_with = name_schema)]
     name: String,
     #[schema(schema_with = origins_schema)]
@@ -147,10 +147,8 @@ pub async fn list(
     State(app): State<AdminState>,
     query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<WorkspacePage>, ApiError> {
-    let invalid_limit = || ApiError::InvalidRequest {
-        field: Some("limit"),
-        message: format!("limit must be a whole number from 1 to {MAX_PAGE}"),
-    };
+    let invalid_limit =
+        || ApiError::invalid(Some("limit"), format!("limit must be a whole number from 1 to {MAX_PAGE}"));
     let Query(query) = query.map_err(|_| invalid_limit())?;
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
@@ -174,13 +172,10 @@ pub async fn list(
 pub async fn upsert(
     State(app): State<AdminState>,
     id: WorkspaceId,
-    AdminJson(body): AdminJson<WorkspaceBody>,
+    AdminJson(body): AdminJson<WorkspaceUpdate>,
 ) -> Result<(StatusCode, Json<WorkspaceView>), ApiError> {
     if body.id.as_ref().is_some_and(|body_id| *body_id != *id) {
-        return Err(ApiError::InvalidRequest {
-            field: Some("id"),
-            message: "the id in the body differs from the path".into(),
-        });
+        return Err(ApiError::invalid(Some("id"), "the id in the body differs from the path"));
     }
     let (workspace, created) = app.store.upsert_workspace(&new_workspace(id, body.name, body.allowed_origins)?).await?;
     app.ingest_keys.invalidate();
@@ -219,10 +214,8 @@ pub fn no_such_workspace() -> ApiError {
 
 fn new_workspace(id: WorkspaceId, name: String, allowed_origins: Option<Vec<String>>) -> Result<Workspace, ApiError> {
     if !VISIBLE.is_match(&name) || name.chars().count() > MAX_NAME_CHARS {
-        return Err(ApiError::InvalidRequest {
-            field: Some("name"),
-            message: format!("name must be 1 to {MAX_NAME_CHARS} characters, not all spaces"),
-        });
+        let message = format!("name must be 1 to {MAX_NAME_CHARS} characters, not all spaces");
+        return Err(ApiError::invalid(Some("name"), message));
     }
     let name = name.trim_matches(BLANKS).to_owned();
     let allowed_origins = allowed_origins.map(AllowedOrigins::parse).transpose()?;

@@ -146,12 +146,25 @@ pub enum ApiError {
     #[error("write_key is required to set up the integration")]
     WriteKeyRequired,
     #[error("{message}")]
-    InvalidRequest { field: Option<&'static str>, message: String },
+    InvalidRequest { field: Option<String>, message: String },
     #[error("an internal error occurred")]
     Internal(String),
 }
 
+/// The top-level field a serde error happened in, as a request body names it.
+pub fn field_at(path: &serde_path_to_error::Path) -> Option<String> {
+    match path.iter().next() {
+        Some(serde_path_to_error::Segment::Map { key }) => Some(key.clone()),
+        _ => None,
+    }
+}
+
 impl ApiError {
+    /// A request the admin API refuses, naming the field at fault where there is one.
+    pub fn invalid(field: Option<&str>, message: impl Into<String>) -> ApiError {
+        ApiError::InvalidRequest { field: field.map(str::to_owned), message: message.into() }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Validation(_)
@@ -280,7 +293,7 @@ impl ApiError {
     pub(crate) fn body(&self) -> ErrorBody {
         let field = match self {
             ApiError::Validation(e) => e.field.clone(),
-            ApiError::InvalidRequest { field, .. } => field.map(str::to_owned),
+            ApiError::InvalidRequest { field, .. } => field.clone(),
             ApiError::WriteKeyRequired => Some("write_key".to_owned()),
             _ => None,
         };
@@ -330,13 +343,13 @@ impl From<EventError> for ApiError {
 
 impl From<InvalidWorkspaceId> for ApiError {
     fn from(_: InvalidWorkspaceId) -> ApiError {
-        ApiError::InvalidRequest { field: Some("id"), message: WorkspaceId::RULE.into() }
+        ApiError::invalid(Some("id"), WorkspaceId::RULE)
     }
 }
 
 impl From<InvalidOrigins> for ApiError {
     fn from(e: InvalidOrigins) -> ApiError {
-        ApiError::InvalidRequest { field: Some("allowed_origins"), message: e.to_string() }
+        ApiError::invalid(Some("allowed_origins"), e.to_string())
     }
 }
 

@@ -6,14 +6,17 @@
 use std::net::IpAddr;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Deserializer, de};
 use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::delivery::segment::{self, Context, TrackMessage};
 use crate::domain::catalog;
 use crate::domain::pattern::shown;
 use crate::domain::{MAX_ID_CHARS, WorkspaceId};
-use crate::http::error::{EventError, EventErrorCode as Code};
+use crate::http::error::{self, EventError, EventErrorCode as Code};
+use crate::http::openapi::{date_time, present_ingest_id};
 use crate::store::{IdentityLink, NewEvent};
 
 /// What the request adds to each of its events.
@@ -64,8 +67,8 @@ pub fn parse_event(value: Value, envelope: &Envelope) -> Result<Accepted, EventE
         // commit's cost on SQLite for batches of 100 with random v4 ids).
         None => Uuid::now_v7().to_string(),
     };
-    let timestamp = optional_time(&fields, "timestamp")?;
-    let sent_at = optional_time(&fields, "sentAt")?.or(envelope.sent_at);
+    let timestamp = time(fields.get("timestamp"), "timestamp")?;
+    let sent_at = time(fields.get("sentAt"), "sentAt")?.or(envelope.sent_at);
     let timestamp = corrected_timestamp(envelope.received_at, timestamp, sent_at);
     let mut properties = catalog_properties(definition, take_object(&mut fields, "properties")?)?;
     for omitted in envelope.omit_properties {
@@ -99,18 +102,53 @@ pub fn parse_event(value: Value, envelope: &Envelope) -> Result<Accepted, EventE
     Ok(Accepted { name: definition.name, event, identity: identity_link })
 }
 
+// Each field is checked by the same rule as an event's.
+/// Records that this browser's anonymous id belongs to that user.
+#[derive(Deserialize, ToSchema)]
+#[schema(examples(json!({"userId": "customer-user-42", "anonymousId": "a1b2c3"})))]
+pub struct IdentifyRequest {
+    #[serde(rename = "userId", default, deserialize_with = "user_id")]
+    #[schema(required = true, schema_with = present_ingest_id)]
+    user_id: Option<String>,
+    #[serde(rename = "anonymousId", default, deserialize_with = "anonymous_id")]
+    #[schema(required = true, schema_with = present_ingest_id)]
+    anonymous_id: Option<String>,
+    /// Checked, not used: a link takes the time it arrived.
+    #[serde(rename = "sentAt", default, deserialize_with = "sent_at")]
+    #[schema(value_type = Option<String>, schema_with = date_time)]
+    _sent_at: Option<DateTime<Utc>>,
+}
+
+fn user_id<'de, D: Deserializer<'de>>(field: D) -> Result<Option<String>, D::Error> {
+    checked(field, |value| ingest_id(value, "userId"))
+}
+
+fn anonymous_id<'de, D: Deserializer<'de>>(field: D) -> Result<Option<String>, D::Error> {
+    checked(field, |value| ingest_id(value, "anonymousId"))
+}
+
+fn sent_at<'de, D: Deserializer<'de>>(field: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+    checked(field, |value| time(value, "sentAt"))
+}
+
+/// Reads a field and applies `rule` to it, its error passed on as serde's.
+fn checked<'de, T, D: Deserializer<'de>>(
+    field: D,
+    rule: impl FnOnce(Option<&Value>) -> Result<T, EventError>,
+) -> Result<T, D::Error> {
+    let value = Option::<Value>::deserialize(field)?;
+    rule(value.as_ref()).map_err(|e| de::Error::custom(e.message))
+}
+
 /// The body of `/v1/identify`: both ids are required.
-pub fn parse_identify(
-    value: &Value,
-    workspace_id: &WorkspaceId,
-    at: DateTime<Utc>,
-) -> Result<IdentityLink, EventError> {
-    let Value::Object(fields) = value else {
+pub fn parse_identify(value: Value, workspace_id: &WorkspaceId, at: DateTime<Utc>) -> Result<IdentityLink, EventError> {
+    if !value.is_object() {
         return Err(EventError::new(Code::InvalidEvent, None, "the body must be a JSON object".into()));
-    };
-    let identity = parse_identity(fields)?;
-    optional_time(fields, "sentAt")?;
-    let (Some(user_id), Some(anonymous_id)) = (identity.user_id, identity.anonymous_id) else {
+    }
+    let request: IdentifyRequest = serde_path_to_error::deserialize(value).map_err(|e| {
+        EventError::new(Code::InvalidField, error::field_at(e.path()).as_deref(), e.into_inner().to_string())
+    })?;
+    let (Some(user_id), Some(anonymous_id)) = (request.user_id, request.anonymous_id) else {
         return Err(EventError::new(Code::MissingIdentity, None, "identify needs both userId and anonymousId".into()));
     };
     Ok(IdentityLink { workspace_id: workspace_id.clone(), anonymous_id, user_id, at: at.timestamp_millis() })
@@ -142,16 +180,16 @@ fn event_name(fields: &Map<String, Value>) -> Result<&str, EventError> {
 /// `userId` and `anonymousId`: strings (numbers are taken as strings); an empty
 /// one counts as absent; at least one is required.
 fn parse_identity(fields: &Map<String, Value>) -> Result<Identity, EventError> {
-    let user_id = optional_id(fields, "userId")?;
-    let anonymous_id = optional_id(fields, "anonymousId")?;
+    let user_id = ingest_id(fields.get("userId"), "userId")?;
+    let anonymous_id = ingest_id(fields.get("anonymousId"), "anonymousId")?;
     if user_id.is_none() && anonymous_id.is_none() {
         return Err(EventError::new(Code::MissingIdentity, None, "an event needs a userId or an anonymousId".into()));
     }
     Ok(Identity { user_id, anonymous_id })
 }
 
-fn optional_id(fields: &Map<String, Value>, field: &'static str) -> Result<Option<String>, EventError> {
-    let id = match fields.get(field) {
+fn ingest_id(value: Option<&Value>, field: &'static str) -> Result<Option<String>, EventError> {
+    let id = match value {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::Number(n)) => n.to_string(),
         Some(Value::String(s)) => s.clone(),
@@ -188,10 +226,10 @@ fn check_length(field: &'static str, value: &str, max_chars: usize) -> Result<()
 }
 
 /// An RFC 3339 / ISO-8601 time such as `2026-11-29T10:00:00.000Z`.
-pub fn optional_time(fields: &Map<String, Value>, field: &'static str) -> Result<Option<DateTime<Utc>>, EventError> {
+pub fn time(value: Option<&Value>, field: &'static str) -> Result<Option<DateTime<Utc>>, EventError> {
     let invalid =
         || EventError::new(Code::InvalidField, Some(field), format!("`{field}` must be an ISO-8601 timestamp"));
-    match fields.get(field) {
+    match value {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => {
             DateTime::parse_from_rfc3339(s).map(|t| Some(t.with_timezone(&Utc))).map_err(|_| invalid())

@@ -21,20 +21,20 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::http::error::{self, ApiError, IndexedEventError};
-use crate::http::openapi::{BatchRequest, CatalogEvent, date_time, present_ingest_id};
+use crate::http::openapi::{BatchRequest, CatalogEvent};
 use crate::metrics::{NOT_CONFIGURED, NOT_SELECTED, Reason, Status};
 use crate::store::IngestTarget;
 use body::JsonBody;
 pub use body::read_first;
 pub use cors::cors;
-use event::{Envelope, parse_event, parse_identify};
+use event::{Envelope, IdentifyRequest, parse_event, parse_identify};
 pub use state::{Ingest, IngestState};
 
 const KEY_HEADER: &str = "x-produktly-key";
@@ -49,19 +49,6 @@ pub fn router(state: IngestState) -> (Router<IngestState>, utoipa::openapi::Open
         .layer(middleware::from_fn_with_state(state, count_responses))
         .method_not_allowed_fallback(error::method_not_allowed);
     (router, api)
-}
-
-/// Records that this browser's anonymous id belongs to that user.
-#[derive(ToSchema)]
-#[schema(examples(json!({"userId": "customer-user-42", "anonymousId": "a1b2c3"})))]
-#[allow(dead_code)] // describes the body for the API document; parsed by hand
-struct IdentifyRequest {
-    #[schema(rename = "userId", schema_with = present_ingest_id)]
-    user_id: String,
-    #[schema(rename = "anonymousId", schema_with = present_ingest_id)]
-    anonymous_id: String,
-    #[schema(rename = "sentAt", schema_with = date_time)]
-    sent_at: Option<String>,
 }
 
 async fn count_responses(State(app): State<IngestState>, request: Request, next: Next) -> Response {
@@ -120,7 +107,7 @@ async fn identify(
     body: JsonBody,
 ) -> Result<Response, ApiError> {
     let body = strict_json::parse(body.json()?.get(), &app.json_limits())?;
-    let link = parse_identify(&body, &request.target.workspace_id, request.received_at)?;
+    let link = parse_identify(body, &request.target.workspace_id, request.received_at)?;
     if !request.target.segment_enabled {
         // Nothing to deliver; an identify is not an event, so not counted as one.
         return Ok(answer(Answer {
@@ -217,7 +204,7 @@ fn split_batch(body: &RawValue, max_events: usize) -> Result<(Vec<&RawValue>, Op
     let not_an_object = || ApiError::InvalidBody("the body must be an object with a `batch` array".into());
     let envelope: Envelope = serde_json::from_str(body.get()).map_err(|_| not_an_object())?;
     let sent_at = match envelope.sent_at {
-        Some(value) => event::optional_time(&Map::from_iter([("sentAt".to_owned(), value)]), "sentAt")?,
+        Some(value) => event::time(Some(&value), "sentAt")?,
         None => None,
     };
     let batch = envelope.batch.ok_or_else(not_an_object)?;

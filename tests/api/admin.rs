@@ -71,7 +71,7 @@ async fn workspaces_are_created_upserted_read_and_rotated(backend: Backend) {
         (json!({"name": "x", "allowed_origins": ["https://1.2.3.4.5"]}), Some("allowed_origins")),
         (json!({"name": "x", "allowed_origins": ["https://a.example:65536"]}), Some("allowed_origins")),
         (json!({"id": "x"}), None),
-        (json!({"name": "x", "extra": 1}), None),
+        (json!({"name": "x", "extra": 1}), Some("extra")),
     ] {
         let response = create(body.clone()).await.unwrap();
         assert_eq!(response.status(), 400, "{body}");
@@ -141,6 +141,10 @@ async fn the_integration_shows_only_a_hint_of_the_write_key(backend: Backend) {
         json!({"write_key": WRITE_KEY, "region": "mars"}),
         json!({"write_key": WRITE_KEY, "enabled": "yes"}),
         json!({"write_key": WRITE_KEY, "colour": "blue"}),
+        json!({"write_key": [WRITE_KEY]}),
+        json!({"write_key": {"key": WRITE_KEY}}),
+        json!({"write_key": WRITE_KEY, "ip": WRITE_KEY}),
+        json!({"write_key": WRITE_KEY, "events": WRITE_KEY}),
         json!([WRITE_KEY]),
     ] {
         let response = app.put_integration(&workspace, body.clone()).await;

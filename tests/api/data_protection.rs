@@ -263,8 +263,8 @@ async fn bad_requests_are_refused_and_change_nothing(backend: Backend) {
         (json!({"user_id": " \t"}), Some("user_id")),
         (json!({"user_id": "x".repeat(256)}), Some("user_id")),
         (json!({"anonymous_ids": ["anon-1", ""]}), Some("anonymous_ids")),
-        (json!({"user_id": "u-1", "email": "a@example.com"}), None),
-        (json!({"user_id": 42}), None),
+        (json!({"user_id": "u-1", "email": "a@example.com"}), Some("email")),
+        (json!({"user_id": 42}), Some("user_id")),
     ] {
         let (status, answer) = erase(&app, &workspace.id, body.clone()).await;
         assert_eq!(status, 400, "{body}: {answer}");

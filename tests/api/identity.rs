@@ -78,6 +78,13 @@ async fn an_identify_after_the_event_applies_while_it_is_queued(backend: Backend
     app.ingest("/v1/track", &workspace, &anonymous("a6", "t6")).await;
     common::eventually(WAIT, "a delivery attempt", || async { env.segment.request_count().await >= 1 }).await;
     app.ingest("/v1/identify", &workspace, &json!({"userId": "u6", "anonymousId": "a6"})).await;
+    // A round that read the event before the identify may still be sending;
+    // the round after the next answer read it after.
+    let seen = env.segment.request_count().await;
+    common::eventually(WAIT, "a round begun after the identify", || async {
+        env.segment.request_count().await >= seen + 2
+    })
+    .await;
     env.segment.end_outage();
     let received = env.segment.wait_for(1, WAIT).await;
     assert_eq!(received[0].message["userId"], "u6");
