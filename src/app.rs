@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
+use crate::activity::Activity;
 use crate::admin::{self, Admin, AdminState};
 use crate::config::Settings;
 use crate::delivery::segment::{BatchLimits, SegmentClient};
@@ -56,6 +57,8 @@ pub struct App {
     admin_token_file: Option<PathBuf>,
     delivery: Arc<Delivery>,
     janitor: Janitor,
+    /// Its live tails end when the service stops.
+    activity: Arc<Activity>,
     committer: JoinHandle<()>,
 }
 
@@ -66,6 +69,7 @@ impl App {
         let depth = QueueDepth::default();
         let metrics = Arc::new(Metrics::new([depth.collector(), store.connection_counts().collector()]));
         let queue = Queue::new(store.clone(), metrics.clone(), depth);
+        let activity = Arc::new(Activity::new(settings.activity.clone()));
         let (committer, committer_task) = Committer::spawn(queue.clone(), &settings.ingest);
         let segment = SegmentClient::new(&settings.segment)?;
         let listener =
@@ -87,6 +91,7 @@ impl App {
             client: segment.clone(),
             sealer: secrets.sealer.clone(),
             metrics: metrics.clone(),
+            activity: activity.clone(),
         };
         let delivery = Arc::new(Delivery::new(parts, settings.delivery.clone(), limits));
         let janitor = Janitor {
@@ -113,6 +118,7 @@ impl App {
             per_client: RateLimit::per_sec(settings.ingest.ip_requests_per_sec),
             per_workspace: RateLimit::per_sec(settings.ingest.key_requests_per_sec),
             metrics: metrics.clone(),
+            activity: activity.clone(),
         });
         let admin_token_file = secrets.admin_token_file.clone();
         let admin = AdminState::new(Admin {
@@ -123,6 +129,7 @@ impl App {
             segment,
             client_ips,
             per_client: RateLimit::per_sec(settings.admin_requests_per_sec),
+            activity: activity.clone(),
         });
         let ops = OpsState { store: store.clone(), metrics: metrics.clone(), openapi: Arc::default() };
         let router = routes(&ingest, &admin, &ops, settings.ingest.max_batch_events);
@@ -138,6 +145,7 @@ impl App {
             admin_token_file,
             delivery,
             janitor,
+            activity,
             committer: committer_task,
         })
     }
@@ -169,6 +177,7 @@ impl App {
             admin_token_file: _,
             delivery,
             janitor,
+            activity,
             committer,
         } = self;
         let timeout = settings.shutdown_timeout();
@@ -180,6 +189,13 @@ impl App {
         };
         // The last handle here: the commit task ends once every handle is gone.
         let forgetting = tokio::spawn(forget_idle_rate_limits(ingest, admin, stop.clone()));
+        let closing = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                stop.cancelled().await;
+                activity.close();
+            })
+        };
         tokio::select! {
             () = server::serve(listener, router, connection_limits, metrics, stop.clone()) => {}
             () = after_stop(&stop, timeout) => {
@@ -193,6 +209,7 @@ impl App {
         let _ = janitor.await;
         let _ = listener_task.await;
         let _ = forgetting.await;
+        let _ = closing.await;
     }
 }
 

@@ -46,6 +46,7 @@ pub struct Settings {
     pub segment: SegmentSettings,
     pub ingest: IngestSettings,
     pub delivery: DeliverySettings,
+    pub activity: ActivitySettings,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -64,6 +65,35 @@ pub struct HttpSettings {
     pub idle_timeout_ms: u64,
     /// 0: as many as the open-file limit leaves room for.
     pub max_connections: usize,
+}
+
+/// What each instance keeps of recent activity for the delivery debugger.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivitySettings {
+    /// The name this instance gives in activity; empty: `$HOSTNAME`, else a random one.
+    pub instance: String,
+    pub events_per_workspace: usize,
+    pub deliveries_per_workspace: usize,
+    pub max_workspaces: usize,
+    pub ids: IdDisplay,
+    pub stream_buffer: usize,
+    pub heartbeat_ms: u64,
+}
+
+/// How user and anonymous ids are shown in activity.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum IdDisplay {
+    /// The first and last two characters (`cu…42`).
+    Masked,
+    Full,
+}
+
+impl ActivitySettings {
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms)
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -191,6 +221,12 @@ impl Settings {
         }
         if self.delivery.lease_ms <= self.segment.request_timeout_ms {
             return invalid("delivery.lease_ms must be longer than segment.request_timeout_ms");
+        }
+        let activity = &self.activity;
+        if activity.max_workspaces == 0 || activity.stream_buffer == 0 || activity.heartbeat_ms == 0 {
+            return invalid(
+                "activity.max_workspaces, activity.stream_buffer and activity.heartbeat_ms must be positive",
+            );
         }
         self.backend()?;
         Ok(())

@@ -9,6 +9,7 @@
 //! wires it up. `domain` holds the types every layer shares. Modules form
 //! layers: none uses one that uses it back (a test checks).
 
+pub mod activity;
 pub mod admin;
 pub mod app;
 pub mod config;

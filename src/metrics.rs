@@ -64,6 +64,8 @@ pub struct Metrics {
     /// Accepted events not stored again: their messageId was already queued (retries).
     pub events_already_queued: Counter,
     pub events_rejected: Family<Reason, Counter>,
+    /// Ingest requests refused before their workspace was known (no activity can show them).
+    pub refused_unattributed: Family<Reason, Counter>,
     pub events_discarded: FrequentLabels<Reason>,
     pub ingest_responses: FrequentLabels<Status>,
     /// Requests whose `X-Forwarded-For` was ignored (the peer is not a trusted proxy).
@@ -114,6 +116,12 @@ impl Metrics {
                 Counter::default(),
             ),
             events_rejected: registered(r, "events_rejected", "Events refused at ingest, by reason", Family::default()),
+            refused_unattributed: registered(
+                r,
+                "ingest_refused_unattributed",
+                "Ingest requests refused before their workspace was known (a missing or wrong key, a client's rate limit), by reason",
+                Family::default(),
+            ),
             events_discarded: FrequentLabels::new(
                 registered(
                     r,
@@ -225,6 +233,10 @@ impl Metrics {
 
     pub fn rejected(&self, reason: &'static str) {
         self.events_rejected.get_or_create(&Reason { reason }).inc();
+    }
+
+    pub fn refused_unattributed(&self, reason: &'static str) {
+        self.refused_unattributed.get_or_create(&Reason { reason }).inc();
     }
 
     pub fn dead_lettered(&self, reason: DeadLetterReason, count: u64) {

@@ -16,6 +16,7 @@ use utoipa::{PartialSchema, ToSchema};
 use super::AdminState;
 use super::extract::AdminJson;
 use super::workspaces::no_such_workspace;
+use crate::activity::{EventEntry, Outcome};
 use crate::domain::pattern::VISIBLE;
 use crate::domain::time::now_millis;
 use crate::domain::{MAX_ID_CHARS, WorkspaceId};
@@ -111,6 +112,10 @@ pub async fn erase(
     let subject = subject(body)?;
     app.store.workspace(&id).await?.ok_or_else(no_such_workspace)?;
     let erased = app.queue.erase(&id, &subject).await?;
+    // This instance's debugger forgets the person too.
+    app.activity.forget(&id, subject.user_id.as_deref(), &subject.anonymous_ids);
+    let outcome = Outcome::Erased { events: erased.events };
+    app.activity.record(&id, [EventEntry::about_request(now_millis(), outcome)]);
     // An audit line, without the ids themselves.
     tracing::info!(
         workspace = %id,
@@ -160,6 +165,7 @@ fn subject(body: ErasureRequest) -> Result<ErasureSubject, ApiError> {
 pub async fn delete_workspace(State(app): State<AdminState>, id: WorkspaceId) -> Result<StatusCode, ApiError> {
     if let Some(erased) = app.queue.delete_workspace(&id, now_millis()).await? {
         app.ingest_keys.invalidate();
+        app.activity.remove(&id);
         tracing::info!(
             workspace = %id,
             events = erased.events,

@@ -1,6 +1,7 @@
 //! The admin API the Produktly admin app calls (bearer token): workspaces,
 //! their Segment integration, and erasure of their data.
 
+mod activity;
 mod auth;
 mod erasure;
 mod extract;
@@ -16,6 +17,7 @@ use axum::middleware;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::activity::Activity;
 use crate::delivery::segment::SegmentClient;
 use crate::http::client_ip::ClientIps;
 use crate::http::rate_limit::RateLimit;
@@ -40,6 +42,8 @@ pub struct Admin {
     pub segment: SegmentClient,
     pub client_ips: Arc<ClientIps>,
     pub per_client: RateLimit<IpAddr>,
+    /// What the delivery debugger reads (and erasures add to).
+    pub activity: Arc<Activity>,
 }
 
 impl AdminState {
@@ -66,6 +70,9 @@ pub fn router(state: AdminState) -> (Router<AdminState>, utoipa::openapi::OpenAp
         .routes(routes!(integration::test))
         .routes(routes!(integration::dead_letters))
         .routes(routes!(integration::replay))
+        .routes(routes!(activity::activity))
+        .routes(routes!(activity::deliveries))
+        .routes(routes!(activity::stream))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_admin))
         // Outside authentication, so that guessing tokens is slowed down too.
         .route_layer(middleware::from_fn_with_state(state, auth::limit_rate))

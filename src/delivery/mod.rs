@@ -26,6 +26,7 @@ use tokio::task::{self, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::activity::Activity;
 use crate::config::DeliverySettings;
 use crate::domain::WorkspaceId;
 use crate::domain::time::{millis, now_millis};
@@ -61,6 +62,7 @@ pub struct Delivery {
     regions: Regions,
     /// See [`STORE_TURNS`].
     store_turns: Semaphore,
+    activity: Arc<Activity>,
 }
 
 /// What delivery works with: the store, the queue it takes events from,
@@ -71,11 +73,13 @@ pub struct DeliveryParts {
     pub client: SegmentClient,
     pub sealer: Sealer,
     pub metrics: Arc<Metrics>,
+    /// Where each request to Segment and each event's fate are told.
+    pub activity: Arc<Activity>,
 }
 
 impl Delivery {
     pub fn new(parts: DeliveryParts, settings: DeliverySettings, limits: BatchLimits) -> Delivery {
-        let DeliveryParts { store, queue, client, sealer, metrics } = parts;
+        let DeliveryParts { store, queue, client, sealer, metrics, activity } = parts;
         let backlog = queue.backlog().clone();
         let regions = Regions::new(
             store.clone(),
@@ -95,6 +99,7 @@ impl Delivery {
             cursors: Cursors::default(),
             regions,
             store_turns: Semaphore::new(STORE_TURNS),
+            activity,
         }
     }
 

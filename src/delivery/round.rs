@@ -10,13 +10,14 @@ use chrono::Utc;
 use super::Delivery;
 use super::pacing::{Pace, backoff};
 use super::regions::ProbeClaim;
+use crate::activity::{self, Activity, DeliveryEntry, EventEntry, Outcome as ActivityOutcome};
 use crate::config::DeliverySettings;
 use crate::delivery::segment::{self, Batch, Outcome};
 use crate::domain::DeadLetterReason;
-use crate::domain::time::{iso8601, millis, now_millis};
+use crate::domain::time::{iso8601, millis, millis_to_iso8601, now_millis};
 use crate::metrics::{Status, StoreOperation};
 use crate::secrets::WriteKey;
-use crate::store::{LastError, Millis, Rejection, RoundEnd, StoreError, WorkspaceLease};
+use crate::store::{LastError, Millis, QueuedEvent, Rejection, RoundEnd, StoreError, WorkspaceLease};
 
 /// How often a lease is offered back to a store that failed.
 const GIVE_BACK_RETRY: Duration = Duration::from_secs(1);
@@ -69,9 +70,9 @@ impl Delivery {
         };
         let version = self.backlog.version();
         let held_until = Instant::now() + self.settings.lease();
-        let Read { batches, count, last_id, received_at } = self.read(lease).await?;
+        let Read { batches, count, last_id, events } = self.read(lease).await?;
         let mut pace = Pace::new(self.settings.workspace_request_interval());
-        let sending = Sending { write_key: &write_key, probe, held_until, received_at: &received_at };
+        let sending = Sending { write_key: &write_key, probe, held_until, events: &events };
         match self.send(lease, sending, batches, &mut pace).await? {
             Sent::Stopped(end) => {
                 self.cursors.reset(&lease.workspace_id);
@@ -95,14 +96,20 @@ impl Delivery {
         };
         let count = events.len();
         let last_id = events.last().map(|e| e.id);
-        let received_at: HashMap<i64, Millis> = events.iter().map(|e| (e.id, e.received_at)).collect();
-        let messages = events.into_iter().map(|e| (e.id, segment::with_user_id(e.payload, e.user_id.as_deref())));
+        let mut sent = HashMap::with_capacity(count);
+        let mut messages = Vec::with_capacity(count);
+        for QueuedEvent { id, message_id, user_id, anonymous_id, payload, received_at } in events {
+            let event = segment::queued_event_name(&payload).map(Into::into);
+            messages.push((id, segment::with_user_id(payload, user_id.as_deref())));
+            sent.insert(id, SentEvent { received_at, event, message_id, user_id, anonymous_id });
+        }
         let packed = segment::pack(messages, self.limits);
         if !packed.oversized.is_empty() {
             let detail = format!("the message is over Segment's limit of {} bytes", segment::MAX_MESSAGE_BYTES);
-            self.dead_letter(lease, &packed.oversized, DeadLetterReason::MessageTooLarge, None, &detail).await?;
+            let why = (DeadLetterReason::MessageTooLarge, None);
+            self.dead_letter(lease, &packed.oversized, why, &detail, &sent).await?;
         }
-        Ok(Read { batches: packed.batches, count, last_id, received_at })
+        Ok(Read { batches: packed.batches, count, last_id, events: sent })
     }
 
     /// Sends the batches in turn, paced, while the lease holds, and acts on
@@ -124,7 +131,10 @@ impl Delivery {
                 return Ok(Sent::Stopped(RoundEnd::Delivered { delivered_at, next_attempt_at: now_millis() }));
             }
             self.metrics.batch_size.observe(batch.len() as f64);
-            let outcome = self.client.send(lease.region, sending.write_key, batch.body(&iso8601(Utc::now()))).await;
+            let body = batch.body(&iso8601(Utc::now()));
+            let mut attempt = Attempt::start(&self.activity, &batch, body.len());
+            let outcome = self.client.send(lease.region, sending.write_key, body).await;
+            attempt.answered(&outcome);
             self.metrics.segment_responses.get_or_create(&Status { status: outcome.status() }).inc();
             if !outcome.is_region_wide_failure() {
                 // Segment answered: whatever it said of this batch, the region is up.
@@ -132,20 +142,32 @@ impl Delivery {
             }
             match next_step(outcome, batch) {
                 Step::Acknowledge(batch) => {
-                    self.ack(lease, &batch, sending.received_at).await?;
+                    self.record_attempt(lease, &attempt, "acknowledged", None);
+                    self.ack(lease, &batch, &attempt, sending.events).await?;
                     sent = Sent::Delivered;
                 }
                 Step::Split(first, second) => {
+                    self.record_attempt(lease, &attempt, "split", None);
                     pending.push_front(second);
                     pending.push_front(first);
                 }
                 Step::DeadLetter { batch, status, body } => {
-                    self.dead_letter(lease, batch.event_ids(), DeadLetterReason::Rejected, Some(status), &body).await?;
+                    self.record_attempt(lease, &attempt, "dead_lettered", None);
+                    let why = (DeadLetterReason::Rejected, Some(status));
+                    self.dead_letter(lease, batch.event_ids(), why, &body, sending.events).await?;
                 }
                 // What was not delivered stays queued for the workspace's next round.
                 Step::Stop { batch, why } => {
                     self.count_retried(std::iter::once(&batch).chain(&pending));
-                    return Ok(Sent::Stopped(self.stopped(lease, why, sending.probe, pace.next_allowed()).await?));
+                    let decision = if matches!(why, Stop::RateLimited { .. }) { "rate_limited" } else { "retry" };
+                    let end = self.stopped(lease, why, sending.probe, pace.next_allowed()).await?;
+                    let retry_at = match &end {
+                        RoundEnd::Failed { next_attempt_at, .. } | RoundEnd::Delivered { next_attempt_at, .. } => {
+                            *next_attempt_at
+                        }
+                    };
+                    self.record_attempt(lease, &attempt, decision, Some(retry_at));
+                    return Ok(Sent::Stopped(end));
                 }
             }
         }
@@ -217,7 +239,8 @@ impl Delivery {
         &self,
         lease: &WorkspaceLease,
         batch: &Batch,
-        received_at: &HashMap<i64, Millis>,
+        attempt: &Attempt,
+        events: &HashMap<i64, SentEvent>,
     ) -> Result<(), StoreError> {
         let acked = {
             let _turn = self.store_turn(batch.len() > SMALL_OPERATION).await;
@@ -229,11 +252,12 @@ impl Delivery {
             tracing::warn!(workspace = %lease.workspace_id, unacked = batch.len() as u64 - acked, "the workspace lease passed to another worker during delivery");
         }
         let now = now_millis();
-        for id in batch.event_ids() {
-            if let Some(received) = received_at.get(id) {
-                self.metrics.delivery_latency.observe((now - received).max(0) as f64 / 1000.0);
-            }
+        for event in batch.event_ids().iter().filter_map(|id| events.get(id)) {
+            self.metrics.delivery_latency.observe((now - event.received_at).max(0) as f64 / 1000.0);
         }
+        let delivered =
+            ActivityOutcome::Delivered { attempt: attempt.number, status: attempt.status.unwrap_or_default() };
+        self.record_events(lease, batch.event_ids(), events, &delivered, now);
         Ok(())
     }
 
@@ -245,9 +269,9 @@ impl Delivery {
         &self,
         lease: &WorkspaceLease,
         ids: &[i64],
-        reason: DeadLetterReason,
-        status: Option<u16>,
+        (reason, status): (DeadLetterReason, Option<u16>),
         detail: &str,
+        events: &HashMap<i64, SentEvent>,
     ) -> Result<(), StoreError> {
         let why = Rejection { reason, status, detail: detail.to_owned() };
         let moved = {
@@ -255,7 +279,39 @@ impl Delivery {
             self.queue.dead_letter(lease, ids, &why, now_millis()).await?
         };
         tracing::warn!(workspace = %lease.workspace_id, reason = reason.as_str(), status, detail, moved, "events dead-lettered");
+        let outcome = ActivityOutcome::DeadLettered { reason: reason.as_str(), status };
+        self.record_events(lease, ids, events, &outcome, now_millis());
         Ok(())
+    }
+
+    /// Tells the debugger what became of these events.
+    fn record_events(
+        &self,
+        lease: &WorkspaceLease,
+        ids: &[i64],
+        events: &HashMap<i64, SentEvent>,
+        outcome: &ActivityOutcome,
+        at: Millis,
+    ) {
+        let entries = ids.iter().filter_map(|id| events.get(id)).map(|event| EventEntry {
+            at,
+            event: event.event.clone(),
+            message_id: Some(event.message_id.as_str().into()),
+            user_id: event.user_id.as_deref().map(Into::into),
+            anonymous_id: event.anonymous_id.as_deref().map(Into::into),
+            outcome: outcome.clone(),
+        });
+        self.activity.record(&lease.workspace_id, entries);
+    }
+
+    fn record_attempt(
+        &self,
+        lease: &WorkspaceLease,
+        attempt: &Attempt,
+        decision: &'static str,
+        retry_at: Option<Millis>,
+    ) {
+        self.activity.record_delivery(&lease.workspace_id, attempt.entry(decision, retry_at));
     }
 }
 
@@ -265,7 +321,69 @@ struct Read {
     batches: Vec<Batch>,
     count: usize,
     last_id: Option<i64>,
-    received_at: HashMap<i64, Millis>,
+    events: HashMap<i64, SentEvent>,
+}
+
+/// What a round keeps of each event it sends: for the delivery latency and
+/// for the debugger.
+struct SentEvent {
+    received_at: Millis,
+    event: Option<Box<str>>,
+    message_id: String,
+    user_id: Option<String>,
+    anonymous_id: Option<String>,
+}
+
+/// One request to Segment as the debugger shows it.
+struct Attempt {
+    number: u64,
+    at: Millis,
+    started: Instant,
+    events: usize,
+    bytes: usize,
+    latency: Duration,
+    status: Option<u16>,
+    error: Option<Box<str>>,
+}
+
+impl Attempt {
+    fn start(activity: &Activity, batch: &Batch, bytes: usize) -> Attempt {
+        Attempt {
+            number: activity.next_attempt(),
+            at: now_millis(),
+            started: Instant::now(),
+            events: batch.len(),
+            bytes,
+            latency: Duration::ZERO,
+            status: None,
+            error: None,
+        }
+    }
+
+    fn answered(&mut self, outcome: &Outcome) {
+        self.latency = self.started.elapsed();
+        self.status = Some(outcome.status()).filter(|&status| status != 0);
+        self.error = match outcome {
+            Outcome::Rejected { body: message, .. } | Outcome::Failed { message, .. } => {
+                Some(activity::bounded(message))
+            }
+            Outcome::Delivered { .. } | Outcome::RateLimited { .. } => None,
+        };
+    }
+
+    fn entry(&self, decision: &'static str, retry_at: Option<Millis>) -> DeliveryEntry {
+        DeliveryEntry {
+            attempt: self.number,
+            at: self.at,
+            events: self.events,
+            bytes: self.bytes,
+            status: self.status,
+            latency_ms: self.latency.as_millis() as u64,
+            decision,
+            retry_at: retry_at.map(millis_to_iso8601),
+            error: self.error.clone(),
+        }
+    }
 }
 
 /// What sending a round's batches needs besides them.
@@ -275,7 +393,7 @@ struct Sending<'a> {
     probe: bool,
     /// Until when the lease is known to hold.
     held_until: Instant,
-    received_at: &'a HashMap<i64, Millis>,
+    events: &'a HashMap<i64, SentEvent>,
 }
 
 /// How sending went: nothing delivered (all refused, or nothing read),

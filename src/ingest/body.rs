@@ -55,14 +55,19 @@ pub async fn read_first(State(app): State<IngestState>, request: Request, next: 
     let (parts, body) = request.into_parts();
     let declared =
         parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|len| len > limits.max_body_bytes + DRAIN_LIMIT) {
-        return Err(ApiError::BodyTooLarge(limits.max_body_bytes));
+    let read = if declared.is_some_and(|len| len > limits.max_body_bytes + DRAIN_LIMIT) {
+        Err(ApiError::BodyTooLarge(limits.max_body_bytes))
+    } else {
+        tokio::time::timeout(limits.body_timeout(), collect(body, limits.max_body_bytes))
+            .await
+            .map_err(|_| ApiError::BodyTimeout)
+            .flatten()
+            .and_then(|body| body.ok_or(ApiError::BodyTooLarge(limits.max_body_bytes)))
+    };
+    match read {
+        Ok(body) => Ok(next.run(Request::from_parts(parts, Body::from(body))).await),
+        Err(error) => Err(super::refused_unread(&app, &parts, error).await),
     }
-    let body = tokio::time::timeout(limits.body_timeout(), collect(body, limits.max_body_bytes))
-        .await
-        .map_err(|_| ApiError::BodyTimeout)??
-        .ok_or(ApiError::BodyTooLarge(limits.max_body_bytes))?;
-    Ok(next.run(Request::from_parts(parts, Body::from(body))).await)
 }
 
 /// How much of a refused body is still read (and dropped) before answering.

@@ -2,6 +2,7 @@
 //! `/v1/identify`. Events are validated, then committed (group commit) before
 //! the `202` is sent.
 
+mod activity;
 mod body;
 pub mod committer;
 mod cors;
@@ -27,11 +28,16 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::activity::{EventEntry, Outcome, bounded};
+use crate::domain::time::now_millis;
 use crate::http::error::{self, ApiError, IndexedEventError};
 use crate::http::openapi::{BatchRequest, CatalogEvent};
 use crate::metrics::{NOT_CONFIGURED, NOT_SELECTED, Reason, Status};
 use crate::store::IngestTarget;
 use body::JsonBody;
+
+/// A request body, or why it could not be read (recorded as the request's refusal).
+type Body = Result<JsonBody, ApiError>;
 pub use body::read_first;
 pub use cors::cors;
 use event::{Envelope, IdentifyRequest, parse_event, parse_identify};
@@ -80,8 +86,10 @@ struct Answer {
     request_body(content((CatalogEvent = "application/json"), (CatalogEvent = "text/plain"))),
     responses((status = 202, description = "Stored (or discarded; see the body)", body = Answer)),
 )]
-async fn track(State(app): State<IngestState>, request: IngestRequest, body: JsonBody) -> Result<Response, ApiError> {
-    accept(&app, &request, vec![body.json()?], None, Shape::Single).await
+async fn track(State(app): State<IngestState>, request: IngestRequest, body: Body) -> Result<Response, ApiError> {
+    let body = body.map_err(|e| request.refused(&app, e))?;
+    let event = body.json().map_err(|e| request.refused(&app, e))?;
+    accept(&app, &request, vec![event], None, Shape::Single).await
 }
 
 /// Several events; `202` once the valid ones are stored, with the refused ones listed.
@@ -90,8 +98,12 @@ async fn track(State(app): State<IngestState>, request: IngestRequest, body: Jso
     request_body(content((BatchRequest = "application/json"), (BatchRequest = "text/plain"))),
     responses((status = 202, description = "Stored (or discarded; see the body)", body = Answer)),
 )]
-async fn batch(State(app): State<IngestState>, request: IngestRequest, body: JsonBody) -> Result<Response, ApiError> {
-    let (events, sent_at) = split_batch(body.json()?, app.settings.max_batch_events)?;
+async fn batch(State(app): State<IngestState>, request: IngestRequest, body: Body) -> Result<Response, ApiError> {
+    let body = body.map_err(|e| request.refused(&app, e))?;
+    let (events, sent_at) = body
+        .json()
+        .and_then(|json| split_batch(json, app.settings.max_batch_events))
+        .map_err(|e| request.refused(&app, e))?;
     accept(&app, &request, events, sent_at, Shape::Batch).await
 }
 
@@ -101,13 +113,11 @@ async fn batch(State(app): State<IngestState>, request: IngestRequest, body: Jso
     request_body(content((IdentifyRequest = "application/json"), (IdentifyRequest = "text/plain"))),
     responses((status = 202, description = "Recorded (or discarded; see the body)", body = Answer)),
 )]
-async fn identify(
-    State(app): State<IngestState>,
-    request: IngestRequest,
-    body: JsonBody,
-) -> Result<Response, ApiError> {
-    let body = strict_json::parse(body.json()?.get(), &app.json_limits())?;
-    let link = parse_identify(body, &request.target.workspace_id, request.received_at)?;
+async fn identify(State(app): State<IngestState>, request: IngestRequest, body: Body) -> Result<Response, ApiError> {
+    let link = body
+        .and_then(|body| Ok(strict_json::parse(body.json()?.get(), &app.json_limits())?))
+        .and_then(|body| Ok(parse_identify(body, &request.target.workspace_id, request.received_at)?))
+        .map_err(|e| request.refused(&app, e))?;
     if !request.target.segment_enabled {
         // Nothing to deliver; an identify is not an event, so not counted as one.
         return Ok(answer(Answer {
@@ -117,7 +127,7 @@ async fn identify(
             ..Answer::default()
         }));
     }
-    app.committer.commit(Vec::new(), vec![link]).await?;
+    app.committer.commit(Vec::new(), vec![link]).await.map_err(|e| request.refused(&app, e))?;
     Ok(answer(Answer { accepted: 1, ..Answer::default() }))
 }
 
@@ -140,30 +150,40 @@ async fn accept(
     let mut identities = Vec::new();
     let mut rejected = Vec::new();
     let mut not_selected = 0;
+    // What the debugger shows of each event; `queued` until the commit says otherwise.
+    let mut seen = Vec::with_capacity(events.len());
     // One event's tree at a time: a batch is never held parsed as a whole.
     let limits = app.json_limits();
     for (index, raw) in events.into_iter().enumerate() {
         match strict_json::parse(raw.get(), &limits).and_then(|value| parse_event(value, &envelope)) {
             // Valid, but not one the workspace forwards: never stored.
-            Ok(event) if !request.target.selection.forwards(event.name) => not_selected += 1,
+            Ok(event) if !request.target.selection.forwards(event.name) => {
+                not_selected += 1;
+                seen.push(activity::seen(&event, Outcome::NotSelected { reason: NOT_SELECTED }));
+            }
             Ok(event) => {
+                seen.push(activity::seen(&event, Outcome::Queued));
                 identities.extend(event.identity);
                 accepted.push(event.event);
             }
             Err(error) => {
                 app.metrics.rejected(error.code.as_str());
+                seen.push(activity::refused_event(raw, request.received_at, &error));
                 rejected.push(IndexedEventError { index, error });
             }
         }
     }
     if accepted.is_empty() && not_selected == 0 {
+        app.activity.record(&request.target.workspace_id, seen);
         return Err(match shape {
             Shape::Single => ApiError::Validation(rejected.remove(0).error),
             Shape::Batch => ApiError::NoValidEvents(rejected),
         });
     }
     if !request.target.segment_enabled {
-        return Ok(not_configured(app, accepted.len() + not_selected, rejected));
+        let not_configured = Outcome::NotSelected { reason: NOT_CONFIGURED };
+        app.activity.record(&request.target.workspace_id, activity::instead_of_queued(seen, &not_configured));
+        return Ok(not_configured_answer(app, accepted.len() + not_selected, rejected));
     }
     let discarded = (not_selected > 0).then_some(not_selected);
     let reason = discarded.map(|_| NOT_SELECTED);
@@ -172,17 +192,24 @@ async fn accept(
     }
     let count = accepted.len();
     if count > 0 {
-        if app.queue.depth() >= app.settings.max_queue_depth {
-            return Err(ApiError::QueueFull);
+        let committed = if app.queue.depth() >= app.settings.max_queue_depth {
+            Err(ApiError::QueueFull)
+        } else {
+            app.committer.commit(accepted, identities).await
+        };
+        if let Err(e) = committed {
+            let refused = Outcome::refused(e.code(), &e.to_string(), None);
+            app.activity.record(&request.target.workspace_id, activity::instead_of_queued(seen, &refused));
+            return Err(e);
         }
-        app.committer.commit(accepted, identities).await?;
     }
+    app.activity.record(&request.target.workspace_id, seen);
     Ok(answer(Answer { accepted: count, discarded, reason, rejected }))
 }
 
 /// Valid events answered but not stored: the workspace has no enabled
 /// Segment integration (there is nowhere to deliver them).
-fn not_configured(app: &IngestState, count: usize, rejected: Vec<IndexedEventError>) -> Response {
+fn not_configured_answer(app: &IngestState, count: usize, rejected: Vec<IndexedEventError>) -> Response {
     app.metrics.events_discarded.inc_by(&Reason { reason: NOT_CONFIGURED }, count as u64);
     answer(Answer { accepted: 0, discarded: Some(count), reason: Some(NOT_CONFIGURED), rejected })
 }
@@ -231,6 +258,14 @@ pub struct IngestRequest {
 }
 
 impl IngestRequest {
+    /// Records a refusal of the whole request in the workspace's activity.
+    fn refused(&self, app: &IngestState, error: ApiError) -> ApiError {
+        let outcome = Outcome::refused(error.code(), &error.to_string(), None);
+        let entry = EventEntry::about_request(self.received_at.timestamp_millis(), outcome);
+        app.activity.record(&self.target.workspace_id, [entry]);
+        error
+    }
+
     fn envelope(&self, sent_at: Option<DateTime<Utc>>) -> Envelope<'_> {
         Envelope {
             workspace_id: &self.target.workspace_id,
@@ -252,16 +287,26 @@ impl FromRequestParts<IngestState> for IngestRequest {
     async fn from_request_parts(parts: &mut Parts, app: &IngestState) -> Result<Self, ApiError> {
         let received_at = Utc::now();
         let client = app.client_ips.of(parts);
-        if let Some(client) = client {
-            app.per_client.check(&client)?;
+        let target =
+            find_workspace(parts, app, client).await.inspect_err(|e| app.metrics.refused_unattributed(e.code()))?;
+        let refused = |error: ApiError, message: String| {
+            let outcome = Outcome::refused(error.code(), &message, None);
+            app.activity
+                .record(&target.workspace_id, [EventEntry::about_request(received_at.timestamp_millis(), outcome)]);
+            error
+        };
+        if let Err(e) = app.per_workspace.check(&target.workspace_id) {
+            let message = e.to_string();
+            return Err(refused(e, message));
         }
-        let key = ingest_key(parts).ok_or(ApiError::MissingIngestKey)?;
-        let target = app.keys.resolve(&key).await?.ok_or(ApiError::InvalidIngestKey)?;
-        app.per_workspace.check(&target.workspace_id)?;
         if let Some(origin) = parts.headers.get(header::ORIGIN)
             && !target.allows(origin.to_str().unwrap_or_default())
         {
-            return Err(ApiError::OriginNotAllowed);
+            let origin = bounded(origin.to_str().unwrap_or("(not text)"));
+            return Err(refused(
+                ApiError::OriginNotAllowed,
+                format!("the page's origin {origin} is not in allowed_origins"),
+            ));
         }
         let ip = client.and_then(|client| app.client_ips.forwarded(client, target.ip));
         Ok(IngestRequest {
@@ -272,6 +317,41 @@ impl FromRequestParts<IngestState> for IngestRequest {
             ip,
         })
     }
+}
+
+/// A request refused before its body was read (too large, too slow): shown in
+/// the workspace's activity when its key is known, else counted.
+pub async fn refused_unread(app: &IngestState, parts: &Parts, error: ApiError) -> ApiError {
+    if !parts.uri.path().starts_with("/v1/") {
+        return error;
+    }
+    let target = match ingest_key(parts) {
+        Some(key) => app.keys.resolve(&key).await.ok().flatten(),
+        None => None,
+    };
+    match target {
+        Some(target) => {
+            let outcome = Outcome::refused(error.code(), &error.to_string(), None);
+            app.activity.record(&target.workspace_id, [EventEntry::about_request(now_millis(), outcome)]);
+        }
+        None => app.metrics.refused_unattributed(error.code()),
+    }
+    error
+}
+
+/// The workspace whose key the request carries, once the client's own rate
+/// limit lets it through. Refusals before it is known cannot be shown in any
+/// workspace's activity; they are counted (`ingest_refused_unattributed_total`).
+async fn find_workspace(
+    parts: &Parts,
+    app: &IngestState,
+    client: Option<IpAddr>,
+) -> Result<Arc<IngestTarget>, ApiError> {
+    if let Some(client) = client {
+        app.per_client.check(&client)?;
+    }
+    let key = ingest_key(parts).ok_or(ApiError::MissingIngestKey)?;
+    app.keys.resolve(&key).await?.ok_or(ApiError::InvalidIngestKey)
 }
 
 /// The key from `X-Produktly-Key`, or from `?key=` (sendBeacon cannot set headers).

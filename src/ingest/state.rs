@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::committer::Committer;
 use super::keys::IngestKeys;
 use super::strict_json::JsonLimits;
+use crate::activity::Activity;
 use crate::config::IngestSettings;
 use crate::domain::WorkspaceId;
 use crate::http::client_ip::ClientIps;
@@ -27,6 +28,8 @@ pub struct Ingest {
     pub per_client: RateLimit<IpAddr>,
     pub per_workspace: RateLimit<WorkspaceId>,
     pub metrics: Arc<Metrics>,
+    /// What the delivery debugger shows of each workspace's requests.
+    pub activity: Arc<Activity>,
 }
 
 impl IngestState {

@@ -9,6 +9,7 @@ mod common;
 mod admin;
 mod browser;
 mod data_protection;
+mod debugger;
 mod delivery;
 mod docs_tables;
 mod end_to_end;

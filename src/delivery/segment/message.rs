@@ -91,6 +91,13 @@ impl Serialize for Context {
     }
 }
 
+/// The event name of a queued payload, which [`TrackMessage`] writes first
+/// after the type: `{"type":"track","event":"…"`.
+pub fn queued_event_name(payload: &str) -> Option<&str> {
+    let rest = payload.strip_prefix(r#"{"type":"track","event":""#)?;
+    rest.find('"').map(|end| &rest[..end])
+}
+
 /// The message as sent: the queued JSON with `userId` in front when known.
 /// Takes the payload by value: without a user id it is sent as it is.
 pub fn with_user_id(payload: String, user_id: Option<&str>) -> String {

@@ -8,7 +8,7 @@ mod message;
 pub use crate::domain::Region;
 pub use batch::{Batch, BatchLimits, Packed, pack};
 pub use client::{Outcome, SegmentClient};
-pub use message::{Context, TrackMessage, sent_len, with_user_id};
+pub use message::{Context, TrackMessage, queued_event_name, sent_len, with_user_id};
 
 /// Segment's limit for one message.
 pub const MAX_MESSAGE_BYTES: usize = 32_000;
