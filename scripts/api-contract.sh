@@ -85,9 +85,12 @@ ingest_key="$(admin POST /admin/v1/workspaces '{"id": "contract", "name": "API c
   python3 -c 'import json, sys; print(json.load(sys.stdin)["ingest_key"])')"
 admin PUT /admin/v1/workspaces/contract/integrations/segment '{"write_key": "contract-write-key"}' >/dev/null
 
+# The live tail (Server-Sent Events) never ends by itself, so a request-answer
+# checker cannot judge it; tests/api/debugger.rs does.
 echo "--- Schemathesis $SCHEMATHESIS_VERSION against $base/openapi.json (seed $seed, $examples examples)"
 "$venv/bin/schemathesis" --config-file tests/schemathesis.toml run "$base/openapi.json" \
   --checks all --phases "${SCHEMATHESIS_PHASES:-examples,coverage,fuzzing,stateful}" \
   --max-examples "$examples" "${seed_args[@]}" \
+  --exclude-operation-id streamActivity \
   -H "Authorization: Bearer $token" -H "X-Produktly-Key: $ingest_key" ${SCHEMATHESIS_ARGS:-} \
   || { echo "--- the service's log"; tail -n 50 "$work/service.log"; exit 1; }

@@ -22,7 +22,7 @@ use crate::http::client_ip::ClientIps;
 use crate::http::ops::{self, OpsState};
 use crate::http::rate_limit::RateLimit;
 use crate::http::server::{self, ConnectionLimits};
-use crate::http::{error, openapi, sdk};
+use crate::http::{debugger, error, openapi, sdk};
 use crate::ingest::committer::Committer;
 use crate::ingest::keys::IngestKeys;
 use crate::ingest::{self, Ingest, IngestState};
@@ -132,7 +132,7 @@ impl App {
             activity: activity.clone(),
         });
         let ops = OpsState { store: store.clone(), metrics: metrics.clone(), openapi: Arc::default() };
-        let router = routes(&ingest, &admin, &ops, settings.ingest.max_batch_events);
+        let router = routes(&ingest, &admin, &ops, &settings);
         Ok(App {
             listener,
             router,
@@ -268,18 +268,19 @@ async fn after_stop(stop: &CancellationToken, timeout: Duration) {
 
 /// Every route, each area with its state; the OpenAPI document of them all
 /// goes to the ops state.
-fn routes(ingest: &IngestState, admin: &AdminState, ops: &OpsState, max_batch_events: usize) -> Router {
+fn routes(ingest: &IngestState, admin: &AdminState, ops: &OpsState, settings: &Settings) -> Router {
     let (ingest_routes, ingest_api) = ingest::router(ingest.clone());
     let (admin_routes, admin_api) = admin::router(admin.clone());
     let (ops_routes, ops_api) = ops::router();
     let (sdk_routes, sdk_api) = sdk::router();
-    let document = openapi::document([ingest_api, admin_api, ops_api, sdk_api], max_batch_events);
+    let document = openapi::document([ingest_api, admin_api, ops_api, sdk_api], settings.ingest.max_batch_events);
     let _ = ops.openapi.set(document.to_json().expect("the OpenAPI document serializes"));
     ingest_routes
         .with_state(ingest.clone())
         .merge(admin_routes.with_state(admin.clone()))
         .merge(ops_routes.with_state(ops.clone()))
         .merge(sdk_routes)
+        .merge(debugger::router(&settings.activity.debugger_frame_ancestors))
         .fallback(error::no_such_endpoint)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(ingest.clone(), ingest::read_first))

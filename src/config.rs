@@ -79,6 +79,8 @@ pub struct ActivitySettings {
     pub ids: IdDisplay,
     pub stream_buffer: usize,
     pub heartbeat_ms: u64,
+    /// Origins that may embed `/debugger/` in a frame (space-separated; empty: none).
+    pub debugger_frame_ancestors: String,
 }
 
 /// How user and anonymous ids are shown in activity.

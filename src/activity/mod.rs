@@ -209,6 +209,7 @@ mod tests {
             ids: IdDisplay::Masked,
             stream_buffer: 4,
             heartbeat_ms: 1000,
+            debugger_frame_ancestors: String::new(),
         }
     }
 

@@ -11,6 +11,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::{self, error::RecvError};
+use utoipa::openapi::{ObjectBuilder, Type};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AdminState;
@@ -28,7 +29,8 @@ pub struct ActivityQuery {
     /// How many, newest first.
     #[param(minimum = 1, maximum = 1000, default = 100)]
     limit: Option<usize>,
-    /// Only this outcome: `queued`, `delivered`, `refused`, `not_selected`, `dead_lettered` or `erased`.
+    /// Only this outcome.
+    #[param(schema_with = outcome_schema)]
     outcome: Option<String>,
     /// Only this event name (as sent).
     event: Option<String>,
@@ -60,7 +62,7 @@ pub struct DeliveryPage {
 /// `not_selected`, `dead_lettered`, `erased`). An event may appear more than
 /// once (queued, then delivered), on different instances.
 #[utoipa::path(
-    get, path = "/admin/v1/workspaces/{id}/activity", tag = "debugger", operation_id = "getActivity",
+    get, path = "/admin/v1/workspaces/{id}/activity", tag = "admin", operation_id = "getActivity",
     params(WorkspaceId, ActivityQuery),
     responses((status = 200, body = ActivityPage)),
 )]
@@ -88,7 +90,7 @@ pub async fn activity(
 /// The workspace's recent requests to Segment from this instance, newest
 /// first: events, bytes, Segment's status and latency, and what followed.
 #[utoipa::path(
-    get, path = "/admin/v1/workspaces/{id}/deliveries", tag = "debugger", operation_id = "getDeliveries",
+    get, path = "/admin/v1/workspaces/{id}/deliveries", tag = "admin", operation_id = "getDeliveries",
     params(WorkspaceId, LimitQuery),
     responses((status = 200, body = DeliveryPage)),
 )]
@@ -111,7 +113,7 @@ pub async fn deliveries(
 /// the stream ends when the client fell too far behind. Ends when the
 /// service stops.
 #[utoipa::path(
-    get, path = "/admin/v1/workspaces/{id}/activity/stream", tag = "debugger", operation_id = "streamActivity",
+    get, path = "/admin/v1/workspaces/{id}/activity/stream", tag = "admin", operation_id = "streamActivity",
     params(WorkspaceId),
     responses((status = 200, description = "`text/event-stream`", content_type = "text/event-stream", body = String)),
 )]
@@ -159,6 +161,10 @@ impl Tail {
         };
         event.expect("an activity entry serializes")
     }
+}
+
+fn outcome_schema() -> ObjectBuilder {
+    ObjectBuilder::new().schema_type(Type::String).enum_values(Some(Outcome::NAMES))
 }
 
 fn limit(limit: Option<usize>) -> Result<usize, ApiError> {

@@ -38,9 +38,10 @@ pub struct WorkspaceBody {
 #[serde(deny_unknown_fields)]
 #[schema(examples(json!({"name": "Acme", "allowed_origins": ["https://app.acme.com"]})))]
 pub struct WorkspaceUpdate {
-    /// Tolerated when it is the path's id, as the admin app may send the
-    /// workspace it read; any other id is refused.
-    #[schema(schema_with = optional_id)]
+    // Tolerated when it is the path's id, as the admin app may send the
+    // workspace it read; any other id is refused. Not in the document, which
+    // cannot say "equal to the path's".
+    #[schema(ignore)]
     id: Option<String>,
     #[schema(schema_with = name_schema)]
     name: String,

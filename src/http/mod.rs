@@ -1,8 +1,10 @@
 //! The HTTP edge: the server and its connections, the one error type and its
-//! JSON answers, the OpenAPI document, the ops endpoints, the SDK file, who the
+//! JSON answers, the OpenAPI document, the ops endpoints, the SDK file, the
+//! debugger's page, who the
 //! client is (behind trusted proxies) and how often it may call.
 
 pub mod client_ip;
+pub mod debugger;
 pub mod error;
 pub mod openapi;
 pub mod ops;

@@ -344,3 +344,47 @@ async fn two_tabs_opening_at_once_send_kept_events_once() {
     assert_eq!(report.0["kept"], json!({}));
     world.app.stop().await;
 }
+
+/// The delivery debugger's page (`/debugger/`) under its CSP: the token typed
+/// in, a refused event and a good one posted, both rows shown with their reasons.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_debugger_page_shows_a_refusal_with_its_fix_and_a_good_event() {
+    let Some(chromium) = chromium() else { return };
+    if node_modules().await.is_none() {
+        return;
+    }
+    let Some(env) = Env::new(Backend::Sqlite).await else { return };
+    let app = env.start_app().await;
+    let workspace = app.workspace_with_segment("wk_debugger_page").await;
+    let output = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new("node")
+            .arg("test/debugger.mjs")
+            .current_dir(PACKAGE)
+            .env("SERVICE", &app.base)
+            .env("TOKEN", crate::common::ADMIN_TOKEN)
+            .env("WORKSPACE", &workspace.id)
+            .env("KEY", &workspace.ingest_key)
+            .env("CHROMIUM", &chromium)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the page test ends within 2 minutes")
+    .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().find_map(|line| line.strip_prefix("RESULT ")).unwrap_or_else(|| {
+        panic!("no result\nstdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&output.stderr))
+    });
+    let report: Value = serde_json::from_str(line).unwrap();
+    assert_eq!(report["errors"], json!([]), "{report}");
+    let refused = report["rows"]["m-page-refused"].to_string();
+    assert!(refused.contains("refused (unknown_event)"), "{refused}");
+    assert!(refused.contains("is not an event of the catalog") && refused.contains("Fix:"), "{refused}");
+    let good = report["rows"]["m-page-good"].to_string();
+    assert!(good.contains("queued") || good.contains("delivered"), "{good}");
+    assert_eq!(report["sessionToken"], crate::common::ADMIN_TOKEN, "the token is kept for the tab");
+    assert_eq!(report["localKeys"], json!([]), "and nowhere else");
+    app.stop().await;
+}
