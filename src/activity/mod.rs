@@ -170,8 +170,11 @@ impl Activity {
 
     fn with_rings<T>(&self, workspace: &WorkspaceId, f: impl FnOnce(&mut Rings) -> T) -> T {
         let mut workspaces = self.workspaces.lock().expect("activity lock");
-        let rings = workspaces.get_or_insert_mut(workspace.clone(), Rings::default);
-        f(rings)
+        // Looked up first: the key is cloned only for a workspace new to the cache.
+        if !workspaces.contains(workspace) {
+            workspaces.put(workspace.clone(), Rings::default());
+        }
+        f(workspaces.get_mut(workspace).expect("just put"))
     }
 }
 
