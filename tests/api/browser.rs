@@ -345,6 +345,38 @@ async fn two_tabs_opening_at_once_send_kept_events_once() {
     world.app.stop().await;
 }
 
+/// Each event carries the context Segment's libraries send: the campaign from
+/// `utm_*`, the URL without its fragment (no token leaves the page), the
+/// timezone, the screen and the SDK as `library`; a 10 KB URL is cut, not refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_carry_the_campaign_and_never_the_fragment_and_a_long_url_is_cut() {
+    let Some(world) = World::new(None).await else { return };
+    let report = world.run("context").await;
+    let tracked = report.tracked();
+    assert_eq!(tracked.len(), 2);
+    let delivered = world.delivered(2).await;
+    let campaign = &delivered[&tracked[0]][0];
+    let text = campaign.to_string();
+    assert!(!text.contains("secret") && !text.contains("token"), "{text}");
+    let context = &campaign["context"];
+    assert_eq!(context["campaign"], json!({"source": "x", "medium": "email", "name": "spring"}));
+    assert_eq!(context["page"]["search"], "?utm_source=x&utm_medium=email&utm_campaign=spring");
+    assert!(
+        context["page"]["url"].as_str().unwrap().ends_with("/app?utm_source=x&utm_medium=email&utm_campaign=spring")
+    );
+    assert!(context["timezone"].as_str().is_some_and(|zone| !zone.is_empty()), "{context}");
+    assert!(context["screen"]["width"].as_u64().is_some_and(|width| width > 0), "{context}");
+    assert!(context["screen"]["density"].as_f64().is_some(), "{context}");
+    assert_eq!(context["library"]["name"], "@produktly/segment-browser");
+    let long = &delivered[&tracked[1]][0]["context"]["page"];
+    assert_eq!(long["url"].as_str().unwrap().len(), 2000, "the URL is cut to the SDK's limit");
+    eprintln!(
+        "context: campaign {}, screen {}, timezone {}",
+        context["campaign"], context["screen"], context["timezone"]
+    );
+    world.app.stop().await;
+}
+
 /// The delivery debugger's page (`/debugger/`) under its CSP: the token typed
 /// in, a refused event and a good one posted, both rows shown with their reasons.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

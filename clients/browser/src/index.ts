@@ -14,6 +14,7 @@
 // - A refusal no retry can fix drops only what it refused, with a warning; a
 //   wrong key or a refused origin stops the tracker for the page.
 
+import { pageContext } from "./context";
 import { type Item, Queue } from "./queue";
 import { openStorage } from "./storage";
 import { Sender } from "./sender";
@@ -139,10 +140,7 @@ export function createTracker(options: TrackerOptions): Tracker {
         userId: userId(),
         anonymousId: anonymousId(),
         timestamp: new Date().toISOString(),
-        context: {
-          page: { url: location.href, path: location.pathname, title: document.title, referrer: document.referrer },
-          locale: navigator.language,
-        },
+        context: pageContext(),
       };
       return enqueue("track", id, message) ? id : null;
     },

@@ -179,6 +179,17 @@ const scenarios = {
     await page.evaluate(() => window.tracker.flush());
   },
 
+  // The context analysts use: a page reached from a campaign with a token in
+  // its fragment, then a page whose URL is 10 KB long.
+  async context(context, report) {
+    const campaign = await open(context, report, "/app?utm_source=x&utm_medium=email&utm_campaign=spring#token=secret");
+    await track(campaign, report, 1);
+    await campaign.evaluate(() => window.tracker.flush());
+    const long = await open(context, report, `/app?q=${"a".repeat(10_000)}`);
+    await track(long, report, 1);
+    await long.evaluate(() => window.tracker.flush());
+  },
+
   // Events kept by a page that went away while the service was out of reach;
   // then two tabs of the origin open at once: each event is sent once.
   async two_tabs(context, report) {

@@ -41,8 +41,10 @@ impl<'a> TrackMessage<'a> {
 }
 
 /// A message's `context`: what the browser sent, with the fields this source
-/// owns set on top (`integration` and `library` always, written as constants
-/// when serialized rather than built for every event).
+/// owns set on top (`integration` always, written as a constant when
+/// serialized rather than built for every event). `library` is the browser
+/// SDK's when it names itself (`{"name", "version"}`, strings), else this
+/// service's.
 #[derive(Debug)]
 pub struct Context(Map<String, Value>);
 
@@ -58,11 +60,14 @@ const LIBRARY: Named = Named { name: env!("CARGO_PKG_NAME"), version: env!("CARG
 
 impl Context {
     /// The fields this source sets; the browser's values for them are replaced.
-    pub const OWNED: [&'static str; 4] = ["integration", "library", "ip", "userAgent"];
+    pub const OWNED: [&'static str; 3] = ["integration", "ip", "userAgent"];
 
     pub fn new(mut fields: Map<String, Value>) -> Context {
         for key in Self::OWNED {
             fields.remove(key);
+        }
+        if !fields.get("library").is_some_and(names_a_library) {
+            fields.remove("library");
         }
         Context(fields)
     }
@@ -86,9 +91,19 @@ impl Serialize for Context {
             map.serialize_entry(key, value)?;
         }
         map.serialize_entry("integration", &INTEGRATION)?;
-        map.serialize_entry("library", &LIBRARY)?;
+        if !self.0.contains_key("library") {
+            map.serialize_entry("library", &LIBRARY)?;
+        }
         map.end()
     }
+}
+
+/// `{"name": "…", "version": "…"}` and nothing else, each at most 100 characters.
+fn names_a_library(library: &Value) -> bool {
+    let Value::Object(fields) = library else { return false };
+    let text =
+        |key: &str| fields.get(key).and_then(Value::as_str).is_some_and(|t| !t.is_empty() && t.chars().count() <= 100);
+    fields.len() == 2 && text("name") && text("version")
 }
 
 /// The event name of a queued payload, which [`TrackMessage`] writes first
@@ -164,5 +179,25 @@ mod tests {
         assert!(value.get("ip").is_none());
         assert_eq!(value["integration"]["name"], "produktly");
         assert_eq!(value["locale"], "fi-FI");
+    }
+
+    #[test]
+    fn the_library_is_the_browser_sdks_when_it_names_itself() {
+        let with = |library: Value| {
+            let context = Context::new(Map::from_iter([("library".to_owned(), library)]));
+            serde_json::to_value(&context).unwrap()["library"].clone()
+        };
+        let sdk = json!({"name": "@produktly/segment-browser", "version": "1.0.0"});
+        assert_eq!(with(sdk.clone()), sdk);
+        let ours = json!({"name": env!("CARGO_PKG_NAME"), "version": env!("CARGO_PKG_VERSION")});
+        for odd in [
+            json!("x"),
+            json!({"name": "x"}),
+            json!({"name": "x", "version": 1}),
+            json!({"name": "x", "version": "1", "more": 1}),
+        ] {
+            assert_eq!(with(odd.clone()), ours, "{odd}");
+        }
+        assert_eq!(serde_json::to_value(Context::new(Map::new())).unwrap()["library"], ours);
     }
 }
