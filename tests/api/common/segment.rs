@@ -286,7 +286,7 @@ fn check_message(message: &Value) -> Result<(), String> {
     if integration["name"] != "produktly" || integration["version"] != "1.0.0" {
         return Err(format!("context.integration is {integration}"));
     }
-    if !message["context"]["library"]["name"].as_str().is_some_and(|name| !name.is_empty()) {
+    if message["context"]["library"]["name"].as_str().is_none_or(str::is_empty) {
         return Err("context.library.name missing".into());
     }
     Ok(())
