@@ -22,6 +22,7 @@ pub use entry::{DeliveryEntry, DeliveryView, EventEntry, EventView, Outcome, bou
 
 use crate::config::{ActivitySettings, IdDisplay};
 use crate::domain::WorkspaceId;
+use crate::store::Millis;
 
 /// What a live tail receives.
 #[derive(Clone, Debug)]
@@ -91,6 +92,12 @@ impl Activity {
                 rings.announce(Live::Event(entry));
             }
         });
+    }
+
+    /// Records that a whole request of the workspace was refused: the error
+    /// code the client got and what to tell of it.
+    pub fn record_refusal(&self, workspace: &WorkspaceId, at: Millis, code: &'static str, message: &str) {
+        self.record(workspace, [EventEntry::about_request(at, Outcome::refused(code, message, None))]);
     }
 
     /// A number for the next request to Segment.

@@ -15,13 +15,11 @@ use utoipa::openapi::{ObjectBuilder, Type};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AdminState;
+use super::extract::listing;
 use super::workspaces::no_such_workspace;
 use crate::activity::{Activity, DeliveryView, EventView, Filter, Live, Outcome};
 use crate::domain::WorkspaceId;
 use crate::http::error::ApiError;
-
-const MAX_LIMIT: usize = 1000;
-const DEFAULT_LIMIT: usize = 100;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -71,8 +69,7 @@ pub async fn activity(
     id: WorkspaceId,
     query: Result<Query<ActivityQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ActivityPage>, ApiError> {
-    let Query(query) = query.map_err(|_| invalid_limit())?;
-    let limit = limit(query.limit)?;
+    let (query, limit) = listing(query, |q| q.limit)?;
     if let Some(outcome) = query.outcome.as_deref()
         && !Outcome::NAMES.contains(&outcome)
     {
@@ -99,8 +96,7 @@ pub async fn deliveries(
     id: WorkspaceId,
     query: Result<Query<LimitQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<DeliveryPage>, ApiError> {
-    let Query(query) = query.map_err(|_| invalid_limit())?;
-    let limit = limit(query.limit)?;
+    let (_, limit) = listing(query, |q| q.limit)?;
     app.store.workspace(&id).await?.ok_or_else(no_such_workspace)?;
     let activity = &app.activity;
     let deliveries = activity.deliveries(&id, limit).iter().map(|d| d.view(activity.instance())).collect();
@@ -165,16 +161,4 @@ impl Tail {
 
 fn outcome_schema() -> ObjectBuilder {
     ObjectBuilder::new().schema_type(Type::String).enum_values(Some(Outcome::NAMES))
-}
-
-fn limit(limit: Option<usize>) -> Result<usize, ApiError> {
-    let limit = limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(invalid_limit());
-    }
-    Ok(limit)
-}
-
-fn invalid_limit() -> ApiError {
-    ApiError::invalid(Some("limit"), format!("limit must be a whole number from 1 to {MAX_LIMIT}"))
 }

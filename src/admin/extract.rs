@@ -4,7 +4,8 @@
 use std::fmt;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use serde::de::{self, DeserializeOwned};
 use serde::{Deserialize, Deserializer};
@@ -46,6 +47,25 @@ pub fn fitting<'de, T: DeserializeOwned, D: Deserializer<'de>>(
 ) -> Result<T, D::Error> {
     let value = Value::deserialize(field)?;
     T::deserialize(value).map_err(|_| de::Error::custom(message))
+}
+
+/// Most items an admin listing gives at once, and how many when not said.
+pub const MAX_LIMIT: usize = 1000;
+pub const DEFAULT_LIMIT: usize = 100;
+
+/// A listing's query and its `limit` (1 to [`MAX_LIMIT`]); a query that cannot
+/// be read is answered as a bad `limit`, the only field whose type can be wrong.
+pub fn listing<T>(
+    query: Result<Query<T>, QueryRejection>,
+    limit: impl FnOnce(&T) -> Option<usize>,
+) -> Result<(T, usize), ApiError> {
+    let invalid = || ApiError::invalid(Some("limit"), format!("limit must be a whole number from 1 to {MAX_LIMIT}"));
+    let Query(query) = query.map_err(|_| invalid())?;
+    let count = limit(&query).unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&count) {
+        return Err(invalid());
+    }
+    Ok((query, count))
 }
 
 /// The rule of workspace ids as a schema, for the path parameter and request bodies.

@@ -13,7 +13,7 @@ use utoipa::openapi::{ArrayBuilder, ObjectBuilder, Type};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AdminState;
-use super::extract::{AdminJson, fitting};
+use super::extract::{AdminJson, DEFAULT_LIMIT, MAX_LIMIT, fitting, listing};
 use super::workspaces::no_such_workspace;
 use crate::delivery::segment::{self, BatchLimits, Context, Outcome, Region, TrackMessage};
 use crate::domain::catalog;
@@ -29,9 +29,6 @@ use crate::store::{DeadLetter, Integration, IntegrationConfig, LastError, Millis
 /// A Segment write key: 1 to 256 visible ASCII characters; blanks around it
 /// (as a paste brings) are removed.
 static WRITE_KEY: Pattern = Pattern::new("^[ \\t\\r\\n]*[!-~]{1,256}[ \\t\\r\\n]*$");
-/// Most dead letters listed at once, and how many when not said.
-const MAX_LIST_LIMIT: usize = 1000;
-const DEFAULT_LIST_LIMIT: usize = 100;
 /// Consecutive failures from which a workspace's delivery counts as failing.
 const FAILING_AFTER: u32 = 5;
 const TEST_EVENT: &str = "produktly_test_event";
@@ -382,8 +379,8 @@ fn limit_schema() -> ObjectBuilder {
     ObjectBuilder::new()
         .schema_type(Type::Integer)
         .minimum(Some(1))
-        .maximum(Some(MAX_LIST_LIMIT))
-        .default(Some(DEFAULT_LIST_LIMIT.into()))
+        .maximum(Some(MAX_LIMIT))
+        .default(Some(DEFAULT_LIMIT.into()))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -441,13 +438,7 @@ pub async fn dead_letters(
     id: WorkspaceId,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<DeadLettersView>, ApiError> {
-    let invalid_limit =
-        || ApiError::invalid(Some("limit"), format!("limit must be a whole number from 1 to {MAX_LIST_LIMIT}"));
-    let Query(query) = query.map_err(|_| invalid_limit())?;
-    let limit = query.limit.unwrap_or(DEFAULT_LIST_LIMIT);
-    if !(1..=MAX_LIST_LIMIT).contains(&limit) {
-        return Err(invalid_limit());
-    }
+    let (_, limit) = listing(query, |q| q.limit)?;
     app.store.workspace(&id).await?.ok_or_else(no_such_workspace)?;
     let letters: Vec<DeadLetterView> =
         app.store.dead_letters(&id, limit).await?.into_iter().map(DeadLetterView::new).collect::<Result<_, _>>()?;

@@ -8,7 +8,7 @@ use utoipa::openapi::{ArrayBuilder, ObjectBuilder, Type};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AdminState;
-use super::extract::{AdminJson, workspace_id_schema};
+use super::extract::{AdminJson, listing, workspace_id_schema};
 use crate::domain::pattern::{BLANKS, VISIBLE};
 use crate::domain::time::{millis_to_iso8601, now_millis};
 use crate::domain::{AllowedOrigins, MAX_ORIGINS, ORIGIN, WorkspaceId};
@@ -117,10 +117,6 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(workspace.into())))
 }
 
-/// Most workspaces listed at once, and how many when not said.
-const MAX_PAGE: usize = 1000;
-const DEFAULT_PAGE: usize = 100;
-
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
@@ -148,13 +144,7 @@ pub async fn list(
     State(app): State<AdminState>,
     query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<WorkspacePage>, ApiError> {
-    let invalid_limit =
-        || ApiError::invalid(Some("limit"), format!("limit must be a whole number from 1 to {MAX_PAGE}"));
-    let Query(query) = query.map_err(|_| invalid_limit())?;
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(invalid_limit());
-    }
+    let (query, limit) = listing(query, |q| q.limit)?;
     // One more than the page tells whether another page follows.
     let mut workspaces = app.store.workspaces(query.after.as_deref().unwrap_or_default(), limit + 1).await?;
     let more = workspaces.len() > limit;

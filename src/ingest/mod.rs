@@ -28,20 +28,20 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::activity::{EventEntry, Outcome, bounded};
+use crate::activity::{Outcome, bounded};
 use crate::domain::time::now_millis;
 use crate::http::error::{self, ApiError, IndexedEventError};
 use crate::http::openapi::{BatchRequest, CatalogEvent};
 use crate::metrics::{NOT_CONFIGURED, NOT_SELECTED, Reason, Status};
 use crate::store::IngestTarget;
 use body::JsonBody;
-
-/// A request body, or why it could not be read (recorded as the request's refusal).
-type Body = Result<JsonBody, ApiError>;
 pub use body::read_first;
 pub use cors::cors;
 use event::{Envelope, IdentifyRequest, parse_event, parse_identify};
 pub use state::{Ingest, IngestState};
+
+/// A request body, or why it could not be read (recorded as the request's refusal).
+type Body = Result<JsonBody, ApiError>;
 
 const KEY_HEADER: &str = "x-produktly-key";
 /// Longest user agent forwarded, in bytes.
@@ -260,9 +260,8 @@ pub struct IngestRequest {
 impl IngestRequest {
     /// Records a refusal of the whole request in the workspace's activity.
     fn refused(&self, app: &IngestState, error: ApiError) -> ApiError {
-        let outcome = Outcome::refused(error.code(), &error.to_string(), None);
-        let entry = EventEntry::about_request(self.received_at.timestamp_millis(), outcome);
-        app.activity.record(&self.target.workspace_id, [entry]);
+        let at = self.received_at.timestamp_millis();
+        app.activity.record_refusal(&self.target.workspace_id, at, error.code(), &error.to_string());
         error
     }
 
@@ -290,9 +289,8 @@ impl FromRequestParts<IngestState> for IngestRequest {
         let target =
             find_workspace(parts, app, client).await.inspect_err(|e| app.metrics.refused_unattributed(e.code()))?;
         let refused = |error: ApiError, message: String| {
-            let outcome = Outcome::refused(error.code(), &message, None);
-            app.activity
-                .record(&target.workspace_id, [EventEntry::about_request(received_at.timestamp_millis(), outcome)]);
+            let at = received_at.timestamp_millis();
+            app.activity.record_refusal(&target.workspace_id, at, error.code(), &message);
             error
         };
         if let Err(e) = app.per_workspace.check(&target.workspace_id) {
@@ -331,8 +329,7 @@ pub async fn refused_unread(app: &IngestState, parts: &Parts, error: ApiError) -
     };
     match target {
         Some(target) => {
-            let outcome = Outcome::refused(error.code(), &error.to_string(), None);
-            app.activity.record(&target.workspace_id, [EventEntry::about_request(now_millis(), outcome)]);
+            app.activity.record_refusal(&target.workspace_id, now_millis(), error.code(), &error.to_string())
         }
         None => app.metrics.refused_unattributed(error.code()),
     }
