@@ -2,7 +2,10 @@
 // page writes its own record (no two pages write one record), and a page that
 // goes away releases its record for the next page of the origin to adopt and
 // send, with the same messageIds. Adoption runs under a Web Lock where the
-// browser has them, so two tabs never adopt (and send) the same events.
+// browser has them, and by a claim written and read back where it has not
+// (plain http pages), so two tabs never adopt (and send) the same events. A
+// page that finds its record gone (adopted while the page was frozen) forgets
+// its items: the adopter sends them.
 
 import type { Storage } from "./storage";
 
@@ -24,10 +27,13 @@ interface Record {
   at: number;
   /** The page went away: its items are for the next page to take. */
   released: boolean;
+  /** A page adopting the record without Web Locks: the last claim wins. */
+  claim?: { page: string; at: number };
   items: Item[];
 }
 
-/** Most items kept, and most bytes: beyond either, the oldest go. */
+/** Most items a page keeps, and most bytes all the origin's records hold:
+ *  beyond either, the page's oldest go. */
 export const MAX_ITEMS = 1000;
 export const MAX_BYTES = 1_000_000;
 /** Segment de-duplicates messageIds for 24 h: older events are not resent. */
@@ -36,6 +42,10 @@ export const MAX_AGE_MS = 24 * 3600 * 1000;
 const HEARTBEAT_MS = 60_000;
 /** A record not written for this long belongs to a page that died. */
 const ORPHANED_MS = 5 * 60_000;
+/** Without Web Locks: how long claims are left to settle before the winner takes
+ *  the record, and how long a claim keeps others off it. */
+const CLAIM_SETTLE_MS = 150;
+const CLAIM_HOLD_MS = 2000;
 
 export class Queue {
   items: Item[] = [];
@@ -44,6 +54,10 @@ export class Queue {
   /** The page went away: its record is the next page's (until it comes back). */
   private released = false;
   private writing = false;
+  /** This page's record is in storage, as last written. */
+  private stored = false;
+  /** The user was told, once, that storage refused the record. */
+  private warned = false;
   private heartbeat: ReturnType<typeof setInterval> | undefined;
 
   constructor(
@@ -60,7 +74,6 @@ export class Queue {
 
   add(item: Item): void {
     this.items.push(item);
-    this.bound();
     this.save();
   }
 
@@ -83,59 +96,131 @@ export class Queue {
   /** The page goes away: the record is written for the next page to take. */
   release(): void {
     this.released = true;
+    this.stopHeartbeat();
     this.write();
   }
 
-  /** Writes the record now. */
+  /** Writes the record now, within the origin's byte cap. A write storage
+   *  refuses (quota) removes the record, so no page adopts a stale copy. */
   write(): void {
+    this.checkAdopted();
     if (!this.keeping()) this.items = [];
+    this.bound(MAX_BYTES - this.othersBytes());
     if (this.items.length === 0) {
-      this.storage.remove(this.own);
-      clearInterval(this.heartbeat);
-      this.heartbeat = undefined;
+      this.forgetRecord();
       return;
     }
     const record: Record = { at: Date.now(), released: this.released, items: this.items };
-    this.storage.set(this.own, JSON.stringify(record));
+    const text = JSON.stringify(record);
+    this.stored = this.storage.set(this.own, text);
+    if (!this.stored) {
+      // The stale copy goes first: what it held may be room enough.
+      this.storage.remove(this.own);
+      this.stored = this.storage.set(this.own, text);
+    }
+    if (!this.stored) {
+      this.storage.remove(this.own);
+      if (!this.warned) console.warn(`Produktly: storage is full; ${this.items.length} waiting events are kept on this page only`);
+      this.warned = true;
+    }
     if (!this.released && this.heartbeat === undefined) {
       this.heartbeat = setInterval(() => this.write(), HEARTBEAT_MS);
     }
   }
 
-  /** The page came back from the back-forward cache: its record, unless
-   *  another page adopted it meanwhile (then that page sends the items). */
+  /** The page came back (back-forward cache, or unfrozen): its record,
+   *  unless another page adopted it meanwhile (then that page sends the items). */
   reclaim(): void {
-    if (this.storage.get(this.own) === null) this.items = [];
     this.released = false;
     this.write();
   }
 
+  /** Forgets the items when another page adopted this page's record (it was
+   *  released, or this page was frozen long enough to seem dead). */
+  checkAdopted(): void {
+    if (this.stored && this.storage.get(this.own) === null) {
+      this.items = [];
+      this.stored = false;
+    }
+  }
+
+  /** No more timers; what waits stays in storage. */
+  stop(): void {
+    this.stopHeartbeat();
+  }
+
   /** Takes over the records of pages that went away or died. */
   async adopt(): Promise<void> {
-    const take = () => {
-      const now = Date.now();
-      for (const name of this.storage.names(this.prefix)) {
-        if (name === this.own) continue;
-        const record = parse(this.storage.get(name));
-        if (record !== null && !record.released && now - record.at < ORPHANED_MS) continue;
-        this.storage.remove(name);
-        if (record !== null) this.merge(record.items);
-      }
-    };
     const locks = typeof navigator !== "undefined" ? navigator.locks : undefined;
-    if (this.storage.lasting && locks) {
-      await locks.request(this.prefix + "adopt", take);
+    if (!this.storage.lasting) {
+      this.take(this.adoptable());
+    } else if (locks) {
+      await locks.request(this.prefix + "adopt", () => this.take(this.adoptable()));
     } else {
-      take();
+      await this.claimThenTake();
     }
     this.write();
+  }
+
+  /** The other records to adopt: released, or not written for so long that their page died. */
+  private adoptable(): string[] {
+    const now = Date.now();
+    return this.storage.names(this.prefix).filter((name) => {
+      if (name === this.own) return false;
+      const record = parse(this.storage.get(name));
+      if (record === null) return true;
+      const claimed = record.claim !== undefined && record.claim.page !== this.page && now - record.claim.at < CLAIM_HOLD_MS;
+      return !claimed && (record.released || now - record.at >= ORPHANED_MS);
+    });
+  }
+
+  private take(names: string[]): void {
+    for (const name of names) {
+      const record = parse(this.storage.get(name));
+      this.storage.remove(name);
+      if (record !== null) this.merge(record.items);
+    }
+  }
+
+  /** Without Web Locks: each candidate record gets this page's claim; after
+   *  the claims of other tabs have had time to land, the last one written
+   *  stands, and only its page takes the record. */
+  private async claimThenTake(): Promise<void> {
+    const claimed = this.adoptable().filter((name) => {
+      const record = parse(this.storage.get(name));
+      if (record === null) return false;
+      return this.storage.set(name, JSON.stringify({ ...record, claim: { page: this.page, at: Date.now() } }));
+    });
+    if (claimed.length === 0) return;
+    await new Promise((resolve) => setTimeout(resolve, CLAIM_SETTLE_MS));
+    this.take(claimed.filter((name) => parse(this.storage.get(name))?.claim?.page === this.page));
   }
 
   /** Forgets everything kept, this page's and any other's. */
   clear(): void {
     this.items = [];
     for (const name of this.storage.names(this.prefix)) this.storage.remove(name);
-    this.write();
+    this.forgetRecord();
+  }
+
+  private forgetRecord(): void {
+    this.storage.remove(this.own);
+    this.stored = false;
+    this.stopHeartbeat();
+  }
+
+  private stopHeartbeat(): void {
+    clearInterval(this.heartbeat);
+    this.heartbeat = undefined;
+  }
+
+  /** What the other pages' records hold, in characters (about bytes: the bodies are mostly ASCII). */
+  private othersBytes(): number {
+    if (!this.storage.lasting) return 0;
+    return this.storage
+      .names(this.prefix)
+      .filter((name) => name !== this.own)
+      .reduce((sum, name) => sum + (this.storage.get(name)?.length ?? 0), 0);
   }
 
   private merge(adopted: Item[]): void {
@@ -143,16 +228,15 @@ export class Queue {
     const fresh = adopted.filter((item) => isItem(item) && !known.has(item.id));
     if (fresh.length === 0) return;
     this.items = [...fresh, ...this.items].sort((a, b) => a.at - b.at);
-    this.bound();
   }
 
   /** Drops what is too old, then the oldest beyond the bounds. */
-  private bound(): void {
+  private bound(maxBytes: number): void {
     const oldest = Date.now() - MAX_AGE_MS;
     let kept = this.items.filter((item) => item.at >= oldest);
     let bytes = kept.reduce((sum, item) => sum + item.bytes, 0);
     let first = 0;
-    while (kept.length - first > MAX_ITEMS || (bytes > MAX_BYTES && first < kept.length)) {
+    while (kept.length - first > MAX_ITEMS || (bytes > maxBytes && first < kept.length)) {
       bytes -= kept[first].bytes;
       first++;
     }
@@ -160,7 +244,7 @@ export class Queue {
     const dropped = this.items.length - kept.length;
     if (dropped > 0) {
       this.dropped += dropped;
-      console.warn(`Produktly: ${dropped} kept events dropped (older than 24 h, or over ${MAX_ITEMS} events or 1 MB)`);
+      console.warn(`Produktly: ${dropped} kept events dropped (older than 24 h, or over ${MAX_ITEMS} events or the origin's 1 MB)`);
       this.items = kept;
     }
   }

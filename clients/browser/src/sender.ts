@@ -62,9 +62,11 @@ export class Sender {
     return Math.max(shared, this.unreachableUntil);
   }
 
-  /** Sends after `delay`, or when a pending wait ends; never sooner. */
+  /** Sends after `delay`, or when a pending wait ends; never sooner. Nothing
+   *  is scheduled once opted out (in any tab), so no timer spins. */
   schedule(delay: number): void {
-    if (this.timer !== undefined || this.sending || this.stopped || this.options.queue.items.length === 0) return;
+    const { queue, optedOut } = this.options;
+    if (this.timer !== undefined || this.sending || this.stopped || queue.items.length === 0 || optedOut()) return;
     const wait = Math.max(delay, this.resumeAt() - Date.now());
     this.timer = setTimeout(() => {
       this.timer = undefined;
@@ -112,7 +114,8 @@ export class Sender {
   async send(): Promise<void> {
     if (this.sending) return;
     this.sending = true;
-    const { endpoint, key, optedOut } = this.options;
+    const { endpoint, key, optedOut, queue } = this.options;
+    queue.checkAdopted();
     while (!this.stopped && !optedOut() && Date.now() >= this.resumeAt()) {
       const request = this.nextRequest();
       if (request === null) break;
@@ -203,7 +206,7 @@ export class Sender {
       }
       case "retry": {
         // The service asked for the wait: every tab and page of the origin keeps it.
-        const until = Date.now() + this.backoff(outcome.retryAfterMs);
+        const until = Math.ceil(Date.now() + this.backoff(outcome.retryAfterMs));
         storage.set(retryAtName, String(Math.max(Number(storage.get(retryAtName)) || 0, until)));
         return false;
       }
