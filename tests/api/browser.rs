@@ -23,12 +23,22 @@ use crate::common::{Backend, Env, TestApp, TestWorkspace, skip};
 const PACKAGE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/browser");
 
 /// The customer's page: the SDK from the service, a tracker posting through
-/// the gate, and a link that tracks its click and leaves at once.
+/// the gate, and a link that tracks its click and leaves at once. The query
+/// may give the key (`?key=`, after a rotation), consent first
+/// (`?consent_first`) and a cookie domain (`?cookie_domain=`).
 const PAGE: &str = r#"<!doctype html>
 <html><head><title>Customer app</title><script src="{SDK}"></script></head><body>
 <button id="go">Open the announcement's link</button>
 <script>
-window.tracker = Produktly.createTracker({ endpoint: "{ENDPOINT}", key: "{KEY}", getUserId: () => window.signedInUser ?? null });
+const query = new URLSearchParams(location.search);
+window.tracker = Produktly.createTracker({
+  endpoint: "{ENDPOINT}",
+  key: query.get("key") ?? "{KEY}",
+  workspace: "{WORKSPACE}",
+  getUserId: () => window.signedInUser ?? null,
+  startOptedOut: query.has("consent_first"),
+  cookieDomain: query.get("cookie_domain") ?? undefined,
+});
 // The clicks are numbered across pages (where the page may keep a number).
 let seq = 0;
 try { seq = Number(localStorage.getItem("test_seq") ?? 0); } catch {}
@@ -61,6 +71,9 @@ struct World {
     gate: TestGate,
     workspace: TestWorkspace,
     site: String,
+    /// The site under two subdomains of a test host Chromium maps to 127.0.0.1.
+    app_host: String,
+    www_host: String,
     away: String,
 }
 
@@ -74,8 +87,11 @@ impl World {
         let workspace = app.workspace_with_segment("wk_browser").await;
         let gate = TestGate::start(&app.base).await;
         let (site, site_listener) = listener().await;
+        let port = site_listener.local_addr().unwrap().port();
+        let (app_host, www_host) = (format!("http://app.shop.test:{port}"), format!("http://www.shop.test:{port}"));
         let (away, away_listener) = listener().await;
-        let origins: Vec<&str> = allowed_origins.map_or_else(|| vec![site.as_str()], <[&str]>::to_vec);
+        let origins: Vec<&str> =
+            allowed_origins.map_or_else(|| vec![site.as_str(), app_host.as_str(), www_host.as_str()], <[&str]>::to_vec);
         let response = app
             .admin(reqwest::Method::PUT, &format!("/admin/v1/workspaces/{}", workspace.id))
             .json(&json!({"name": "Browser workspace", "allowed_origins": origins}))
@@ -87,13 +103,16 @@ impl World {
             .replace("{SDK}", &app.url("/sdk/v1/produktly-segment.js"))
             .replace("{ENDPOINT}", &gate.url)
             .replace("{KEY}", &workspace.ingest_key)
+            .replace("{WORKSPACE}", &workspace.id)
             .replace("{AWAY}", &away);
-        let pages = Router::new().route("/app", get(move || async move { ([(CONTENT_TYPE, "text/html")], page) }));
+        let pages = Router::new()
+            .route("/app", get(move || async move { ([(CONTENT_TYPE, "text/html")], page) }))
+            .route("/plain", get(|| async { ([(CONTENT_TYPE, "text/html")], "<!doctype html><title>Plain</title>") }));
         tokio::spawn(async move { axum::serve(site_listener, pages).await });
         let elsewhere = Router::new()
             .route("/away", get(|| async { ([(CONTENT_TYPE, "text/html")], "<!doctype html><title>Away</title>") }));
         tokio::spawn(async move { axum::serve(away_listener, elsewhere).await });
-        Some(World { chromium, env, app, gate, workspace, site, away })
+        Some(World { chromium, env, app, gate, workspace, site, app_host, www_host, away })
     }
 
     /// Runs the scenario in Chromium and returns its report.
@@ -105,8 +124,13 @@ impl World {
                 .arg(scenario)
                 .current_dir(PACKAGE)
                 .env("SITE", &self.site)
+                .env("APP_HOST", &self.app_host)
+                .env("WWW_HOST", &self.www_host)
                 .env("AWAY", &self.away)
                 .env("CONTROL", &self.gate.control)
+                .env("SERVICE", &self.app.base)
+                .env("TOKEN", crate::common::ADMIN_TOKEN)
+                .env("WORKSPACE", &self.workspace.id)
                 .env("CHROMIUM", &self.chromium)
                 .stdin(Stdio::null())
                 .kill_on_drop(true)
@@ -321,7 +345,7 @@ async fn after_opt_out_nothing_is_sent_or_kept() {
     assert_eq!(report.0["optedOutTracks"], json!([null, null]));
     for kept in [&report.0["keptAfterOptOut"], &report.0["keptOnNextPage"]] {
         let names: Vec<&String> = kept.as_object().unwrap().keys().collect();
-        assert_eq!(names, [&format!("produktly:{}:opted_out", world.workspace.ingest_key)], "{kept}");
+        assert_eq!(names, [&format!("produktly:{}:consent", world.workspace.id)], "{kept}");
     }
     let after_opt_in = report.0["afterOptIn"].as_str().expect("tracking resumes after optIn").to_owned();
     let delivered = world.delivered(1).await;
@@ -338,6 +362,135 @@ async fn two_tabs_opening_at_once_send_kept_events_once() {
     let tracked = report.tracked();
     assert_eq!(tracked.len(), 5);
     let delivered = world.delivered(5).await;
+    for id in &tracked {
+        assert_eq!(delivered.get(id).map(Vec::len), Some(1), "{id} arrived once");
+    }
+    assert_eq!(report.0["kept"], json!({}));
+    world.app.stop().await;
+}
+
+/// The same on plain http (a test host), where Chromium has no Web Locks:
+/// adoption by claim still sends each kept event once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_tabs_without_web_locks_send_kept_events_once() {
+    let Some(world) = World::new(None).await else { return };
+    let report = world.run("two_tabs_without_locks").await;
+    assert_eq!(report.0["locks"], false, "the test host's pages have no Web Locks");
+    let tracked = report.tracked();
+    assert_eq!(tracked.len(), 5);
+    let delivered = world.delivered(5).await;
+    for id in &tracked {
+        assert_eq!(delivered.get(id).map(Vec::len), Some(1), "{id} arrived once");
+    }
+    assert_eq!(report.0["kept"], json!({}));
+    world.app.stop().await;
+}
+
+/// The anonymous id each delivered event of `ids` carried.
+fn anonymous_ids(delivered: &HashMap<String, Vec<Value>>, ids: &[String]) -> Vec<String> {
+    ids.iter().map(|id| delivered[id][0]["anonymousId"].as_str().unwrap().to_owned()).collect()
+}
+
+/// The host app filled localStorage's quota: the anonymous id kept before is
+/// still the one sent, and a user who opted out stays opted out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_local_storage_full_the_anonymous_id_and_the_opt_out_hold() {
+    let Some(world) = World::new(None).await else { return };
+    let report = world.run("full_quota").await;
+    let tracked = report.tracked();
+    assert_eq!(tracked.len(), 2, "{}", report.0);
+    let delivered = world.delivered(2).await;
+    let ids = anonymous_ids(&delivered, &tracked);
+    assert_eq!(ids[0], ids[1], "the anonymous id survives the full quota");
+    assert_eq!(report.0["optedOutTracks"], json!([null, null, null]), "the opt-out survives it");
+    assert_eq!(delivered.len(), 2, "nothing after the opt-out");
+    let warnings = report.warnings();
+    assert!(warnings.iter().any(|w| w.contains("storage is full")), "{warnings:?}");
+    let stored = report.0["stored"]["local"].as_array().unwrap();
+    assert!(stored.contains(&json!(format!("produktly:{}:consent", world.workspace.id))), "{stored:?}");
+    eprintln!(
+        "full quota: {} host entries filled it; {} events, one anonymous id, 3 of 3 opted-out tracks refused",
+        report.0["fillers"],
+        tracked.len()
+    );
+    world.app.stop().await;
+}
+
+/// After `…/ingest-key/rotate`, the next page (with the new key) sends what
+/// was kept under the old one, with the same anonymous id; an opt-out
+/// outlives the next rotation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rotation_keeps_the_anonymous_id_the_kept_events_and_the_opt_out() {
+    let Some(world) = World::new(None).await else { return };
+    let report = world.run("key_rotation").await;
+    let tracked = report.tracked();
+    assert_eq!(tracked.len(), 5);
+    let delivered = world.delivered(5).await;
+    for id in &tracked {
+        assert_eq!(delivered.get(id).map(Vec::len), Some(1), "{id} arrived once");
+    }
+    let ids = anonymous_ids(&delivered, &tracked);
+    assert!(ids.iter().all(|id| *id == ids[0]), "one anonymous id across the rotation: {ids:?}");
+    assert!(
+        world.posts().iter().all(|logged| logged.status != 401),
+        "nothing went with a rotated key: {:?}",
+        world.posts()
+    );
+    assert_eq!(report.0["kept"], json!({}));
+    assert_eq!(report.0["optedOutTracks"], json!([null]));
+    let stored = report.0["stored"]["local"].as_array().unwrap();
+    assert_eq!(stored, &[json!(format!("produktly:{}:consent", world.workspace.id))]);
+    eprintln!("key rotation: 3 events kept under the old key delivered with the new one, 5 of 5 with one anonymous id");
+    world.app.stop().await;
+}
+
+/// `startOptedOut`: before `optIn()` nothing reaches the service and nothing
+/// is stored, not a localStorage key, not a cookie; after it, events go, and
+/// the next page remembers the consent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_first_stores_and_sends_nothing_before_opt_in() {
+    let Some(world) = World::new(None).await else { return };
+    let report = world.run("consent_first").await;
+    assert_eq!(report.0["optedOutTracks"], json!([null, null]));
+    assert_eq!(report.0["storedBeforeOptIn"], json!({"local": [], "cookie": ""}));
+    let tracked = report.tracked();
+    assert_eq!(tracked.len(), 2);
+    let delivered = world.delivered(2).await;
+    assert_eq!(delivered.len(), 2, "only what was tracked after optIn");
+    let after = &report.0["storedAfterOptIn"];
+    assert!(after["local"].as_array().unwrap().contains(&json!(format!("produktly:{}:consent", world.workspace.id))));
+    assert!(after["cookie"].as_str().unwrap().contains("produktly_anonymous_id="), "{after}");
+    world.app.stop().await;
+}
+
+/// One visitor across `app.` and `www.` of a site: the SDK's id in a cookie
+/// on the parent domain, and analytics.js's `ajs_anonymous_id` (its
+/// localStorage entry, its cookie) where the site has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_anonymous_id_is_shared_across_subdomains_and_with_analytics_js() {
+    let Some(world) = World::new(None).await else { return };
+    let report = world.run("shared_anonymous_id").await;
+    let field = |name: &str| report.0[name].as_str().unwrap().to_owned();
+    let delivered = world.delivered(4).await;
+    let ids = anonymous_ids(&delivered, &[field("own"), field("ownOnWww"), field("ajsLocal"), field("ajsCookie")]);
+    assert_eq!(ids[0], ids[1], "app. and www. send one anonymous id");
+    assert!(report.0["cookie"].as_str().unwrap().contains(&format!("produktly_anonymous_id={}", ids[0])));
+    assert_eq!(ids[2], "ajs-visitor-local");
+    assert_eq!(ids[3], "ajs-visitor-cookie");
+    eprintln!("shared anonymous id: app. and www. {}, then analytics.js's {} and {}", ids[0], ids[2], ids[3]);
+    world.app.stop().await;
+}
+
+/// A tab frozen while it held kept events, long enough for another tab to
+/// adopt and send them: back, it sends none of them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tab_back_from_frozen_does_not_resend_what_another_tab_adopted() {
+    let Some(world) = World::new(None).await else { return };
+    let report = world.run("frozen_tab").await;
+    assert_eq!(report.0["aged"], 1, "the frozen tab had its record kept");
+    let tracked = report.tracked();
+    assert_eq!(tracked.len(), 3);
+    let delivered = world.delivered(3).await;
     for id in &tracked {
         assert_eq!(delivered.get(id).map(Vec::len), Some(1), "{id} arrived once");
     }
