@@ -1,7 +1,8 @@
 // Builds the SDK from src/: the classic script the service serves
 // (dist/produktly-segment.js, minified, defining window.Produktly; committed,
-// since the service embeds it), the ES module (dist/produktly-segment.mjs) and
-// the type declarations (dist/types/). With --check, builds into a temporary
+// since the service embeds it), the ES module (dist/produktly-segment.mjs),
+// the CommonJS build (dist/produktly-segment.cjs) and the type declarations
+// (dist/types/, with index.d.cts for `require`). With --check, builds into a temporary
 // folder and tells whether the committed script is the one the source makes.
 import { execFileSync } from "node:child_process";
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -23,8 +24,11 @@ mkdirSync(out, { recursive: true });
 const common = { entryPoints: [join(root, "src/index.ts")], bundle: true, target: "es2020", legalComments: "none" };
 await esbuild.build({ ...common, format: "iife", globalName: "Produktly", minify: true, outfile: join(out, "produktly-segment.js") });
 await esbuild.build({ ...common, format: "esm", outfile: join(out, "produktly-segment.mjs") });
+await esbuild.build({ ...common, format: "cjs", outfile: join(out, "produktly-segment.cjs") });
 execFileSync(join(root, "node_modules/.bin/tsc"), ["-p", join(root, "tsconfig.json"), "--outDir", join(out, "types")], { stdio: "inherit" });
 cpSync(join(root, "src/global.d.ts"), join(out, "types/global.d.ts"));
+// The public types import nothing, so one text serves `import` and `require`.
+cpSync(join(out, "types/index.d.ts"), join(out, "types/index.d.cts"));
 
 const script = readFileSync(join(out, "produktly-segment.js"));
 const gzipped = gzipSync(script, { level: 9 }).length;

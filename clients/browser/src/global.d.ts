@@ -1,7 +1,7 @@
 // The classic script (`<script src=".../sdk/v1/produktly-segment.js">`)
 // defines `window.Produktly`. Reference this file to type it:
-//   /// <reference types="@produktly/segment-browser/dist/types/global" />
-import type { createTracker } from "./index";
+//   /// <reference types="@produktly/segment-browser/global" />
+import type { createTracker } from "./index.js";
 
 declare global {
   interface Window {
