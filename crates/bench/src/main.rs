@@ -7,6 +7,7 @@
 //! runs it, with the same allocator.
 
 mod cpu;
+mod curve;
 mod engine;
 mod floor;
 mod load;
@@ -74,6 +75,10 @@ pub struct BenchArgs {
     /// Whole runs (each on a fresh service and database); the table shows medians.
     #[arg(long, default_value_t = 1)]
     runs: usize,
+    /// Instead of the figures: the cost curve, single events paced at 100,
+    /// 1,000 and 5,000 events/s and then at saturation, `--seconds` each.
+    #[arg(long)]
+    curve: bool,
     /// Instead of the figures: seconds of steady load, sampling memory and the
     /// queue (a soak).
     #[arg(long, default_value_t = 0)]
@@ -160,6 +165,9 @@ struct Row {
 /// Runs the whole benchmark `runs` times, each on a fresh service and
 /// database, and prints the median of each figure.
 async fn run(args: BenchArgs) -> Result<(), BenchError> {
+    if args.curve {
+        return curve::run(&args).await;
+    }
     if args.soak > 0 {
         return soak(&args).await;
     }

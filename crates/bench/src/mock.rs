@@ -42,6 +42,8 @@ struct MockState {
     /// Requests answered `500` while failing.
     failed: AtomicU64,
     accepted: AtomicU64,
+    /// Batch requests accepted.
+    requests: AtomicU64,
     /// Accepted messages carrying [`OUTAGE_MARK`].
     marked: AtomicU64,
     /// Per write key (the Basic credentials), microseconds since the epoch of
@@ -79,6 +81,7 @@ impl MockSegment {
             failing: AtomicBool::new(false),
             failed: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
             marked: AtomicU64::new(0),
             first_served: Mutex::default(),
             first_at: AtomicU64::new(u64::MAX),
@@ -111,6 +114,11 @@ impl MockSegment {
 
     pub fn accepted(&self) -> u64 {
         self.state.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Batch requests accepted so far.
+    pub fn requests(&self) -> u64 {
+        self.state.requests.load(Ordering::SeqCst)
     }
 
     /// Accepted messages carrying [`OUTAGE_MARK`].
@@ -183,6 +191,7 @@ async fn batch(State(state): State<Arc<MockState>>, headers: HeaderMap, body: By
         }
     }
     state.accepted.fetch_add(messages, Ordering::SeqCst);
+    state.requests.fetch_add(1, Ordering::SeqCst);
     state.marked.fetch_add(marked, Ordering::SeqCst);
     state.first_at.fetch_min(now, Ordering::SeqCst);
     state.last_at.fetch_max(now, Ordering::SeqCst);
