@@ -166,6 +166,15 @@ impl World {
         self.by_message_id()
     }
 
+    /// What reached Segment, once each of `tracked` has, each exactly once.
+    async fn each_delivered_once(&self, tracked: &[String]) -> HashMap<String, Vec<Value>> {
+        let delivered = self.delivered(tracked.len()).await;
+        for id in tracked {
+            assert_eq!(delivered.get(id).map(Vec::len), Some(1), "{id} arrived once");
+        }
+        delivered
+    }
+
     fn by_message_id(&self) -> HashMap<String, Vec<Value>> {
         let mut seen: HashMap<String, Vec<Value>> = HashMap::new();
         for received in self.env.segment.accepted() {
@@ -241,10 +250,7 @@ async fn events_kept_while_the_service_is_out_of_reach_go_with_the_next_page_onc
     let report = world.run("out_of_reach_then_next_page").await;
     let tracked = report.tracked();
     assert_eq!(tracked.len(), 10);
-    let delivered = world.delivered(10).await;
-    for id in &tracked {
-        assert_eq!(delivered.get(id).map(Vec::len), Some(1), "{id} arrived once");
-    }
+    let delivered = world.each_delivered_once(&tracked).await;
     assert_eq!(delivered.len(), 10);
     assert_eq!(report.0["kept"], json!({}), "nothing is kept once sent");
     world.app.stop().await;
@@ -361,10 +367,7 @@ async fn two_tabs_opening_at_once_send_kept_events_once() {
     let report = world.run("two_tabs").await;
     let tracked = report.tracked();
     assert_eq!(tracked.len(), 5);
-    let delivered = world.delivered(5).await;
-    for id in &tracked {
-        assert_eq!(delivered.get(id).map(Vec::len), Some(1), "{id} arrived once");
-    }
+    world.each_delivered_once(&tracked).await;
     assert_eq!(report.0["kept"], json!({}));
     world.app.stop().await;
 }
@@ -378,10 +381,7 @@ async fn two_tabs_without_web_locks_send_kept_events_once() {
     assert_eq!(report.0["locks"], false, "the test host's pages have no Web Locks");
     let tracked = report.tracked();
     assert_eq!(tracked.len(), 5);
-    let delivered = world.delivered(5).await;
-    for id in &tracked {
-        assert_eq!(delivered.get(id).map(Vec::len), Some(1), "{id} arrived once");
-    }
+    world.each_delivered_once(&tracked).await;
     assert_eq!(report.0["kept"], json!({}));
     world.app.stop().await;
 }
@@ -425,10 +425,7 @@ async fn a_key_rotation_keeps_the_anonymous_id_the_kept_events_and_the_opt_out()
     let report = world.run("key_rotation").await;
     let tracked = report.tracked();
     assert_eq!(tracked.len(), 5);
-    let delivered = world.delivered(5).await;
-    for id in &tracked {
-        assert_eq!(delivered.get(id).map(Vec::len), Some(1), "{id} arrived once");
-    }
+    let delivered = world.each_delivered_once(&tracked).await;
     let ids = anonymous_ids(&delivered, &tracked);
     assert!(ids.iter().all(|id| *id == ids[0]), "one anonymous id across the rotation: {ids:?}");
     assert!(
@@ -490,10 +487,7 @@ async fn a_tab_back_from_frozen_does_not_resend_what_another_tab_adopted() {
     assert_eq!(report.0["aged"], 1, "the frozen tab had its record kept");
     let tracked = report.tracked();
     assert_eq!(tracked.len(), 3);
-    let delivered = world.delivered(3).await;
-    for id in &tracked {
-        assert_eq!(delivered.get(id).map(Vec::len), Some(1), "{id} arrived once");
-    }
+    world.each_delivered_once(&tracked).await;
     assert_eq!(report.0["kept"], json!({}));
     world.app.stop().await;
 }
