@@ -1,14 +1,17 @@
 // The Produktly browser SDK: guidance events from the page to the Produktly
 // Segment source, with nothing lost from the click on and no retry storms.
 //
-//   const tracker = Produktly.createTracker({ endpoint, key, getUserId });
+//   const tracker = Produktly.createTracker({ endpoint, key, workspace, getUserId });
 //   tracker.track("tour_start", { tour_id: "welcome" });
 //
 // - Every event gets its messageId when tracked and keeps it on every retry,
 //   on this page or the next, so Segment de-duplicates what is sent twice.
 // - What waits is kept in localStorage (memory where storage is refused),
 //   released when the page goes away, and sent by the next page of the origin;
-//   at most 1,000 events or 1 MB, for 24 h.
+//   at most 1,000 events a page and 1 MB across the origin, for 24 h. It is
+//   named after the workspace, so a key rotation keeps it.
+// - Consent and the anonymous id hold through a full quota (see storage.ts
+//   and identity.ts); `startOptedOut` stores nothing before `optIn()`.
 // - Failures back off with full jitter, `Retry-After` honoured; new events
 //   never shorten a wait, and every tab of the origin shares it.
 // - A refusal no retry can fix drops only what it refused, with a warning; a
