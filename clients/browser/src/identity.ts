@@ -33,10 +33,11 @@ export class AnonymousId {
     const shared = usable(decoded(cookie(ANALYTICS_JS))) ?? usable(decoded(this.storage.get(ANALYTICS_JS)));
     if (shared) return shared;
     const { cookieDomain } = this.options;
-    const kept = (cookieDomain ? usable(cookie(COOKIE)) : undefined) ?? usable(this.storage.get(this.name));
-    const id = kept ?? this.newId();
-    if (kept === undefined || this.storage.get(this.name) !== id) this.storage.set(this.name, id);
-    if (cookieDomain && cookie(COOKIE) !== id) setCookie(COOKIE, id, cookieDomain, COOKIE_MAX_AGE_S);
+    const inCookie = cookieDomain ? usable(cookie(COOKIE)) : undefined;
+    const inStorage = usable(this.storage.get(this.name));
+    const id = inCookie ?? inStorage ?? this.newId();
+    if (inStorage !== id) this.storage.set(this.name, id);
+    if (cookieDomain && inCookie !== id) setCookie(COOKIE, id, cookieDomain, COOKIE_MAX_AGE_S);
     return id;
   }
 

@@ -103,9 +103,10 @@ export class Queue {
   /** Writes the record now, within the origin's byte cap. A write storage
    *  refuses (quota) removes the record, so no page adopts a stale copy. */
   write(): void {
-    this.checkAdopted();
+    const records = this.storage.names(this.prefix);
+    this.checkAdopted(records);
     if (!this.keeping()) this.items = [];
-    this.bound(MAX_BYTES - this.othersBytes());
+    this.bound(MAX_BYTES - this.othersBytes(records));
     if (this.items.length === 0) {
       this.forgetRecord();
       return;
@@ -136,9 +137,10 @@ export class Queue {
   }
 
   /** Forgets the items when another page adopted this page's record (it was
-   *  released, or this page was frozen long enough to seem dead). */
-  checkAdopted(): void {
-    if (this.stored && this.storage.get(this.own) === null) {
+   *  released, or this page was frozen long enough to seem dead); `records`
+   *  are the names of the origin's records. */
+  checkAdopted(records = this.storage.names(this.prefix)): void {
+    if (this.stored && !records.includes(this.own)) {
       this.items = [];
       this.stored = false;
     }
@@ -215,10 +217,9 @@ export class Queue {
   }
 
   /** What the other pages' records hold, in characters (about bytes: the bodies are mostly ASCII). */
-  private othersBytes(): number {
+  private othersBytes(records: string[]): number {
     if (!this.storage.lasting) return 0;
-    return this.storage
-      .names(this.prefix)
+    return records
       .filter((name) => name !== this.own)
       .reduce((sum, name) => sum + (this.storage.get(name)?.length ?? 0), 0);
   }

@@ -15,6 +15,13 @@ afterEach(() => {
   for (const page of pages.splice(0)) page.end();
 });
 
+/** A faked page, ended after the test. */
+function openPage(): Page {
+  const page = installPage();
+  pages.push(page);
+  return page;
+}
+
 function queueOn(local: FakeLocalStorage, page: string) {
   const queue = new Queue(layered(local), PREFIX, page, () => true);
   queues.push(queue);
@@ -27,8 +34,7 @@ function item(id: string, bytes = 100) {
 }
 
 test("one byte cap across the origin's records: a page's oldest go when others hold the rest", () => {
-  const page = installPage();
-  pages.push(page);
+  const page = openPage();
   const other = queueOn(page.local, "other");
   for (let i = 0; i < 8; i++) other.add(item(`o${i}`, 100_000));
   other.write();
@@ -46,8 +52,7 @@ test("one byte cap across the origin's records: a page's oldest go when others h
 });
 
 test("a write storage refuses removes the stale record and warns once; the items stay on the page", () => {
-  const page = installPage();
-  pages.push(page);
+  const page = openPage();
   const queue = queueOn(page.local, "p");
   queue.add(item("a"));
   queue.write();
@@ -66,8 +71,7 @@ test("a write storage refuses removes the stale record and warns once; the items
 });
 
 test("a page whose record was adopted while it was frozen forgets its items and does not write them back", () => {
-  const page = installPage();
-  pages.push(page);
+  const page = openPage();
   const frozen = queueOn(page.local, "frozen");
   frozen.add(item("a"));
   frozen.write();
@@ -78,8 +82,7 @@ test("a page whose record was adopted while it was frozen forgets its items and 
 });
 
 test("without Web Locks, two pages adopting one released record at once: one takes it", async () => {
-  const page = installPage();
-  pages.push(page);
+  const page = openPage();
   const gone = queueOn(page.local, "gone");
   for (const id of ["a", "b", "c"]) gone.add(item(id));
   gone.release();
