@@ -69,7 +69,6 @@ impl Delivery {
             }
         };
         let version = self.backlog.version();
-        self.backlog.taken(&lease.workspace_id);
         let held_until = Instant::now() + self.settings.lease();
         let Read { batches, count, last_id, events } = self.read(lease).await?;
         let mut pace = Pace::new(self.settings.workspace_request_interval());
@@ -200,7 +199,7 @@ impl Delivery {
 
     /// After a round that sent everything it read: the cursor moves on, and a
     /// partial read means the workspace is caught up: it leaves the backlog
-    /// until new events come (which then gather for the linger).
+    /// until new events come, and the next batch gets time to fill.
     fn settle(
         &self,
         lease: &WorkspaceLease,
@@ -212,12 +211,14 @@ impl Delivery {
         if let Some(last) = last_id {
             self.cursors.advance(&lease.workspace_id, last);
         }
-        if count < self.limits.max_messages {
+        let next_attempt_at = if count < self.limits.max_messages {
             self.backlog.settle(&lease.workspace_id, version);
+            earliest.max(now_millis() + millis(self.settings.linger()))
         } else {
             self.backlog.behind(&lease.workspace_id);
-        }
-        RoundEnd::Delivered { delivered_at: delivered.then(now_millis), next_attempt_at: earliest }
+            earliest
+        };
+        RoundEnd::Delivered { delivered_at: delivered.then(now_millis), next_attempt_at }
     }
 
     /// Extends the lease when what is left of it might not cover the next
