@@ -380,15 +380,27 @@ async fn ha_lab_crash_switchover_and_standby_loss() {
         delivered.entry(id.clone()).or_insert(r.at);
         times.entry(id).or_default().push(r.at);
     }
-    // Delivered twice: a batch Segment took just before the primary went,
-    // whose ack then failed or was lost with it (acks do not wait for the
-    // disk, by design), is sent again, with the same messageIds. Any other
-    // second delivery (a retry stored twice) is a failure.
+    // Delivered twice, as documented (docs/operations.md, "Retries are stored once"):
+    // - a batch Segment took just before the primary went, whose ack then
+    //   failed or was lost with it (acks do not wait for the disk, by
+    //   design), is sent again, with the same messageIds;
+    // - a request answered 503 at the commit bound whose commit landed later
+    //   and was delivered before the client sent it again: the resend finds
+    //   nothing queued and is stored anew.
+    // Any other second delivery (a retry stored twice while the first copy
+    // was queued) is a failure.
     let twice: Vec<(&String, &Vec<Instant>)> = times.iter().filter(|(_, at)| at.len() > 1).collect();
     let windows = [(crashed, promoted), (switching, switched)];
     let near_a_failover =
         |at: Instant| windows.iter().any(|(began, ended)| at + Duration::from_secs(2) >= *began && at <= *ended);
-    let unexplained: Vec<&String> = twice.iter().filter(|(_, at)| !near_a_failover(at[0])).map(|(id, _)| *id).collect();
+    let resent_after_delivery = |id: &str, delivered: Instant| {
+        attempts
+            .iter()
+            .any(|a| a.retry && a.status == Some(202) && a.sent >= delivered && a.ids.iter().any(|i| i == id))
+    };
+    let (at_failover, resent): (Vec<_>, Vec<_>) = twice.iter().partition(|(_, at)| near_a_failover(at[0]));
+    let unexplained: Vec<&String> =
+        resent.iter().filter(|(id, at)| !resent_after_delivery(id, at[0])).map(|(id, _)| *id).collect();
     let retried: HashSet<&str> =
         attempts.iter().filter(|a| a.retry).flat_map(|a| a.ids.iter().map(String::as_str)).collect();
     let crash = recovery(&attempts, &delivered, crashed, promoted);
@@ -401,8 +413,9 @@ async fn ha_lab_crash_switchover_and_standby_loss() {
         "ha lab figures:\n\
          - requests answered 202: {ok}, 503: {refused}, no answer: {cut}; events acknowledged: {}, retried by \
          the clients: {}\n\
-         - acknowledged events lost: 0 (every one reached Segment); delivered twice: {} (acks lost as the \
-         primary went), of which retried by a client: {}, at no failover: {}\n\
+         - acknowledged events lost: 0 (every one reached Segment); delivered twice: {}, of which at a \
+         failover (acks lost as the primary went): {}, sent again by a client after their first delivery (a \
+         commit past its bound that landed later): {}, otherwise: {}\n\
          - crash: the standby took writes {:?} after the kill; the first 202 {:?} after that; Segment had \
          every event acknowledged from the kill to a second after that 202 {:?} after the standby took writes\n\
          - switchover: the first 202 {:?} after the new primary took writes; delivery caught up the same way \
@@ -413,7 +426,8 @@ async fn ha_lab_crash_switchover_and_standby_loss() {
         acknowledged.len(),
         retried.len(),
         twice.len(),
-        twice.iter().filter(|(id, _)| retried.contains(id.as_str())).count(),
+        at_failover.len(),
+        resent.len() - unexplained.len(),
         unexplained.len(),
         promoted - crashed,
         crash.first_202,
@@ -423,7 +437,10 @@ async fn ha_lab_crash_switchover_and_standby_loss() {
         slowest_while_standby_gone,
         past_bound,
     );
-    assert!(unexplained.is_empty(), "delivered twice at no failover: {unexplained:?}");
+    assert!(
+        unexplained.is_empty(),
+        "delivered twice, neither at a failover nor resent after delivery: {unexplained:?}"
+    );
     assert!(crash.first_202 < Duration::from_secs(10) && switchover.first_202 < Duration::from_secs(10));
     assert!(crash.caught_up < Duration::from_secs(30) && switchover.caught_up < Duration::from_secs(30));
     assert!(slowest_while_standby_gone < Duration::from_secs(4), "a request waited past the commit bound");
