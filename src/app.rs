@@ -27,8 +27,8 @@ use crate::ingest::committer::Committer;
 use crate::ingest::keys::IngestKeys;
 use crate::ingest::{self, Ingest, IngestState};
 use crate::metrics::Metrics;
-use crate::queue::Queue;
 use crate::queue::depth::QueueDepth;
+use crate::queue::{Gathering, Queue};
 use crate::secrets::{Secrets, SecretsError};
 use crate::store::{self, StoreError};
 
@@ -68,7 +68,12 @@ impl App {
         let store = store::connect(&settings).await?;
         let depth = QueueDepth::default();
         let metrics = Arc::new(Metrics::new([depth.collector(), store.connection_counts().collector()]));
-        let queue = Queue::new(store.clone(), metrics.clone(), depth);
+        let limits = BatchLimits {
+            max_messages: settings.segment.max_batch_messages,
+            max_bytes: settings.segment.max_batch_bytes,
+        };
+        let gathering = Gathering { linger: settings.delivery.linger(), fill: limits.usual_fill() };
+        let queue = Queue::new(store.clone(), metrics.clone(), depth, gathering);
         let activity = Arc::new(Activity::new(settings.activity.clone()));
         let (committer, committer_task) = Committer::spawn(queue.clone(), &settings.ingest);
         let segment = SegmentClient::new(&settings.segment)?;
@@ -81,10 +86,6 @@ impl App {
             idle_timeout_ms = settings.http.idle_timeout_ms,
             "client connections"
         );
-        let limits = BatchLimits {
-            max_messages: settings.segment.max_batch_messages,
-            max_bytes: settings.segment.max_batch_bytes,
-        };
         let parts = DeliveryParts {
             store: store.clone(),
             queue: queue.clone(),

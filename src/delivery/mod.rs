@@ -116,7 +116,7 @@ impl Delivery {
                 next_poll = Instant::now() + self.settings.poll_interval();
             }
             rounds.reap();
-            let mut candidates = self.backlog.workspaces();
+            let (mut candidates, next_gathered) = self.backlog.due();
             let leased = self.lease(&mut candidates, slots.available_permits()).await;
             let probes = self.lease_probes(&candidates, slots.available_permits() - leased.len()).await;
             let found_work = !leased.is_empty() || !probes.is_empty();
@@ -134,6 +134,8 @@ impl Delivery {
             }
             let idle = self.idle_time(&candidates, slots.available_permits() > 0).await;
             let idle = idle.min(next_poll.saturating_duration_since(Instant::now()));
+            let idle =
+                next_gathered.map_or(idle, |at| idle.min(at.saturating_duration_since(std::time::Instant::now())));
             tokio::select! {
                 _ = stop.cancelled() => {}
                 // New events: let a few more commits land, then look again.

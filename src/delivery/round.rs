@@ -69,6 +69,7 @@ impl Delivery {
             }
         };
         let version = self.backlog.version();
+        self.backlog.taken(&lease.workspace_id);
         let held_until = Instant::now() + self.settings.lease();
         let Read { batches, count, last_id, events } = self.read(lease).await?;
         let mut pace = Pace::new(self.settings.workspace_request_interval());
@@ -199,7 +200,7 @@ impl Delivery {
 
     /// After a round that sent everything it read: the cursor moves on, and a
     /// partial read means the workspace is caught up: it leaves the backlog
-    /// until new events come, and the next batch gets time to fill.
+    /// until new events come (which then gather for the linger).
     fn settle(
         &self,
         lease: &WorkspaceLease,
@@ -211,14 +212,12 @@ impl Delivery {
         if let Some(last) = last_id {
             self.cursors.advance(&lease.workspace_id, last);
         }
-        let next_attempt_at = if count < self.limits.max_messages {
+        if count < self.limits.max_messages {
             self.backlog.settle(&lease.workspace_id, version);
-            earliest.max(now_millis() + millis(self.settings.linger()))
         } else {
             self.backlog.behind(&lease.workspace_id);
-            earliest
-        };
-        RoundEnd::Delivered { delivered_at: delivered.then(now_millis), next_attempt_at }
+        }
+        RoundEnd::Delivered { delivered_at: delivered.then(now_millis), next_attempt_at: earliest }
     }
 
     /// Extends the lease when what is left of it might not cover the next

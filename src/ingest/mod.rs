@@ -57,7 +57,10 @@ pub fn router(state: IngestState) -> (Router<IngestState>, utoipa::openapi::Open
     (router, api)
 }
 
+/// Counts the response by status, and the request as under way meanwhile
+/// (the group commit waits for those under way, see [`committer`]).
 async fn count_responses(State(app): State<IngestState>, request: Request, next: Next) -> Response {
+    let _under_way = app.committer.arrival();
     let response = next.run(request).await;
     app.metrics.ingest_responses.inc_by(&Status { status: response.status().as_u16() }, 1);
     response

@@ -9,12 +9,13 @@
 mod backlog;
 pub mod depth;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
-pub use backlog::Backlog;
+pub use backlog::{Backlog, Gathering};
 use depth::QueueDepth;
 
 use crate::domain::{DeadLetterReason, WorkspaceId};
@@ -32,8 +33,8 @@ pub struct Queue {
 }
 
 impl Queue {
-    pub fn new(store: Arc<Store>, metrics: Arc<Metrics>, depth: QueueDepth) -> Queue {
-        Queue { store, metrics, depth, backlog: Arc::new(Backlog::default()) }
+    pub fn new(store: Arc<Store>, metrics: Arc<Metrics>, depth: QueueDepth, gathering: Gathering) -> Queue {
+        Queue { store, metrics, depth, backlog: Arc::new(Backlog::new(gathering)) }
     }
 
     /// Undelivered events of every instance, as far as this one knows.
@@ -49,7 +50,7 @@ impl Queue {
     /// Marks the workspaces other instances commit events for, until `stop`.
     pub async fn listen_for_announcements(&self, stop: CancellationToken) {
         let backlog = self.backlog.clone();
-        let on_events: OnEvents = Arc::new(move |workspaces| backlog.mark(&workspaces));
+        let on_events: OnEvents = Arc::new(move |workspaces| backlog.arrived(workspaces.iter().map(|id| (id, 1))));
         self.store.listen_for_events(on_events, stop).await
     }
 
@@ -61,9 +62,7 @@ impl Queue {
     /// Commits events and identity links in one transaction.
     pub async fn enqueue(&self, events: Vec<NewEvent>, identities: Vec<IdentityLink>) -> Result<(), StoreError> {
         let count = events.len() as u64;
-        let mut workspaces: Vec<WorkspaceId> = events.iter().map(|e| e.workspace_id.clone()).collect();
-        workspaces.sort_unstable();
-        workspaces.dedup();
+        let arrivals = per_workspace(&events);
         let started = Instant::now();
         let stored = self.store.enqueue(events, identities).await;
         self.metrics.store_op(StoreOperation::Enqueue, started.elapsed());
@@ -71,7 +70,7 @@ impl Queue {
         self.metrics.events_accepted.inc_by(count);
         self.metrics.events_already_queued.inc_by(count - stored);
         self.depth.added(stored);
-        self.backlog.mark(&workspaces);
+        self.backlog.arrived(arrivals.iter().map(|(id, n)| (id, *n)));
         Ok(())
     }
 
@@ -149,4 +148,18 @@ impl Queue {
         self.depth.counted(self.store.queue_depth().await?);
         Ok(())
     }
+}
+
+/// How many of the events each workspace has (a commit holds a few workspaces' events).
+fn per_workspace(events: &[NewEvent]) -> HashMap<WorkspaceId, usize> {
+    let mut counts: HashMap<WorkspaceId, usize> = HashMap::new();
+    for event in events {
+        match counts.get_mut(&event.workspace_id) {
+            Some(count) => *count += 1,
+            None => {
+                counts.insert(event.workspace_id.clone(), 1);
+            }
+        }
+    }
+    counts
 }

@@ -13,6 +13,17 @@ pub struct BatchLimits {
     pub max_bytes: usize,
 }
 
+/// About what a guidance event weighs as Segment's message (600–900 bytes).
+const USUAL_MESSAGE_BYTES: usize = 1000;
+
+impl BatchLimits {
+    /// About how many events fill one request: delivery does not wait for
+    /// more than this to gather.
+    pub fn usual_fill(&self) -> usize {
+        self.max_messages.min(self.max_bytes / USUAL_MESSAGE_BYTES).max(1)
+    }
+}
+
 /// The messages of one request and the ids of the events they carry.
 #[derive(Debug, Default)]
 pub struct Batch {
