@@ -12,14 +12,23 @@ use crate::store::db::{Sql, params};
 /// The condition that an integration's Segment region is not down.
 pub(super) const REGION_UP: &str = "region NOT IN (SELECT region FROM segment_regions WHERE down_since IS NOT NULL)";
 
-static LEASE: Sql = Sql::new(concatcp!(
-    "UPDATE integrations SET lease_id = NEW_LEASE_ID, leased_until = $1 \
-     WHERE workspace_id IN ( \
-       SELECT workspace_id FROM integrations \
-       WHERE workspace_id IN_LIST($4) AND enabled AND next_attempt_at <= $2 AND ",
+/// The candidates that may be leased now, longest-waiting first: a read
+/// that locks nothing. Each is then claimed on its own ([`CLAIM`]), so that
+/// every write touches one workspace (one shard on Citus).
+static LEASABLE: Sql = Sql::new(concatcp!(
+    "SELECT workspace_id FROM integrations \
+     WHERE workspace_id IN_LIST($1) AND enabled AND next_attempt_at <= $2 AND ",
     REGION_UP,
     " AND (leased_until IS NULL OR leased_until < $2) \
-       ORDER BY next_attempt_at LIMIT $3 SKIP_LOCKED) \
+     ORDER BY next_attempt_at LIMIT $3"
+));
+/// Claims one workspace with a lease id the service made: a compare-and-set
+/// that one worker wins, while the workspace is still due by `$4` and
+/// unleased at `$5`.
+static CLAIM: Sql = Sql::new(concatcp!(
+    "UPDATE integrations SET lease_id = $1, leased_until = $2 \
+     WHERE workspace_id = $3 AND enabled AND next_attempt_at <= $4 \
+       AND (leased_until IS NULL OR leased_until < $5) \
      RETURNING ",
     LEASE_COLUMNS
 ));
@@ -53,7 +62,25 @@ impl Store {
         lease_until: Millis,
         limit: usize,
     ) -> Result<Vec<WorkspaceLease>, StoreError> {
-        Ok(self.db.all(&LEASE, params![lease_until, now, limit as i64, candidates]).await?)
+        let leasable: Vec<WorkspaceId> = self.db.all(&LEASABLE, params![candidates, now, limit as i64]).await?;
+        let mut leases = Vec::with_capacity(leasable.len());
+        for workspace in &leasable {
+            leases.extend(self.claim(workspace, now, now, lease_until).await?);
+        }
+        Ok(leases)
+    }
+
+    /// Leases the workspace until `lease_until` if it is enabled, due by
+    /// `due_by` and unleased at `now`; `None` when another worker was first.
+    pub(super) async fn claim(
+        &self,
+        workspace: &WorkspaceId,
+        due_by: Millis,
+        now: Millis,
+        lease_until: Millis,
+    ) -> Result<Option<WorkspaceLease>, StoreError> {
+        let lease_id = uuid::Uuid::new_v4().simple().to_string();
+        Ok(self.db.optional(&CLAIM, params![lease_id, lease_until, workspace, due_by, now]).await?)
     }
 
     /// The earliest time one of the enabled `candidates` in a region that is

@@ -44,6 +44,8 @@ static UPSERT_LINK: Sql = Sql::new(concatcp!(
 ));
 /// PostgreSQL takes a commit's rows as column arrays, in one round trip,
 /// announces them in the same statement, and answers how many were new.
+/// (`pg_notify` is called in FROM: Citus cannot keep a `void` column as the
+/// intermediate result of a subquery.)
 static ENQUEUE_ARRAYS: Sql = Sql::new(concatcp!(
     "WITH new_events AS ( \
        INSERT INTO events (workspace_id, message_id, user_id, anonymous_id, payload, received_at) \
@@ -55,7 +57,7 @@ static ENQUEUE_ARRAYS: Sql = Sql::new(concatcp!(
        SELECT * FROM UNNEST($8::text[], $9::text[], $10::text[], $11::bigint[])",
     LINK_CONFLICT,
     ") SELECT (SELECT COUNT(*) FROM new_events), \
-              (SELECT COUNT(*) FROM (SELECT pg_notify($12, $13) WHERE $13 <> '') AS announced)"
+              (SELECT COUNT(*) FROM pg_notify($12, $13) WHERE $13 <> '')"
 ));
 static WORKSPACES_WITH_EVENTS: Sql = Sql::new(
     "SELECT workspace_id FROM integrations i \
@@ -70,6 +72,9 @@ static READ: Sql = Sql::new(concatcp!(
 ));
 static ACK: Sql = Sql::new(concatcp!("DELETE FROM events WHERE id IN_LIST($1) AND ", LEASE_HELD));
 static ACK_WITHOUT_FLUSH: Sql = Sql::new("SET LOCAL synchronous_commit = off");
+/// On Citus, passes the transaction's `SET LOCAL`s on to the workers that hold
+/// its shards (on plain PostgreSQL a setting that nothing reads).
+static PASS_SETTINGS_ON: Sql = Sql::new("SET LOCAL citus.propagate_set_commands = 'local'");
 static DEAD_LETTER: Sql = Sql::new(concatcp!(
     "INSERT INTO dead_letters (workspace_id, message_id, user_id, anonymous_id, payload, received_at, \
                                reason, status, detail, failed_at) \
@@ -78,18 +83,24 @@ static DEAD_LETTER: Sql = Sql::new(concatcp!(
     LEASE_HELD
 ));
 static DELETE_EVENT: Sql = Sql::new(concatcp!("DELETE FROM events WHERE id = $1 AND ", LEASE_HELD));
+/// Workspaces with events received before `$1`: where expiry looks, one
+/// workspace at a time.
+static EXPIRING_WORKSPACES: Sql =
+    Sql::new("SELECT DISTINCT workspace_id FROM events WHERE received_at < $1 ORDER BY workspace_id LIMIT $2");
+/// The workspace's events received before `$2`, unless it is leased at `$3`
+/// (its worker may be sending them).
 static EXPIRING: Sql = Sql::new(
-    "SELECT id FROM events WHERE received_at < $1 \
-       AND workspace_id NOT IN (SELECT workspace_id FROM integrations WHERE leased_until >= $2) \
-     LIMIT $3 SKIP_LOCKED",
+    "SELECT id FROM events WHERE workspace_id = $1 AND received_at < $2 \
+       AND NOT EXISTS (SELECT 1 FROM integrations WHERE workspace_id = $1 AND leased_until >= $3) \
+     ORDER BY id LIMIT $4 SKIP_LOCKED",
 );
 static EXPIRE: Sql = Sql::new(
     "INSERT INTO dead_letters (workspace_id, message_id, user_id, anonymous_id, payload, received_at, \
                                reason, status, detail, failed_at) \
-     SELECT workspace_id, message_id, user_id, anonymous_id, payload, received_at, $2, NULL, $3, $4 \
-     FROM events WHERE id IN_LIST($1)",
+     SELECT workspace_id, message_id, user_id, anonymous_id, payload, received_at, $3, NULL, $4, $5 \
+     FROM events WHERE workspace_id = $1 AND id IN_LIST($2)",
 );
-static DELETE_EVENTS: Sql = Sql::new("DELETE FROM events WHERE id IN_LIST($1)");
+static DELETE_EVENTS: Sql = Sql::new("DELETE FROM events WHERE workspace_id = $1 AND id IN_LIST($2)");
 static DEPTH: Sql = Sql::new("SELECT COUNT(*) FROM events");
 static OLDEST: Sql = Sql::new("SELECT MIN(received_at) FROM events");
 static DEAD_LETTERS: Sql = Sql::new(concatcp!(
@@ -98,13 +109,17 @@ static DEAD_LETTERS: Sql = Sql::new(concatcp!(
     " FROM dead_letters WHERE workspace_id = $1 ORDER BY id LIMIT $2"
 ));
 static DEAD_LETTER_IDS: Sql = Sql::new("SELECT id FROM dead_letters WHERE workspace_id = $1 ORDER BY id LOCK_ROW");
+/// Counted by the rows it returns: Citus runs an INSERT … SELECT into a
+/// table with an identity column through the coordinator, and its row count
+/// is then what was selected, not what was stored.
 static REPLAY: Sql = Sql::new(concatcp!(
     "INSERT INTO events (workspace_id, message_id, user_id, anonymous_id, payload, received_at) \
-     SELECT workspace_id, message_id, user_id, anonymous_id, payload, $2 \
-     FROM dead_letters WHERE id IN_LIST($1) ORDER BY id",
-    ALREADY_QUEUED
+     SELECT workspace_id, message_id, user_id, anonymous_id, payload, $3 \
+     FROM dead_letters WHERE workspace_id = $1 AND id IN_LIST($2) ORDER BY id",
+    ALREADY_QUEUED,
+    " RETURNING 1"
 ));
-static DELETE_DEAD_LETTERS: Sql = Sql::new("DELETE FROM dead_letters WHERE id IN_LIST($1)");
+static DELETE_DEAD_LETTERS: Sql = Sql::new("DELETE FROM dead_letters WHERE workspace_id = $1 AND id IN_LIST($2)");
 static ANNOUNCE: Sql = Sql::new("SELECT pg_notify($1, '')");
 
 /// The channel on which commits of new events are announced to all instances.
@@ -222,6 +237,7 @@ impl Store {
             // commits, which must wait for the disk, do not queue behind acks'.
             Db::Postgres(_) => {
                 let mut tx = self.db.begin().await?;
+                tx.execute(&PASS_SETTINGS_ON, params![]).await?;
                 tx.execute(&ACK_WITHOUT_FLUSH, params![]).await?;
                 let deleted = tx.execute(&ACK, held(event_ids)).await?;
                 tx.commit().await?;
@@ -263,14 +279,34 @@ impl Store {
     /// Moves up to `limit` events received before `cutoff`, of workspaces not
     /// leased at `now`, to the dead letters as `expired`.
     pub async fn expire_events(&self, cutoff: Millis, now: Millis, limit: usize) -> Result<u64, StoreError> {
+        let workspaces: Vec<WorkspaceId> = self.db.all(&EXPIRING_WORKSPACES, params![cutoff, limit as i64]).await?;
+        let mut moved = 0;
+        for workspace in &workspaces {
+            let left = limit - moved as usize;
+            if left == 0 {
+                break;
+            }
+            moved += self.expire_in(workspace, cutoff, now, left).await?;
+        }
+        Ok(moved)
+    }
+
+    /// Expires up to `limit` of one workspace's events, in one transaction.
+    async fn expire_in(
+        &self,
+        workspace: &WorkspaceId,
+        cutoff: Millis,
+        now: Millis,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
         let mut tx = self.db.begin().await?;
-        let ids: Vec<i64> = tx.all(&EXPIRING, params![cutoff, now, limit as i64]).await?;
+        let ids: Vec<i64> = tx.all(&EXPIRING, params![workspace, cutoff, now, limit as i64]).await?;
         if ids.is_empty() {
             return Ok(0);
         }
         let (reason, detail) = EXPIRED;
-        let moved = tx.execute(&EXPIRE, params![ids.as_slice(), reason.as_str(), detail, now]).await?;
-        tx.execute(&DELETE_EVENTS, params![ids.as_slice()]).await?;
+        let moved = tx.execute(&EXPIRE, params![workspace, ids.as_slice(), reason.as_str(), detail, now]).await?;
+        tx.execute(&DELETE_EVENTS, params![workspace, ids.as_slice()]).await?;
         tx.commit().await?;
         Ok(moved)
     }
@@ -294,8 +330,8 @@ impl Store {
         let mut tx = self.db.begin().await?;
         // By id: exactly what is requeued is deleted, whatever another instance adds meanwhile.
         let ids: Vec<i64> = tx.all(&DEAD_LETTER_IDS, params![workspace_id]).await?;
-        let replayed = tx.execute(&REPLAY, params![ids.as_slice(), now]).await?;
-        tx.execute(&DELETE_DEAD_LETTERS, params![ids.as_slice()]).await?;
+        let replayed = tx.all::<i64>(&REPLAY, params![workspace_id, ids.as_slice(), now]).await?.len() as u64;
+        tx.execute(&DELETE_DEAD_LETTERS, params![workspace_id, ids.as_slice()]).await?;
         self.announce_in(&mut tx).await?;
         tx.commit().await?;
         Ok(replayed)

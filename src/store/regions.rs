@@ -3,7 +3,7 @@
 
 use const_format::concatcp;
 
-use super::rows::{LEASE_COLUMNS, REGION_COLUMNS};
+use super::rows::REGION_COLUMNS;
 use super::{Millis, RegionHealth, Store, StoreError, WorkspaceLease};
 use crate::domain::Region;
 use crate::domain::WorkspaceId;
@@ -29,16 +29,13 @@ static CLAIM_PROBE: Sql = Sql::new(
     "UPDATE segment_regions SET next_probe_at = $3 \
      WHERE region = $1 AND down_since IS NOT NULL AND next_probe_at <= $2",
 );
-static LEASE_PROBE: Sql = Sql::new(concatcp!(
-    "UPDATE integrations SET lease_id = NEW_LEASE_ID, leased_until = $3 \
-     WHERE workspace_id IN ( \
-       SELECT workspace_id FROM integrations \
-       WHERE workspace_id IN_LIST($4) AND region = $1 AND enabled \
-         AND (leased_until IS NULL OR leased_until < $2) \
-       ORDER BY next_attempt_at LIMIT 1 SKIP_LOCKED) \
-     RETURNING ",
-    LEASE_COLUMNS
-));
+/// The region's candidate to probe with, the least recently attempted,
+/// whether due or not (the region being down held it back).
+static PROBE_CANDIDATE: Sql = Sql::new(
+    "SELECT workspace_id FROM integrations \
+     WHERE workspace_id IN_LIST($1) AND region = $2 AND enabled AND (leased_until IS NULL OR leased_until < $3) \
+     ORDER BY next_attempt_at LIMIT 1",
+);
 static END_PROBE: Sql =
     Sql::new("UPDATE segment_regions SET next_probe_at = $3 WHERE region = $1 AND next_probe_at = $2");
 
@@ -90,16 +87,20 @@ impl Store {
         now: Millis,
         lease_until: Millis,
     ) -> Result<Option<WorkspaceLease>, StoreError> {
-        let mut tx = self.db.begin().await?;
-        if tx.execute(&CLAIM_PROBE, params![region.as_str(), now, lease_until]).await? == 0 {
+        if self.db.execute(&CLAIM_PROBE, params![region.as_str(), now, lease_until]).await? == 0 {
             return Ok(None);
         }
-        let values = params![region.as_str(), now, lease_until, candidates];
-        let Some(lease) = tx.optional(&LEASE_PROBE, values).await? else {
-            return Ok(None); // the transaction rolls back: the probe stays unclaimed
+        let candidate: Option<WorkspaceId> =
+            self.db.optional(&PROBE_CANDIDATE, params![candidates, region.as_str(), now]).await?;
+        let lease = match candidate {
+            Some(workspace) => self.claim(&workspace, Millis::MAX, now, lease_until).await?,
+            None => None,
         };
-        tx.commit().await?;
-        Ok(Some(lease))
+        if lease.is_none() {
+            // Nothing to probe with after all: the probe is due again at once.
+            self.end_probe(region, lease_until, now).await?;
+        }
+        Ok(lease)
     }
 
     /// Ends a probe that still holds its claim (`next_probe_at == claimed_until`,

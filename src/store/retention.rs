@@ -5,8 +5,11 @@ use crate::store::db::{Sql, params};
 
 static PURGE_DEAD_LETTERS: Sql =
     Sql::new("DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters WHERE failed_at < $1 LIMIT $2)");
-static PURGE_IDENTITIES: Sql =
-    Sql::new("DELETE FROM identities WHERE ROW_ID IN (SELECT ROW_ID FROM identities WHERE updated_at < $1 LIMIT $2)");
+/// By key: a `ctid` means nothing across Citus shards.
+static PURGE_IDENTITIES: Sql = Sql::new(
+    "DELETE FROM identities WHERE (workspace_id, anonymous_id) IN \
+       (SELECT workspace_id, anonymous_id FROM identities WHERE updated_at < $1 LIMIT $2)",
+);
 
 impl Store {
     /// Deletes up to `limit` dead letters that failed before `dead_before` and

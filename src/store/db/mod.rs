@@ -1,8 +1,8 @@
 //! The one SQL layer both databases sit behind, so that the store writes each
 //! statement once. A statement is a [`Sql`] template in PostgreSQL's syntax
 //! (`$1` parameters, which SQLite reads too), with a few markers where the
-//! dialects differ (`IN_LIST($n)`, `NEW_LEASE_ID`, `SKIP_LOCKED`, `LOCK_ROW`,
-//! `ROW_ID`), rendered once per dialect. Parameters are [`Value`]s; rows are
+//! dialects differ (`IN_LIST($n)`, `SKIP_LOCKED`, `LOCK_ROW`), rendered once
+//! per dialect. Parameters are [`Value`]s; rows are
 //! read by position through [`Row`] into types that implement [`FromRow`].
 //! It knows no table: the store's statements are the store's.
 //!
@@ -89,12 +89,7 @@ impl Sql {
 
 /// Replaces the markers where the dialects differ.
 fn render(template: &str, dialect: Dialect) -> String {
-    let words: &[(&str, &str, &str)] = &[
-        ("NEW_LEASE_ID", "gen_random_uuid()::text", "lower(hex(randomblob(16)))"),
-        ("SKIP_LOCKED", "FOR UPDATE SKIP LOCKED", ""),
-        ("LOCK_ROW", "FOR UPDATE", ""),
-        ("ROW_ID", "ctid", "rowid"),
-    ];
+    let words: &[(&str, &str, &str)] = &[("SKIP_LOCKED", "FOR UPDATE SKIP LOCKED", ""), ("LOCK_ROW", "FOR UPDATE", "")];
     let mut text = template.to_owned();
     for (marker, postgres, sqlite) in words {
         text = text.replace(marker, if dialect == Dialect::Postgres { postgres } else { sqlite });
@@ -348,14 +343,14 @@ mod tests {
 
     #[test]
     fn markers_are_rendered_per_dialect() {
-        let template = "UPDATE t SET lease = NEW_LEASE_ID WHERE id IN_LIST($4) AND x IN_LIST($2) SKIP_LOCKED";
+        let template = "SELECT id FROM t WHERE id IN_LIST($4) AND x IN_LIST($2) SKIP_LOCKED";
         assert_eq!(
             render(template, Dialect::Postgres),
-            "UPDATE t SET lease = gen_random_uuid()::text WHERE id = ANY($4) AND x = ANY($2) FOR UPDATE SKIP LOCKED"
+            "SELECT id FROM t WHERE id = ANY($4) AND x = ANY($2) FOR UPDATE SKIP LOCKED"
         );
         assert_eq!(
             render(template, Dialect::Sqlite),
-            "UPDATE t SET lease = lower(hex(randomblob(16))) WHERE id IN (SELECT value FROM json_each($4)) \
+            "SELECT id FROM t WHERE id IN (SELECT value FROM json_each($4)) \
              AND x IN (SELECT value FROM json_each($2)) "
         );
         assert_eq!(render("SELECT 1", Dialect::Sqlite), "SELECT 1");
