@@ -1,5 +1,5 @@
-//! The `produktly-segment` command: `serve` (the default), `migrate`, `reseal`,
-//! `docs`, `healthcheck`.
+//! The `produktly-segment` command: `serve` (the default), `migrate`,
+//! `citus-distribute`, `reseal`, `docs`, `healthcheck`.
 
 use std::process::ExitCode;
 
@@ -28,6 +28,10 @@ enum Command {
     Serve,
     /// Apply the database migrations and exit.
     Migrate,
+    /// On a Citus coordinator: apply the migrations, then distribute the
+    /// per-workspace tables by workspace_id and make the shared ones reference
+    /// tables (docs/operations.md, "Past one PostgreSQL"). Refuses elsewhere.
+    CitusDistribute,
     /// Re-seal every stored write key with the current PRODUKTLY_SECRET_KEY
     /// (give the old key in PRODUKTLY_PREVIOUS_SECRET_KEYS) and exit.
     Reseal,
@@ -56,6 +60,7 @@ async fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(settings).await,
         Command::Migrate => migrate(settings).await,
+        Command::CitusDistribute => citus_distribute(settings).await,
         Command::Reseal => reseal(settings).await,
         Command::Docs { check } => docs(check),
         Command::Healthcheck => healthcheck(&settings).await,
@@ -76,6 +81,12 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
 async fn migrate(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     store::connect(&settings).await?;
     tracing::info!("migrations applied");
+    Ok(())
+}
+
+async fn citus_distribute(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
+    let done = store::connect(&settings).await?.distribute_on_citus().await?;
+    tracing::info!(reference = ?done.reference, distributed = ?done.distributed, "tables distributed on Citus");
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 //! PostgreSQL or SQLite behind one SQL layer (`crate::store::db`). Times are Unix
 //! milliseconds.
 
+mod citus;
 pub mod db;
 mod erasure;
 mod integrations;
@@ -21,6 +22,7 @@ use crate::config::Settings;
 use crate::domain::selection::EventSelection;
 use crate::domain::{AllowedOrigins, DeadLetterReason, IpPolicy, LINK_REFRESH_MILLIS, Region, WorkspaceId};
 use crate::store::db::{ConnectionCounts, Db, DbError, Dialect, Sql};
+pub use citus::Distributed;
 pub use erasure::{Erased, ErasureSubject};
 pub use queue::QueueLife;
 
@@ -39,6 +41,11 @@ pub enum StoreError {
     RecentlyFailed,
     #[error("the commit did not complete within {0:?}")]
     CommitTimedOut(Duration),
+    #[error(
+        "this database is not a Citus coordinator (no citus extension in it), so citus-distribute distributed \
+         nothing; on Citus, run CREATE EXTENSION citus and add the workers first"
+    )]
+    NotCitus,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
