@@ -71,8 +71,9 @@ async fn kill_9_under_load_loses_nothing_acknowledged(backend: Backend) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_out_of_reach_answers_503_and_recovers() {
     let Some(env) = Env::new(Backend::Postgres).await else { return };
-    let proxy = TcpProxy::start("127.0.0.1:5432".parse().unwrap()).await;
-    let proxied = env.db.url.replace("127.0.0.1:5432", &proxy.addr.to_string());
+    let server = env.postgres_server();
+    let proxy = TcpProxy::start(server).await;
+    let proxied = env.db.url.replace(&server.to_string(), &proxy.addr.to_string());
     let app = env.start_app_with(|f| f.merge(Serialized::default("database_url", proxied))).await;
     let workspace = app.workspace_with_segment("wk_pg_outage").await;
     let load = load(&app.base, &workspace, "pg", Duration::from_millis(20));

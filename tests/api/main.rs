@@ -8,6 +8,7 @@ mod common;
 
 mod admin;
 mod browser;
+mod citus;
 mod data_protection;
 mod debugger;
 mod delivery;

@@ -1,5 +1,6 @@
 //! Databases of their own for the tests and the benchmark: a SQLite file in a
-//! temporary folder, or a fresh database on a PostgreSQL server, removed when
+//! temporary folder, a fresh database on a PostgreSQL server, or a fresh
+//! schema in a database that exists (a Citus coordinator's), removed when
 //! dropped. Not used by the service itself.
 
 use std::time::Duration;
@@ -21,6 +22,8 @@ pub struct ScratchDb {
     pub url: String,
     pub dir: tempfile::TempDir,
     postgres: Option<(String, String)>,
+    /// The schema's database URL and its name, for a scratch schema.
+    schema: Option<(String, String)>,
 }
 
 impl ScratchDb {
@@ -31,15 +34,28 @@ impl ScratchDb {
         match engine {
             Engine::Sqlite => {
                 let url = format!("sqlite://{}?mode=rwc", dir.path().join(SQLITE_FILE).display());
-                Ok(ScratchDb { url, dir, postgres: None })
+                Ok(ScratchDb { url, dir, postgres: None, schema: None })
             }
             Engine::Postgres => {
                 let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
                 run_on_server(server_url, &format!("CREATE DATABASE \"{name}\"")).await?;
                 let url = url_with_database(server_url, &name);
-                Ok(ScratchDb { url, dir, postgres: Some((server_url.to_owned(), name)) })
+                Ok(ScratchDb { url, dir, postgres: Some((server_url.to_owned(), name)), schema: None })
             }
         }
+    }
+
+    /// A schema named `{prefix}_{random}` in the database `database_url`
+    /// reaches, which the URL it gives puts first on the `search_path`: where
+    /// a database per test would need more than `CREATE DATABASE` (on Citus,
+    /// the extension and the workers in each).
+    pub async fn create_schema(database_url: &str, prefix: &str) -> Result<ScratchDb, sqlx::Error> {
+        let dir = tempfile::Builder::new().prefix(prefix).tempdir()?;
+        let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+        run_on_server(database_url, &format!("CREATE SCHEMA \"{name}\"")).await?;
+        let separator = if database_url.contains('?') { '&' } else { '?' };
+        let url = format!("{database_url}{separator}options=-c%20search_path%3D{name}");
+        Ok(ScratchDb { url, dir, postgres: None, schema: Some((database_url.to_owned(), name)) })
     }
 
     /// The SQLite file (on PostgreSQL, where it would be: nothing is there).
@@ -49,7 +65,7 @@ impl ScratchDb {
 
     /// A database that exists and stays (an HA lab's, say), with a folder of its own.
     pub fn existing(url: &str) -> std::io::Result<ScratchDb> {
-        Ok(ScratchDb { url: url.to_owned(), dir: tempfile::tempdir()?, postgres: None })
+        Ok(ScratchDb { url: url.to_owned(), dir: tempfile::tempdir()?, postgres: None, schema: None })
     }
 
     /// On PostgreSQL, runs `statement` on the server, from another database:
@@ -67,14 +83,15 @@ impl ScratchDb {
 
 impl Drop for ScratchDb {
     fn drop(&mut self) {
-        let Some((server_url, name)) = self.postgres.take() else {
-            return;
+        let (url, drop) = match (self.postgres.take(), self.schema.take()) {
+            (Some((server_url, name)), _) => (server_url, format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")),
+            (None, Some((database_url, name))) => (database_url, format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE")),
+            (None, None) => return,
         };
         // Drop runs outside any runtime's async context: use a runtime of its own.
         let _ = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-            let _ = runtime.block_on(run_on_server(&server_url, &drop));
+            let _ = runtime.block_on(run_on_server(&url, &drop));
         })
         .join();
     }

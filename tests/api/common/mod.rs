@@ -64,9 +64,22 @@ pub enum Backend {
 /// A database of its own for one test, removed afterwards.
 pub type TestDb = ScratchDb;
 
+/// With this set (`scripts/citus-lab.sh` sets it), the PostgreSQL tests run
+/// on this Citus coordinator instead.
+const CITUS_URL: &str = "PRODUKTLY_TEST_CITUS_URL";
+
+/// The Citus coordinator the PostgreSQL tests run on, if any.
+pub fn citus_coordinator() -> Option<String> {
+    std::env::var(CITUS_URL).ok().filter(|url| !url.is_empty())
+}
+
 /// A fresh database, or `None` when PostgreSQL is unreachable outside CI
-/// (with `CI=true` that is a failure, not a skip).
+/// (with `CI=true` that is a failure, not a skip). On Citus, a fresh schema
+/// on the coordinator (`Env::new` distributes its tables).
 pub async fn test_db(backend: Backend) -> Option<TestDb> {
+    if let (Backend::Postgres, Some(coordinator)) = (backend, citus_coordinator()) {
+        return Some(ScratchDb::create_schema(&coordinator, "produktly_test").await.expect("a schema on Citus"));
+    }
     let engine = match backend {
         Backend::Sqlite => Engine::Sqlite,
         Backend::Postgres => Engine::Postgres,
@@ -136,7 +149,20 @@ pub struct Env {
 impl Env {
     pub async fn new(backend: Backend) -> Option<Env> {
         let db = test_db(backend).await?;
-        Some(Env::with(db).await)
+        let env = Env::with(db).await;
+        if backend == Backend::Postgres && citus_coordinator().is_some() {
+            // Migrated and distributed the way an operator does it (`citus-distribute`).
+            let store = produktly_segment::store::connect(&env.settings(|f| f)).await.expect("the store opens");
+            store.distribute_on_citus().await.expect("the tables are distributed on Citus");
+        }
+        Some(env)
+    }
+
+    /// The `host:port` of the PostgreSQL server this environment's database is on.
+    pub fn postgres_server(&self) -> std::net::SocketAddr {
+        let after_user = self.db.url.split_once('@').map_or(self.db.url.as_str(), |(_, rest)| rest);
+        let server = after_user.split(['/', '?']).next().unwrap_or_default();
+        server.parse().expect("a PostgreSQL URL with an IP address and a port")
     }
 
     /// On a database that exists (and stays): the HA lab's.
