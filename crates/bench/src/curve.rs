@@ -13,7 +13,7 @@ use crate::cpu::CpuClock;
 use crate::load::{self, Target, Until};
 use crate::mock::MockSegment;
 use crate::service::Service;
-use crate::{BenchArgs, BenchBackend, BenchError, body, marked_body, scratch_database, thousands, wait_for_delivery};
+use crate::{BenchArgs, BenchError, body, marked_body, scratch_database, thousands, wait_for_delivery};
 
 /// The paced rates, in events per second.
 const RATES: [u32; 3] = [100, 1_000, 5_000];
@@ -43,7 +43,7 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
             key: service.workspace(&format!("curve-{i}")).await?,
         });
     }
-    let with_postgres = args.backend == BenchBackend::Postgres;
+    let with_postgres = args.backend.on_postgres();
     let phase = Duration::from_secs(args.seconds);
     let mut sent = 0;
     let mut points = Vec::new();

@@ -43,6 +43,17 @@ impl From<std::io::Error> for BenchError {
 pub enum BenchBackend {
     Sqlite,
     Postgres,
+    /// PostgreSQL with the tables distributed on Citus: `--postgres-url` names
+    /// a coordinator's database (`scripts/citus-lab.sh start` makes one); the
+    /// benchmark's schema in it is distributed as `citus-distribute` does.
+    Citus,
+}
+
+impl BenchBackend {
+    /// Whether PostgreSQL's processes (all of this machine's) are measured too.
+    pub fn on_postgres(self) -> bool {
+        self != BenchBackend::Sqlite
+    }
 }
 
 /// mimalloc, as the service binary has it (the figures are the service's).
@@ -146,13 +157,20 @@ fn report(outcome: Result<(), BenchError>) -> std::process::ExitCode {
 
 /// The benchmark's own database, removed when dropped.
 async fn scratch_database(args: &BenchArgs) -> Result<ScratchDb, BenchError> {
+    let failed = |e: &dyn std::fmt::Display| BenchError(format!("cannot create the database: {e}"));
     let engine = match args.backend {
         BenchBackend::Sqlite => Engine::Sqlite,
         BenchBackend::Postgres => Engine::Postgres,
+        BenchBackend::Citus => {
+            let db = ScratchDb::create_schema(&args.postgres_url, "produktly_bench").await.map_err(|e| failed(&e))?;
+            let store = produktly_segment::store::Store::open(&db.url, 2, Duration::from_secs(10))
+                .await
+                .map_err(|e| failed(&e))?;
+            store.distribute_on_citus().await.map_err(|e| failed(&e))?;
+            return Ok(db);
+        }
     };
-    ScratchDb::create(engine, &args.postgres_url, "produktly_bench")
-        .await
-        .map_err(|e| BenchError(format!("cannot create the database: {e}")))
+    ScratchDb::create(engine, &args.postgres_url, "produktly_bench").await.map_err(|e| failed(&e))
 }
 
 /// One line of the results table: the figures measured, and how they read.
@@ -217,7 +235,7 @@ async fn run_once(args: &BenchArgs) -> Result<Vec<Row>, BenchError> {
     let mut rows = Vec::new();
     let mut sent = 0;
 
-    let with_postgres = args.backend == BenchBackend::Postgres;
+    let with_postgres = args.backend.on_postgres();
     let cpu_clock = || CpuClock::read(service.pid(), with_postgres);
     let shapes =
         [("/v1/track", "/v1/track", 1), ("/v1/batch of 10", "/v1/batch", 10), ("/v1/batch of 100", "/v1/batch", 100)];
@@ -448,7 +466,7 @@ async fn engine_phase(args: &BenchArgs) -> Result<engine::EngineFigure, BenchErr
     let backend = args.backend;
     let figure = tokio::task::spawn_blocking(move || match backend {
         BenchBackend::Sqlite => engine::sqlite(&path, workspaces, &payload),
-        BenchBackend::Postgres => engine::postgres(&url, workspaces, &payload),
+        BenchBackend::Postgres | BenchBackend::Citus => engine::postgres(&url, workspaces, &payload),
     })
     .await
     .map_err(|e| BenchError(e.to_string()))?;
@@ -469,7 +487,7 @@ async fn soak(args: &BenchArgs) -> Result<(), BenchError> {
         targets.push(Target { addr: service.addr, path: "/v1/track", key });
     }
     let (duration, rate) = (Duration::from_secs(args.soak), args.soak_rate.max(1));
-    let started = CpuClock::read(service.pid(), args.backend == BenchBackend::Postgres);
+    let started = CpuClock::read(service.pid(), args.backend.on_postgres());
     let load = tokio::spawn(async move { load::open_loop(&targets, rate, 32, duration, 1, || body(1)).await });
     println!("| minute | RSS | queue depth | delivered |");
     println!("|--------|-----|-------------|-----------|");
