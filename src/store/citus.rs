@@ -59,7 +59,8 @@ impl Store {
         Ok(done)
     }
 
-    /// Runs `make` for `table` unless it is of that `kind` already; whether it ran.
+    /// Runs `make` for `table` unless it is of that kind (partition method,
+    /// replication model) already; whether it ran.
     async fn make(
         &self,
         table: &str,
