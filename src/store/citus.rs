@@ -5,7 +5,7 @@
 //! node). The statements themselves are the same on PostgreSQL and Citus.
 
 use super::{Store, StoreError};
-use crate::store::db::{Dialect, Sql, Value, params};
+use crate::store::db::{Db, Dialect, Sql, Value, params};
 
 /// Shared by every workspace (or by none): a copy on every node.
 const REFERENCE_TABLES: [&str; 3] = ["workspaces", "segment_regions", "deleted_workspaces"];
@@ -35,12 +35,17 @@ pub struct Distributed {
     pub distributed: Vec<&'static str>,
 }
 
+/// Whether `db` is a Citus coordinator (PostgreSQL with the citus extension).
+pub(super) async fn is_coordinator(db: &Db) -> Result<bool, StoreError> {
+    Ok(db.dialect() == Dialect::Postgres && db.one::<i64>(&HAS_CITUS, params![]).await? > 0)
+}
+
 impl Store {
     /// Makes the store's tables Citus tables, as above; a run again changes
     /// nothing. Refuses, changing nothing, where the database is not a Citus
     /// coordinator.
     pub async fn distribute_on_citus(&self) -> Result<Distributed, StoreError> {
-        if self.db.dialect() != Dialect::Postgres || self.db.one::<i64>(&HAS_CITUS, params![]).await? == 0 {
+        if !is_coordinator(&self.db).await? {
             return Err(StoreError::NotCitus);
         }
         let mut done = Distributed::default();
@@ -51,7 +56,9 @@ impl Store {
         }
         let colocated_with = DISTRIBUTED_TABLES[0];
         for table in DISTRIBUTED_TABLES {
-            let colocate = if table == colocated_with { "default" } else { colocated_with };
+            // A colocation group of its own: one shared with other tables of the
+            // same key type ("default") ties their shard moves and locks to ours.
+            let colocate = if table == colocated_with { "none" } else { colocated_with };
             if self.make(table, DISTRIBUTED, &MAKE_DISTRIBUTED, params![table, colocate]).await? {
                 done.distributed.push(table);
             }

@@ -221,6 +221,9 @@ pub struct Store {
     migrator: &'static sqlx::migrate::Migrator,
     /// When this instance last announced new events (PostgreSQL).
     announced: Arc<AtomicI64>,
+    /// Whether the database is a Citus coordinator, where a commit that spans
+    /// shards is a two-phase commit (`enqueue` then commits per workspace).
+    on_citus: bool,
 }
 
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -238,7 +241,8 @@ impl Store {
             Dialect::Sqlite => &SQLITE_MIGRATIONS,
         };
         let db = Db::open(url, connections, wait, migrator).await?;
-        Ok(Store { db, migrator, announced: Arc::new(AtomicI64::new(0)) })
+        let on_citus = citus::is_coordinator(&db).await?;
+        Ok(Store { db, migrator, announced: Arc::new(AtomicI64::new(0)), on_citus })
     }
 
     /// Ok when the database answers, takes writes, and its schema is this build's.

@@ -3,6 +3,7 @@
 //! Segment took, dead letters, expiry and replay, and the announcements of
 //! new events to other instances (PostgreSQL).
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -159,38 +160,28 @@ impl Store {
     pub async fn enqueue(&self, events: Vec<NewEvent>, identities: Vec<IdentityLink>) -> Result<u64, StoreError> {
         let links = latest_links(identities);
         match self.db.dialect() {
-            // The commit's rows as column arrays, in one round trip.
+            // On Citus, one statement per workspace, all at once: a commit that
+            // spans shards would be a two-phase commit (4.7x the cost of an
+            // event at 8 workspaces). Each is atomic; if one fails, the
+            // requests are answered 503 and their retries find the events of
+            // the others already queued.
+            Dialect::Postgres if self.on_citus => {
+                let mut announcement = self.announcement(&events);
+                let mut by_workspace: HashMap<WorkspaceId, (Vec<NewEvent>, Vec<IdentityLink>)> = HashMap::new();
+                for event in events {
+                    by_workspace.entry(event.workspace_id.clone()).or_default().0.push(event);
+                }
+                for link in links {
+                    by_workspace.entry(link.workspace_id.clone()).or_default().1.push(link);
+                }
+                let commits = by_workspace
+                    .into_values()
+                    .map(|(events, links)| self.enqueue_arrays(events, links, std::mem::take(&mut announcement)));
+                Ok(futures_util::future::try_join_all(commits).await?.into_iter().sum())
+            }
             Dialect::Postgres => {
                 let announcement = self.announcement(&events);
-                let mut columns = EventColumns::default();
-                for event in events {
-                    columns.push(event);
-                }
-                let mut link_columns = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-                for link in links {
-                    link_columns.0.push(link.workspace_id.into_string());
-                    link_columns.1.push(link.anonymous_id);
-                    link_columns.2.push(link.user_id);
-                    link_columns.3.push(link.at);
-                }
-                let EventColumns { workspace, message, user, anonymous, payload, received } = columns;
-                let values = params![
-                    workspace,
-                    message,
-                    user,
-                    anonymous,
-                    LINK_REFRESH_MILLIS,
-                    payload,
-                    received,
-                    link_columns.0,
-                    link_columns.1,
-                    link_columns.2,
-                    link_columns.3,
-                    EVENTS_CHANNEL,
-                    announcement,
-                ];
-                let (stored, _): (i64, i64) = self.db.one(&ENQUEUE_ARRAYS, values).await?;
-                Ok(stored as u64)
+                self.enqueue_arrays(events, links, announcement).await
             }
             // Prepared single-row inserts in one transaction: no statement to
             // parse, and no statement journal as a multi-row insert needs.
@@ -207,6 +198,45 @@ impl Store {
                 Ok(changed[0])
             }
         }
+    }
+
+    /// PostgreSQL: the rows as column arrays, in one round trip, with the
+    /// announcement (empty for none); how many events were new.
+    async fn enqueue_arrays(
+        &self,
+        events: Vec<NewEvent>,
+        links: Vec<IdentityLink>,
+        announcement: String,
+    ) -> Result<u64, StoreError> {
+        let mut columns = EventColumns::default();
+        for event in events {
+            columns.push(event);
+        }
+        let mut link_columns = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for link in links {
+            link_columns.0.push(link.workspace_id.into_string());
+            link_columns.1.push(link.anonymous_id);
+            link_columns.2.push(link.user_id);
+            link_columns.3.push(link.at);
+        }
+        let EventColumns { workspace, message, user, anonymous, payload, received } = columns;
+        let values = params![
+            workspace,
+            message,
+            user,
+            anonymous,
+            LINK_REFRESH_MILLIS,
+            payload,
+            received,
+            link_columns.0,
+            link_columns.1,
+            link_columns.2,
+            link_columns.3,
+            EVENTS_CHANNEL,
+            announcement,
+        ];
+        let (stored, _): (i64, i64) = self.db.one(&ENQUEUE_ARRAYS, values).await?;
+        Ok(stored as u64)
     }
 
     /// The workspaces with an enabled integration and queued events. This
