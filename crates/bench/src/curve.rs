@@ -4,6 +4,8 @@
 //! connections, then a closed loop of 64 connections; for each, the CPU an
 //! event cost (the service's, and PostgreSQL's), Segment requests per 1,000
 //! events, the ingest p99 and the end-to-end p50 and p99 (`202` to the mock).
+//! Each load is then put on the bare HTTP floor endpoint as well, for what an
+//! axum request costs at that rate on this machine whatever the service does.
 
 use std::time::Duration;
 
@@ -13,7 +15,10 @@ use crate::cpu::CpuClock;
 use crate::load::{self, Target, Until};
 use crate::mock::MockSegment;
 use crate::service::Service;
-use crate::{BenchArgs, BenchError, body, marked_body, scratch_database, thousands, wait_for_delivery};
+use crate::{
+    BenchArgs, BenchError, body, closed_loop_on, floor_process, marked_body, scratch_database, thousands,
+    wait_for_delivery,
+};
 
 /// The paced rates, in events per second.
 const RATES: [u32; 3] = [100, 1_000, 5_000];
@@ -25,6 +30,7 @@ struct Point {
     events: u64,
     service_micros: f64,
     postgres_micros: f64,
+    floor_micros: f64,
     requests_per_thousand: f64,
     ingest_p99_ms: f64,
     end_to_end_ms: Option<(f64, f64)>,
@@ -62,6 +68,7 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
         let [service_micros, postgres_micros] =
             CpuClock::read(service.pid(), with_postgres).since(&started).per_event(report.events);
         let latency = mock.take_latency();
+        let floor_micros = floor_at(rate, args, phase).await?;
         let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
         points.push(Point {
             load: match rate {
@@ -75,6 +82,7 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
             events: report.events,
             service_micros,
             postgres_micros,
+            floor_micros,
             requests_per_thousand: (mock.requests() - requests_before) as f64 * 1000.0 / report.events.max(1) as f64,
             ingest_p99_ms: report.millis_at(0.99),
             end_to_end_ms: rate.map(|_| (ms(0.5), ms(0.99))),
@@ -86,25 +94,39 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
     Ok(())
 }
 
+/// The bare HTTP floor endpoint's CPU per request under the same load:
+/// paced at `rate`, or a closed loop at saturation.
+async fn floor_at(rate: Option<u32>, args: &BenchArgs, phase: Duration) -> Result<f64, BenchError> {
+    let (_, micros) = floor_process(|target| async move {
+        match rate {
+            Some(rate) => load::open_loop(&[target], rate, PACED_CONNECTIONS, phase, 1, || body(1)).await,
+            None => closed_loop_on(target, args, phase).await,
+        }
+    })
+    .await?;
+    Ok(micros)
+}
+
 fn print(args: &BenchArgs, points: &[Point]) {
     println!(
         "\nproduktly-segment cost curve: {:?} backend, {} s per rate, {} workspaces\n",
         args.backend, args.seconds, args.workspaces
     );
     println!(
-        "| load | events | service CPU/event | PostgreSQL CPU/event | Segment requests per 1,000 events | ingest p99 | end to end p50 / p99 |"
+        "| load | events | service CPU/event | PostgreSQL CPU/event | bare HTTP floor CPU/request | Segment requests per 1,000 events | ingest p99 | end to end p50 / p99 |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for point in points {
         let postgres =
             if point.postgres_micros.is_nan() { "—".to_owned() } else { format!("{:.1} µs", point.postgres_micros) };
         let end_to_end = point.end_to_end_ms.map_or("—".to_owned(), |(p50, p99)| format!("{p50:.0} / {p99:.0} ms"));
         println!(
-            "| {} | {} | {:.1} µs | {} | {:.1} | {:.1} ms | {} |",
+            "| {} | {} | {:.1} µs | {} | {:.1} µs | {:.1} | {:.1} ms | {} |",
             point.load,
             thousands(point.events as f64),
             point.service_micros,
             postgres,
+            point.floor_micros,
             point.requests_per_thousand,
             point.ingest_p99_ms,
             end_to_end

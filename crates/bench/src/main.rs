@@ -381,11 +381,25 @@ async fn run_once(args: &BenchArgs) -> Result<Vec<Row>, BenchError> {
 /// The bare HTTP floor endpoint, as a process of its own, under the same
 /// load as `/v1/track`: its requests/s and CPU per request.
 async fn floor_phase(args: &BenchArgs, phase: Duration) -> Result<(f64, f64), BenchError> {
+    let (report, cpu) = floor_process(|target| closed_loop_on(target, args, phase)).await?;
+    Ok((report.events_per_sec(), cpu))
+}
+
+/// Starts the bare HTTP floor endpoint as a process of its own, puts `load`
+/// on it and stops it: the report, and CPU per request.
+pub(crate) async fn floor_process<L: std::future::Future<Output = Result<Report, BenchError>>>(
+    load: impl FnOnce(Target) -> L,
+) -> Result<(Report, f64), BenchError> {
     let address = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let mut command = std::process::Command::new(std::env::current_exe()?);
     command.args(["--serve-http-floor", &address.to_string()]).env("RUST_LOG", "warn");
-    let (report, cpu) = load_process(command, address, args, phase, |_| async {}).await?;
-    Ok((report.events_per_sec(), cpu))
+    load_process(command, address, load, |_| async {}).await
+}
+
+/// The throughput phases' load on one target: a closed loop of
+/// `args.connections` for `phase`.
+pub(crate) async fn closed_loop_on(target: Target, args: &BenchArgs, phase: Duration) -> Result<Report, BenchError> {
+    load::closed_loop(&[target], body(1), 1, args.connections, Until::Elapsed(phase)).await
 }
 
 /// The usual Node setup (express and @segment/analytics-node, in memory, not
@@ -408,7 +422,7 @@ async fn node_peer_phase(args: &BenchArgs, phase: Duration, mock: &MockSegment) 
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
-    match load_process(command, address, args, phase, delivered).await {
+    match load_process(command, address, |target| closed_loop_on(target, args, phase), delivered).await {
         Ok((report, cpu)) => Some((report.events_per_sec(), cpu)),
         Err(e) => {
             eprintln!("the Node peer is left out: {e}");
@@ -417,16 +431,19 @@ async fn node_peer_phase(args: &BenchArgs, phase: Duration, mock: &MockSegment) 
     }
 }
 
-/// Starts `command` (a server on `address`), loads its `/v1/track` as the
-/// service's, runs `after` before reading its CPU, and stops it: the report,
-/// and CPU per request. `after` is given the requests sent.
-async fn load_process<F: std::future::Future<Output = ()>>(
+/// Starts `command` (a server on `address`), puts `load` on its
+/// `/v1/track` as on the service's, runs `after` before reading its CPU, and
+/// stops it: the report, and CPU per request. `after` is given the requests sent.
+async fn load_process<L, F>(
     mut command: std::process::Command,
     address: std::net::SocketAddr,
-    args: &BenchArgs,
-    phase: Duration,
+    load: impl FnOnce(Target) -> L,
     after: impl FnOnce(u64) -> F,
-) -> Result<(Report, f64), BenchError> {
+) -> Result<(Report, f64), BenchError>
+where
+    L: std::future::Future<Output = Result<Report, BenchError>>,
+    F: std::future::Future<Output = ()>,
+{
     let mut child = command.stdin(std::process::Stdio::null()).spawn()?;
     let mut up = false;
     for _ in 0..200 {
@@ -442,7 +459,7 @@ async fn load_process<F: std::future::Future<Output = ()>>(
     }
     let target = Target { addr: address, path: "/v1/track", key: "reference".into() };
     let started = CpuClock::read(child.id(), false);
-    let report = load::closed_loop(&[target], body(1), 1, args.connections, Until::Elapsed(phase)).await;
+    let report = load(target).await;
     after(report.as_ref().map_or(0, |r| r.events)).await;
     let cpu = CpuClock::read(child.id(), false).since(&started);
     let _ = child.kill();
