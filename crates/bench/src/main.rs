@@ -87,7 +87,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1)]
     runs: usize,
     /// Instead of the figures: the cost curve, single events paced at 100,
-    /// 1,000 and 5,000 events/s and then at saturation, `--seconds` each.
+    /// 1,000 and 5,000 events/s and then at saturation, `--seconds` each;
+    /// each load is also put on the bare HTTP floor endpoint.
     #[arg(long)]
     curve: bool,
     /// Instead of the figures: seconds of steady load, sampling memory and the
