@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::cpu::CpuClock;
-use crate::load::{self, Target, Until};
+use crate::load::{self, Target};
 use crate::mock::MockSegment;
 use crate::service::Service;
 use crate::{
@@ -61,7 +61,7 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
             Some(rate) => {
                 load::open_loop(&targets, rate, PACED_CONNECTIONS, phase, 1, move || marked_body(epoch)).await?
             }
-            None => load::closed_loop(&targets, body(1), 1, args.connections, Until::Elapsed(phase)).await?,
+            None => closed_loop_on(&targets, args, phase).await?,
         };
         sent += report.events;
         wait_for_delivery(&mock, sent).await?;
@@ -100,7 +100,7 @@ async fn floor_at(rate: Option<u32>, args: &BenchArgs, phase: Duration) -> Resul
     let (_, micros) = floor_process(|target| async move {
         match rate {
             Some(rate) => load::open_loop(&[target], rate, PACED_CONNECTIONS, phase, 1, || body(1)).await,
-            None => closed_loop_on(target, args, phase).await,
+            None => closed_loop_on(&[target], args, phase).await,
         }
     })
     .await?;

@@ -382,7 +382,7 @@ async fn run_once(args: &BenchArgs) -> Result<Vec<Row>, BenchError> {
 /// The bare HTTP floor endpoint, as a process of its own, under the same
 /// load as `/v1/track`: its requests/s and CPU per request.
 async fn floor_phase(args: &BenchArgs, phase: Duration) -> Result<(f64, f64), BenchError> {
-    let (report, cpu) = floor_process(|target| closed_loop_on(target, args, phase)).await?;
+    let (report, cpu) = floor_process(|target| async move { closed_loop_on(&[target], args, phase).await }).await?;
     Ok((report.events_per_sec(), cpu))
 }
 
@@ -397,10 +397,13 @@ pub(crate) async fn floor_process<L: std::future::Future<Output = Result<Report,
     load_process(command, address, load, |_| async {}).await
 }
 
-/// The throughput phases' load on one target: a closed loop of
-/// `args.connections` for `phase`.
-pub(crate) async fn closed_loop_on(target: Target, args: &BenchArgs, phase: Duration) -> Result<Report, BenchError> {
-    load::closed_loop(&[target], body(1), 1, args.connections, Until::Elapsed(phase)).await
+/// Single events in a closed loop of `args.connections` for `phase` (saturation).
+pub(crate) async fn closed_loop_on(
+    targets: &[Target],
+    args: &BenchArgs,
+    phase: Duration,
+) -> Result<Report, BenchError> {
+    load::closed_loop(targets, body(1), 1, args.connections, Until::Elapsed(phase)).await
 }
 
 /// The usual Node setup (express and @segment/analytics-node, in memory, not
@@ -423,7 +426,14 @@ async fn node_peer_phase(args: &BenchArgs, phase: Duration, mock: &MockSegment) 
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
-    match load_process(command, address, |target| closed_loop_on(target, args, phase), delivered).await {
+    match load_process(
+        command,
+        address,
+        |target| async move { closed_loop_on(&[target], args, phase).await },
+        delivered,
+    )
+    .await
+    {
         Ok((report, cpu)) => Some((report.events_per_sec(), cpu)),
         Err(e) => {
             eprintln!("the Node peer is left out: {e}");
